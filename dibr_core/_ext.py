@@ -1,0 +1,157 @@
+"""Loading of the compiled kernels (``dibr_core_C``).
+
+Order: a prebuilt module in ``dibr_core/_build`` whose recorded source hash and torch
+version match; else a just-in-time build with ninja through ``torch.utils.cpp_extension``;
+else nothing, with one warning, and every op runs on the pure-PyTorch reference path.
+``python build.py ext`` performs the ahead-of-time build. Importing never raises.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.machinery
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import warnings
+from pathlib import Path
+from types import ModuleType
+from typing import List, Optional, Tuple
+
+import torch
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+CSRC = PACKAGE_DIR / "csrc"
+MODULE_NAME = "dibr_core_C"
+CPU_SOURCES = ["bindings.cpp", "rasterize_cpu.cpp", "soft_mask_cpu.cpp"]
+CUDA_SOURCES: List[str] = []  # the CUDA kernels' .cu files (none built yet)
+CFLAGS = ["-O3", "-std=c++17", "-ffp-contract=off", "-fopenmp"]
+LDFLAGS = ["-fopenmp"]
+
+_state: dict = {"tried": False, "module": None, "reason": "not loaded yet", "how": None}
+
+
+def default_build_dir() -> Path:
+    """``dibr_core/_build`` when writable, else a per-user cache folder."""
+    d = PACKAGE_DIR / "_build"
+    try:
+        d.mkdir(exist_ok=True)
+        probe = d / ".write_probe"
+        probe.touch()
+        probe.unlink()
+        return d
+    except OSError:
+        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dibr_core" / "build"
+        cache.mkdir(parents=True, exist_ok=True)
+        return cache
+
+
+def source_files() -> List[Path]:
+    files = sorted(CSRC.rglob("*.h")) + sorted(CSRC.rglob("*.cpp")) + sorted(CSRC.rglob("*.cu"))
+    return files
+
+
+def source_hash(extra: Tuple[str, ...] = ()) -> str:
+    """Hash of every kernel source, the flags and the torch version."""
+    h = hashlib.sha256()
+    for f in source_files():
+        h.update(f.relative_to(CSRC).as_posix().encode())
+        h.update(f.read_bytes())
+    h.update(" ".join(CFLAGS + LDFLAGS + list(extra)).encode())
+    h.update(torch.__version__.encode())
+    return h.hexdigest()[:16]
+
+
+def _import_so(path: Path) -> ModuleType:
+    loader = importlib.machinery.ExtensionFileLoader(MODULE_NAME, str(path))
+    spec = importlib.util.spec_from_file_location(MODULE_NAME, str(path), loader=loader)
+    assert spec is not None
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    return mod
+
+
+def _info_path(build_dir: Path) -> Path:
+    return build_dir / "build_info.json"
+
+
+def _try_prebuilt(build_dir: Path, want_hash: str) -> Optional[ModuleType]:
+    info_file = _info_path(build_dir)
+    so = build_dir / f"{MODULE_NAME}.so"
+    if not (info_file.exists() and so.exists()):
+        return None
+    info = json.loads(info_file.read_text())
+    if info.get("hash") != want_hash:
+        return None
+    return _import_so(so)
+
+
+def build(build_dir: Optional[Path] = None, verbose: bool = False, sanitize: bool = False) -> ModuleType:
+    """Compile the extension with ninja (raises on failure) and record its hash."""
+    from torch.utils import cpp_extension
+
+    build_dir = Path(build_dir) if build_dir is not None else default_build_dir()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    if shutil.which("ninja") is None and not (Path(sys.executable).parent / "ninja").exists():
+        raise RuntimeError("ninja is not installed (pip install ninja)")
+    # torch's cpp_extension looks ninja up on PATH: make the venv's bin visible.
+    os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
+    cflags = list(CFLAGS)
+    ldflags = list(LDFLAGS)
+    extra: Tuple[str, ...] = ()
+    if sanitize:
+        extra = ("-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g")
+        cflags = [f for f in cflags if f != "-O3"] + ["-O1"] + list(extra)
+        ldflags += list(extra)
+    mod = cpp_extension.load(
+        name=MODULE_NAME,
+        sources=[str(CSRC / s) for s in CPU_SOURCES],
+        extra_cflags=cflags,
+        extra_ldflags=ldflags,
+        extra_include_paths=[str(CSRC / "include")],
+        build_directory=str(build_dir),
+        verbose=verbose,
+    )
+    info = {"hash": source_hash(extra), "torch": torch.__version__, "cuda": False, "sanitize": sanitize}
+    _info_path(build_dir).write_text(json.dumps(info, indent=1))
+    return mod
+
+
+def load() -> Optional[ModuleType]:
+    """The compiled module, or None (then ``reason()`` says why). Never raises."""
+    if _state["tried"]:
+        return _state["module"]
+    _state["tried"] = True
+    if os.environ.get("DIBR_BACKEND", "").lower() == "reference":
+        _state["reason"] = "DIBR_BACKEND=reference forces the reference path"
+        return None
+    try:
+        build_dir = default_build_dir()
+        want = source_hash()
+        mod = _try_prebuilt(build_dir, want)
+        if mod is not None:
+            _state.update(module=mod, how="prebuilt", reason=f"prebuilt extension in {build_dir.name}/")
+            return mod
+        mod = build(build_dir)
+        _state.update(module=mod, how="jit", reason="built just in time with ninja")
+        return mod
+    except Exception as exc:  # noqa: BLE001 - any failure means: use the reference path
+        msg = str(exc).strip().splitlines()
+        short = msg[-1] if msg else type(exc).__name__
+        _state["reason"] = f"C++ extension unavailable ({type(exc).__name__}: {short[:300]})"
+        warnings.warn(
+            f"dibr_core: {_state['reason']}; falling back to the pure-PyTorch reference path "
+            "(correct but slow). Run `python build.py ext` to build the kernels.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
+
+
+def reason() -> str:
+    return str(_state["reason"])
+
+
+def how() -> Optional[str]:
+    return _state["how"]

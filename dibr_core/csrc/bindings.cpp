@@ -1,0 +1,158 @@
+// Torch-facing layer of dibr_core: checks the tensors, allocates outputs, fills the parameter
+// structs and calls the CPU kernels (and, where built with WITH_CUDA, the CUDA ones).
+// This is the only file that defines the Python module.
+#include <torch/extension.h>
+
+#include "cpu_kernels.h"
+
+namespace {
+
+#define DIBR_CHECK_ARG(cond, fn, ...) TORCH_CHECK(cond, fn, "(): ", __VA_ARGS__)
+
+void check_float(const char* fn, const torch::Tensor& t, const char* name, int dim, torch::ScalarType dtype) {
+  DIBR_CHECK_ARG(t.dim() == dim, fn, name, " must have ", dim, " dimensions, got shape ", t.sizes());
+  DIBR_CHECK_ARG(t.scalar_type() == dtype, fn, name, " must have dtype ", dtype, ", got ", t.scalar_type());
+  DIBR_CHECK_ARG(t.is_contiguous(), fn, name, " must be contiguous");
+  DIBR_CHECK_ARG(t.device().is_cpu(), fn, name, " must be a CPU tensor for the C++ backend, got ", t.device());
+}
+
+void check_fvi(const char* fn, const torch::Tensor& fvi) {
+  DIBR_CHECK_ARG(fvi.dim() == 4 && fvi.size(2) == 3 && fvi.size(3) == 2, fn,
+                 "face_vertices_image must have shape (B, F, 3, 2), got ", fvi.sizes());
+  DIBR_CHECK_ARG(fvi.scalar_type() == torch::kFloat32 || fvi.scalar_type() == torch::kFloat64, fn,
+                 "face_vertices_image must be float32 or float64, got ", fvi.scalar_type());
+  DIBR_CHECK_ARG(fvi.is_contiguous(), fn, "face_vertices_image must be contiguous");
+  DIBR_CHECK_ARG(fvi.device().is_cpu(), fn, "face_vertices_image must be a CPU tensor, got ", fvi.device());
+}
+
+const uint8_t* valid_ptr(const char* fn, const c10::optional<torch::Tensor>& valid, int64_t B, int64_t F) {
+  if (!valid.has_value() || !valid->defined()) return nullptr;
+  const auto& v = *valid;
+  DIBR_CHECK_ARG(v.dim() == 2 && v.size(0) == B && v.size(1) == F, fn, "valid_faces must have shape (", B, ", ",
+                 F, "), got ", v.sizes());
+  DIBR_CHECK_ARG(v.scalar_type() == torch::kUInt8, fn, "valid_faces must be uint8 here, got ", v.scalar_type());
+  DIBR_CHECK_ARG(v.is_contiguous() && v.device().is_cpu(), fn, "valid_faces must be a contiguous CPU tensor");
+  return v.data_ptr<uint8_t>();
+}
+
+std::vector<torch::Tensor> rasterize_fwd(const torch::Tensor& fvi, const torch::Tensor& fvz,
+                                         const c10::optional<torch::Tensor>& valid, int64_t height, int64_t width,
+                                         double multiplier, double eps) {
+  const char* fn = "rasterize_fwd";
+  check_fvi(fn, fvi);
+  const int64_t B = fvi.size(0), F = fvi.size(1);
+  check_float(fn, fvz, "face_vertices_z", 3, fvi.scalar_type());
+  DIBR_CHECK_ARG(fvz.size(0) == B && fvz.size(1) == F && fvz.size(2) == 3, fn, "face_vertices_z must have shape (",
+                 B, ", ", F, ", 3), got ", fvz.sizes());
+  DIBR_CHECK_ARG(height > 0 && width > 0, fn, "height and width must be positive, got ", height, "x", width);
+  auto face_idx = torch::empty({B, height, width}, fvi.options().dtype(torch::kInt64));
+  auto bary = torch::empty({B, height, width, 3}, fvi.options());
+  AT_DISPATCH_FLOATING_TYPES(fvi.scalar_type(), "rasterize_fwd", [&] {
+    dibr::RasterizeFwdParams<scalar_t> p;
+    p.face_vertices_image = fvi.data_ptr<scalar_t>();
+    p.face_vertices_z = fvz.data_ptr<scalar_t>();
+    p.valid_faces = valid_ptr(fn, valid, B, F);
+    p.face_idx = face_idx.data_ptr<int64_t>();
+    p.bary = bary.data_ptr<scalar_t>();
+    p.B = static_cast<int>(B); p.F = static_cast<int>(F);
+    p.H = static_cast<int>(height); p.W = static_cast<int>(width);
+    p.multiplier = multiplier; p.eps = eps;
+    dibr::rasterize_fwd_cpu<scalar_t>(p);
+  });
+  return {face_idx, bary};
+}
+
+torch::Tensor rasterize_bwd(const torch::Tensor& grad_bary, const torch::Tensor& fvi, const torch::Tensor& face_idx,
+                            double multiplier, double eps) {
+  const char* fn = "rasterize_bwd";
+  check_fvi(fn, fvi);
+  check_float(fn, grad_bary, "grad_bary", 4, fvi.scalar_type());
+  DIBR_CHECK_ARG(face_idx.dim() == 3 && face_idx.scalar_type() == torch::kInt64 && face_idx.is_contiguous(), fn,
+                 "face_idx must be a contiguous int64 (B, H, W) tensor, got ", face_idx.sizes());
+  const int64_t B = fvi.size(0), F = fvi.size(1), H = face_idx.size(1), W = face_idx.size(2);
+  DIBR_CHECK_ARG(grad_bary.size(0) == B && grad_bary.size(1) == H && grad_bary.size(2) == W && grad_bary.size(3) == 3,
+                 fn, "grad_bary must have shape (B, H, W, 3), got ", grad_bary.sizes());
+  auto grad = torch::zeros_like(fvi);
+  AT_DISPATCH_FLOATING_TYPES(fvi.scalar_type(), "rasterize_bwd", [&] {
+    dibr::RasterizeBwdParams<scalar_t> p;
+    p.face_vertices_image = fvi.data_ptr<scalar_t>();
+    p.face_idx = face_idx.data_ptr<int64_t>();
+    p.grad_bary = grad_bary.data_ptr<scalar_t>();
+    p.grad_face_vertices_image = grad.data_ptr<scalar_t>();
+    p.B = static_cast<int>(B); p.F = static_cast<int>(F);
+    p.H = static_cast<int>(H); p.W = static_cast<int>(W);
+    p.multiplier = multiplier; p.eps = eps;
+    dibr::rasterize_bwd_cpu<scalar_t>(p);
+  });
+  return grad;
+}
+
+template <typename scalar_t>
+dibr::SoftMaskParams<scalar_t> soft_params(const char* fn, const torch::Tensor& fvi, const torch::Tensor& face_idx,
+                                           const c10::optional<torch::Tensor>& valid, double sigmainv, double boxlen,
+                                           int64_t knum, double multiplier, double eps) {
+  const int64_t B = fvi.size(0), F = fvi.size(1);
+  DIBR_CHECK_ARG(face_idx.dim() == 3 && face_idx.size(0) == B && face_idx.scalar_type() == torch::kInt64 &&
+                     face_idx.is_contiguous(),
+                 fn, "selected_face_idx must be a contiguous int64 (B, H, W) tensor with B=", B, ", got ",
+                 face_idx.sizes());
+  DIBR_CHECK_ARG(knum > 0 && knum <= 4096, fn, "knum must be in [1, 4096], got ", knum);
+  dibr::SoftMaskParams<scalar_t> p{};
+  p.face_vertices_image = fvi.data_ptr<scalar_t>();
+  p.face_idx = face_idx.data_ptr<int64_t>();
+  p.valid_faces = valid_ptr(fn, valid, B, F);
+  p.B = static_cast<int>(B); p.F = static_cast<int>(F);
+  p.H = static_cast<int>(face_idx.size(1)); p.W = static_cast<int>(face_idx.size(2));
+  p.knum = static_cast<int>(knum);
+  p.sigmainv = sigmainv; p.boxlen = boxlen; p.multiplier = multiplier; p.eps = eps;
+  return p;
+}
+
+torch::Tensor soft_mask_fwd(const torch::Tensor& fvi, const torch::Tensor& face_idx,
+                            const c10::optional<torch::Tensor>& valid, double sigmainv, double boxlen, int64_t knum,
+                            double multiplier, double eps) {
+  const char* fn = "soft_mask_fwd";
+  check_fvi(fn, fvi);
+  auto out = torch::empty({face_idx.size(0), face_idx.size(1), face_idx.size(2)}, fvi.options());
+  AT_DISPATCH_FLOATING_TYPES(fvi.scalar_type(), "soft_mask_fwd", [&] {
+    auto p = soft_params<scalar_t>(fn, fvi, face_idx, valid, sigmainv, boxlen, knum, multiplier, eps);
+    p.soft_mask = out.data_ptr<scalar_t>();
+    dibr::soft_mask_fwd_cpu<scalar_t>(p);
+  });
+  return out;
+}
+
+torch::Tensor soft_mask_bwd(const torch::Tensor& grad, const torch::Tensor& fvi, const torch::Tensor& face_idx,
+                            const c10::optional<torch::Tensor>& valid, double sigmainv, double boxlen, int64_t knum,
+                            double multiplier, double eps) {
+  const char* fn = "soft_mask_bwd";
+  check_fvi(fn, fvi);
+  check_float(fn, grad, "grad_soft_mask", 3, fvi.scalar_type());
+  auto out = torch::zeros_like(fvi);
+  AT_DISPATCH_FLOATING_TYPES(fvi.scalar_type(), "soft_mask_bwd", [&] {
+    auto p = soft_params<scalar_t>(fn, fvi, face_idx, valid, sigmainv, boxlen, knum, multiplier, eps);
+    p.grad_soft_mask = grad.data_ptr<scalar_t>();
+    p.grad_face_vertices_image = out.data_ptr<scalar_t>();
+    dibr::soft_mask_bwd_cpu<scalar_t>(p);
+  });
+  return out;
+}
+
+bool with_cuda() {
+#ifdef WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "dibr_core C++ kernels (CPU; CUDA where built with WITH_CUDA)";
+  m.def("rasterize_fwd", &rasterize_fwd, "rasterize forward -> [face_idx (B,H,W), bary (B,H,W,3)]");
+  m.def("rasterize_bwd", &rasterize_bwd, "rasterize backward -> grad face_vertices_image (B,F,3,2)");
+  m.def("soft_mask_fwd", &soft_mask_fwd, "soft mask forward -> (B,H,W)");
+  m.def("soft_mask_bwd", &soft_mask_bwd, "soft mask backward -> grad face_vertices_image (B,F,3,2)");
+  m.def("with_cuda", &with_cuda, "whether the CUDA kernels were compiled in");
+}

@@ -1,0 +1,18 @@
+// CPU kernels of dibr_core. They take the plain parameter structs of dibr/params.h and use
+// at::parallel_for for threading; results are deterministic for any number of threads.
+#pragma once
+
+#include "dibr/params.h"
+
+namespace dibr {
+
+template <typename T>
+void rasterize_fwd_cpu(const RasterizeFwdParams<T>& p);
+template <typename T>
+void rasterize_bwd_cpu(const RasterizeBwdParams<T>& p);
+template <typename T>
+void soft_mask_fwd_cpu(const SoftMaskParams<T>& p);
+template <typename T>
+void soft_mask_bwd_cpu(const SoftMaskParams<T>& p);
+
+}  // namespace dibr

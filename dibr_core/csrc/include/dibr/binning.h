@@ -1,0 +1,80 @@
+// Host-side tile binning for the CPU kernels: every face is listed, in face order, in each
+// TILE x TILE pixel tile that its bounding box (grown by `grow` NDC) may touch. Visiting a tile's
+// list in order gives exactly the same per-pixel face sequence as a loop over all faces,
+// because the exact box test is still done per pixel.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace dibr {
+
+constexpr int kTile = 8;
+
+struct Bins {
+  int tiles_x = 0, tiles_y = 0;
+  std::vector<int64_t> offsets;  // (tiles + 1) prefix offsets into faces
+  std::vector<int32_t> faces;    // face indices, ascending within each tile
+};
+
+// Conservative inclusive pixel range [lo_idx, hi_idx] of the pixels whose centre may lie in
+// [lo, hi) along one axis. `flip` is true for rows (NDC y grows upwards, rows downwards).
+inline bool pixel_range(double lo, double hi, int n, bool flip, int* a, int* b) {
+  lo = std::max(lo, -4.0);
+  hi = std::min(hi, 4.0);
+  if (!(lo <= hi)) return false;
+  double f0, f1;
+  if (!flip) {  // x_j = (2j + 1 - n) / n  =>  j = (x n + n - 1) / 2
+    f0 = (lo * n + n - 1) / 2.0;
+    f1 = (hi * n + n - 1) / 2.0;
+  } else {  // y_i = (n - 2i - 1) / n  =>  i = (n - 1 - y n) / 2
+    f0 = (n - 1 - hi * n) / 2.0;
+    f1 = (n - 1 - lo * n) / 2.0;
+  }
+  int i0 = static_cast<int>(std::floor(f0)) - 1;
+  int i1 = static_cast<int>(std::ceil(f1)) + 1;
+  i0 = std::max(i0, 0);
+  i1 = std::min(i1, n - 1);
+  if (i0 > i1) return false;
+  *a = i0;
+  *b = i1;
+  return true;
+}
+
+// fvi: (F, 3, 2) NDC of one mesh; valid: (F,) or nullptr.
+template <typename T>
+void bin_faces(const T* fvi, const uint8_t* valid, int F, int H, int W, double grow, Bins& bins) {
+  bins.tiles_x = (W + kTile - 1) / kTile;
+  bins.tiles_y = (H + kTile - 1) / kTile;
+  const int n_tiles = bins.tiles_x * bins.tiles_y;
+  std::vector<int32_t> rect(static_cast<size_t>(F) * 4, -1);
+  std::vector<int64_t> counts(n_tiles + 1, 0);
+  for (int f = 0; f < F; ++f) {
+    if (valid != nullptr && !valid[f]) continue;
+    const T* v = fvi + static_cast<int64_t>(f) * 6;
+    const double x0 = std::min({(double)v[0], (double)v[2], (double)v[4]}) - grow;
+    const double x1 = std::max({(double)v[0], (double)v[2], (double)v[4]}) + grow;
+    const double y0 = std::min({(double)v[1], (double)v[3], (double)v[5]}) - grow;
+    const double y1 = std::max({(double)v[1], (double)v[3], (double)v[5]}) + grow;
+    int j0, j1, i0, i1;
+    if (!pixel_range(x0, x1, W, false, &j0, &j1) || !pixel_range(y0, y1, H, true, &i0, &i1)) continue;
+    int32_t* r = &rect[static_cast<size_t>(f) * 4];
+    r[0] = j0 / kTile; r[1] = j1 / kTile; r[2] = i0 / kTile; r[3] = i1 / kTile;
+    for (int ty = r[2]; ty <= r[3]; ++ty)
+      for (int tx = r[0]; tx <= r[1]; ++tx) counts[ty * bins.tiles_x + tx + 1]++;
+  }
+  bins.offsets.assign(n_tiles + 1, 0);
+  for (int t = 0; t < n_tiles; ++t) bins.offsets[t + 1] = bins.offsets[t] + counts[t + 1];
+  bins.faces.resize(static_cast<size_t>(bins.offsets[n_tiles]));
+  std::vector<int64_t> fill(bins.offsets.begin(), bins.offsets.end() - 1);
+  for (int f = 0; f < F; ++f) {
+    const int32_t* r = &rect[static_cast<size_t>(f) * 4];
+    if (r[0] < 0) continue;
+    for (int ty = r[2]; ty <= r[3]; ++ty)
+      for (int tx = r[0]; tx <= r[1]; ++tx) bins.faces[fill[ty * bins.tiles_x + tx]++] = f;
+  }
+}
+
+}  // namespace dibr

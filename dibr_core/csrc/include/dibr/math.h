@@ -1,0 +1,148 @@
+// DIB-R geometry math, written once for the CPU and the CUDA kernels:
+// edge functions and barycentric weights (with their exact derivatives), and the squared
+// distance from a pixel to a triangle's boundary (with its derivative).
+// All coordinates here are in scaled units (NDC multiplied by the multiplier M).
+#pragma once
+
+#include <cmath>
+
+#include "dibr/hd.h"
+
+namespace dibr {
+
+// 2D cross product u x v = u.x v.y - u.y v.x.
+template <typename T>
+DIBR_HD T cross2(T ux, T uy, T vx, T vy) {
+  return ux * vy - uy * vx;
+}
+
+// Unnormalised barycentric numerators and the stabilised area of triangle (a, b, c) at
+// point p. Returns false for a zero-area triangle, which is never drawn.
+// w_k = hw[k] / area, where area = (hw0 + hw1 + hw2) + sign * eps.
+template <typename T>
+struct Bary {
+  T hw[3];
+  T area;
+  T w[3];
+};
+
+template <typename T>
+DIBR_HD bool barycentric(const T* v, T px, T py, T eps, Bary<T>& out) {
+  // v: 6 values (ax, ay, bx, by, cx, cy).
+  const T eax = v[0] - px, eay = v[1] - py;
+  const T ebx = v[2] - px, eby = v[3] - py;
+  const T ecx = v[4] - px, ecy = v[5] - py;
+  out.hw[0] = cross2(ebx, eby, ecx, ecy);
+  out.hw[1] = cross2(ecx, ecy, eax, eay);
+  out.hw[2] = cross2(eax, eay, ebx, eby);
+  const T s = out.hw[0] + out.hw[1] + out.hw[2];
+  if (s == T(0)) return false;
+  out.area = s + (s > T(0) ? eps : -eps);
+  out.w[0] = out.hw[0] / out.area;
+  out.w[1] = out.hw[1] / out.area;
+  out.w[2] = out.hw[2] / out.area;
+  return true;
+}
+
+// Exact derivative of the barycentric weights above with respect to the three corners.
+// g: dL/dw (3 values); adds dL/dv (6 values, scaled units) into grad_v.
+template <typename T>
+DIBR_HD void barycentric_backward(const T* v, T px, T py, const Bary<T>& b, const T* g, T* grad_v) {
+  const T eax = v[0] - px, eay = v[1] - py;
+  const T ebx = v[2] - px, eby = v[3] - py;
+  const T ecx = v[4] - px, ecy = v[5] - py;
+  // dw_k/dhw_j = delta_kj / area - hw_k / area^2 (the area is the sum of the hw plus a constant).
+  const T dot = g[0] * b.hw[0] + g[1] * b.hw[1] + g[2] * b.hw[2];
+  const T inv = T(1) / b.area;
+  const T common = dot * inv * inv;
+  const T g0 = g[0] * inv - common;
+  const T g1 = g[1] * inv - common;
+  const T g2 = g[2] * inv - common;
+  // hw0 = eb x ec, hw1 = ec x ea, hw2 = ea x eb; d(u x v)/du = (v.y, -v.x), d(u x v)/dv = (-u.y, u.x).
+  grad_v[0] += g1 * (-ecy) + g2 * eby;
+  grad_v[1] += g1 * ecx + g2 * (-ebx);
+  grad_v[2] += g0 * ecy + g2 * (-eay);
+  grad_v[3] += g0 * (-ecx) + g2 * eax;
+  grad_v[4] += g0 * (-eby) + g1 * eay;
+  grad_v[5] += g0 * ebx + g1 * (-eax);
+}
+
+// Squared distance from p to segment (x1, y1)-(x2, y2) as DIB-R computes it: the distance to
+// the supporting line when the foot of the perpendicular lies on the segment, else `sentinel`.
+template <typename T>
+DIBR_HD T edge_dist2(T x1, T y1, T x2, T y2, T px, T py, T eps, T sentinel) {
+  const T A = y2 - y1;
+  const T B = x1 - x2;
+  const T C = x2 * y1 - x1 * y2;
+  const T up = A * px + B * py + C;
+  const T down = A * A + B * B + eps;
+  const T x3 = (B * B * px - A * B * py - A * C) / down;
+  const T y3 = (A * A * py - A * B * px - B * C) / down;
+  const T outside = (x3 - x1) * (x3 - x2) + (y3 - y1) * (y3 - y2);
+  if (outside > T(0)) return sentinel;
+  return up * up / down;
+}
+
+template <typename T>
+DIBR_HD void edge_dist2_backward(T x1, T y1, T x2, T y2, T px, T py, T eps, T g, T* gx1, T* gy1,
+                                 T* gx2, T* gy2) {
+  const T A = y2 - y1;
+  const T B = x1 - x2;
+  const T C = x2 * y1 - x1 * y2;
+  const T up = A * px + B * py + C;
+  const T down = A * A + B * B + eps;
+  const T D = up * up / down;
+  const T dA = T(2) * (px * up - D * A) / down;
+  const T dB = T(2) * (py * up - D * B) / down;
+  const T dC = T(2) * up / down;
+  *gx1 += g * (dB - y2 * dC);
+  *gy1 += g * (x2 * dC - dA);
+  *gx2 += g * (y1 * dC - dB);
+  *gy2 += g * (dA - x1 * dC);
+}
+
+// Squared distance from p to the boundary of triangle v (6 values): the minimum over the three
+// edges (type 0..2, edge k joins corner k and corner k+1) and the three corners (type 3..5);
+// on ties the first candidate wins.
+template <typename T>
+DIBR_HD T boundary_dist2(const T* v, T px, T py, T eps, T sentinel, int* type) {
+  T best = edge_dist2(v[0], v[1], v[2], v[3], px, py, eps, sentinel);
+  int t = 0;
+  T d = edge_dist2(v[2], v[3], v[4], v[5], px, py, eps, sentinel);
+  if (d < best) { best = d; t = 1; }
+  d = edge_dist2(v[4], v[5], v[0], v[1], px, py, eps, sentinel);
+  if (d < best) { best = d; t = 2; }
+  for (int k = 0; k < 3; ++k) {
+    const T dx = px - v[2 * k];
+    const T dy = py - v[2 * k + 1];
+    d = dx * dx + dy * dy;
+    if (d < best) { best = d; t = 3 + k; }
+  }
+  *type = t;
+  return best;
+}
+
+// Adds g * d(boundary_dist2)/dv into grad_v (6 values) for the candidate `type`.
+template <typename T>
+DIBR_HD void boundary_dist2_backward(const T* v, T px, T py, T eps, int type, T g, T* grad_v) {
+  if (type >= 3) {
+    const int k = type - 3;
+    grad_v[2 * k] += g * T(2) * (v[2 * k] - px);
+    grad_v[2 * k + 1] += g * T(2) * (v[2 * k + 1] - py);
+    return;
+  }
+  const int i = type, j = (type + 1) % 3;
+  edge_dist2_backward(v[2 * i], v[2 * i + 1], v[2 * j], v[2 * j + 1], px, py, eps, g, &grad_v[2 * i],
+                      &grad_v[2 * i + 1], &grad_v[2 * j], &grad_v[2 * j + 1]);
+}
+
+// Whether a face covers the pixel before the depth test: half-open bounding box, then the
+// inclusive inside test on the barycentric weights.
+template <typename T>
+DIBR_HD bool in_box(const T* v, T px, T py, T grow) {
+  const T x0 = min3(v[0], v[2], v[4]) - grow, x1 = max3(v[0], v[2], v[4]) + grow;
+  const T y0 = min3(v[1], v[3], v[5]) - grow, y1 = max3(v[1], v[3], v[5]) + grow;
+  return x0 <= px && px < x1 && y0 <= py && py < y1;
+}
+
+}  // namespace dibr

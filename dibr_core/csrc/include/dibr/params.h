@@ -1,0 +1,48 @@
+// Plain parameter structs: the ABI between the torch-facing layer and the CPU/CUDA kernels.
+// Pointers are to contiguous row-major buffers; shapes are documented per field.
+#pragma once
+
+#include <cstdint>
+
+namespace dibr {
+
+template <typename T>
+struct RasterizeFwdParams {
+  const T* face_vertices_image;  // (B, F, 3, 2) NDC
+  const T* face_vertices_z;      // (B, F, 3) depth key, larger = closer
+  const uint8_t* valid_faces;    // (B, F) or nullptr (all faces drawn)
+  int64_t* face_idx;             // out (B, H, W), -1 on background
+  T* bary;                       // out (B, H, W, 3), 0 on background
+  int B, F, H, W;
+  double multiplier;  // NDC scale used for the coverage and barycentric arithmetic
+  double eps;         // sign-preserving area epsilon, in scaled units
+};
+
+template <typename T>
+struct RasterizeBwdParams {
+  const T* face_vertices_image;  // (B, F, 3, 2)
+  const int64_t* face_idx;       // (B, H, W)
+  const T* grad_bary;            // (B, H, W, 3)
+  T* grad_face_vertices_image;   // out (B, F, 3, 2), zero-initialised by the caller
+  int B, F, H, W;
+  double multiplier;
+  double eps;
+};
+
+template <typename T>
+struct SoftMaskParams {
+  const T* face_vertices_image;  // (B, F, 3, 2) NDC
+  const int64_t* face_idx;       // (B, H, W): pixels with face_idx >= 0 are covered (mask 1)
+  const uint8_t* valid_faces;    // (B, F) or nullptr: faces that may be candidates
+  T* soft_mask;                  // fwd out (B, H, W)
+  const T* grad_soft_mask;       // bwd in (B, H, W)
+  T* grad_face_vertices_image;   // bwd out (B, F, 3, 2), zero-initialised by the caller
+  int B, F, H, W;
+  int knum;           // at most this many candidate faces per pixel, taken in face order
+  double sigmainv;    // sharpness, in 1/NDC^2
+  double boxlen;      // candidate box growth, NDC
+  double multiplier;  // NDC scale used for the arithmetic
+  double eps;         // added to squared edge lengths (scaled units)
+};
+
+}  // namespace dibr
