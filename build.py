@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Project tasks. Each sets up the pinned environment `.venv/` first (creating or reusing it).
+
+    python3 build.py demo            # the main job on the built-in default scene
+    python3 build.py test            # the whole test suite (and mypy)
+    python3 build.py ext [--sanitize]  # build the C++ kernels ahead of time (ninja + torch cpp_extension)
+
+Only the standard library is used until the environment exists; the tasks then re-run
+inside `.venv/bin/python`.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+VENV_PY = VENV / "bin" / "python"
+STAMP = VENV / ".dibr-installed"
+# Shared libraries the bpy module links against (present on most desktops; installed on bare servers).
+APT_PACKAGES = ["libx11-6", "libxrender1", "libxfixes3", "libxi6", "libxkbcommon0", "libsm6", "libice6",
+                "libgl1", "libegl1", "libxxf86vm1"]
+SYSTEM_LIBS = ["libX11.so.6", "libXrender.so.1", "libXfixes.so.3", "libXi.so.6", "libxkbcommon.so.0",
+               "libSM.so.6", "libICE.so.6", "libGL.so.1"]
+
+
+def log(msg: str) -> None:
+    print(f"[build] {msg}", flush=True)
+
+
+def in_venv() -> bool:
+    return Path(sys.prefix).resolve() == VENV.resolve()
+
+
+def run(cmd: list, **kw) -> None:
+    log(" ".join(str(c) for c in cmd))
+    subprocess.run([str(c) for c in cmd], check=True, **kw)
+
+
+def find_python311() -> str:
+    if sys.version_info[:2] == (3, 11):
+        return sys.executable
+    for name in ("python3.11",):
+        exe = shutil.which(name)
+        if exe:
+            return exe
+    sys.exit("build.py: Python 3.11 is required (bpy 5.0.1 ships only for CPython 3.11)")
+
+
+def ensure_system_libs() -> None:
+    """Install the X11/GL client libraries bpy needs when they are missing (root + apt only)."""
+    try:
+        listing = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
+    except OSError:
+        return
+    missing = [lib for lib in SYSTEM_LIBS if lib not in listing]
+    if not missing:
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        log(f"warning: missing system libraries {missing}; bpy may not import")
+        return
+    log(f"installing system libraries for bpy: {missing}")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-q"], check=False, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-q", *APT_PACKAGES], check=False, env=env)
+
+
+def requirements_hash() -> str:
+    h = hashlib.sha256()
+    for name in ("requirements.txt", "pyproject.toml"):
+        h.update((ROOT / name).read_bytes())
+    return h.hexdigest()
+
+
+def ensure_venv() -> None:
+    """Create or reuse .venv with the pinned requirements and the project in editable mode."""
+    ensure_system_libs()
+    want = requirements_hash()
+    if VENV_PY.exists() and STAMP.exists() and STAMP.read_text().strip() == want:
+        return
+    t0 = time.time()
+    if not VENV_PY.exists():
+        run([find_python311(), "-m", "venv", str(VENV)])
+    pip = [str(VENV_PY), "-m", "pip", "--disable-pip-version-check"]
+    run(pip + ["install", "-q", "-r", str(ROOT / "requirements.txt")])
+    run(pip + ["install", "-q", "--no-deps", "--no-build-isolation", "-e", str(ROOT)])
+    STAMP.write_text(want)
+    log(f"environment ready in {time.time() - t0:.0f} s")
+
+
+def reexec_in_venv() -> None:
+    ensure_venv()
+    if not in_venv():
+        os.execv(str(VENV_PY), [str(VENV_PY), str(ROOT / "build.py"), *sys.argv[1:]])
+
+
+def build_ext(sanitize: bool = False, verbose: bool = False) -> None:
+    sys.path.insert(0, str(ROOT))
+    from dibr_core import _ext
+
+    build_dir = _ext.PACKAGE_DIR / ("_build_sanitize" if sanitize else "_build")
+    if not sanitize and (build_dir / "build_info.json").exists():
+        import json
+
+        info = json.loads((build_dir / "build_info.json").read_text())
+        if info.get("hash") == _ext.source_hash() and (build_dir / f"{_ext.MODULE_NAME}.so").exists():
+            log("C++ extension is up to date")
+            return
+    t0 = time.time()
+    log("building the C++ extension with ninja (about a minute on 2 cores)")
+    _ext.build(build_dir, verbose=verbose, sanitize=sanitize)
+    log(f"C++ extension built in {time.time() - t0:.0f} s -> {build_dir.relative_to(ROOT)}")
+
+
+def cmd_test(extra: list) -> int:
+    build_ext()
+    env = dict(os.environ)
+    env.setdefault("PYTHONHASHSEED", "0")
+    t0 = time.time()
+    rc = subprocess.run([str(VENV_PY), "-m", "pytest", "-q", *extra], cwd=ROOT, env=env).returncode
+    log(f"pytest finished with exit code {rc} in {time.time() - t0:.0f} s")
+    return rc
+
+
+def cmd_demo(extra: list) -> int:
+    build_ext()
+    return subprocess.run([str(VENV_PY), "-m", "dibr_core.demo", *extra], cwd=ROOT).returncode
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("task", choices=["demo", "test", "ext", "env"])
+    parser.add_argument("--sanitize", action="store_true", help="ext: build with ASan + UBSan")
+    parser.add_argument("--verbose", action="store_true")
+    args, extra = parser.parse_known_args()
+    reexec_in_venv()
+    if args.task == "env":
+        return 0
+    if args.task == "ext":
+        build_ext(sanitize=args.sanitize, verbose=args.verbose)
+        return 0
+    if args.task == "test":
+        return cmd_test(extra)
+    return cmd_demo(extra)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
