@@ -33,7 +33,11 @@ _state: dict = {"tried": False, "module": None, "reason": "not loaded yet", "how
 
 
 def default_build_dir() -> Path:
-    """``dibr_core/_build`` when writable, else a per-user cache folder."""
+    """``$DIBR_BUILD_DIR`` if set, else ``dibr_core/_build`` when writable, else a per-user cache."""
+    override = os.environ.get("DIBR_BUILD_DIR")
+    if override:
+        Path(override).mkdir(parents=True, exist_ok=True)
+        return Path(override)
     d = PACKAGE_DIR / "_build"
     try:
         d.mkdir(exist_ok=True)

@@ -38,7 +38,7 @@ def rasterize_reference(
     face_idx = torch.full((B, n_pix), -1, dtype=torch.int64, device=dev)
     neg_inf = torch.tensor(float("-inf"), dtype=dt, device=dev)
     with torch.no_grad():
-        for b in range(B):
+        for b in range(B if F > 0 else 0):
             v = face_vertices_image[b].detach() * multiplier  # (F, 3, 2)
             z = face_vertices_z[b].detach()
             ok_face = torch.ones(F, dtype=torch.bool, device=dev)
