@@ -35,7 +35,7 @@ def load_png(path: Union[str, Path]) -> torch.Tensor:
     """Read a PNG as (H, W, C) float32 in [0, 1] (C = 3 or 4)."""
     from PIL import Image
 
-    with Image.open(path) as im:
-        im = im.convert("RGBA" if im.mode in ("RGBA", "LA", "P") else "RGB")
+    with Image.open(path) as src:
+        im = src.convert("RGBA" if src.mode in ("RGBA", "LA", "P") else "RGB")
         arr = np.asarray(im).astype(np.float32) / 255.0
     return torch.from_numpy(arr)
