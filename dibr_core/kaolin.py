@@ -83,7 +83,7 @@ def rasterize(
         check_tensor(fn, f"face_features[{i}]" if is_list else "face_features", f,
                      (face_vertices_image.shape[0], face_vertices_image.shape[1], 3, None), None, "float")
         widths.append(int(f.shape[-1]))
-    out = interpolate(torch.cat(feats, dim=-1), frags)
+    out = interpolate(torch.cat(feats, dim=-1), frags, backend=_backend(fn, backend))
     parts = torch.split(out, widths, dim=-1)
     return (tuple(parts) if is_list else parts[0]), frags.face_idx
 

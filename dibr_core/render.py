@@ -261,19 +261,18 @@ def render(
                       multiplier=settings.multiplier, valid_faces=visible, backend=settings.backend)
     pc_w = torch.where(visible[..., None], fw, torch.ones_like(fw)) if settings.perspective_correct else None
 
-    # Per-corner attributes, interpolated in one pass.
+    # Attributes: per-vertex ones in one interpolation, per-corner ones (flat normals, UVs) in another.
     fv_world = _gather(verts, faces)                     # (B, F, 3, 3)
     face_n = torch.cross(fv_world[:, :, 1] - fv_world[:, :, 0], fv_world[:, :, 2] - fv_world[:, :, 0], dim=-1)
+    vert_feats: List[torch.Tensor] = [-p_cam[..., 2:], verts]
+    corner_feats: List[torch.Tensor] = []
     if settings.smooth_normals:
-        corner_n = _gather(_smooth_normals(face_n, faces, V), faces)
+        vert_feats.append(_smooth_normals(face_n, faces, V))
     else:
-        corner_n = face_n.unsqueeze(2).expand(B, F, 3, 3)
-    feats: List[torch.Tensor] = [depth_c.unsqueeze(-1), corner_n, fv_world]
-    widths = [1, 3, 3]
+        corner_feats.append(face_n.unsqueeze(2).expand(B, F, 3, 3))
     if colors is not None:
         check_tensor(fn, "colors", colors, ("B", "V", 3), dims, dt, dev, finite=True)
-        feats.append(_gather(colors, faces))
-        widths.append(3)
+        vert_feats.append(colors)
     if texture is not None:
         if face_uvs is None:
             raise ValueError(f"{fn}(): texture needs face_uvs (B, F, 3, 2)")
@@ -285,21 +284,28 @@ def render(
             check_tensor(fn, "face_uvs", face_uvs, ("F", 3, 2), dims, dt, dev, finite=True)
             face_uvs = face_uvs.unsqueeze(0).expand(B, F, 3, 2)
         check_tensor(fn, "face_uvs", face_uvs, ("B", "F", 3, 2), dims, dt, dev, finite=True)
-        feats.append(face_uvs)
-        widths.append(2)
-    attrs = interpolate(torch.cat(feats, dim=-1), frags, pc_w)
-    parts = list(torch.split(attrs, widths, dim=-1))
-    depth = parts[0][..., 0]
-    normals = normalize(parts[1])
-    world_pos = parts[2]
-    k = 3
+        corner_feats.append(face_uvs)
+    vattr = interpolate(torch.cat(vert_feats, dim=-1), frags, faces, face_vertices_w=pc_w, backend=settings.backend)
+    depth = vattr[..., 0]
+    world_pos = vattr[..., 1:4]
+    k = 4
+    if settings.smooth_normals:
+        normals = normalize(vattr[..., k:k + 3])
+        k += 3
+    vcolors = vattr[..., k:k + 3] if colors is not None else None
+    cattr = (interpolate(torch.cat(corner_feats, dim=-1), frags, face_vertices_w=pc_w, backend=settings.backend)
+             if corner_feats else None)
+    if not settings.smooth_normals:
+        assert cattr is not None
+        normals = normalize(cattr[..., :3])
     hard = frags.mask.to(dt)
     if texture is not None:
-        uv = parts[-1]
+        assert cattr is not None
+        uv = cattr[..., -2:]
         albedo = sample_texture(texture, uv, settings.texture_filter, settings.texture_wrap)  # type: ignore[arg-type]
         albedo = albedo[..., :3]
-    elif colors is not None:
-        albedo = parts[k]
+    elif vcolors is not None:
+        albedo = vcolors
     else:
         albedo = hard.unsqueeze(-1).expand(B, H, W, 3)
 

@@ -119,7 +119,7 @@ def test_gradcheck_rasterize(backend: str) -> None:
     def f(v: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         fr = rasterize(v, fvz, 9, 11, backend=backend)
         assert torch.equal(fr.face_idx, face_idx), "perturbation changed visibility; pick another seed"
-        return dibr_core.interpolate(u, fr)
+        return dibr_core.interpolate(u, fr, backend=backend)
 
     assert torch.autograd.gradcheck(f, (fvi.requires_grad_(), feats.requires_grad_()), eps=1e-7, atol=1e-6)
 

@@ -15,4 +15,9 @@ void soft_mask_fwd_cpu(const SoftMaskParams<T>& p);
 template <typename T>
 void soft_mask_bwd_cpu(const SoftMaskParams<T>& p);
 
+template <typename T>
+void interpolate_fwd_cpu(const InterpolateParams<T>& p);
+template <typename T>
+void interpolate_bwd_cpu(const InterpolateParams<T>& p);
+
 }  // namespace dibr

@@ -1,11 +1,12 @@
-"""``interpolate``: per-pixel attributes from per-corner attributes and barycentric weights."""
+"""``interpolate``: per-pixel attributes from per-vertex (or per-corner) attributes."""
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
-from dibr_core.checks import check_tensor
+from dibr_core import backend as _backend
+from dibr_core.checks import check_index_range, check_tensor
 from dibr_core.ops.rasterize import Fragments
 
 
@@ -30,20 +31,62 @@ def perspective_correct(bary: torch.Tensor, face_idx: torch.Tensor, face_vertice
     return torch.where(covered, q / s, torch.zeros_like(q))
 
 
+def _interpolate_reference(attr: torch.Tensor, faces: Optional[torch.Tensor], face_idx: torch.Tensor,
+                           bary: torch.Tensor) -> torch.Tensor:
+    B, H, W = face_idx.shape
+    fidx = face_idx.clamp(min=0).view(B, H * W)
+    if faces is None:
+        vidx = fidx[..., None] * 3 + torch.arange(3, device=fidx.device)
+    elif faces.dim() == 2:
+        vidx = faces[fidx]
+    else:
+        vidx = torch.gather(faces, 1, fidx[..., None].expand(-1, -1, 3))
+    D = attr.shape[-1]
+    corners = torch.gather(attr, 1, vidx.reshape(B, H * W * 3, 1).expand(-1, -1, D)).view(B, H, W, 3, D)
+    out = (corners * bary.unsqueeze(-1)).sum(dim=3)
+    return out * (face_idx >= 0).unsqueeze(-1).to(out.dtype)
+
+
+class _InterpolateCpu(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, attr: torch.Tensor, bary: torch.Tensor, faces: Optional[torch.Tensor],
+                face_idx: torch.Tensor) -> torch.Tensor:
+        mod = _backend.extension()
+        assert mod is not None
+        ctx.save_for_backward(attr, bary, faces, face_idx)
+        out: torch.Tensor = mod.interpolate_fwd(attr, faces, face_idx, bary)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:
+        attr, bary, faces, face_idx = ctx.saved_tensors
+        mod = _backend.extension()
+        assert mod is not None
+        need_attr, need_bary = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        g_attr, g_bary = mod.interpolate_bwd(grad.contiguous(), attr, faces, face_idx, bary, need_attr, need_bary)
+        return (g_attr if need_attr else None), (g_bary if need_bary else None), None, None
+
+
 def interpolate(
-    face_features: torch.Tensor,
+    attributes: torch.Tensor,
     fragments: Fragments,
+    faces: Optional[torch.Tensor] = None,
+    *,
     face_vertices_w: Optional[torch.Tensor] = None,
+    backend: str = "auto",
 ) -> torch.Tensor:
-    """Interpolate per-corner features at every pixel: ``I = sum_k w_k u_k``.
+    """Interpolate attributes at every pixel: ``I = sum_k w_k u_k`` over the pixel's face corners.
 
     Args:
-        face_features: (B, F, 3, D) float, any attribute per face corner (colours, UVs,
-            normals...); gradients flow to it and, through the weights, to the corners' positions.
-        fragments: the output of :func:`rasterize` for the same faces.
-        face_vertices_w: (B, F, 3), optional clip-space w per corner: when given the weights are
+        attributes: per-vertex values (B, V, D) when ``faces`` is given, else per-corner values
+            (B, F, 3, D) (Kaolin's ``face_features``). Gradients flow to them and, through the
+            weights, to the corners' image positions.
+        fragments: the output of :func:`rasterize`.
+        faces: (F, 3) or (B, F, 3) int64 vertex indices of the rasterized faces, optional.
+        face_vertices_w: (B, F, 3) clip-space w per corner, optional: when given the weights are
             made perspective-correct (right for textures); when omitted they stay linear in
             screen space, as in DIB-R and Kaolin.
+        backend: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"reference"``.
 
     Returns:
         (B, H, W, D) float, 0 on background pixels.
@@ -52,13 +95,27 @@ def interpolate(
     dims: Dict[str, int] = {}
     B, H, W = fragments.face_idx.shape
     dims["B"] = B
-    check_tensor(fn, "face_features", face_features, ("B", "F", 3, "D"), dims, "float", fragments.bary.device)
     bary = fragments.bary
+    dev = bary.device
+    if faces is None:
+        check_tensor(fn, "attributes", attributes, ("B", "F", 3, "D"), dims, "float", dev)
+        attr = attributes.reshape(B, -1, attributes.shape[-1])
+    else:
+        check_tensor(fn, "attributes", attributes, ("B", "V", "D"), dims, "float", dev)
+        if faces.dim() == 3:
+            check_tensor(fn, "faces", faces, ("B", "F", 3), dims, "int", dev)
+        else:
+            check_tensor(fn, "faces", faces, ("F", 3), dims, "int", dev)
+        check_index_range(fn, "faces", faces, dims["V"], "vertices")
+        faces = faces.long().contiguous()
+        attr = attributes
+    attr = attr.to(bary.dtype)
     if face_vertices_w is not None:
-        check_tensor(fn, "face_vertices_w", face_vertices_w, ("B", "F", 3), dims, "float", bary.device)
+        check_tensor(fn, "face_vertices_w", face_vertices_w, ("B", None, 3), dims, "float", dev)
         bary = perspective_correct(bary, fragments.face_idx, face_vertices_w.to(bary.dtype))
-    D = face_features.shape[-1]
-    idx = fragments.face_idx.clamp(min=0).view(B, H * W, 1, 1).expand(-1, -1, 3, D)
-    corners = torch.gather(face_features.to(bary.dtype), 1, idx).view(B, H, W, 3, D)
-    out = (corners * bary.unsqueeze(-1)).sum(dim=3)
+    which = _backend.resolve(fn, backend, dev)
+    if which == "reference":
+        return _interpolate_reference(attr, faces, fragments.face_idx, bary)
+    out: torch.Tensor = _InterpolateCpu.apply(attr.contiguous(), bary.contiguous(), faces,
+                                              fragments.face_idx.contiguous())
     return out

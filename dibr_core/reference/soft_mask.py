@@ -17,22 +17,23 @@ def boundary_dist2_all(v: torch.Tensor, px: torch.Tensor, py: torch.Tensor, eps:
         v: (..., 3, 2) scaled corners; px, py broadcastable to v[..., 0, 0].
     Returns:
         (..., 6): edge k joins corner k and k+1; an edge whose perpendicular foot falls
-        outside the segment gets `sentinel`.
+        outside the segment (or of zero length) gets `sentinel`; otherwise
+        up^2 / (|e|^2 + eps) with up = (p - v1) x e, the same arithmetic as the kernel header.
     """
     out = []
     for i, j in _EDGES:
         x1, y1 = v[..., i, 0], v[..., i, 1]
         x2, y2 = v[..., j, 0], v[..., j, 1]
-        a = y2 - y1
-        b = x1 - x2
-        c = x2 * y1 - x1 * y2
-        up = a * px + b * py + c
-        down = a * a + b * b + eps
-        x3 = (b * b * px - a * b * py - a * c) / down
-        y3 = (a * a * py - a * b * px - b * c) / down
-        outside = (x3 - x1) * (x3 - x2) + (y3 - y1) * (y3 - y2)
-        d = up * up / down
-        out.append(torch.where(outside > 0, torch.full_like(d, sentinel), d))
+        ex = x2 - x1
+        ey = y2 - y1
+        dx = px - x1
+        dy = py - y1
+        len2 = ex * ex + ey * ey
+        dot = dx * ex + dy * ey
+        up = dx * ey - dy * ex
+        d = up * up / (len2 + eps)
+        outside = ~(len2 > 0) | (dot < 0) | (dot > len2)
+        out.append(torch.where(outside, torch.full_like(d, sentinel), d))
     for k in range(3):
         dx = px - v[..., k, 0]
         dy = py - v[..., k, 1]

@@ -67,38 +67,41 @@ DIBR_HD void barycentric_backward(const T* v, T px, T py, const Bary<T>& b, cons
   grad_v[5] += g0 * ebx + g1 * (-eax);
 }
 
-// Squared distance from p to segment (x1, y1)-(x2, y2) as DIB-R computes it: the distance to
-// the supporting line when the foot of the perpendicular lies on the segment, else `sentinel`.
+// Squared distance from p to segment (x1, y1)-(x2, y2) the way DIB-R defines it: the squared
+// distance to the supporting line when the foot of the perpendicular lies on the segment
+// (0 <= t <= 1), else `sentinel` (the corner candidates then give the distance). A zero-length
+// edge gives `sentinel`. DIB-R writes the same quantity through the line coefficients
+// (A, B, C) and the foot point; this form needs one division: up = (p - v1) x (v2 - v1),
+// d = up^2 / (|v2 - v1|^2 + eps).
 template <typename T>
 DIBR_HD T edge_dist2(T x1, T y1, T x2, T y2, T px, T py, T eps, T sentinel) {
-  const T A = y2 - y1;
-  const T B = x1 - x2;
-  const T C = x2 * y1 - x1 * y2;
-  const T up = A * px + B * py + C;
-  const T down = A * A + B * B + eps;
-  const T x3 = (B * B * px - A * B * py - A * C) / down;
-  const T y3 = (A * A * py - A * B * px - B * C) / down;
-  const T outside = (x3 - x1) * (x3 - x2) + (y3 - y1) * (y3 - y2);
-  if (outside > T(0)) return sentinel;
-  return up * up / down;
+  const T ex = x2 - x1, ey = y2 - y1;
+  const T dx = px - x1, dy = py - y1;
+  const T len2 = ex * ex + ey * ey;
+  const T dot = dx * ex + dy * ey;
+  if (!(len2 > T(0)) || dot < T(0) || dot > len2) return sentinel;
+  const T up = dx * ey - dy * ex;
+  return up * up / (len2 + eps);
 }
 
+// Adds g * d(edge_dist2)/d(endpoints) for an edge whose foot lies on the segment.
 template <typename T>
 DIBR_HD void edge_dist2_backward(T x1, T y1, T x2, T y2, T px, T py, T eps, T g, T* gx1, T* gy1,
                                  T* gx2, T* gy2) {
-  const T A = y2 - y1;
-  const T B = x1 - x2;
-  const T C = x2 * y1 - x1 * y2;
-  const T up = A * px + B * py + C;
-  const T down = A * A + B * B + eps;
-  const T D = up * up / down;
-  const T dA = T(2) * (px * up - D * A) / down;
-  const T dB = T(2) * (py * up - D * B) / down;
-  const T dC = T(2) * up / down;
-  *gx1 += g * (dB - y2 * dC);
-  *gy1 += g * (x2 * dC - dA);
-  *gx2 += g * (y1 * dC - dB);
-  *gy2 += g * (dA - x1 * dC);
+  const T ex = x2 - x1, ey = y2 - y1;
+  const T dx = px - x1, dy = py - y1;
+  const T L = ex * ex + ey * ey + eps;
+  const T up = dx * ey - dy * ex;
+  const T D = up * up / L;
+  // dD = (2 up d(up) - D d(len2)) / L, with
+  // d(up)/d(x1, y1, x2, y2) = (py - y2, x2 - px, y1 - py, px - x1) and
+  // d(len2)/d(x1, y1, x2, y2) = (-2 ex, -2 ey, 2 ex, 2 ey).
+  const T a = g * T(2) * up / L;
+  const T c = g * T(2) * D / L;
+  *gx1 += a * (py - y2) + c * ex;
+  *gy1 += a * (x2 - px) + c * ey;
+  *gx2 += a * (y1 - py) - c * ex;
+  *gy2 += a * (px - x1) - c * ey;
 }
 
 // Squared distance from p to the boundary of triangle v (6 values): the minimum over the three

@@ -45,4 +45,18 @@ struct SoftMaskParams {
   double eps;         // added to squared edge lengths (scaled units)
 };
 
+template <typename T>
+struct InterpolateParams {
+  const T* attributes;      // (B, V, D) per-vertex values
+  const int64_t* faces;     // (F, 3) shared, (B, F, 3) per mesh, or nullptr: vertex index = 3 f + k
+  bool faces_batched;       // faces is (B, F, 3)
+  const int64_t* face_idx;  // (B, H, W)
+  const T* bary;            // (B, H, W, 3)
+  T* out;                   // fwd out (B, H, W, D)
+  const T* grad_out;        // bwd in (B, H, W, D)
+  T* grad_attributes;       // bwd out (B, V, D), zero-initialised by the caller
+  T* grad_bary;             // bwd out (B, H, W, 3)
+  int B, V, F, H, W, D;
+};
+
 }  // namespace dibr

@@ -1,0 +1,183 @@
+"""Benchmark of the DIB-R kernels: one JSON line per (workload, backend, pass).
+
+    python -m dibr_core.bench [--workload predictor fit large huge] [--backend reference cpu cuda]
+                              [--pass forward backward] [--repeats N]
+
+Workloads (icospheres seen by a perspective camera, filling most of the image):
+  predictor  B=16, 642 vertices / 1280 faces, 64x64
+  fit        B=1, 10242 vertices / 20480 faces, 256x256
+  large      B=1, 40962 vertices / 81920 faces, 512x512
+  huge       B=1, 655362 vertices / 1310720 faces, 1024x1024 (GPU only)
+Passes: ``forward`` (projection, rasterize, soft mask, interpolated RGB) and ``backward``
+(the same plus the backward of an L2 loss to the vertices and the vertex colours).
+Each (workload, backend) runs in its own process so the reported peak memory is its own.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+
+WORKLOADS: Dict[str, Tuple[int, int, int]] = {
+    # name: (batch, icosphere level, image size)
+    "predictor": (16, 3, 64),
+    "fit": (1, 5, 256),
+    "large": (1, 6, 512),
+    "huge": (1, 8, 1024),
+}
+GPU_ONLY = {"huge"}
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def make_case(workload: str, backend: str, device: torch.device) -> Callable[[bool], None]:
+    """Build the inputs once; return a closure running one forward (+ backward) pass."""
+    from dibr_core import interpolate, rasterize, soft_mask
+    from dibr_core.camera import Camera, clip_to_ndc, look_at
+    from dibr_core.mesh import icosphere
+
+    B, level, size = WORKLOADS[workload]
+    v, f, _ = icosphere(level, 1.0, device=device)
+    g = torch.Generator().manual_seed(0)
+    verts = (v[None] * (1 + 0.05 * torch.randn(B, v.shape[0], 1, generator=g).to(device))).contiguous()
+    colors = torch.rand(B, v.shape[0], 3, generator=g).to(device)
+    eyes = torch.tensor([[3.0 * math.sin(0.4 * b), 0.8, 3.0 * math.cos(0.4 * b)] for b in range(B)])
+    cam = Camera.perspective(look_at(eyes, device=device).to(device), math.radians(45), 1.0)
+    target_rgb = torch.rand(B, size, size, 3, generator=g).to(device)
+    target_a = (torch.rand(B, size, size, generator=g) > 0.5).float().to(device)
+    faces = f.to(device)
+
+    def run(backward: bool) -> None:
+        vv = verts.detach().requires_grad_(backward)
+        cc = colors.detach().requires_grad_(backward)
+        clip = cam.to_clip(cam.to_camera(vv))
+        ndc = clip_to_ndc(clip)
+        fvi = ndc[:, faces, :2]
+        fvz = clip[:, faces, 3].neg()
+        e1 = fvi[:, :, 1] - fvi[:, :, 0]
+        e2 = fvi[:, :, 2] - fvi[:, :, 0]
+        front = (e1[..., 0] * e2[..., 1] - e1[..., 1] * e2[..., 0]) > 0
+        frags = rasterize(fvi, fvz.detach(), size, size, front, backend=backend)
+        rgb = interpolate(cc, frags, faces, backend=backend)
+        alpha = soft_mask(fvi, frags.face_idx, backend=backend)
+        if backward:
+            loss = ((rgb - target_rgb) ** 2).mean() + ((alpha - target_a) ** 2).mean()
+            loss.backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return run
+
+
+def measure(workload: str, backend: str, passes: List[str], repeats: Optional[int]) -> List[dict]:
+    import dibr_core
+
+    device = torch.device("cuda" if backend == "cuda" else "cpu")
+    run = make_case(workload, backend, device)
+    rows = []
+    for p in passes:
+        bwd = p == "backward"
+        run(bwd)  # warm-up (JIT caches, allocator)
+        t0 = time.perf_counter()
+        run(bwd)
+        one = time.perf_counter() - t0
+        n = repeats if repeats is not None else max(3, min(50, int(2.0 / max(one, 1e-4))))
+        times = []
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        for _ in range(n):
+            t0 = time.perf_counter()
+            run(bwd)
+            times.append((time.perf_counter() - t0) * 1000)
+        times.sort()
+        q1 = times[len(times) // 4]
+        q3 = times[(3 * len(times)) // 4]
+        peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
+                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        rows.append({
+            "workload": workload,
+            "backend": backend,
+            "pass": "forward" if not bwd else "forward+backward",
+            "median_ms": round(statistics.median(times), 3),
+            "q1_ms": round(q1, 3),
+            "q3_ms": round(q3, 3),
+            "min_ms": round(times[0], 3),
+            "repeats": n,
+            "peak_memory_mb": round(peak, 1),
+            "peak_memory_kind": "cuda_max_allocated" if device.type == "cuda" else "process_max_rss",
+            "machine": {
+                "cpu": _cpu_model(),
+                "cpu_cores": os.cpu_count(),
+                "torch_threads": torch.get_num_threads(),
+                "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            },
+            "versions": {"dibr_core": dibr_core.__version__, "torch": torch.__version__,
+                         "python": platform.python_version()},
+        })
+    return rows
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workload", nargs="+", default=["predictor", "fit", "large", "huge"], choices=list(WORKLOADS))
+    parser.add_argument("--backend", nargs="+", default=["reference", "cpu", "cuda"],
+                        choices=["reference", "cpu", "cuda"])
+    parser.add_argument("--pass", dest="passes", nargs="+", default=["forward", "backward"],
+                        choices=["forward", "backward"])
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs (default: about 2 s worth)")
+    parser.add_argument("--in-process", action="store_true", help="do not spawn a process per configuration")
+    args = parser.parse_args(argv)
+    import dibr_core
+
+    info = dibr_core.backend_info()
+    for w in args.workload:
+        for b in args.backend:
+            skip = None
+            if b == "cuda" and not info.cuda_kernels:
+                skip = "no CUDA GPU or CUDA kernels"
+            elif b != "cuda" and w in GPU_ONLY:
+                skip = "GPU-only workload"
+            elif b == "cpu" and not info.cpu_kernels:
+                skip = "C++ kernels unavailable: " + info.reason
+            if skip:
+                print(json.dumps({"workload": w, "backend": b, "skipped": skip}), flush=True)
+                continue
+            if args.in_process:
+                for row in measure(w, b, args.passes, args.repeats):
+                    print(json.dumps(row), flush=True)
+                continue
+            cmd = [sys.executable, "-m", "dibr_core.bench", "--in-process", "--workload", w, "--backend", b,
+                   "--pass", *args.passes]
+            if args.repeats is not None:
+                cmd += ["--repeats", str(args.repeats)]
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode != 0:
+                print(json.dumps({"workload": w, "backend": b, "error": out.stderr.strip().splitlines()[-1:]}),
+                      flush=True)
+                continue
+            sys.stdout.write(out.stdout)
+            sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
