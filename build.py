@@ -105,11 +105,12 @@ def build_ext(sanitize: bool = False, verbose: bool = False) -> None:
     from dibr_core import _ext
 
     build_dir = _ext.PACKAGE_DIR / ("_build_sanitize" if sanitize else "_build")
-    if not sanitize and (build_dir / "build_info.json").exists():
+    if (build_dir / "build_info.json").exists():
         import json
 
         info = json.loads((build_dir / "build_info.json").read_text())
-        if info.get("hash") == _ext.source_hash() and (build_dir / f"{_ext.MODULE_NAME}.so").exists():
+        want = _ext.source_hash(_ext.SANITIZE_FLAGS if sanitize else ())
+        if info.get("hash") == want and (build_dir / f"{_ext.MODULE_NAME}.so").exists():
             log("C++ extension is up to date")
             return
     t0 = time.time()

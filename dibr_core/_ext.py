@@ -38,7 +38,7 @@ def default_build_dir() -> Path:
     if override:
         Path(override).mkdir(parents=True, exist_ok=True)
         return Path(override)
-    d = PACKAGE_DIR / "_build"
+    d = PACKAGE_DIR / ("_build_sanitize" if sanitizing() else "_build")
     try:
         d.mkdir(exist_ok=True)
         probe = d / ".write_probe"
@@ -49,6 +49,14 @@ def default_build_dir() -> Path:
         cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dibr_core" / "build"
         cache.mkdir(parents=True, exist_ok=True)
         return cache
+
+
+SANITIZE_FLAGS = ("-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer", "-g")
+
+
+def sanitizing() -> bool:
+    """``DIBR_SANITIZE=1`` selects the AddressSanitizer + UBSan build (load it with libasan preloaded)."""
+    return os.environ.get("DIBR_SANITIZE", "") == "1"
 
 
 def source_files() -> List[Path]:
@@ -91,10 +99,12 @@ def _try_prebuilt(build_dir: Path, want_hash: str) -> Optional[ModuleType]:
     return _import_so(so)
 
 
-def build(build_dir: Optional[Path] = None, verbose: bool = False, sanitize: bool = False) -> ModuleType:
+def build(build_dir: Optional[Path] = None, verbose: bool = False, sanitize: Optional[bool] = None) -> ModuleType:
     """Compile the extension with ninja (raises on failure) and record its hash."""
     from torch.utils import cpp_extension
 
+    if sanitize is None:
+        sanitize = sanitizing()
     build_dir = Path(build_dir) if build_dir is not None else default_build_dir()
     build_dir.mkdir(parents=True, exist_ok=True)
     if shutil.which("ninja") is None and not (Path(sys.executable).parent / "ninja").exists():
@@ -105,7 +115,7 @@ def build(build_dir: Optional[Path] = None, verbose: bool = False, sanitize: boo
     ldflags = list(LDFLAGS)
     extra: Tuple[str, ...] = ()
     if sanitize:
-        extra = ("-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g")
+        extra = SANITIZE_FLAGS
         cflags = [f for f in cflags if f != "-O3"] + ["-O1"] + list(extra)
         ldflags += list(extra)
     mod = cpp_extension.load(
@@ -132,7 +142,7 @@ def load() -> Optional[ModuleType]:
         return None
     try:
         build_dir = default_build_dir()
-        want = source_hash()
+        want = source_hash(SANITIZE_FLAGS if sanitizing() else ())
         mod = _try_prebuilt(build_dir, want)
         if mod is not None:
             _state.update(module=mod, how="prebuilt", reason=f"prebuilt extension in {build_dir.name}/")

@@ -4,6 +4,7 @@
 #include <torch/extension.h>
 
 #include "cpu_kernels.h"
+#include "dibr/binning.h"
 
 namespace {
 
@@ -108,31 +109,66 @@ dibr::SoftMaskParams<scalar_t> soft_params(const char* fn, const torch::Tensor& 
   return p;
 }
 
-torch::Tensor soft_mask_fwd(const torch::Tensor& fvi, const torch::Tensor& face_idx,
-                            const c10::optional<torch::Tensor>& valid, double sigmainv, double boxlen, int64_t knum,
-                            double multiplier, double eps) {
+// Returns [soft_mask] or, with keep_records, [soft_mask, offsets, pixel, face, type, prob].
+std::vector<torch::Tensor> soft_mask_fwd(const torch::Tensor& fvi, const torch::Tensor& face_idx,
+                                         const c10::optional<torch::Tensor>& valid, double sigmainv, double boxlen,
+                                         int64_t knum, double multiplier, double eps, bool keep_records) {
   const char* fn = "soft_mask_fwd";
   check_fvi(fn, fvi);
   auto out = torch::empty({face_idx.size(0), face_idx.size(1), face_idx.size(2)}, fvi.options());
+  std::vector<torch::Tensor> result{out};
   AT_DISPATCH_FLOATING_TYPES(fvi.scalar_type(), "soft_mask_fwd", [&] {
     auto p = soft_params<scalar_t>(fn, fvi, face_idx, valid, sigmainv, boxlen, knum, multiplier, eps);
     p.soft_mask = out.data_ptr<scalar_t>();
-    dibr::soft_mask_fwd_cpu<scalar_t>(p);
+    if (!keep_records) {
+      dibr::soft_mask_fwd_cpu<scalar_t>(p, nullptr);
+      return;
+    }
+    dibr::SoftMaskRecords<scalar_t> rec;
+    dibr::soft_mask_fwd_cpu<scalar_t>(p, &rec);
+    const int64_t n = static_cast<int64_t>(rec.pixel.size());
+    auto i64 = torch::TensorOptions().dtype(torch::kInt64);
+    auto offsets = torch::empty({static_cast<int64_t>(rec.offsets.size())}, i64);
+    std::copy(rec.offsets.begin(), rec.offsets.end(), offsets.data_ptr<int64_t>());
+    auto pixel = torch::empty({n}, i64);
+    std::copy(rec.pixel.begin(), rec.pixel.end(), pixel.data_ptr<int64_t>());
+    auto face = torch::empty({n}, torch::TensorOptions().dtype(torch::kInt32));
+    std::copy(rec.face.begin(), rec.face.end(), face.data_ptr<int32_t>());
+    auto type = torch::empty({n}, torch::TensorOptions().dtype(torch::kUInt8));
+    std::copy(rec.type.begin(), rec.type.end(), type.data_ptr<uint8_t>());
+    auto prob = torch::empty({n}, fvi.options());
+    std::copy(rec.prob.begin(), rec.prob.end(), prob.data_ptr<scalar_t>());
+    result.insert(result.end(), {offsets, pixel, face, type, prob});
   });
-  return out;
+  return result;
 }
 
 torch::Tensor soft_mask_bwd(const torch::Tensor& grad, const torch::Tensor& fvi, const torch::Tensor& face_idx,
-                            const c10::optional<torch::Tensor>& valid, double sigmainv, double boxlen, int64_t knum,
-                            double multiplier, double eps) {
+                            double sigmainv, double multiplier, double eps, const torch::Tensor& offsets,
+                            const torch::Tensor& pixel, const torch::Tensor& face, const torch::Tensor& type,
+                            const torch::Tensor& prob) {
   const char* fn = "soft_mask_bwd";
   check_fvi(fn, fvi);
   check_float(fn, grad, "grad_soft_mask", 3, fvi.scalar_type());
+  DIBR_CHECK_ARG(offsets.scalar_type() == torch::kInt64 && pixel.scalar_type() == torch::kInt64 &&
+                     face.scalar_type() == torch::kInt32 && type.scalar_type() == torch::kUInt8 &&
+                     prob.scalar_type() == fvi.scalar_type() && pixel.numel() == face.numel() &&
+                     face.numel() == type.numel() && type.numel() == prob.numel(),
+                 fn, "candidate records are inconsistent");
   auto out = torch::zeros_like(fvi);
   AT_DISPATCH_FLOATING_TYPES(fvi.scalar_type(), "soft_mask_bwd", [&] {
-    auto p = soft_params<scalar_t>(fn, fvi, face_idx, valid, sigmainv, boxlen, knum, multiplier, eps);
+    auto p = soft_params<scalar_t>(fn, fvi, face_idx, c10::nullopt, sigmainv, 0.0, 1, multiplier, eps);
+    const int64_t tiles = static_cast<int64_t>(p.B) * ((p.W + dibr::kTile - 1) / dibr::kTile) *
+                          ((p.H + dibr::kTile - 1) / dibr::kTile);
+    DIBR_CHECK_ARG(offsets.numel() == tiles + 1, fn, "candidate record offsets do not match the image");
     p.grad_soft_mask = grad.data_ptr<scalar_t>();
     p.grad_face_vertices_image = out.data_ptr<scalar_t>();
+    p.rec_offsets = offsets.data_ptr<int64_t>();
+    p.rec_pixel = pixel.data_ptr<int64_t>();
+    p.rec_face = face.data_ptr<int32_t>();
+    p.rec_type = type.data_ptr<uint8_t>();
+    p.rec_prob = prob.data_ptr<scalar_t>();
+    p.n_records = pixel.numel();
     dibr::soft_mask_bwd_cpu<scalar_t>(p);
   });
   return out;

@@ -71,10 +71,13 @@ void rasterize_fwd_cpu(const RasterizeFwdParams<T>& p) {
     for (int64_t k = bn.offsets[tile]; k < bn.offsets[tile + 1]; ++k) {
       const int f = bn.faces[k];
       const T* v = faces.data() + (b * F + f) * kFaceStride;
-      for (int i = i0; i < i1; ++i) {
+      const int32_t* r = &bn.rect[static_cast<size_t>(f) * 4];
+      const int ja = std::max(j0, r[0]), jb = std::min(j1 - 1, r[1]);
+      const int ia = std::max(i0, r[2]), ib = std::min(i1 - 1, r[3]);
+      for (int i = ia; i <= ib; ++i) {
         const T py = ys[i];
         if (!(v[8] <= py && py < v[9])) continue;
-        for (int j = j0; j < j1; ++j) {
+        for (int j = ja; j <= jb; ++j) {
           const T px = xs[j];
           if (!(v[6] <= px && px < v[7])) continue;
           Bary<T> bc;

@@ -2,8 +2,9 @@
 // faces (in face order) whose grown box holds an uncovered pixel; covered pixels are 1.
 // Inside a tile, faces are visited in face order and each updates the uncovered pixels of its
 // grown box, so every pixel takes the same candidates, in the same order, as a loop over all
-// faces. The backward recomputes the candidates (nothing per pixel is kept between the passes)
-// and uses prefix/suffix products, so it stays exact when a factor reaches 0.
+// faces. When gradients are needed the forward keeps the candidates of the uncovered pixels
+// that have any (never B*H*W*knum slots); the backward uses prefix/suffix products over them,
+// so it stays exact when a factor reaches 0.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -84,10 +85,13 @@ void for_each_candidate(const SoftMaskParams<T>& p, const SoftSetup<T>& s, int64
   for (int64_t k = bn.offsets[tile]; k < bn.offsets[tile + 1] && n_open > 0; ++k) {
     const int f = bn.faces[k];
     const T* v = s.faces.data() + (b * p.F + f) * kFaceStride;
-    for (int i = i0; i < i1; ++i) {
+    const int32_t* r = &bn.rect[static_cast<size_t>(f) * 4];
+    const int ja = std::max(j0, r[0]), jb = std::min(j1 - 1, r[1]);
+    const int ia = std::max(i0, r[2]), ib = std::min(i1 - 1, r[3]);
+    for (int i = ia; i <= ib; ++i) {
       const T py = s.ys[i];
       if (!(v[8] <= py && py < v[9])) continue;
-      for (int j = j0; j < j1; ++j) {
+      for (int j = ja; j <= jb; ++j) {
         const int q = (i - i0) * kTile + (j - j0);
         if (!open[q]) continue;
         const T px = s.xs[j];
@@ -107,98 +111,132 @@ void for_each_candidate(const SoftMaskParams<T>& p, const SoftSetup<T>& s, int64
 }  // namespace
 
 template <typename T>
-void soft_mask_fwd_cpu(const SoftMaskParams<T>& p) {
+void soft_mask_fwd_cpu(const SoftMaskParams<T>& p, SoftMaskRecords<T>* records) {
   const SoftSetup<T> s(p);
-  parallel_items(p.B * s.per_b, [&](int64_t item) {
+  const int64_t n_items = p.B * s.per_b;
+  const int knum = p.knum;
+  // Per tile, when keeping records: (pixel, face, type, prob) grouped by pixel, face order.
+  std::vector<std::vector<int64_t>> t_pix(records ? n_items : 0);
+  std::vector<std::vector<int32_t>> t_face(records ? n_items : 0);
+  std::vector<std::vector<uint8_t>> t_type(records ? n_items : 0);
+  std::vector<std::vector<T>> t_prob(records ? n_items : 0);
+  parallel_items(n_items, [&](int64_t item) {
     const int64_t b = item / s.per_b;
     const int tile = static_cast<int>(item % s.per_b);
     T prod[kTile * kTile];
     int count[kTile * kTile];
     for (int q = 0; q < kTile * kTile; ++q) prod[q] = T(1);
-    for_each_candidate(p, s, b, tile, count, [&](int q, int, T d, int) { prod[q] *= T(1) - std::exp(-s.inv * d); });
+    thread_local std::vector<int32_t> cf;
+    thread_local std::vector<uint8_t> ct;
+    thread_local std::vector<T> cp;
+    if (records) {
+      cf.resize(static_cast<size_t>(kTile) * kTile * knum);
+      ct.resize(cf.size());
+      cp.resize(cf.size());
+    }
+    for_each_candidate(p, s, b, tile, count, [&](int q, int f, T d, int type) {
+      const T a = std::exp(-s.inv * d);
+      prod[q] *= T(1) - a;
+      if (records) {
+        const size_t at = static_cast<size_t>(q) * knum + count[q];
+        cf[at] = f;
+        ct[at] = static_cast<uint8_t>(type);
+        cp[at] = a;
+      }
+    });
     const int tx = tile % s.tx_n, ty = tile / s.tx_n;
     for (int i = ty * kTile; i < std::min(p.H, (ty + 1) * kTile); ++i)
       for (int j = tx * kTile; j < std::min(p.W, (tx + 1) * kTile); ++j) {
         const int64_t pix = (b * p.H + i) * p.W + j;
         const int q = (i - ty * kTile) * kTile + (j - tx * kTile);
-        p.soft_mask[pix] = p.face_idx[pix] >= 0 ? T(1) : T(1) - prod[q];
+        const bool covered = p.face_idx[pix] >= 0;
+        p.soft_mask[pix] = covered ? T(1) : T(1) - prod[q];
+        if (records && !covered) {
+          for (int k = 0; k < count[q]; ++k) {
+            const size_t at = static_cast<size_t>(q) * knum + k;
+            t_pix[item].push_back(pix);
+            t_face[item].push_back(cf[at]);
+            t_type[item].push_back(ct[at]);
+            t_prob[item].push_back(cp[at]);
+          }
+        }
       }
+  });
+  if (!records) return;
+  records->offsets.assign(n_items + 1, 0);
+  for (int64_t t = 0; t < n_items; ++t) records->offsets[t + 1] = records->offsets[t] + t_pix[t].size();
+  const size_t n = static_cast<size_t>(records->offsets[n_items]);
+  records->pixel.resize(n);
+  records->face.resize(n);
+  records->type.resize(n);
+  records->prob.resize(n);
+  parallel_items(n_items, [&](int64_t t) {
+    const size_t o = static_cast<size_t>(records->offsets[t]);
+    std::copy(t_pix[t].begin(), t_pix[t].end(), records->pixel.begin() + o);
+    std::copy(t_face[t].begin(), t_face[t].end(), records->face.begin() + o);
+    std::copy(t_type[t].begin(), t_type[t].end(), records->type.begin() + o);
+    std::copy(t_prob[t].begin(), t_prob[t].end(), records->prob.begin() + o);
   });
 }
 
 template <typename T>
 void soft_mask_bwd_cpu(const SoftMaskParams<T>& p) {
-  const SoftSetup<T> s(p);
-  const int64_t n_items = p.B * s.per_b;
-  // Per tile: records (face, 6 gradient values), merged per mesh in tile order afterwards.
-  std::vector<std::vector<int32_t>> rec_f(n_items);
-  std::vector<std::vector<T>> rec_g(n_items);
-  const int knum = p.knum;
-  parallel_items(n_items, [&](int64_t item) {
-    const int64_t b = item / s.per_b;
-    const int tile = static_cast<int>(item % s.per_b);
-    const Bins& bn = s.bins[b];
-    if (bn.offsets[tile] == bn.offsets[tile + 1]) return;
-    thread_local std::vector<int32_t> cf;
-    thread_local std::vector<T> cd;
-    thread_local std::vector<int> ct;
-    thread_local std::vector<T> prob, suffix;
-    cf.resize(static_cast<size_t>(kTile) * kTile * knum);
-    cd.resize(cf.size());
-    ct.resize(cf.size());
-    prob.resize(knum);
-    suffix.resize(knum + 1);
-    int count[kTile * kTile];
-    for_each_candidate(p, s, b, tile, count, [&](int q, int f, T d, int type) {
-      const size_t at = static_cast<size_t>(q) * knum + count[q];
-      cf[at] = f;
-      cd[at] = d;
-      ct[at] = type;
-    });
-    const int tx = tile % s.tx_n, ty = tile / s.tx_n;
-    std::vector<int32_t>& out_f = rec_f[item];
-    std::vector<T>& out_g = rec_g[item];
-    for (int i = ty * kTile; i < std::min(p.H, (ty + 1) * kTile); ++i) {
-      for (int j = tx * kTile; j < std::min(p.W, (tx + 1) * kTile); ++j) {
-        const int q = (i - ty * kTile) * kTile + (j - tx * kTile);
-        const int m = count[q];
-        if (m == 0) continue;
-        const int64_t pix = (b * p.H + i) * p.W + j;
-        const T g = p.grad_soft_mask[pix];
-        if (g == T(0)) continue;
-        const size_t base = static_cast<size_t>(q) * knum;
-        for (int k = 0; k < m; ++k) prob[k] = std::exp(-s.inv * cd[base + k]);
+  const T M = static_cast<T>(p.multiplier);
+  const T eps = static_cast<T>(p.eps);
+  const T inv = static_cast<T>(p.sigmainv / (p.multiplier * p.multiplier));
+  const int tx_n = (p.W + kTile - 1) / kTile, ty_n = (p.H + kTile - 1) / kTile;
+  const int64_t n_items = static_cast<int64_t>(p.B) * tx_n * ty_n;
+  const int64_t hw = static_cast<int64_t>(p.H) * p.W;
+  // Pass 1 (parallel over tiles): each record's contribution to its face's corners.
+  std::vector<T> contrib(static_cast<size_t>(p.n_records) * 6, T(0));
+  parallel_items(n_items, [&](int64_t t) {
+    thread_local std::vector<T> suffix;
+    int64_t r = p.rec_offsets[t];
+    const int64_t r_end = p.rec_offsets[t + 1];
+    while (r < r_end) {
+      const int64_t pix = p.rec_pixel[r];
+      int64_t e = r;
+      while (e < r_end && p.rec_pixel[e] == pix) ++e;
+      const T g = p.grad_soft_mask[pix];
+      if (g != T(0)) {
+        const int m = static_cast<int>(e - r);
+        suffix.resize(m + 1);
         suffix[m] = T(1);
-        for (int k = m - 1; k >= 0; --k) suffix[k] = suffix[k + 1] * (T(1) - prob[k]);
+        for (int k = m - 1; k >= 0; --k) suffix[k] = suffix[k + 1] * (T(1) - p.rec_prob[r + k]);
+        const int64_t b = pix / hw;
+        const int i = static_cast<int>((pix % hw) / p.W), j = static_cast<int>(pix % p.W);
+        const T px = pixel_x<T>(j, p.W) * M, py = pixel_y<T>(i, p.H) * M;
         T prefix = T(1);
         for (int k = 0; k < m; ++k) {
-          // dA/dp_k = prod_{l != k} (1 - p_l); dp_k/dd_k = -inv p_k; d v_scaled / d v = M.
-          const T gd = g * prefix * suffix[k + 1] * (-s.inv) * prob[k] * s.M;
-          prefix *= T(1) - prob[k];
+          const T a = p.rec_prob[r + k];
+          // dA/da_k = prod_{l != k} (1 - a_l); da_k/dd_k = -inv a_k; d v_scaled / d v = M.
+          const T gd = g * prefix * suffix[k + 1] * (-inv) * a * M;
+          prefix *= T(1) - a;
           if (gd == T(0)) continue;
-          const int f = cf[base + k];
-          const T* v = s.faces.data() + (b * p.F + f) * kFaceStride;
-          T gv[6] = {T(0), T(0), T(0), T(0), T(0), T(0)};
-          boundary_dist2_backward(v, s.xs[j], s.ys[i], s.eps, ct[base + k], gd, gv);
-          out_f.push_back(f);
-          out_g.insert(out_g.end(), gv, gv + 6);
+          const T* src = p.face_vertices_image + (b * p.F + p.rec_face[r + k]) * 6;
+          T v[6];
+          for (int c = 0; c < 6; ++c) v[c] = src[c] * M;
+          boundary_dist2_backward(v, px, py, eps, static_cast<int>(p.rec_type[r + k]), gd,
+                                  contrib.data() + (r + k) * 6);
         }
       }
+      r = e;
     }
   });
+  // Pass 2 (parallel over meshes, records in order): deterministic accumulation per face.
+  const int64_t per_b = static_cast<int64_t>(tx_n) * ty_n;
   parallel_items(p.B, [&](int64_t b) {
     T* out = p.grad_face_vertices_image + b * p.F * 6;
-    for (int64_t item = b * s.per_b; item < (b + 1) * s.per_b; ++item) {
-      const std::vector<int32_t>& fs = rec_f[item];
-      const std::vector<T>& gs = rec_g[item];
-      for (size_t r = 0; r < fs.size(); ++r)
-        for (int q = 0; q < 6; ++q) out[static_cast<int64_t>(fs[r]) * 6 + q] += gs[r * 6 + q];
+    for (int64_t r = p.rec_offsets[b * per_b]; r < p.rec_offsets[(b + 1) * per_b]; ++r) {
+      const T* c = contrib.data() + r * 6;
+      T* o = out + static_cast<int64_t>(p.rec_face[r]) * 6;
+      for (int q = 0; q < 6; ++q) o[q] += c[q];
     }
   });
 }
 
-template void soft_mask_fwd_cpu<float>(const SoftMaskParams<float>&);
-template void soft_mask_fwd_cpu<double>(const SoftMaskParams<double>&);
+template void soft_mask_fwd_cpu<float>(const SoftMaskParams<float>&, SoftMaskRecords<float>*);
+template void soft_mask_fwd_cpu<double>(const SoftMaskParams<double>&, SoftMaskRecords<double>*);
 template void soft_mask_bwd_cpu<float>(const SoftMaskParams<float>&);
 template void soft_mask_bwd_cpu<double>(const SoftMaskParams<double>&);
 

@@ -18,18 +18,23 @@ class _SoftMaskCpu(torch.autograd.Function):
                 boxlen: float, knum: int, multiplier: float) -> torch.Tensor:
         mod = _backend.extension()
         assert mod is not None
-        out = mod.soft_mask_fwd(fvi, face_idx, valid, sigmainv, boxlen, knum, multiplier, EDGE_EPS)
-        ctx.save_for_backward(fvi, face_idx, valid)
-        ctx.params = (sigmainv, boxlen, knum, multiplier)
+        keep = bool(ctx.needs_input_grad[0])
+        res = mod.soft_mask_fwd(fvi, face_idx, valid, sigmainv, boxlen, knum, multiplier, EDGE_EPS, keep)
+        if keep:
+            # Candidate records of the uncovered pixels that have candidates (for the backward).
+            ctx.save_for_backward(fvi, face_idx, *res[1:])
+        ctx.params = (sigmainv, multiplier)
+        out: torch.Tensor = res[0]
         return out
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:
-        fvi, face_idx, valid = ctx.saved_tensors
+        fvi, face_idx, offsets, pixel, face, typ, prob = ctx.saved_tensors
         mod = _backend.extension()
         assert mod is not None
-        sigmainv, boxlen, knum, multiplier = ctx.params
-        g = mod.soft_mask_bwd(grad.contiguous(), fvi, face_idx, valid, sigmainv, boxlen, knum, multiplier, EDGE_EPS)
+        sigmainv, multiplier = ctx.params
+        g = mod.soft_mask_bwd(grad.contiguous(), fvi, face_idx, sigmainv, multiplier, EDGE_EPS, offsets, pixel, face,
+                              typ, prob)
         return g, None, None, None, None, None, None
 
 

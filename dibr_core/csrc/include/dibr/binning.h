@@ -17,6 +17,7 @@ struct Bins {
   int tiles_x = 0, tiles_y = 0;
   std::vector<int64_t> offsets;  // (tiles + 1) prefix offsets into faces
   std::vector<int32_t> faces;    // face indices, ascending within each tile
+  std::vector<int32_t> rect;     // (F, 4): conservative pixel range j0, j1, i0, i1 (inclusive); -1 if none
 };
 
 // Conservative inclusive pixel range [lo_idx, hi_idx] of the pixels whose centre may lie in
@@ -49,7 +50,8 @@ void bin_faces(const T* fvi, const uint8_t* valid, int F, int H, int W, double g
   bins.tiles_x = (W + kTile - 1) / kTile;
   bins.tiles_y = (H + kTile - 1) / kTile;
   const int n_tiles = bins.tiles_x * bins.tiles_y;
-  std::vector<int32_t> rect(static_cast<size_t>(F) * 4, -1);
+  std::vector<int32_t>& rect = bins.rect;
+  rect.assign(static_cast<size_t>(F) * 4, -1);
   std::vector<int64_t> counts(n_tiles + 1, 0);
   for (int f = 0; f < F; ++f) {
     if (valid != nullptr && !valid[f]) continue;
@@ -61,9 +63,9 @@ void bin_faces(const T* fvi, const uint8_t* valid, int F, int H, int W, double g
     int j0, j1, i0, i1;
     if (!pixel_range(x0, x1, W, false, &j0, &j1) || !pixel_range(y0, y1, H, true, &i0, &i1)) continue;
     int32_t* r = &rect[static_cast<size_t>(f) * 4];
-    r[0] = j0 / kTile; r[1] = j1 / kTile; r[2] = i0 / kTile; r[3] = i1 / kTile;
-    for (int ty = r[2]; ty <= r[3]; ++ty)
-      for (int tx = r[0]; tx <= r[1]; ++tx) counts[ty * bins.tiles_x + tx + 1]++;
+    r[0] = j0; r[1] = j1; r[2] = i0; r[3] = i1;
+    for (int ty = i0 / kTile; ty <= i1 / kTile; ++ty)
+      for (int tx = j0 / kTile; tx <= j1 / kTile; ++tx) counts[ty * bins.tiles_x + tx + 1]++;
   }
   bins.offsets.assign(n_tiles + 1, 0);
   for (int t = 0; t < n_tiles; ++t) bins.offsets[t + 1] = bins.offsets[t] + counts[t + 1];
@@ -72,8 +74,8 @@ void bin_faces(const T* fvi, const uint8_t* valid, int F, int H, int W, double g
   for (int f = 0; f < F; ++f) {
     const int32_t* r = &rect[static_cast<size_t>(f) * 4];
     if (r[0] < 0) continue;
-    for (int ty = r[2]; ty <= r[3]; ++ty)
-      for (int tx = r[0]; tx <= r[1]; ++tx) bins.faces[fill[ty * bins.tiles_x + tx]++] = f;
+    for (int ty = r[2] / kTile; ty <= r[3] / kTile; ++ty)
+      for (int tx = r[0] / kTile; tx <= r[1] / kTile; ++tx) bins.faces[fill[ty * bins.tiles_x + tx]++] = f;
   }
 }
 

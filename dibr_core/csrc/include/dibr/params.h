@@ -37,6 +37,14 @@ struct SoftMaskParams {
   T* soft_mask;                  // fwd out (B, H, W)
   const T* grad_soft_mask;       // bwd in (B, H, W)
   T* grad_face_vertices_image;   // bwd out (B, F, 3, 2), zero-initialised by the caller
+  // Candidate records kept by the forward for the backward, only for uncovered pixels that
+  // have candidates, grouped by pixel in face order. Filled by the CPU forward when requested.
+  const int64_t* rec_offsets;    // bwd in (B * tiles + 1): records of each tile
+  const int64_t* rec_pixel;      // bwd in (N,): flat pixel index b * H * W + i * W + j
+  const int32_t* rec_face;       // bwd in (N,)
+  const uint8_t* rec_type;       // bwd in (N,): 0..2 edge, 3..5 corner
+  const T* rec_prob;             // bwd in (N,): exp(-sigmainv d^2)
+  int64_t n_records;
   int B, F, H, W;
   int knum;           // at most this many candidate faces per pixel, taken in face order
   double sigmainv;    // sharpness, in 1/NDC^2

@@ -1,0 +1,42 @@
+"""The C++ kernels under AddressSanitizer and UndefinedBehaviorSanitizer: build them with
+`build.py ext --sanitize` and run the kernel and fuzz tests against that build in a
+subprocess with the ASan runtime preloaded. Any sanitizer report fails the run."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_kernels_under_asan_and_ubsan() -> None:
+    if os.environ.get("DIBR_SANITIZE") == "1":
+        pytest.skip("already running under the sanitizers")
+    cxx = shutil.which("g++")
+    if cxx is None:
+        pytest.skip("g++ not available")
+    libasan = subprocess.run([cxx, "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
+    if not libasan or not Path(libasan).exists():
+        pytest.skip("libasan not available")
+    build = subprocess.run([sys.executable, str(ROOT / "build.py"), "ext", "--sanitize"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=1500)
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    env = dict(os.environ, DIBR_SANITIZE="1", LD_PRELOAD=str(Path(libasan).resolve()),
+               ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1",
+               UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1", PYTHONHASHSEED="0")
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
+                          "tests/test_kernels.py", "tests/test_fuzz.py", "-k", "not without_compiler"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
+    out = run.stdout[-4000:] + run.stderr[-4000:]
+    assert run.returncode == 0, out
+    assert "ERROR: AddressSanitizer" not in out and "runtime error:" not in out, out
+    # prove the sanitized build was the one loaded
+    probe = subprocess.run([sys.executable, "-c", "import dibr_core; print(dibr_core.backend_info().reason)"],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert "_build_sanitize" in probe.stdout, probe.stdout + probe.stderr
