@@ -6,7 +6,7 @@ Imported by the test modules as ``from helpers import ...`` (pytest puts ``tests
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Tuple, Union
+from typing import Sequence, Tuple, Union
 
 import torch
 
@@ -14,7 +14,6 @@ from dibr_core.camera import Camera, look_at
 from dibr_core.mesh import icosphere
 from dibr_core.render import DirectionalLights, PhongLight, SHLighting
 
-Number = Union[float, int]
 TensorLike = Union[torch.Tensor, Sequence[float], float, int]
 
 
@@ -81,12 +80,6 @@ def image_agreement(actual: torch.Tensor, expected: torch.Tensor, tol: float) ->
 # ---------------------------------------------------------------------------------------------
 # cameras and scenes
 # ---------------------------------------------------------------------------------------------
-def axis_camera(distance: float, fov_deg: float = 40.0, dtype: torch.dtype = torch.float32,
-                near: float = 0.1, far: float = 100.0) -> Camera:
-    """Perspective camera on the +Z axis at ``distance`` looking at the origin (+Y up)."""
-    return Camera.perspective(look_at([0.0, 0.0, distance], dtype=dtype), math.radians(fov_deg), 1.0, near, far)
-
-
 def identity_camera(fov_deg: float = 60.0, dtype: torch.dtype = torch.float64, near: float = 0.1,
                     far: float = 100.0) -> Camera:
     """Perspective camera at the origin looking down -Z (view = identity): camera space = world space."""
@@ -106,7 +99,7 @@ def vertex_colors(vertices: torch.Tensor) -> torch.Tensor:
     return 0.5 + 0.4 * n
 
 
-def golden_lights(kind: str, dtype: torch.dtype = torch.float32) -> object:
+def golden_lights(kind: str, dtype: torch.dtype = torch.float32) -> Union[DirectionalLights, PhongLight, SHLighting]:
     """The fixed lights of the golden images: ``lambertian``, ``phong``, ``sh`` or ``sh_rgb``."""
     if kind == "lambertian":
         d = torch.tensor([[[0.3, 0.8, 0.5], [-0.7, 0.1, 0.7]]], dtype=dtype)
@@ -151,14 +144,3 @@ def tiny_mesh(seed: int, dtype: torch.dtype = torch.float64) -> Tuple[torch.Tens
     uv_v = torch.tensor([[0.5, 0.5], [0.9, 0.2], [0.8, 0.9], [0.15, 0.85], [0.2, 0.1]], dtype=dtype)
     uv_v = uv_v + 0.03 * torch.randn(uv_v.shape, generator=g, dtype=dtype)
     return v[None], faces, uv_v[faces]
-
-
-def ellipsoid(level: int, radii: Sequence[float], dtype: torch.dtype = torch.float32) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Icosphere scaled per axis: (vertices (V, 3), faces (F, 3))."""
-    v, f, _ = icosphere(level, 1.0, dtype=dtype)
-    return v * torch.tensor(radii, dtype=dtype), f
-
-
-def optional_grad(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-    """A leaf copy of ``t`` that requires grad (None stays None)."""
-    return None if t is None else t.detach().clone().requires_grad_(True)

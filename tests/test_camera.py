@@ -119,14 +119,16 @@ def test_from_world_matrix_equals_look_at() -> None:
     cam = Camera.from_world_matrix(M, P)
     assert_close(cam.view, look_at([3.0, 0.0, 0.0], dtype=F64), atol=1e-12, rtol=0)
     # A general pose: the world matrix is the inverse of the view matrix.
-    view = look_at([[1.0, 2.0, 3.0], [-2.0, 0.5, -1.0]], [[0.1, -0.2, 0.0], [0.0, 0.3, 0.2]], dtype=F64)
+    eyes = torch.tensor([[1.0, 2.0, 3.0], [-2.0, 0.5, -1.0]], dtype=F64)
+    view = look_at(eyes, torch.tensor([[0.1, -0.2, 0.0], [0.0, 0.3, 0.2]], dtype=F64), dtype=F64)
     cam2 = Camera.from_world_matrix(torch.linalg.inv(view), P)
     assert_close(cam2.view, view, atol=1e-12, rtol=0)
     assert_close(cam2.center, torch.tensor([[1.0, 2.0, 3.0], [-2.0, 0.5, -1.0]], dtype=F64), atol=1e-12, rtol=0)
 
 
 def test_optical_axis_projects_to_ndc_origin() -> None:
-    view = look_at([[2.0, 1.0, 4.0]], [[0.3, -0.1, 0.2]], dtype=F64)
+    view = look_at(torch.tensor([[2.0, 1.0, 4.0]], dtype=F64), torch.tensor([[0.3, -0.1, 0.2]], dtype=F64),
+                   dtype=F64)
     cam = Camera.perspective(view, math.radians(35.0), aspect=1.7)
     eye = torch.tensor([2.0, 1.0, 4.0], dtype=F64)
     at = torch.tensor([0.3, -0.1, 0.2], dtype=F64)
