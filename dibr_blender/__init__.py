@@ -1,54 +1,33 @@
-"""DIB-R for Blender: the extension's entry point.
+"""DIB-R for Blender: fit meshes, vertex colours and textures to reference images.
 
 Registration imports neither torch nor dibr_core, so enabling the extension stays instant;
-the renderer is imported on first use. Only the modules of this package import ``bpy``.
+they are imported when a fit or preview runs. Only this package imports ``bpy``; its pure
+modules (convert, arrays, fit_job, runner) are tested without Blender.
 """
 from __future__ import annotations
 
-from typing import Any, List, Type
+from typing import Any, List
 
 import bpy
 
-from . import status
+from . import operators, props, ui
 
+_CLASSES: List[Any] = [*props.CLASSES, *operators.CLASSES, *ui.CLASSES]
+try:  # preferences (external Python environment with a CUDA torch)
+    from . import preferences
 
-class DIBR_PT_main(bpy.types.Panel):
-    """View3D > Sidebar > DIB-R."""
-
-    bl_label = "DIB-R"
-    bl_idname = "DIBR_PT_main"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "DIB-R"
-
-    def draw(self, context: Any) -> None:
-        layout = self.layout
-        if layout is None:
-            return
-        layout.label(text=status.backend_line())
-
-
-class DIBR_OT_backend_info(bpy.types.Operator):
-    """Report which DIB-R backend runs (imports torch on first use)."""
-
-    bl_idname = "dibr.backend_info"
-    bl_label = "DIB-R Backend Info"
-    bl_options = {"REGISTER"}
-
-    def execute(self, context: Any) -> set:
-        line = status.load_backend()
-        self.report({"INFO"}, line)
-        return {"FINISHED"}
-
-
-CLASSES: List[Type[Any]] = [DIBR_PT_main, DIBR_OT_backend_info]
+    _CLASSES = [*preferences.CLASSES, *_CLASSES]
+except ImportError:  # pragma: no cover - the module is optional during development
+    preferences = None  # type: ignore[assignment]
 
 
 def register() -> None:
-    for cls in CLASSES:
+    for cls in _CLASSES:
         bpy.utils.register_class(cls)
+    props.register_props()
 
 
 def unregister() -> None:
-    for cls in reversed(CLASSES):
+    props.unregister_props()
+    for cls in reversed(_CLASSES):
         bpy.utils.unregister_class(cls)

@@ -1,0 +1,174 @@
+"""Headless batch commands, shared by both forms:
+
+    blender --background IN.blend --python dibr_blender/batch.py -- fit ARGS
+    python -m dibr_blender.batch fit --blend IN.blend ARGS
+
+fit ARGS: [--object NAME] (--image IMAGE | --view CAMERA=IMAGE ...) [--steps N]
+          [--output OUT.blend] [--export OUT.glb] [--report REPORT.json] [--resolution PX]
+          [--texture] [--no-colors] [--no-shape] [--lighting none|sun|sh] [--apply]
+
+Exit codes: 0 success, 2 bad input (one line on stderr, nothing written), 1 unexpected failure.
+Progress lines go to stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import List, Optional, Sequence, Tuple
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class BadInput(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise BadInput(message)
+
+
+def script_args(argv: Sequence[str]) -> List[str]:
+    """The arguments after ``--`` when run inside Blender; all of them otherwise."""
+    argv = list(argv)
+    return argv[argv.index("--") + 1:] if "--" in argv else argv
+
+
+def build_parser(inside_blender: bool) -> argparse.ArgumentParser:
+    p = _Parser(prog="dibr_blender.batch", description="DIB-R headless batch commands")
+    sub = p.add_subparsers(dest="command", required=True)
+    f = sub.add_parser("fit", help="fit a mesh to reference images")
+    f.add_argument("--blend", help="input .blend (omitted inside blender, which has loaded it)",
+                   required=not inside_blender)
+    f.add_argument("--object", help="mesh object to fit (default: the active object)")
+    f.add_argument("--image", help="reference image seen by the scene's active camera")
+    f.add_argument("--view", action="append", default=[], metavar="CAMERA=IMAGE",
+                   help="a camera and its reference image (repeatable)")
+    f.add_argument("--steps", type=int, default=300)
+    f.add_argument("--resolution", type=int, default=256, help="longer image side used by the fit")
+    f.add_argument("--output", help="write the result .blend here")
+    f.add_argument("--export", help="export the result as glTF binary (.glb) here")
+    f.add_argument("--report", help="write a JSON report here")
+    f.add_argument("--texture", action="store_true", help="also fit a UV texture")
+    f.add_argument("--no-colors", action="store_true", help="do not fit vertex colours")
+    f.add_argument("--no-shape", action="store_true", help="do not move vertices")
+    f.add_argument("--lighting", choices=["none", "sun", "sh"], default="none")
+    f.add_argument("--fit-lighting", action="store_true", help="optimise the lighting too")
+    f.add_argument("--apply", action="store_true", help="write positions into the mesh, not a shape key")
+    return p
+
+
+def _check_out(path: Optional[str], suffix: str, what: str) -> Optional[str]:
+    if path is None:
+        return None
+    path = os.path.abspath(path)
+    if not path.lower().endswith(suffix):
+        raise BadInput(f"{what} must end with {suffix}: {path}")
+    parent = os.path.dirname(path) or "."
+    if not os.path.isdir(parent):
+        raise BadInput(f"{what} folder does not exist: {parent}")
+    return path
+
+
+def parse(argv: Sequence[str], inside_blender: bool) -> argparse.Namespace:
+    args = build_parser(inside_blender).parse_args(list(argv))
+    if args.steps < 1:
+        raise BadInput(f"--steps must be at least 1, got {args.steps}")
+    views: List[Tuple[Optional[str], str]] = []
+    if args.image:
+        views.append((None, os.path.abspath(args.image)))
+    for spec in args.view:
+        if "=" not in spec:
+            raise BadInput(f"--view must be CAMERA=IMAGE, got {spec!r}")
+        cam, img = spec.split("=", 1)
+        if not cam or not img:
+            raise BadInput(f"--view must be CAMERA=IMAGE, got {spec!r}")
+        views.append((cam, os.path.abspath(img)))
+    if not views:
+        raise BadInput("give --image IMAGE or at least one --view CAMERA=IMAGE")
+    for _, img in views:
+        if not os.path.isfile(img):
+            raise BadInput(f"reference image not found: {img}")
+    if args.blend is not None and not os.path.isfile(args.blend):
+        raise BadInput(f"blend file not found: {args.blend}")
+    args.views = views
+    args.output = _check_out(args.output, ".blend", "--output")
+    args.export = _check_out(args.export, ".glb", "--export")
+    args.report = _check_out(args.report, ".json", "--report")
+    if not (args.output or args.export or args.report):
+        raise BadInput("nothing to write: give --output, --export and/or --report")
+    return args
+
+
+def run_fit_command(args: argparse.Namespace) -> int:
+    import bpy
+
+    from .arrays import SceneError
+    from .fit_job import FitSettings, run_fit
+    from . import pipeline
+
+    if args.blend:
+        try:
+            bpy.ops.wm.open_mainfile(filepath=os.path.abspath(args.blend))
+        except RuntimeError as exc:
+            raise BadInput(f"cannot open {args.blend}: {str(exc).strip().splitlines()[-1]}") from None
+    settings = FitSettings(steps=args.steps, max_side=args.resolution, optimize_vertices=not args.no_shape,
+                           optimize_colors=not args.no_colors, optimize_texture=args.texture,
+                           optimize_lighting=args.fit_lighting, lighting=args.lighting)
+    try:
+        ob, mesh, views = pipeline.gather(bpy.context.scene, args.object, args.views, settings)
+    except SceneError as exc:
+        raise BadInput(str(exc)) from None
+    print(f"dibr fit: object '{ob.name}' ({mesh.vertices.shape[0]} vertices, {mesh.faces.shape[0]} triangles), "
+          f"{len(views)} view(s) at {views[0].camera.width}x{views[0].camera.height}, {settings.steps} steps",
+          flush=True)
+    t0 = time.perf_counter()
+    every = max(1, settings.steps // 10)
+
+    def progress(step: int, total: int, loss: float) -> None:
+        if step % every == 0 or step == total:
+            print(f"dibr fit: step {step}/{total} loss {loss:.5f} ({time.perf_counter() - t0:.1f} s)", flush=True)
+
+    try:
+        out = run_fit(mesh, views, settings, progress=progress)
+    except SceneError as exc:
+        raise BadInput(str(exc)) from None
+    pipeline.apply_result(ob, out, settings, apply_geometry=args.apply)
+    seconds = time.perf_counter() - t0
+    if args.output:
+        bpy.ops.wm.save_as_mainfile(filepath=args.output, copy=True)
+        print(f"dibr fit: wrote {args.output}", flush=True)
+    if args.export:
+        bpy.ops.export_scene.gltf(filepath=args.export, export_format="GLB")
+        print(f"dibr fit: wrote {args.export}", flush=True)
+    report = {"command": "fit", "object": ob.name, "steps": out.steps, "seconds": round(seconds, 3),
+              "final_loss": out.final_loss, "views": out.views, "output": args.output, "export": args.export}
+    if args.report:
+        with open(args.report, "w") as fh:
+            json.dump(report, fh, indent=1)
+        print(f"dibr fit: wrote {args.report}", flush=True)
+    ious = ", ".join(f"{v['camera']}: IoU {v['silhouette_iou']:.3f}" for v in out.views)
+    print(f"dibr fit: done in {seconds:.1f} s, final loss {out.final_loss:.5f}; {ious}", flush=True)
+    return EXIT_OK
+
+
+def main(argv: Optional[Sequence[str]] = None, inside_blender: Optional[bool] = None) -> int:
+    """Entry point of both forms. Returns the exit code."""
+    if inside_blender is None:
+        inside_blender = "--" in sys.argv and argv is None
+    raw = script_args(sys.argv if argv is None else argv) if inside_blender else list(
+        sys.argv[1:] if argv is None else argv)
+    try:
+        args = parse(raw, inside_blender)
+        if args.command == "fit":
+            return run_fit_command(args)
+        raise BadInput(f"unknown command {args.command}")
+    except BadInput as exc:
+        print(f"dibr_blender.batch: error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_BAD_INPUT
+    except Exception as exc:  # noqa: BLE001 - one clear line plus a non-zero exit
+        print(f"dibr_blender.batch: failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        return EXIT_FAILURE

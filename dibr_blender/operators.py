@@ -1,0 +1,241 @@
+"""Operators: Fit to Reference Image (synchronous in background mode, a worker thread behind a
+modal timer in the UI), Preview, view list editing and backend info."""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, List, Optional, Tuple
+
+import bpy
+import numpy as np
+
+from . import pipeline, scene_io, status
+from .arrays import SceneError
+from .fit_job import FitOutput, run_fit
+from .runner import Runner
+
+_last_losses: List[float] = []
+
+
+def _views_from_props(context: Any) -> Tuple[List[Tuple[Optional[str], str]], List[str]]:
+    """(camera, image path) pairs from the panel, and temporary files to delete afterwards."""
+    s = context.scene.dibr
+    views: List[Tuple[Optional[str], str]] = []
+    temps: List[str] = []
+    if s.image_path:
+        views.append((None, bpy.path.abspath(s.image_path)))
+    elif s.image is not None:
+        path, tmp = pipeline.image_path_of(s.image)
+        views.append((None, path))
+        if tmp:
+            temps.append(path)
+    for v in s.views:
+        if v.camera is None or not v.image_path:
+            raise SceneError("every extra view needs a camera and an image")
+        views.append((v.camera.name, bpy.path.abspath(v.image_path)))
+    return views, temps
+
+
+def _cleanup(paths: List[str]) -> None:
+    for p in paths:
+        try:
+            os.remove(p)
+        except OSError:
+            pass
+
+
+class DIBR_OT_fit(bpy.types.Operator):
+    """Fit the active mesh's shape, colours and texture to the reference image(s) with DIB-R"""
+
+    bl_idname = "dibr.fit"
+    bl_label = "Fit to Reference Image"
+    bl_options = {"REGISTER", "UNDO"}
+
+    _timer: Any = None
+    _runner: Optional[Runner] = None
+
+    @classmethod
+    def poll(cls, context: Any) -> bool:
+        ob = context.active_object
+        return ob is not None and ob.type == "MESH" and getattr(cls, "_busy", False) is False
+
+    def execute(self, context: Any) -> set:
+        settings = context.scene.dibr.to_fit_settings()
+        temps: List[str] = []
+        try:
+            views, temps = _views_from_props(context)
+            ob, mesh, view_data = pipeline.gather(context.scene, context.active_object.name, views, settings)
+            t0 = time.perf_counter()
+
+            def progress(step: int, total: int, loss: float) -> None:
+                if step == total or step % max(1, total // 10) == 0:
+                    print(f"DIB-R fit: step {step}/{total} loss {loss:.5f}", flush=True)
+
+            out = run_fit(mesh, view_data, settings, progress=progress)
+            pipeline.apply_result(ob, out, settings, context.scene.dibr.apply_shape)
+        except SceneError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        finally:
+            _cleanup(temps)
+        _last_losses[:] = out.losses
+        self.report({"INFO"}, _summary(out, time.perf_counter() - t0))
+        return {"FINISHED"}
+
+    def invoke(self, context: Any, event: Any) -> set:
+        if bpy.app.background:
+            return self.execute(context)
+        settings = context.scene.dibr.to_fit_settings()
+        try:
+            views, self._temps = _views_from_props(context)
+            ob, mesh, view_data = pipeline.gather(context.scene, context.active_object.name, views, settings)
+        except SceneError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self._ob_name = ob.name
+        self._settings = settings
+        self._snapshot = scene_io.snapshot(ob)
+        self._created_key = False
+        self._t0 = time.perf_counter()
+        self._runner = Runner(lambda progress, stop, preview: run_fit(mesh, view_data, settings, progress, stop,
+                                                                      preview)).start()
+        type(self)._busy = True
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(0.1, window=context.window)
+        wm.progress_begin(0, settings.steps)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def _finish(self, context: Any) -> None:
+        wm = context.window_manager
+        if self._timer is not None:
+            wm.event_timer_remove(self._timer)
+        wm.progress_end()
+        context.workspace.status_text_set(None)
+        type(self)._busy = False
+        _cleanup(getattr(self, "_temps", []))
+
+    def _restore(self) -> None:
+        ob = bpy.data.objects.get(self._ob_name)
+        if ob is not None:
+            scene_io.restore(ob, self._snapshot, self._created_key)
+
+    def modal(self, context: Any, event: Any) -> set:
+        runner = self._runner
+        assert runner is not None
+        if event.type == "ESC":
+            runner.cancel()
+            runner.join()
+            self._restore()
+            self._finish(context)
+            self.report({"WARNING"}, "DIB-R fit cancelled; the mesh is unchanged")
+            return {"CANCELLED"}
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        st = runner.state()
+        context.window_manager.progress_update(st.step)
+        context.workspace.status_text_set(f"DIB-R fit: step {st.step}/{st.total}  loss {st.loss:.4f}  (Esc to cancel)")
+        ob = bpy.data.objects.get(self._ob_name)
+        preview = runner.take_preview()
+        if preview is not None and ob is not None and self._settings.optimize_vertices:
+            try:
+                created = scene_io.write_shape_key(ob, preview, apply=False)
+                self._created_key = self._created_key or created
+            except SceneError:
+                pass
+        if not st.done:
+            return {"RUNNING_MODAL"}
+        if st.error is not None or ob is None:
+            self._restore()
+            self._finish(context)
+            self.report({"ERROR"}, st.error or "the object was deleted during the fit")
+            return {"CANCELLED"}
+        out: FitOutput = st.result
+        try:
+            self._restore()  # drop the live preview key, then write the result for real
+            pipeline.apply_result(ob, out, self._settings, context.scene.dibr.apply_shape)
+        except SceneError as exc:
+            self._restore()
+            self._finish(context)
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self._finish(context)
+        _last_losses[:] = out.losses
+        self.report({"INFO"}, _summary(out, time.perf_counter() - self._t0))
+        return {"FINISHED"}
+
+
+def _summary(out: FitOutput, seconds: float) -> str:
+    ious = ", ".join(f"{v['camera']} IoU {v['silhouette_iou']:.3f}" for v in out.views)
+    return f"DIB-R fit: {out.steps} steps in {seconds:.1f} s, loss {out.final_loss:.4f}; {ious}"
+
+
+class DIBR_OT_preview(bpy.types.Operator):
+    """Render the DIB-R view of the active mesh beside the reference, and the last loss curve"""
+
+    bl_idname = "dibr.preview"
+    bl_label = "Preview DIB-R Render"
+    bl_options = {"REGISTER"}
+
+    def execute(self, context: Any) -> set:
+        from . import preview
+
+        temps: List[str] = []
+        try:
+            views, temps = _views_from_props(context)
+            settings = context.scene.dibr.to_fit_settings()
+            ob, mesh, view_data = pipeline.gather(context.scene, context.active_object.name, views[:1], settings)
+            img = preview.side_by_side(mesh, view_data[0])
+        except SceneError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        finally:
+            _cleanup(temps)
+        preview.to_image_datablock("DIB-R Preview", img)
+        if _last_losses:
+            preview.to_image_datablock("DIB-R Loss", preview.loss_curve(_last_losses))
+        self.report({"INFO"}, "DIB-R preview written to the image 'DIB-R Preview'")
+        return {"FINISHED"}
+
+
+class DIBR_OT_view_add(bpy.types.Operator):
+    """Add a camera + reference image pair for multi-view fitting"""
+
+    bl_idname = "dibr.view_add"
+    bl_label = "Add View"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context: Any) -> set:
+        context.scene.dibr.views.add()
+        return {"FINISHED"}
+
+
+class DIBR_OT_view_remove(bpy.types.Operator):
+    """Remove the last extra view"""
+
+    bl_idname = "dibr.view_remove"
+    bl_label = "Remove View"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context: Any) -> set:
+        views = context.scene.dibr.views
+        if len(views):
+            views.remove(len(views) - 1)
+        return {"FINISHED"}
+
+
+class DIBR_OT_backend_info(bpy.types.Operator):
+    """Report which DIB-R backend runs (imports torch on first use)"""
+
+    bl_idname = "dibr.backend_info"
+    bl_label = "DIB-R Backend Info"
+    bl_options = {"REGISTER"}
+
+    def execute(self, context: Any) -> set:
+        line = status.load_backend()
+        self.report({"INFO"}, line)
+        return {"FINISHED"}
+
+
+CLASSES = [DIBR_OT_fit, DIBR_OT_preview, DIBR_OT_view_add, DIBR_OT_view_remove, DIBR_OT_backend_info]
+_ = np  # numpy is used through the pipeline's arrays

@@ -1,0 +1,90 @@
+"""Fit steps shared by the operators and the batch CLI: gather inputs from the scene (with
+every check done before anything is written) and apply a result to the scene."""
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any, List, Optional, Sequence, Tuple
+
+import bpy
+import numpy as np
+
+from . import convert, scene_io
+from .arrays import MeshData, SceneError, ViewData
+from .fit_job import FitOutput, FitSettings
+
+
+def image_path_of(img: Any) -> Tuple[str, bool]:
+    """A readable file for an image datablock: its file, or a temporary PNG of its pixels.
+    Returns (path, is_temporary)."""
+    if img.source == "FILE" and not img.packed_file and img.filepath:
+        path = bpy.path.abspath(img.filepath)
+        if os.path.isfile(path):
+            return path, False
+    fd, path = tempfile.mkstemp(suffix=".png", prefix="dibr_ref_")
+    os.close(fd)
+    copy = img.copy()
+    try:
+        copy.filepath_raw = path
+        copy.file_format = "PNG"
+        copy.save()
+    finally:
+        bpy.data.images.remove(copy)
+    return path, True
+
+
+def gather(scene: Any, object_name: Optional[str], views: Sequence[Tuple[Optional[str], str]],
+           settings: FitSettings) -> Tuple[Any, MeshData, List[ViewData]]:
+    """Validate and read everything the fit needs.
+
+    Args:
+        views: (camera name or None for the scene camera, image path) pairs.
+    Raises:
+        SceneError with a one-line message naming what is wrong.
+    """
+    ob = scene_io.get_object(object_name)
+    if not views:
+        raise SceneError("no reference image given")
+    view_data = []
+    for cam_name, path in views:
+        if cam_name:
+            cam = bpy.data.objects.get(cam_name)
+            if cam is None:
+                raise SceneError(f"no camera named '{cam_name}'")
+        else:
+            cam = scene.camera
+            if cam is None:
+                raise SceneError("the scene has no active camera")
+        view_data.append(scene_io.read_view(cam, scene, path, settings.max_side))
+    mesh = scene_io.read_mesh(ob, with_texture=settings.optimize_texture)
+    if not mesh.same_topology and settings.optimize_vertices:
+        raise SceneError(f"mesh '{ob.name}': modifiers change the vertex count; apply them before fitting")
+    if settings.optimize_texture and mesh.face_uvs is None:
+        if any(p.loop_total != 3 for p in ob.data.polygons) or not mesh.same_topology:
+            raise SceneError(f"mesh '{ob.name}' has no UV map; add one (or triangulate) to fit a texture")
+    return ob, mesh, view_data
+
+
+def apply_result(ob: Any, out: FitOutput, settings: FitSettings, apply_geometry: bool = False,
+                 texture_path: Optional[str] = None) -> bool:
+    """Write the fit into ordinary Blender data. Returns True when the "DIB-R Fit" key was created."""
+    created = False
+    if settings.optimize_vertices:
+        created = scene_io.write_shape_key(ob, out.vertices, apply=apply_geometry)
+    if out.colors is not None:
+        scene_io.write_colors(ob, out.colors)
+        if out.texture is None:
+            scene_io.wire_vertex_colors(ob)
+    if out.texture is not None:
+        if out.face_uvs is not None:
+            scene_io.ensure_uv_map(ob, out.face_uvs)
+        scene_io.write_texture(ob, out.texture, pack=texture_path is None, path=texture_path)
+    return created
+
+
+def preview_vertices(ob: Any, vertices_world: np.ndarray) -> None:
+    """Show intermediate positions live (through the "DIB-R Fit" key)."""
+    scene_io.write_shape_key(ob, vertices_world, apply=False)
+
+
+__all__ = ["apply_result", "gather", "image_path_of", "preview_vertices", "convert"]

@@ -1,0 +1,66 @@
+"""The panel's settings, stored on the scene (``scene.dibr``)."""
+from __future__ import annotations
+
+from typing import Any
+
+import bpy
+
+from .fit_job import FitSettings
+
+
+class DIBR_PG_view(bpy.types.PropertyGroup):
+    """An extra view for multi-view fitting: a camera and its reference image."""
+
+    camera: bpy.props.PointerProperty(  # type: ignore[valid-type]
+        name="Camera", type=bpy.types.Object, poll=lambda self, ob: ob.type == "CAMERA",
+        description="Camera that saw the reference image")
+    image_path: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Image", subtype="FILE_PATH", description="Reference image; its alpha is the silhouette")
+
+
+class DIBR_PG_settings(bpy.types.PropertyGroup):
+    image_path: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Reference", subtype="FILE_PATH",
+        description="Reference image seen by the scene camera; its alpha channel is the silhouette to match")
+    image: bpy.props.PointerProperty(  # type: ignore[valid-type]
+        name="Image", type=bpy.types.Image, description="Reference image datablock (used when no file is set)")
+    views: bpy.props.CollectionProperty(type=DIBR_PG_view)  # type: ignore[valid-type]
+    steps: bpy.props.IntProperty(name="Steps", default=300, min=1, max=100000,  # type: ignore[valid-type]
+                                 description="Optimisation steps")
+    resolution: bpy.props.IntProperty(name="Resolution", default=256, min=16, max=2048,  # type: ignore[valid-type]
+                                      description="Longer side, in pixels, of the images the fit compares")
+    fit_shape: bpy.props.BoolProperty(name="Shape", default=True,  # type: ignore[valid-type]
+                                      description="Move the vertices (smoothed by Laplacian and flatness terms)")
+    fit_colors: bpy.props.BoolProperty(name="Vertex Colors", default=True,  # type: ignore[valid-type]
+                                       description="Fit a colour per vertex (written as the 'DIB-R Color' attribute)")
+    fit_texture: bpy.props.BoolProperty(name="Texture", default=False,  # type: ignore[valid-type]
+                                        description="Fit a UV texture (a UV map is made when the mesh has none)")
+    fit_lighting: bpy.props.BoolProperty(name="Lighting", default=False,  # type: ignore[valid-type]
+                                         description="Fit the lighting of the chosen model too")
+    lighting: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Lighting", default="NONE", description="Lighting model used when comparing with the reference",
+        items=[("NONE", "Unlit", "Colours as seen (shading baked into the colours)"),
+               ("SUN", "Sun", "One directional light plus ambient (Lambertian)"),
+               ("SH", "Spherical Harmonics", "Order-2 spherical-harmonics environment light")])
+    texture_size: bpy.props.IntProperty(name="Texture Size", default=256, min=16, max=4096)  # type: ignore[valid-type]
+    smoothness: bpy.props.FloatProperty(name="Smoothness", default=2.0, min=0.0, max=100.0,  # type: ignore[valid-type]
+                                        description="Weight of the Laplacian smoothness term")
+    apply_shape: bpy.props.BoolProperty(name="Apply Shape", default=False,  # type: ignore[valid-type]
+                                        description="Write positions into the mesh instead of a 'DIB-R Fit' shape key")
+
+    def to_fit_settings(self) -> FitSettings:
+        return FitSettings(steps=self.steps, max_side=self.resolution, optimize_vertices=self.fit_shape,
+                           optimize_colors=self.fit_colors, optimize_texture=self.fit_texture,
+                           optimize_lighting=self.fit_lighting, lighting=self.lighting.lower(),
+                           texture_size=self.texture_size, smoothness=self.smoothness)
+
+
+CLASSES: list[Any] = [DIBR_PG_view, DIBR_PG_settings]
+
+
+def register_props() -> None:
+    bpy.types.Scene.dibr = bpy.props.PointerProperty(type=DIBR_PG_settings)  # type: ignore[attr-defined]
+
+
+def unregister_props() -> None:
+    del bpy.types.Scene.dibr  # type: ignore[attr-defined]

@@ -1,0 +1,327 @@
+"""The bridge between a Blender scene and plain arrays: reading meshes, cameras, lights and
+reference images, and writing fitted geometry, colours and textures back. All bpy access of
+the extension's data path lives here; the conversions themselves are in ``convert`` (pure)."""
+from __future__ import annotations
+
+import os
+from typing import Any, List, Optional, Tuple
+
+import bpy
+import numpy as np
+
+from . import convert
+from .arrays import CameraData, MeshData, SceneError, Snapshot, ViewData
+
+FIT_KEY = "DIB-R Fit"
+COLOR_ATTR = "DIB-R Color"
+TEXTURE_NAME = "DIB-R Texture"
+UV_NAME = "DIB-R UV"
+
+
+def get_object(name: Optional[str]) -> Any:
+    """The named object, or the active one; it must be a mesh with faces."""
+    if name:
+        ob = bpy.data.objects.get(name)
+        if ob is None:
+            raise SceneError(f"no object named '{name}' in the scene")
+    else:
+        ob = bpy.context.view_layer.objects.active
+        if ob is None:
+            raise SceneError("no active object: select the mesh to fit")
+    if ob.type != "MESH":
+        raise SceneError(f"object '{ob.name}' is a {ob.type.lower()}, not a mesh")
+    if len(ob.data.polygons) == 0:
+        raise SceneError(f"mesh '{ob.name}' has no faces")
+    return ob
+
+
+def read_mesh(ob: Any, with_texture: bool = True) -> MeshData:
+    """Evaluated mesh (modifiers applied, n-gons triangulated) in world space."""
+    dg = bpy.context.evaluated_depsgraph_get()
+    ev = ob.evaluated_get(dg)
+    me = ev.to_mesh()
+    try:
+        me.calc_loop_triangles()
+        V = len(me.vertices)
+        T = len(me.loop_triangles)
+        if V == 0 or T == 0:
+            raise SceneError(f"mesh '{ob.name}' is empty after modifiers")
+        co = np.empty(V * 3, dtype=np.float32)
+        me.vertices.foreach_get("co", co)
+        tri = np.empty(T * 3, dtype=np.int32)
+        me.loop_triangles.foreach_get("vertices", tri)
+        loops = np.empty(T * 3, dtype=np.int32)
+        me.loop_triangles.foreach_get("loops", loops)
+        M = np.array(ev.matrix_world, dtype=np.float64)
+        verts = (co.reshape(V, 3).astype(np.float64) @ M[:3, :3].T + M[:3, 3]).astype(np.float32)
+        face_uvs = None
+        if me.uv_layers.active is not None:
+            uv = np.empty(len(me.loops) * 2, dtype=np.float32)
+            me.uv_layers.active.data.foreach_get("uv", uv)
+            face_uvs = uv.reshape(-1, 2)[loops].reshape(T, 3, 2)
+        colors = None
+        attr = me.color_attributes.active_color
+        if attr is not None:
+            n = len(attr.data)
+            rgba = np.empty(n * 4, dtype=np.float32)
+            attr.data.foreach_get("color", rgba)  # linear for both byte and float attributes
+            rgb = rgba.reshape(n, 4)[:, :3]
+            if attr.domain == "POINT":
+                colors = rgb.copy()
+            elif attr.domain == "CORNER":
+                lv = np.empty(len(me.loops), dtype=np.int32)
+                me.loops.foreach_get("vertex_index", lv)
+                colors = convert.corner_to_vertex(rgb, lv, V)
+        texture = _find_base_texture(ob) if with_texture else None
+        same = V == len(ob.data.vertices)
+        return MeshData(ob.name, verts, tri.reshape(T, 3).astype(np.int64), face_uvs, colors, texture, M, same)
+    finally:
+        ev.to_mesh_clear()
+
+
+def _find_base_texture(ob: Any) -> Optional[np.ndarray]:
+    """The image feeding the Base Color of the object's first material, if any."""
+    mat = ob.active_material
+    if mat is None or mat.node_tree is None:
+        return None
+    for node in mat.node_tree.nodes:
+        if node.type == "BSDF_PRINCIPLED":
+            links = node.inputs["Base Color"].links
+            if links and links[0].from_node.type == "TEX_IMAGE" and links[0].from_node.image is not None:
+                return image_to_array(links[0].from_node.image)[..., :3]
+    return None
+
+
+def image_to_array(img: Any) -> np.ndarray:
+    """(H, W, 4) float32, linear RGB + alpha, rows top to bottom."""
+    w, h = img.size
+    if w == 0 or h == 0:
+        raise SceneError(f"image '{img.name}' has no pixels (missing or unreadable file?)")
+    px = np.empty(w * h * 4, dtype=np.float32)
+    img.pixels.foreach_get(px)
+    arr = px.reshape(h, w, 4)
+    if not img.is_float and img.colorspace_settings.name == "sRGB":
+        arr[..., :3] = convert.srgb_to_linear(arr[..., :3])
+    return convert.flip_rows(arr)
+
+
+def load_image(path: str) -> np.ndarray:
+    """Read an image file through Blender (any format it knows) without leaving a datablock."""
+    if not os.path.isfile(path):
+        raise SceneError(f"image file not found: {path}")
+    try:
+        img = bpy.data.images.load(path, check_existing=False)
+    except RuntimeError as exc:
+        raise SceneError(f"cannot read image {path}: {exc}") from None
+    try:
+        return image_to_array(img)
+    finally:
+        bpy.data.images.remove(img)
+
+
+def camera_params(cam_ob: Any, scene: Any) -> convert.CameraParams:
+    cam = cam_ob.data
+    r = scene.render
+    pct = r.resolution_percentage / 100.0
+    return convert.CameraParams(
+        type=cam.type, lens=cam.lens, sensor_width=cam.sensor_width, sensor_height=cam.sensor_height,
+        sensor_fit=cam.sensor_fit, shift_x=cam.shift_x, shift_y=cam.shift_y, clip_start=cam.clip_start,
+        clip_end=cam.clip_end, ortho_scale=cam.ortho_scale, res_x=max(1, int(r.resolution_x * pct)),
+        res_y=max(1, int(r.resolution_y * pct)), pixel_aspect_x=r.pixel_aspect_x, pixel_aspect_y=r.pixel_aspect_y)
+
+
+def read_camera(cam_ob: Any, scene: Any, max_side: int) -> CameraData:
+    """The camera's exact projection and view, and the fit resolution (longer side <= max_side)."""
+    if cam_ob is None:
+        raise SceneError("the scene has no camera")
+    if cam_ob.type != "CAMERA":
+        raise SceneError(f"object '{cam_ob.name}' is not a camera")
+    params = camera_params(cam_ob, scene)
+    if params.type not in ("PERSP", "ORTHO"):
+        raise SceneError(f"camera '{cam_ob.name}' is {params.type.lower()}; only perspective and "
+                         "orthographic cameras are supported")
+    P = convert.projection_matrix(params)
+    view = convert.view_matrix(np.array(cam_ob.matrix_world))
+    w, h = convert.fit_resolution(params.res_x, params.res_y, max_side)
+    return CameraData(cam_ob.name, view, P, w, h, params.clip_start, params.clip_end)
+
+
+def read_view(cam_ob: Any, scene: Any, image_path: str, max_side: int) -> ViewData:
+    cam = read_camera(cam_ob, scene, max_side)
+    rgba = load_image(image_path)
+    rgba = convert.resize_image(rgba, cam.width, cam.height)
+    if rgba.shape[-1] < 4:
+        raise SceneError(f"image {image_path} has no alpha channel to use as the silhouette")
+    mask = rgba[..., 3]
+    if float(mask.max()) <= 0.0:
+        raise SceneError(f"image {image_path} is fully transparent: its alpha is the silhouette to fit")
+    return ViewData(cam, rgba[..., :3].copy(), mask.copy(), os.path.basename(image_path))
+
+
+def read_lights(scene: Any, target: np.ndarray) -> Tuple[List[Tuple[np.ndarray, np.ndarray]], np.ndarray]:
+    """Visible lights as directional lights at ``target``, and the world colour as ambient."""
+    lights = []
+    for ob in scene.objects:
+        if ob.type != "LIGHT" or ob.hide_render:
+            continue
+        L = ob.data
+        lights.append(convert.light_to_directional(
+            convert.LightParams(L.type, tuple(L.color), float(L.energy), np.array(ob.matrix_world)), target))
+    ambient = np.zeros(3)
+    world = scene.world
+    if world is not None and world.node_tree is not None:
+        bg = world.node_tree.nodes.get("Background")
+        if bg is not None:
+            col = np.array(bg.inputs["Color"].default_value[:3], dtype=np.float64)
+            ambient = col * float(bg.inputs["Strength"].default_value)
+    elif world is not None:
+        ambient = np.array(world.color[:3], dtype=np.float64)
+    return lights, ambient
+
+
+# --- write-back -----------------------------------------------------------------------------
+
+def snapshot(ob: Any) -> Snapshot:
+    keys = ob.data.shape_keys
+    snap = Snapshot(ob.name, keys is not None, active_shape_key_index=ob.active_shape_key_index,
+                    show_only_shape_key=ob.show_only_shape_key)
+    if keys is not None:
+        snap.key_values = {kb.name: kb.value for kb in keys.key_blocks}
+    return snap
+
+
+def restore(ob: Any, snap: Snapshot, created_key: bool) -> None:
+    """Undo what a fit wrote: remove the key it created, restore key values and flags."""
+    keys = ob.data.shape_keys
+    if keys is not None and created_key and FIT_KEY in keys.key_blocks:
+        ob.shape_key_remove(keys.key_blocks[FIT_KEY])
+    if not snap.had_shape_keys and ob.data.shape_keys is not None:
+        ob.shape_key_clear()
+    keys = ob.data.shape_keys
+    if keys is not None:
+        for kb in keys.key_blocks:
+            if kb.name in snap.key_values:
+                kb.value = snap.key_values[kb.name]
+    ob.active_shape_key_index = snap.active_shape_key_index
+    ob.show_only_shape_key = snap.show_only_shape_key
+    ob.data.update()
+
+
+def world_to_local(ob: Any, vertices_world: np.ndarray) -> np.ndarray:
+    M = np.array(ob.matrix_world, dtype=np.float64)
+    Minv = np.linalg.inv(M)
+    return (vertices_world.astype(np.float64) @ Minv[:3, :3].T + Minv[:3, 3]).astype(np.float32)
+
+
+def write_shape_key(ob: Any, vertices_world: np.ndarray, apply: bool = False) -> bool:
+    """Write fitted positions as the shape key "DIB-R Fit" (value 1), or into the mesh.
+    Returns True when the key was created by this call."""
+    me = ob.data
+    local = world_to_local(ob, vertices_world)
+    if local.shape[0] != len(me.vertices):
+        raise SceneError(f"mesh '{ob.name}': modifiers change the vertex count "
+                         f"({len(me.vertices)} -> {local.shape[0]}); apply them before fitting")
+    if apply:
+        me.vertices.foreach_set("co", local.ravel())
+        me.update()
+        return False
+    created = False
+    if me.shape_keys is None:
+        ob.shape_key_add(name="Basis", from_mix=False)
+    kb = me.shape_keys.key_blocks.get(FIT_KEY)
+    if kb is None:
+        kb = ob.shape_key_add(name=FIT_KEY, from_mix=False)
+        created = True
+    kb.data.foreach_set("co", local.ravel())
+    kb.value = 1.0
+    me.update()
+    return created
+
+
+def write_colors(ob: Any, colors: np.ndarray) -> None:
+    """Vertex colours (linear) as the float colour attribute "DIB-R Color", made active."""
+    me = ob.data
+    attr = me.color_attributes.get(COLOR_ATTR)
+    if attr is None or attr.domain != "POINT" or attr.data_type != "FLOAT_COLOR":
+        if attr is not None:
+            me.color_attributes.remove(attr)
+        attr = me.color_attributes.new(COLOR_ATTR, "FLOAT_COLOR", "POINT")
+    if len(attr.data) != colors.shape[0]:
+        raise SceneError(f"mesh '{ob.name}': colour count {colors.shape[0]} != vertex count {len(attr.data)}")
+    rgba = np.concatenate([colors.astype(np.float32), np.ones((colors.shape[0], 1), np.float32)], axis=1)
+    attr.data.foreach_set("color", rgba.ravel())
+    me.color_attributes.active_color = attr
+    me.color_attributes.render_color_index = me.color_attributes.find(COLOR_ATTR)
+    me.update()
+
+
+def ensure_uv_map(ob: Any, face_uvs: np.ndarray) -> None:
+    """Create the UV map "DIB-R UV" from per-triangle UVs when the mesh has no UV map.
+    Only for meshes whose polygons are triangles (the evaluated triangulation maps 1:1)."""
+    me = ob.data
+    if me.uv_layers.active is not None:
+        return
+    if any(p.loop_total != 3 for p in me.polygons):
+        raise SceneError(f"mesh '{ob.name}' has no UV map and is not all triangles; add a UV map first")
+    uv = me.uv_layers.new(name=UV_NAME)
+    me.calc_loop_triangles()
+    loops = np.empty(len(me.loop_triangles) * 3, dtype=np.int32)
+    me.loop_triangles.foreach_get("loops", loops)
+    per_loop = np.zeros((len(me.loops), 2), dtype=np.float32)
+    per_loop[loops] = face_uvs.reshape(-1, 2)
+    uv.data.foreach_set("uv", per_loop.ravel())
+    me.uv_layers.active = uv
+
+
+def write_texture(ob: Any, texture: np.ndarray, pack: bool = True, path: Optional[str] = None) -> Any:
+    """Fitted texture (H, W, 3) linear top-to-bottom as the image "DIB-R Texture", packed or
+    saved, wired Image Texture -> Principled BSDF Base Color in the object's material."""
+    h, w = texture.shape[:2]
+    img = bpy.data.images.get(TEXTURE_NAME)
+    if img is None or tuple(img.size) != (w, h):
+        if img is not None:
+            bpy.data.images.remove(img)
+        img = bpy.data.images.new(TEXTURE_NAME, w, h, alpha=False, float_buffer=True)
+    rgba = np.concatenate([texture, np.ones((h, w, 1), np.float32)], axis=-1)
+    img.pixels.foreach_set(convert.flip_rows(rgba).astype(np.float32).ravel())
+    img.update()
+    if path:
+        img.filepath_raw = path
+        img.file_format = "PNG"
+        img.save()
+    elif pack:
+        img.pack()
+    _wire_material(ob, img=img)
+    return img
+
+
+def _wire_material(ob: Any, img: Any = None, color_attribute: Optional[str] = None) -> None:
+    mat = ob.active_material
+    if mat is None:
+        mat = bpy.data.materials.new("DIB-R Material")
+        ob.data.materials.append(mat)
+    nt = mat.node_tree
+    bsdf = next((n for n in nt.nodes if n.type == "BSDF_PRINCIPLED"), None)
+    if bsdf is None:
+        bsdf = nt.nodes.new("ShaderNodeBsdfPrincipled")
+        out = next((n for n in nt.nodes if n.type == "OUTPUT_MATERIAL"), None) or nt.nodes.new("ShaderNodeOutputMaterial")
+        nt.links.new(bsdf.outputs["BSDF"], out.inputs["Surface"])
+    if img is not None:
+        node = next((n for n in nt.nodes if n.type == "TEX_IMAGE" and n.image == img), None)
+        if node is None:
+            node = nt.nodes.new("ShaderNodeTexImage")
+            node.image = img
+            node.location = (bsdf.location.x - 300, bsdf.location.y)
+        nt.links.new(node.outputs["Color"], bsdf.inputs["Base Color"])
+    elif color_attribute is not None:
+        node = next((n for n in nt.nodes if n.type == "VERTEX_COLOR"), None)
+        if node is None:
+            node = nt.nodes.new("ShaderNodeVertexColor")
+            node.location = (bsdf.location.x - 300, bsdf.location.y)
+        node.layer_name = color_attribute
+        nt.links.new(node.outputs["Color"], bsdf.inputs["Base Color"])
+
+
+def wire_vertex_colors(ob: Any) -> None:
+    """Show the fitted colour attribute in Cycles and EEVEE (Color Attribute -> Base Color)."""
+    _wire_material(ob, color_attribute=COLOR_ATTR)

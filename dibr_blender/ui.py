@@ -1,0 +1,56 @@
+"""The sidebar panel: View3D > Sidebar > DIB-R (draw code only)."""
+from __future__ import annotations
+
+from typing import Any
+
+import bpy
+
+from . import status
+
+
+class DIBR_PT_main(bpy.types.Panel):
+    bl_label = "DIB-R"
+    bl_idname = "DIBR_PT_main"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "DIB-R"
+
+    def draw(self, context: Any) -> None:
+        layout = self.layout
+        if layout is None:
+            return
+        s = context.scene.dibr
+        col = layout.column()
+        col.label(text="Reference (scene camera)")
+        col.prop(s, "image_path", text="")
+        if not s.image_path:
+            col.template_ID(s, "image", open="image.open")
+        box = layout.box()
+        box.label(text="Extra views")
+        for v in s.views:
+            row = box.row(align=True)
+            row.prop(v, "camera", text="")
+            row.prop(v, "image_path", text="")
+        row = box.row(align=True)
+        row.operator("dibr.view_add", icon="ADD", text="Add")
+        row.operator("dibr.view_remove", icon="REMOVE", text="Remove")
+        col = layout.column(heading="Optimise")
+        col.prop(s, "fit_shape")
+        col.prop(s, "fit_colors")
+        col.prop(s, "fit_texture")
+        col.prop(s, "fit_lighting")
+        layout.prop(s, "lighting")
+        if s.fit_texture:
+            layout.prop(s, "texture_size")
+        layout.prop(s, "steps")
+        layout.prop(s, "resolution")
+        layout.prop(s, "smoothness")
+        layout.prop(s, "apply_shape")
+        layout.operator("dibr.fit", icon="MOD_SHRINKWRAP")
+        layout.operator("dibr.preview", icon="IMAGE_DATA")
+        row = layout.row()
+        row.label(text=status.backend_line())
+        row.operator("dibr.backend_info", text="", icon="INFO")
+
+
+CLASSES = [DIBR_PT_main]

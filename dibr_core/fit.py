@@ -1,0 +1,290 @@
+"""Fitting a mesh to reference images through DIB-R: a pure optimisation loop (no threads,
+no I/O, no Blender), used by the Blender extension and runnable on its own.
+
+The mesh's vertices move by offsets (regularised by the uniform Laplacian, normal consistency
+and edge-length evenness), its vertex colours and/or a UV texture are optimised, and so,
+optionally, is the lighting (spherical harmonics, or one sun: direction and strength). Each
+view is a camera with a reference image whose alpha is the silhouette.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
+
+import torch
+
+from dibr_core.camera import Camera
+from dibr_core.checks import check_index_range, check_tensor
+from dibr_core.losses import edge_length_loss, flatten_loss, iou_loss, laplacian_loss, masked_l1, silhouette_iou
+from dibr_core.render import DirectionalLights, Meshes, RenderOutput, RenderSettings, SHLighting, render
+
+LIGHTING_MODELS = ("none", "sh", "sun")
+
+
+@dataclass(frozen=True)
+class FitView:
+    """One reference view.
+
+    Attributes:
+        camera: a single camera (batch 1).
+        image: (H, W, 3) float linear RGB in [0, 1], rows top to bottom.
+        mask: (H, W) float in [0, 1], the reference silhouette (the image's alpha).
+        name: label used in reports (e.g. the Blender camera's name).
+    """
+
+    camera: Camera
+    image: torch.Tensor
+    mask: torch.Tensor
+    name: str = "view"
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """What to optimise and how.
+
+    Attributes:
+        steps: Adam iterations.
+        optimize_vertices, optimize_colors, optimize_texture, optimize_lighting: switches.
+        lighting: "none" (unlit colours), "sh" (9 spherical-harmonics coefficients per
+            channel) or "sun" (one directional light plus ambient).
+        texture_size: side of the square UV texture when it is optimised.
+        lr_vertices: step size for the vertex offsets, relative to the mesh's size.
+        lr_colors, lr_texture, lr_lighting: step sizes of the other parameters.
+        w_silhouette, w_color, w_laplacian, w_flatten, w_edge: loss weights.
+        halo_px: width in pixels at which the soft silhouette falls to 0.5 (sets sigmainv).
+        perspective_correct: perspective-correct interpolation (recommended with textures).
+        backend: kernel backend.
+    """
+
+    steps: int = 300
+    optimize_vertices: bool = True
+    optimize_colors: bool = True
+    optimize_texture: bool = False
+    optimize_lighting: bool = False
+    lighting: str = "none"
+    texture_size: int = 256
+    lr_vertices: float = 0.01
+    lr_colors: float = 0.05
+    lr_texture: float = 0.05
+    lr_lighting: float = 0.02
+    w_silhouette: float = 1.0
+    w_color: float = 1.0
+    w_laplacian: float = 2.0
+    w_flatten: float = 0.002
+    w_edge: float = 0.0
+    halo_px: float = 1.0
+    perspective_correct: bool = True
+    backend: str = "auto"
+
+
+@dataclass
+class ViewMetrics:
+    name: str
+    silhouette_iou: float
+    color_l1: float
+
+
+@dataclass
+class FitResult:
+    """Optimised parameters and the fit's history.
+
+    Attributes:
+        vertices: (V, 3) fitted positions (same frame as the input).
+        colors: (V, 3) fitted vertex colours in [0, 1], or None.
+        texture: (Ht, Wt, 3) fitted texture in [0, 1] (rows top to bottom), or None.
+        sh: (3, 9) SH coefficients, or None; sun: (direction (3,), strength (3,), ambient (3,)), or None.
+        losses: loss per step; steps: steps run; seconds: wall time; cancelled: stopped early.
+        views: metrics per view after the fit.
+    """
+
+    vertices: torch.Tensor
+    colors: Optional[torch.Tensor]
+    texture: Optional[torch.Tensor]
+    sh: Optional[torch.Tensor]
+    sun: Optional[tuple]
+    losses: List[float] = field(default_factory=list)
+    steps: int = 0
+    seconds: float = 0.0
+    cancelled: bool = False
+    views: List[ViewMetrics] = field(default_factory=list)
+
+    @property
+    def final_loss(self) -> float:
+        return self.losses[-1] if self.losses else float("nan")
+
+
+def _settings_for(view: FitView, opts: FitOptions) -> RenderSettings:
+    H, W = view.mask.shape
+    px = 2.0 / max(H, W)  # one pixel in NDC
+    halo = max(opts.halo_px, 0.25) * px
+    return RenderSettings(height=H, width=W, sigmainv=math.log(2.0) / (halo * halo), boxlen=4.0 * halo,
+                          knum=30, perspective_correct=opts.perspective_correct, backend=opts.backend)
+
+
+def fit(
+    vertices: torch.Tensor,
+    faces: torch.Tensor,
+    views: List[FitView],
+    options: FitOptions = FitOptions(),
+    colors: Optional[torch.Tensor] = None,
+    face_uvs: Optional[torch.Tensor] = None,
+    texture: Optional[torch.Tensor] = None,
+    progress: Optional[Callable[[int, int, float], None]] = None,
+    should_stop: Optional[Callable[[], bool]] = None,
+    preview: Optional[Callable[[int, torch.Tensor], None]] = None,
+    preview_every: int = 10,
+) -> FitResult:
+    """Fit a mesh to reference views.
+
+    Args:
+        vertices: (V, 3) float initial positions.
+        faces: (F, 3) int64, counter-clockwise.
+        views: one or more :class:`FitView`.
+        options: :class:`FitOptions`.
+        colors: (V, 3) initial vertex colours in [0, 1] (default mid grey).
+        face_uvs: (F, 3, 2) UVs, required to optimise a texture.
+        texture: (Ht, Wt, 3) initial texture in [0, 1] (default mid grey).
+        progress: called as progress(step, steps, loss) after each step.
+        should_stop: polled before each step; True stops the fit (result has cancelled=True).
+        preview: called as preview(step, vertices (V, 3)) every ``preview_every`` steps, with a
+            detached copy of the current positions (for live display).
+
+    Returns:
+        :class:`FitResult`.
+    """
+    fn = "fit"
+    dims: dict = {}
+    check_tensor(fn, "vertices", vertices, ("V", 3), dims, "float", finite=True)
+    check_tensor(fn, "faces", faces, ("F", 3), dims, "int", vertices.device)
+    if dims["V"] == 0 or dims["F"] == 0:
+        raise ValueError(f"{fn}(): the mesh is empty (V={dims['V']}, F={dims['F']})")
+    check_index_range(fn, "faces", faces, dims["V"], "vertices")
+    if not views:
+        raise ValueError(f"{fn}(): views is empty; give at least one camera with a reference image")
+    if options.lighting not in LIGHTING_MODELS:
+        raise ValueError(f"{fn}(): options.lighting must be one of {LIGHTING_MODELS}, got {options.lighting!r}")
+    if options.optimize_texture and face_uvs is None:
+        raise ValueError(f"{fn}(): optimising a texture needs face_uvs (F, 3, 2)")
+    if options.steps < 0:
+        raise ValueError(f"{fn}(): options.steps must be >= 0, got {options.steps}")
+    for k, view in enumerate(views):
+        vd: dict = {}
+        check_tensor(fn, f"views[{k}].image", view.image, ("H", "W", 3), vd, "float", finite=True)
+        check_tensor(fn, f"views[{k}].mask", view.mask, ("H", "W"), vd, "float", finite=True)
+        if view.camera.batch_size != 1:
+            raise ValueError(f"{fn}(): views[{k}].camera must hold one camera, got {view.camera.batch_size}")
+    dev, dt = vertices.device, vertices.dtype
+    faces = faces.long()
+    V = vertices.shape[0]
+    base = vertices.detach().clone()
+    scale = float((base.max(0).values - base.min(0).values).norm().clamp(min=1e-6))
+
+    offsets = torch.zeros_like(base, requires_grad=True)
+    col0 = colors.detach().clamp(0.02, 0.98) if colors is not None else torch.full((V, 3), 0.5, dtype=dt, device=dev)
+    color_logits = torch.logit(col0).clone().requires_grad_(True)
+    use_texture = texture is not None or options.optimize_texture
+    tex_logits: Optional[torch.Tensor] = None
+    if use_texture:
+        t0 = (texture.detach().clamp(0.02, 0.98) if texture is not None else
+              torch.full((options.texture_size, options.texture_size, 3), 0.5, dtype=dt, device=dev))
+        tex_logits = torch.logit(t0).clone().requires_grad_(True)
+    sh = torch.zeros(1, 3, 9, dtype=dt, device=dev)
+    sh[:, :, 0] = 1.0 / 0.2820948  # constant irradiance 1: colours unchanged at the start
+    sh.requires_grad_(True)
+    sun_dir = torch.tensor([0.3, -0.4, 1.0], dtype=dt, device=dev).requires_grad_(True)
+    sun_strength = torch.full((3,), 0.8, dtype=dt, device=dev).requires_grad_(True)
+    ambient = torch.full((3,), 0.3, dtype=dt, device=dev).requires_grad_(True)
+
+    groups = []
+    if options.optimize_vertices:
+        groups.append({"params": [offsets], "lr": options.lr_vertices * scale})
+    if options.optimize_colors:
+        groups.append({"params": [color_logits], "lr": options.lr_colors})
+    if use_texture and options.optimize_texture:
+        assert tex_logits is not None
+        groups.append({"params": [tex_logits], "lr": options.lr_texture})
+    if options.optimize_lighting and options.lighting == "sh":
+        groups.append({"params": [sh], "lr": options.lr_lighting})
+    if options.optimize_lighting and options.lighting == "sun":
+        groups.append({"params": [sun_dir, sun_strength, ambient], "lr": options.lr_lighting})
+    opt = torch.optim.Adam(groups) if groups else None
+    settings = [_settings_for(v, options) for v in views]
+    uvs = face_uvs.to(dt)[None] if face_uvs is not None else None
+
+    def lighting_now():  # type: ignore[no-untyped-def]
+        if options.lighting == "sh":
+            return SHLighting(sh)
+        if options.lighting == "sun":
+            d = sun_dir / sun_dir.norm().clamp(min=1e-8)
+            return DirectionalLights(d.view(1, 1, 3), sun_strength.view(1, 1, 3), ambient.view(1, 3))
+        return None
+
+    def render_view(k: int) -> RenderOutput:
+        verts = (base + offsets)[None]
+        tex = torch.sigmoid(tex_logits).permute(2, 0, 1)[None] if tex_logits is not None else None
+        return render(Meshes(verts, faces), views[k].camera, colors=torch.sigmoid(color_logits)[None],
+                      face_uvs=uvs if tex is not None else None, texture=tex, lighting=lighting_now(),
+                      settings=settings[k])
+
+    result_losses: List[float] = []
+    cancelled = False
+    t_start = time.perf_counter()
+    step = 0
+    for step in range(options.steps):
+        if should_stop is not None and should_stop():
+            cancelled = True
+            break
+        assert opt is not None or options.steps == 0
+        loss = vertices.new_zeros(())
+        for k, view in enumerate(views):
+            out = render_view(k)
+            loss = loss + options.w_silhouette * iou_loss(out.alpha, view.mask[None])
+            if options.w_color > 0:
+                loss = loss + options.w_color * masked_l1(out.rgb, view.image[None], view.mask[None] * out.mask)
+        loss = loss / len(views)
+        verts_now = (base + offsets)[None]
+        if options.optimize_vertices:
+            if options.w_laplacian > 0:
+                loss = loss + options.w_laplacian * laplacian_loss(offsets[None] / scale, faces)
+            if options.w_flatten > 0:
+                loss = loss + options.w_flatten * flatten_loss(verts_now, faces)
+            if options.w_edge > 0:
+                loss = loss + options.w_edge * edge_length_loss(verts_now / scale, faces)
+        if opt is None:
+            result_losses.append(float(loss.detach()))
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        result_losses.append(float(loss.detach()))
+        if progress is not None:
+            progress(step + 1, options.steps, result_losses[-1])
+        if preview is not None and (step + 1) % max(1, preview_every) == 0:
+            preview(step + 1, (base + offsets).detach().clone())
+    seconds = time.perf_counter() - t_start
+
+    metrics = []
+    with torch.no_grad():
+        for k, view in enumerate(views):
+            out = render_view(k)
+            iou = float(silhouette_iou(out.mask, (view.mask[None] > 0.5).to(dt))[0])
+            l1 = float(masked_l1(out.rgb, view.image[None], (view.mask[None] > 0.5).to(dt) * out.mask))
+            metrics.append(ViewMetrics(view.name, iou, l1))
+    sun = None
+    if options.lighting == "sun":
+        d = (sun_dir / sun_dir.norm().clamp(min=1e-8)).detach()
+        sun = (d, sun_strength.detach().clone(), ambient.detach().clone())
+    return FitResult(
+        vertices=(base + offsets).detach(),
+        colors=torch.sigmoid(color_logits).detach(),
+        texture=torch.sigmoid(tex_logits).detach() if tex_logits is not None else None,
+        sh=sh.detach()[0] if options.lighting == "sh" else None,
+        sun=sun,
+        losses=result_losses,
+        steps=len(result_losses),
+        seconds=seconds,
+        cancelled=cancelled,
+        views=metrics,
+    )
