@@ -4,6 +4,8 @@
     python3 build.py demo            # the main job on the built-in default scene
     python3 build.py test            # the whole test suite (and mypy)
     python3 build.py ext [--sanitize]  # build the C++ kernels ahead of time (ninja + torch cpp_extension)
+    python3 build.py package [--platform linux-x64|windows-x64|macos-arm64|macos-x64 ...]
+                                     # Blender extension zips in dist/ (tools/package.py --help)
 
 Only the standard library is used until the environment exists; the tasks then re-run
 inside `.venv/bin/python`.
@@ -100,7 +102,22 @@ def reexec_in_venv() -> None:
         os.execv(str(VENV_PY), [str(VENV_PY), str(ROOT / "build.py"), *sys.argv[1:]])
 
 
+def preload_asan() -> None:
+    """Re-run this process with the ASan runtime preloaded (the sanitized module is imported
+    once built, and ASan must come first in the library list)."""
+    if "libasan" in os.environ.get("LD_PRELOAD", ""):
+        return
+    cxx = shutil.which("g++") or "g++"
+    lib = subprocess.run([cxx, "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
+    if not lib or not Path(lib).exists():
+        sys.exit("build.py: --sanitize needs gcc's libasan (apt-get install libasan8)")
+    env = dict(os.environ, LD_PRELOAD=str(Path(lib).resolve()), ASAN_OPTIONS="detect_leaks=0")
+    os.execve(sys.executable, [sys.executable, str(ROOT / "build.py"), *sys.argv[1:]], env)
+
+
 def build_ext(sanitize: bool = False, verbose: bool = False) -> None:
+    if sanitize:
+        preload_asan()
     sys.path.insert(0, str(ROOT))
     from dibr_core import _ext
 
@@ -134,9 +151,16 @@ def cmd_demo(extra: list) -> int:
     return subprocess.run([str(VENV_PY), "-m", "dibr_core.demo", *extra], cwd=ROOT).returncode
 
 
+def cmd_package(extra: list) -> int:
+    """The extension zips: the prebuilt kernel must be current first (it goes into the zip)."""
+    if "-h" not in extra and "--help" not in extra and "--no-kernels" not in extra:
+        build_ext()
+    return subprocess.run([str(VENV_PY), str(ROOT / "tools" / "package.py"), *extra], cwd=ROOT).returncode
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("task", choices=["demo", "test", "ext", "env"])
+    parser.add_argument("task", choices=["demo", "test", "ext", "env", "package"])
     parser.add_argument("--sanitize", action="store_true", help="ext: build with ASan + UBSan")
     parser.add_argument("--verbose", action="store_true")
     args, extra = parser.parse_known_args()
@@ -148,6 +172,8 @@ def main() -> int:
         return 0
     if args.task == "test":
         return cmd_test(extra)
+    if args.task == "package":
+        return cmd_package(extra)
     return cmd_demo(extra)
 
 

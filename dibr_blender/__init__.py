@@ -10,15 +10,9 @@ from typing import Any, List
 
 import bpy
 
-from . import operators, props, ui
+from . import operators, preferences, props, ui
 
-_CLASSES: List[Any] = [*props.CLASSES, *operators.CLASSES, *ui.CLASSES]
-try:  # preferences (external Python environment with a CUDA torch)
-    from . import preferences
-
-    _CLASSES = [*preferences.CLASSES, *_CLASSES]
-except ImportError:  # pragma: no cover - the module is optional during development
-    preferences = None  # type: ignore[assignment]
+_CLASSES: List[Any] = [*preferences.CLASSES, *props.CLASSES, *operators.CLASSES, *ui.CLASSES]
 
 
 def register() -> None:

@@ -23,7 +23,8 @@ def _mesh_object(name: str, verts: np.ndarray, faces: np.ndarray) -> Any:
     me.update(calc_edges=True)
     me.validate()
     ob = bpy.data.objects.new(name, me)
-    bpy.context.scene.collection.objects.link(ob)
+    scene: Any = bpy.context.scene
+    scene.collection.objects.link(ob)
     return ob
 
 
@@ -31,9 +32,9 @@ def target_shape() -> Tuple[np.ndarray, np.ndarray]:
     """A squashed bumpy blob in Blender's Z-up world (vertices (V, 3), faces (F, 3))."""
     from dibr_core import scenes
 
-    v, f, _ = scenes.blob(4)
-    v = y_up_to_z_up(v.numpy())
-    return (v * np.array([0.9, 0.7, 0.6])).astype(np.float32), f.numpy()
+    vt, ft, _ = scenes.blob(4)
+    v = y_up_to_z_up(vt.numpy())
+    return (v * np.array([0.9, 0.7, 0.6])).astype(np.float32), ft.numpy()
 
 
 def y_up_to_z_up(v: np.ndarray) -> np.ndarray:
@@ -49,11 +50,12 @@ def build(folder: str, size: int = 256, samples: int = 16) -> Tuple[str, str]:
 
     os.makedirs(folder, exist_ok=True)
     bpy.ops.wm.read_homefile(use_empty=True)
-    scene = bpy.context.scene
+    scene: Any = bpy.context.scene
     tv, tf = target_shape()
     target = _mesh_object("Target", tv, tf)
     mat = bpy.data.materials.new("Target Material")
-    bsdf = mat.node_tree.nodes.get("Principled BSDF")
+    nodes: Any = mat.node_tree.nodes if mat.node_tree is not None else None
+    bsdf = nodes.get("Principled BSDF")
     bsdf.inputs["Base Color"].default_value = (0.8, 0.25, 0.1, 1.0)
     bsdf.inputs["Roughness"].default_value = 0.6
     target.data.materials.append(mat)
@@ -68,14 +70,15 @@ def build(folder: str, size: int = 256, samples: int = 16) -> Tuple[str, str]:
     cam.rotation_euler = (-eye).to_track_quat("-Z", "Y").to_euler()
     cam.location = eye
     scene.camera = cam
-    sun_data = bpy.data.lights.new("Sun", "SUN")
+    sun_data: Any = bpy.data.lights.new("Sun", "SUN")
     sun_data.energy = 3.0
     sun = bpy.data.objects.new("Sun", sun_data)
     sun.rotation_euler = (math.radians(40), math.radians(10), math.radians(30))
     scene.collection.objects.link(sun)
     world = bpy.data.worlds.new("World")
     scene.world = world
-    bg = world.node_tree.nodes.get("Background")
+    wnodes: Any = world.node_tree.nodes if world.node_tree is not None else None
+    bg = wnodes.get("Background")
     bg.inputs["Color"].default_value = (0.3, 0.3, 0.32, 1.0)
 
     r = scene.render
@@ -101,7 +104,8 @@ def build(folder: str, size: int = 256, samples: int = 16) -> Tuple[str, str]:
     sphere = _mesh_object("Sphere", y_up_to_z_up(v.numpy()), f.numpy())
     for p in sphere.data.polygons:
         p.use_smooth = True
-    bpy.context.view_layer.objects.active = sphere
+    view_layer: Any = bpy.context.view_layer
+    view_layer.objects.active = sphere
     sphere.select_set(True)
     blend = os.path.join(folder, "scene.blend")
     bpy.ops.wm.save_as_mainfile(filepath=blend)

@@ -53,11 +53,12 @@ class DIBR_OT_fit(bpy.types.Operator):
 
     _timer: Any = None
     _runner: Optional[Runner] = None
+    _busy: bool = False  # one interactive fit at a time
 
     @classmethod
     def poll(cls, context: Any) -> bool:
         ob = context.active_object
-        return ob is not None and ob.type == "MESH" and getattr(cls, "_busy", False) is False
+        return ob is not None and ob.type == "MESH" and not cls._busy
 
     def execute(self, context: Any) -> set:
         settings = context.scene.dibr.to_fit_settings()

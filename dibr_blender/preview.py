@@ -63,6 +63,7 @@ def to_image_datablock(name: str, rgba: np.ndarray) -> Any:
         if img is not None:
             bpy.data.images.remove(img)
         img = bpy.data.images.new(name, w, h, alpha=True, float_buffer=True)
-    img.pixels.foreach_set(convert.flip_rows(rgba).astype(np.float32).ravel())
+    pixels: Any = img.pixels
+    pixels.foreach_set(convert.flip_rows(rgba).astype(np.float32).ravel())
     img.update()
     return img

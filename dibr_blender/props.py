@@ -5,6 +5,7 @@ from typing import Any
 
 import bpy
 
+from . import preferences
 from .fit_job import FitSettings
 
 
@@ -52,15 +53,17 @@ class DIBR_PG_settings(bpy.types.PropertyGroup):
         return FitSettings(steps=self.steps, max_side=self.resolution, optimize_vertices=self.fit_shape,
                            optimize_colors=self.fit_colors, optimize_texture=self.fit_texture,
                            optimize_lighting=self.fit_lighting, lighting=self.lighting.lower(),
-                           texture_size=self.texture_size, smoothness=self.smoothness)
+                           texture_size=self.texture_size, smoothness=self.smoothness,
+                           backend=preferences.backend())
 
 
 CLASSES: list[Any] = [DIBR_PG_view, DIBR_PG_settings]
 
 
 def register_props() -> None:
-    bpy.types.Scene.dibr = bpy.props.PointerProperty(type=DIBR_PG_settings)  # type: ignore[attr-defined]
+    prop: Any = bpy.props.PointerProperty
+    setattr(bpy.types.Scene, "dibr", prop(type=DIBR_PG_settings))
 
 
 def unregister_props() -> None:
-    del bpy.types.Scene.dibr  # type: ignore[attr-defined]
+    delattr(bpy.types.Scene, "dibr")

@@ -25,12 +25,14 @@ def get_object(name: Optional[str]) -> Any:
         if ob is None:
             raise SceneError(f"no object named '{name}' in the scene")
     else:
-        ob = bpy.context.view_layer.objects.active
+        view_layer: Any = bpy.context.view_layer
+        ob = view_layer.objects.active
         if ob is None:
             raise SceneError("no active object: select the mesh to fit")
     if ob.type != "MESH":
         raise SceneError(f"object '{ob.name}' is a {ob.type.lower()}, not a mesh")
-    if len(ob.data.polygons) == 0:
+    data: Any = ob.data
+    if len(data.polygons) == 0:
         raise SceneError(f"mesh '{ob.name}' has no faces")
     return ob
 
@@ -114,6 +116,8 @@ def load_image(path: str) -> np.ndarray:
     except RuntimeError as exc:
         raise SceneError(f"cannot read image {path}: {exc}") from None
     try:
+        if img.size[0] == 0 or img.size[1] == 0:
+            raise SceneError(f"cannot read image {path}: not an image file Blender can decode")
         return image_to_array(img)
     finally:
         bpy.data.images.remove(img)
@@ -283,7 +287,8 @@ def write_texture(ob: Any, texture: np.ndarray, pack: bool = True, path: Optiona
             bpy.data.images.remove(img)
         img = bpy.data.images.new(TEXTURE_NAME, w, h, alpha=False, float_buffer=True)
     rgba = np.concatenate([texture, np.ones((h, w, 1), np.float32)], axis=-1)
-    img.pixels.foreach_set(convert.flip_rows(rgba).astype(np.float32).ravel())
+    pixels: Any = img.pixels
+    pixels.foreach_set(convert.flip_rows(rgba).astype(np.float32).ravel())
     img.update()
     if path:
         img.filepath_raw = path

@@ -53,7 +53,10 @@ class FitOptions:
         lr_vertices: step size for the vertex offsets, relative to the mesh's size.
         lr_colors, lr_texture, lr_lighting: step sizes of the other parameters.
         w_silhouette, w_color, w_laplacian, w_flatten, w_edge: loss weights.
-        halo_px: width in pixels at which the soft silhouette falls to 0.5 (sets sigmainv).
+        halo_px: width in pixels at which the soft silhouette falls to 0.5 at the end of the fit
+            (sets sigmainv); the fit starts at ``halo_start_px`` and narrows geometrically, which
+            gives a wide capture range first and an unbiased edge at the end (a wide halo leaves
+            the hard edge about half a halo inside the target).
         perspective_correct: perspective-correct interpolation (recommended with textures).
         backend: kernel backend.
     """
@@ -74,7 +77,8 @@ class FitOptions:
     w_laplacian: float = 2.0
     w_flatten: float = 0.002
     w_edge: float = 0.0
-    halo_px: float = 1.0
+    halo_px: float = 0.3
+    halo_start_px: float = 2.0
     perspective_correct: bool = True
     backend: str = "auto"
 
@@ -115,10 +119,10 @@ class FitResult:
         return self.losses[-1] if self.losses else float("nan")
 
 
-def _settings_for(view: FitView, opts: FitOptions) -> RenderSettings:
+def _settings_for(view: FitView, opts: FitOptions, halo_px: float) -> RenderSettings:
     H, W = view.mask.shape
     px = 2.0 / max(H, W)  # one pixel in NDC
-    halo = max(opts.halo_px, 0.25) * px
+    halo = max(halo_px, 0.05) * px
     return RenderSettings(height=H, width=W, sigmainv=math.log(2.0) / (halo * halo), boxlen=4.0 * halo,
                           knum=30, perspective_correct=opts.perspective_correct, backend=opts.backend)
 
@@ -210,7 +214,13 @@ def fit(
     if options.optimize_lighting and options.lighting == "sun":
         groups.append({"params": [sun_dir, sun_strength, ambient], "lr": options.lr_lighting})
     opt = torch.optim.Adam(groups) if groups else None
-    settings = [_settings_for(v, options) for v in views]
+    def halo_at(step: int) -> float:
+        if options.steps <= 1:
+            return options.halo_px
+        t = min(1.0, step / (0.7 * (options.steps - 1)))  # reach the final width at 70% of the steps
+        return options.halo_start_px * (options.halo_px / options.halo_start_px) ** t
+
+    settings = [_settings_for(v, options, options.halo_px) for v in views]
     uvs = face_uvs.to(dt)[None] if face_uvs is not None else None
 
     def lighting_now():  # type: ignore[no-untyped-def]
@@ -237,6 +247,7 @@ def fit(
             cancelled = True
             break
         assert opt is not None or options.steps == 0
+        settings = [_settings_for(v, options, halo_at(step)) for v in views]
         loss = vertices.new_zeros(())
         for k, view in enumerate(views):
             out = render_view(k)
@@ -265,6 +276,7 @@ def fit(
             preview(step + 1, (base + offsets).detach().clone())
     seconds = time.perf_counter() - t_start
 
+    settings = [_settings_for(v, options, options.halo_px) for v in views]
     metrics = []
     with torch.no_grad():
         for k, view in enumerate(views):
