@@ -155,12 +155,20 @@ def run_fit_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def main(argv: Optional[Sequence[str]] = None, inside_blender: Optional[bool] = None) -> int:
-    """Entry point of both forms. Returns the exit code."""
-    if inside_blender is None:
-        inside_blender = "--" in sys.argv and argv is None
-    raw = script_args(sys.argv if argv is None else argv) if inside_blender else list(
-        sys.argv[1:] if argv is None else argv)
+def main(argv: Optional[Sequence[str]] = None, inside_blender: bool = False) -> int:
+    """Entry point of both forms. Returns the exit code.
+
+    Args:
+        argv: the command line (default ``sys.argv``); when it holds ``--``, only what follows
+            is parsed (Blender's own options come before it).
+        inside_blender: running in a Blender executable, which has loaded the .blend already
+            (``--blend`` becomes optional).
+    """
+    full = list(sys.argv if argv is None else argv)
+    if "--" in full:
+        raw = script_args(full)
+    else:
+        raw = full[1:] if argv is None else full
     try:
         args = parse(raw, inside_blender)
         if args.command == "fit":

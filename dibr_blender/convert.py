@@ -195,11 +195,16 @@ def spherical_face_uvs(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     r = np.linalg.norm(p, axis=1) + 1e-12
     u = 0.5 + np.arctan2(p[:, 0], -p[:, 1]) / (2 * math.pi)
     v = 0.5 + np.arcsin(np.clip(p[:, 2] / r, -1, 1)) / math.pi
+    pole = (np.hypot(p[:, 0], p[:, 1]) < 1e-6 * r)[faces]  # u is undefined at the poles
     fu = u[faces]
     fv = v[faces]
-    spread = fu.max(1) - fu.min(1)
-    seam = spread > 0.5
+    big = np.where(pole, -np.inf, fu).max(1)
+    small = np.where(pole, np.inf, fu).min(1)
+    seam = (big - small) > 0.5
     fu = np.where(seam[:, None] & (fu < 0.5), fu + 1.0, fu)
+    n_ok = np.maximum((~pole).sum(1), 1)
+    mean_u = np.where(pole, 0.0, fu).sum(1) / n_ok
+    fu = np.where(pole, mean_u[:, None], fu)
     return np.stack([fu, fv], axis=-1).astype(np.float32)
 
 

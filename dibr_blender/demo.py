@@ -42,7 +42,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     result_blend = os.path.join(out, "fitted.blend")
     report = os.path.join(out, "report.json")
     rc = cli.main(["fit", "--blend", blend, "--image", ref, "--steps", str(args.steps), "--resolution",
-                   str(args.size), "--output", result_blend, "--report", report], inside_blender=False)
+                   str(args.size), "--output", result_blend, "--report", report])
     if rc != 0:
         return rc
     bpy.ops.wm.open_mainfile(filepath=result_blend)
