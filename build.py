@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Project tasks. Each sets up the pinned environment `.venv/` first (creating or reusing it).
 
-    python3 build.py demo            # the main job on the built-in default scene
+    python3 build.py demo            # the main job: fit a sphere to a Cycles render of the default scene
     python3 build.py test            # the whole test suite (and mypy)
     python3 build.py ext [--sanitize]  # build the C++ kernels ahead of time (ninja + torch cpp_extension)
     python3 build.py package [--platform linux-x64|windows-x64|macos-arm64|macos-x64 ...]
@@ -148,7 +148,7 @@ def cmd_test(extra: list) -> int:
 
 def cmd_demo(extra: list) -> int:
     build_ext()
-    return subprocess.run([str(VENV_PY), "-m", "dibr_core.demo", *extra], cwd=ROOT).returncode
+    return subprocess.run([str(VENV_PY), "-m", "dibr_blender.demo", *extra], cwd=ROOT).returncode
 
 
 def cmd_package(extra: list) -> int:
