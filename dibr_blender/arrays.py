@@ -25,6 +25,7 @@ class MeshData:
     texture: Optional[np.ndarray]
     world_matrix: np.ndarray
     same_topology: bool
+    sun: Optional[tuple] = None  # (direction (3,), strength (3,), ambient (3,)) from the scene
 
 
 @dataclass

@@ -77,7 +77,7 @@ def run_fit(mesh: MeshData, views: List[ViewData], settings: FitSettings,
     res = fit(torch.from_numpy(mesh.vertices).float(), torch.from_numpy(mesh.faces), fviews, opts,
               colors=torch.from_numpy(mesh.colors).float() if mesh.colors is not None else None,
               face_uvs=torch.from_numpy(face_uvs).float() if face_uvs is not None else None,
-              texture=tex0, progress=progress, should_stop=should_stop,
+              texture=tex0, progress=progress, should_stop=should_stop, sun=mesh.sun,
               preview=(lambda _s, v: preview(v.numpy())) if preview is not None else None)
     report = [{"camera": v.camera.name, "image": v.image_name, "silhouette_iou": m.silhouette_iou,
                "color_l1": m.color_l1} for v, m in zip(views, res.views)]

@@ -57,6 +57,11 @@ def gather(scene: Any, object_name: Optional[str], views: Sequence[Tuple[Optiona
                 raise SceneError("the scene has no active camera")
         view_data.append(scene_io.read_view(cam, scene, path, settings.max_side))
     mesh = scene_io.read_mesh(ob, with_texture=settings.optimize_texture)
+    lights, ambient = scene_io.read_lights(scene, mesh.vertices.mean(0))
+    if lights:  # the scene's lights, merged into one sun for the "sun" lighting model
+        dirs = np.array([d * float(np.linalg.norm(c)) for d, c in lights]).sum(0)
+        direction = dirs / max(float(np.linalg.norm(dirs)), 1e-9)
+        mesh.sun = (direction, np.array([c for _, c in lights]).sum(0), ambient)
     if not mesh.same_topology and settings.optimize_vertices:
         raise SceneError(f"mesh '{ob.name}': modifiers change the vertex count; apply them before fitting")
     if settings.optimize_texture and mesh.face_uvs is None:

@@ -139,6 +139,7 @@ def fit(
     should_stop: Optional[Callable[[], bool]] = None,
     preview: Optional[Callable[[int, torch.Tensor], None]] = None,
     preview_every: int = 10,
+    sun: Optional[tuple] = None,
 ) -> FitResult:
     """Fit a mesh to reference views.
 
@@ -154,6 +155,8 @@ def fit(
         should_stop: polled before each step; True stops the fit (result has cancelled=True).
         preview: called as preview(step, vertices (V, 3)) every ``preview_every`` steps, with a
             detached copy of the current positions (for live display).
+        sun: initial (direction toward the light (3,), RGB strength (3,), RGB ambient (3,)) for
+            the "sun" lighting model, e.g. the scene's light; a default light otherwise.
 
     Returns:
         :class:`FitResult`.
@@ -197,9 +200,14 @@ def fit(
     sh = torch.zeros(1, 3, 9, dtype=dt, device=dev)
     sh[:, :, 0] = 1.0 / 0.2820948  # constant irradiance 1: colours unchanged at the start
     sh.requires_grad_(True)
-    sun_dir = torch.tensor([0.3, -0.4, 1.0], dtype=dt, device=dev).requires_grad_(True)
-    sun_strength = torch.full((3,), 0.8, dtype=dt, device=dev).requires_grad_(True)
-    ambient = torch.full((3,), 0.3, dtype=dt, device=dev).requires_grad_(True)
+    if sun is not None:
+        sun_dir, sun_strength, ambient = (torch.as_tensor(x, dtype=dt, device=dev).reshape(3).clone() for x in sun)
+    else:
+        sun_dir = torch.tensor([0.3, -0.4, 1.0], dtype=dt, device=dev)
+        sun_strength = torch.full((3,), 0.8, dtype=dt, device=dev)
+        ambient = torch.full((3,), 0.3, dtype=dt, device=dev)
+    for t in (sun_dir, sun_strength, ambient):
+        t.requires_grad_(True)
 
     groups = []
     if options.optimize_vertices:
