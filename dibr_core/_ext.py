@@ -4,6 +4,11 @@ Order: a prebuilt module in ``dibr_core/_build`` whose recorded source hash and 
 version match; else a just-in-time build with ninja through ``torch.utils.cpp_extension``;
 else nothing, with one warning, and every op runs on the pure-PyTorch reference path.
 ``python build.py ext`` performs the ahead-of-time build. Importing never raises.
+
+The CUDA kernels (``csrc/*.cu``, with ``-DWITH_CUDA``) are compiled in when torch is a CUDA
+build and nvcc is found (``$CUDA_HOME/bin/nvcc``, ``nvcc`` on PATH or ``/usr/local/cuda``),
+unless ``DIBR_BUILD_CUDA=0``; if that build fails, the CPU kernels are built alone (with a
+warning) and the failure is recorded so that it is not retried until a source changes.
 """
 from __future__ import annotations
 
@@ -25,9 +30,12 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 CSRC = PACKAGE_DIR / "csrc"
 MODULE_NAME = "dibr_core_C"
 CPU_SOURCES = ["bindings.cpp", "rasterize_cpu.cpp", "soft_mask_cpu.cpp", "interpolate_cpu.cpp"]
-CUDA_SOURCES: List[str] = []  # the CUDA kernels' .cu files (none built yet)
+CUDA_SOURCES: List[str] = ["kernels_cuda.cu"]
 CFLAGS = ["-O3", "-std=c++17", "-ffp-contract=off", "-fopenmp"]
 LDFLAGS = ["-fopenmp"]
+# --fmad=false: no FMA contraction, so that the CUDA kernels round as the CPU ones
+# (-ffp-contract=off) and select the same faces.
+CUDA_CFLAGS = ["-O3", "-std=c++17", "--fmad=false"]
 
 _state: dict = {"tried": False, "module": None, "reason": "not loaded yet", "how": None}
 
@@ -59,19 +67,49 @@ def sanitizing() -> bool:
     return os.environ.get("DIBR_SANITIZE", "") == "1"
 
 
+def find_nvcc() -> Optional[str]:
+    """The nvcc that torch's cpp_extension would use, or None."""
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        home = os.environ.get(var)
+        if home:
+            nvcc = Path(home) / "bin" / "nvcc"
+            return str(nvcc) if nvcc.exists() else None
+    which = shutil.which("nvcc")
+    if which:
+        return which
+    default = Path("/usr/local/cuda/bin/nvcc")
+    return str(default) if default.exists() else None
+
+
+def cuda_build_enabled(sanitize: bool = False) -> bool:
+    """Whether ``build()`` compiles the CUDA kernels: a CUDA torch, nvcc found, no sanitizer
+    build, and ``DIBR_BUILD_CUDA`` not set to 0."""
+    if sanitize or os.environ.get("DIBR_BUILD_CUDA", "").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    return torch.version.cuda is not None and find_nvcc() is not None
+
+
 def source_files() -> List[Path]:
     files = sorted(CSRC.rglob("*.h")) + sorted(CSRC.rglob("*.cpp")) + sorted(CSRC.rglob("*.cu"))
     return files
 
 
-def source_hash(extra: Tuple[str, ...] = ()) -> str:
-    """Hash of every kernel source, the flags and the torch version."""
+def source_hash(extra: Tuple[str, ...] = (), cuda: Optional[bool] = None) -> str:
+    """Hash of every kernel source, the flags and the torch version.
+
+    ``extra``: the sanitizer flags of a sanitizer build, else empty. ``cuda``: whether the CUDA
+    kernels are part of the build (default: ``cuda_build_enabled``; never with ``extra``).
+    """
+    if cuda is None:
+        cuda = cuda_build_enabled(sanitize=bool(extra))
     h = hashlib.sha256()
     for f in source_files():
         h.update(f.relative_to(CSRC).as_posix().encode())
         h.update(f.read_bytes())
     h.update(" ".join(CFLAGS + LDFLAGS + list(extra)).encode())
     h.update(torch.__version__.encode())
+    if cuda:
+        h.update(" ".join(["cuda", str(torch.version.cuda)] + CUDA_CFLAGS).encode())
     return h.hexdigest()[:16]
 
 
@@ -94,7 +132,9 @@ def _try_prebuilt(build_dir: Path, want_hash: str) -> Optional[ModuleType]:
     if not (info_file.exists() and so.exists()):
         return None
     info = json.loads(info_file.read_text())
-    if info.get("hash") != want_hash:
+    # cuda_failed_for: the hash of a CUDA build that failed for these sources; the CPU-only
+    # module built instead stands in for it.
+    if want_hash not in (info.get("hash"), info.get("cuda_failed_for")):
         return None
     return _import_so(so)
 
@@ -118,16 +158,44 @@ def build(build_dir: Optional[Path] = None, verbose: bool = False, sanitize: Opt
         extra = SANITIZE_FLAGS
         cflags = [f for f in cflags if f != "-O3"] + ["-O1"] + list(extra)
         ldflags += list(extra)
-    mod = cpp_extension.load(
-        name=MODULE_NAME,
-        sources=[str(CSRC / s) for s in CPU_SOURCES],
-        extra_cflags=cflags,
-        extra_ldflags=ldflags,
-        extra_include_paths=[str(CSRC / "include")],
-        build_directory=str(build_dir),
-        verbose=verbose,
-    )
-    info = {"hash": source_hash(extra), "torch": torch.__version__, "cuda": False, "sanitize": sanitize}
+
+    def compile_ext(cuda: bool) -> ModuleType:
+        sources = [str(CSRC / s) for s in CPU_SOURCES]
+        if cuda:
+            sources += [str(CSRC / s) for s in CUDA_SOURCES]
+        return cpp_extension.load(
+            name=MODULE_NAME,
+            sources=sources,
+            extra_cflags=cflags + (["-DWITH_CUDA"] if cuda else []),
+            extra_cuda_cflags=(CUDA_CFLAGS + ["-DWITH_CUDA"]) if cuda else None,
+            extra_ldflags=ldflags,
+            extra_include_paths=[str(CSRC / "include")],
+            build_directory=str(build_dir),
+            verbose=verbose,
+            with_cuda=cuda,
+        )
+
+    cuda = cuda_build_enabled(sanitize)
+    cuda_error: Optional[str] = None
+    try:
+        mod = compile_ext(cuda)
+    except Exception as exc:  # noqa: BLE001 - a failed CUDA build falls back to the CPU kernels
+        if not cuda:
+            raise
+        lines = str(exc).strip().splitlines()
+        cuda_error = (lines[-1] if lines else type(exc).__name__)[:300]
+        warnings.warn(
+            f"dibr_core: building the CUDA kernels failed ({type(exc).__name__}: {cuda_error}); building the CPU "
+            "kernels only. Set DIBR_BUILD_CUDA=0 to skip the CUDA build.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        cuda = False
+        mod = compile_ext(False)
+    info = {"hash": source_hash(extra, cuda=cuda), "torch": torch.__version__, "cuda": cuda, "sanitize": sanitize}
+    if cuda_error is not None:
+        info["cuda_failed_for"] = source_hash(extra, cuda=True)
+        info["cuda_error"] = cuda_error
     _info_path(build_dir).write_text(json.dumps(info, indent=1))
     return mod
 

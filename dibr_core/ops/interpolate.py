@@ -7,6 +7,7 @@ import torch
 
 from dibr_core import backend as _backend
 from dibr_core.checks import check_index_range, check_tensor
+from dibr_core.ops.determinism import deterministic_enabled
 from dibr_core.ops.rasterize import Fragments
 
 
@@ -63,7 +64,8 @@ class _InterpolateCpu(torch.autograd.Function):
         mod = _backend.extension()
         assert mod is not None
         need_attr, need_bary = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        g_attr, g_bary = mod.interpolate_bwd(grad.contiguous(), attr, faces, face_idx, bary, need_attr, need_bary)
+        g_attr, g_bary = mod.interpolate_bwd(grad.contiguous(), attr, faces, face_idx, bary, need_attr, need_bary,
+                                             deterministic_enabled())
         return (g_attr if need_attr else None), (g_bary if need_bary else None), None, None
 
 

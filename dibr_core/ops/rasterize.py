@@ -8,6 +8,7 @@ import torch
 
 from dibr_core import backend as _backend
 from dibr_core.checks import check_positive, check_tensor
+from dibr_core.ops.determinism import deterministic_enabled
 from dibr_core.reference import rasterize_reference
 
 
@@ -54,7 +55,7 @@ class _RasterizeCpu(torch.autograd.Function):
         mod = _backend.extension()
         assert mod is not None
         multiplier, eps = ctx.params
-        grad = mod.rasterize_bwd(g_bary.contiguous(), fvi, face_idx, multiplier, eps)
+        grad = mod.rasterize_bwd(g_bary.contiguous(), fvi, face_idx, multiplier, eps, deterministic_enabled())
         return grad, None, None, None, None, None, None
 
 

@@ -7,6 +7,7 @@ import torch
 
 from dibr_core import backend as _backend
 from dibr_core.checks import check_positive, check_tensor
+from dibr_core.ops.determinism import deterministic_enabled
 from dibr_core.reference import soft_mask_reference
 
 EDGE_EPS = 1e-7
@@ -20,19 +21,28 @@ class _SoftMaskCpu(torch.autograd.Function):
         assert mod is not None
         keep = bool(ctx.needs_input_grad[0])
         res = mod.soft_mask_fwd(fvi, face_idx, valid, sigmainv, boxlen, knum, multiplier, EDGE_EPS, keep)
+        ctx.recompute = len(res) == 1  # CUDA keeps no records: its backward recomputes the candidates
         if keep:
-            # Candidate records of the uncovered pixels that have candidates (for the backward).
-            ctx.save_for_backward(fvi, face_idx, *res[1:])
-        ctx.params = (sigmainv, multiplier)
+            if ctx.recompute:
+                ctx.save_for_backward(fvi, face_idx, valid)
+            else:
+                # Candidate records of the uncovered pixels that have candidates (for the backward).
+                ctx.save_for_backward(fvi, face_idx, *res[1:])
+        ctx.params = (sigmainv, multiplier, boxlen, knum)
         out: torch.Tensor = res[0]
         return out
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:
-        fvi, face_idx, offsets, pixel, face, typ, prob = ctx.saved_tensors
         mod = _backend.extension()
         assert mod is not None
-        sigmainv, multiplier = ctx.params
+        sigmainv, multiplier, boxlen, knum = ctx.params
+        if ctx.recompute:
+            fvi, face_idx, valid = ctx.saved_tensors
+            g = mod.soft_mask_bwd_recompute(grad.contiguous(), fvi, face_idx, valid, sigmainv, boxlen, knum, multiplier,
+                                            EDGE_EPS, deterministic_enabled())
+            return g, None, None, None, None, None, None
+        fvi, face_idx, offsets, pixel, face, typ, prob = ctx.saved_tensors
         g = mod.soft_mask_bwd(grad.contiguous(), fvi, face_idx, sigmainv, multiplier, EDGE_EPS, offsets, pixel, face,
                               typ, prob)
         return g, None, None, None, None, None, None
