@@ -3,7 +3,8 @@
     python -m dibr_core.bench [--workload predictor fit large huge] [--backend reference cpu cuda]
                               [--pass forward backward] [--repeats N]
 
-Workloads (icospheres seen by a perspective camera, filling most of the image):
+Workloads (icospheres, each mesh of a batch seen from its own camera, filling about half of
+the image):
   predictor  B=16, 642 vertices / 1280 faces, 64x64
   fit        B=1, 10242 vertices / 20480 faces, 256x256
   large      B=1, 40962 vertices / 81920 faces, 512x512
@@ -58,7 +59,7 @@ def make_case(workload: str, backend: str, device: torch.device) -> Callable[[bo
     B, level, size = WORKLOADS[workload]
     v, f, _ = icosphere(level, 1.0, device=device)
     g = torch.Generator().manual_seed(0)
-    verts = (v[None] * (1 + 0.05 * torch.randn(B, v.shape[0], 1, generator=g).to(device))).contiguous()
+    verts = v[None].expand(B, -1, -1).contiguous()
     colors = torch.rand(B, v.shape[0], 3, generator=g).to(device)
     eyes = torch.tensor([[3.0 * math.sin(0.4 * b), 0.8, 3.0 * math.cos(0.4 * b)] for b in range(B)])
     cam = Camera.perspective(look_at(eyes, device=device).to(device), math.radians(45), 1.0)
