@@ -3,7 +3,7 @@
     blender --background IN.blend --python dibr_blender/batch.py -- fit ARGS
     python -m dibr_blender.batch fit --blend IN.blend ARGS
 
-fit ARGS: [--object NAME] (--image IMAGE | --view CAMERA=IMAGE ...) [--steps N]
+fit ARGS: [--object NAME] (--image IMAGE [--mask MASK] | --view CAMERA=IMAGE[,MASK] ...) [--steps N]
           [--output OUT.blend] [--export OUT.glb] [--report REPORT.json] [--resolution PX]
           [--texture] [--no-colors] [--no-shape] [--lighting none|sun|sh] [--apply]
 
@@ -45,8 +45,9 @@ def build_parser(inside_blender: bool) -> argparse.ArgumentParser:
                    required=not inside_blender)
     f.add_argument("--object", help="mesh object to fit (default: the active object)")
     f.add_argument("--image", help="reference image seen by the scene's active camera")
-    f.add_argument("--view", action="append", default=[], metavar="CAMERA=IMAGE",
-                   help="a camera and its reference image (repeatable)")
+    f.add_argument("--mask", help="silhouette image for --image (default: the image's alpha)")
+    f.add_argument("--view", action="append", default=[], metavar="CAMERA=IMAGE[,MASK]",
+                   help="a camera and its reference image, optionally a mask image (repeatable)")
     f.add_argument("--steps", type=int, default=300)
     f.add_argument("--resolution", type=int, default=256, help="longer image side used by the fit")
     f.add_argument("--output", help="write the result .blend here")
@@ -77,21 +78,26 @@ def parse(argv: Sequence[str], inside_blender: bool) -> argparse.Namespace:
     args = build_parser(inside_blender).parse_args(list(argv))
     if args.steps < 1:
         raise BadInput(f"--steps must be at least 1, got {args.steps}")
-    views: List[Tuple[Optional[str], str]] = []
+    views: List[Tuple[Optional[str], str, Optional[str]]] = []
+    if args.mask and not args.image:
+        raise BadInput("--mask goes with --image")
     if args.image:
-        views.append((None, os.path.abspath(args.image)))
+        views.append((None, os.path.abspath(args.image), os.path.abspath(args.mask) if args.mask else None))
     for spec in args.view:
         if "=" not in spec:
-            raise BadInput(f"--view must be CAMERA=IMAGE, got {spec!r}")
-        cam, img = spec.split("=", 1)
+            raise BadInput(f"--view must be CAMERA=IMAGE[,MASK], got {spec!r}")
+        cam, rest = spec.split("=", 1)
+        img, _, mask = rest.partition(",")
         if not cam or not img:
-            raise BadInput(f"--view must be CAMERA=IMAGE, got {spec!r}")
-        views.append((cam, os.path.abspath(img)))
+            raise BadInput(f"--view must be CAMERA=IMAGE[,MASK], got {spec!r}")
+        views.append((cam, os.path.abspath(img), os.path.abspath(mask) if mask else None))
     if not views:
         raise BadInput("give --image IMAGE or at least one --view CAMERA=IMAGE")
-    for _, img in views:
+    for _, img, mask in views:
         if not os.path.isfile(img):
             raise BadInput(f"reference image not found: {img}")
+        if mask is not None and not os.path.isfile(mask):
+            raise BadInput(f"mask image not found: {mask}")
     if args.blend is not None and not os.path.isfile(args.blend):
         raise BadInput(f"blend file not found: {args.blend}")
     args.views = views

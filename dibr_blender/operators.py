@@ -17,22 +17,24 @@ from .runner import Runner
 _last_losses: List[float] = []
 
 
-def _views_from_props(context: Any) -> Tuple[List[Tuple[Optional[str], str]], List[str]]:
-    """(camera, image path) pairs from the panel, and temporary files to delete afterwards."""
+def _views_from_props(context: Any) -> Tuple[List[Tuple[Optional[str], str, Optional[str]]], List[str]]:
+    """(camera, image path, mask path) from the panel, and temporary files to delete afterwards."""
     s = context.scene.dibr
-    views: List[Tuple[Optional[str], str]] = []
+    views: List[Tuple[Optional[str], str, Optional[str]]] = []
     temps: List[str] = []
+    mask = bpy.path.abspath(s.mask_path) if s.mask_path else None
     if s.image_path:
-        views.append((None, bpy.path.abspath(s.image_path)))
+        views.append((None, bpy.path.abspath(s.image_path), mask))
     elif s.image is not None:
         path, tmp = pipeline.image_path_of(s.image)
-        views.append((None, path))
+        views.append((None, path, mask))
         if tmp:
             temps.append(path)
     for v in s.views:
         if v.camera is None or not v.image_path:
             raise SceneError("every extra view needs a camera and an image")
-        views.append((v.camera.name, bpy.path.abspath(v.image_path)))
+        views.append((v.camera.name, bpy.path.abspath(v.image_path),
+                      bpy.path.abspath(v.mask_path) if v.mask_path else None))
     return views, temps
 
 

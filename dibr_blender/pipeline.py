@@ -33,12 +33,12 @@ def image_path_of(img: Any) -> Tuple[str, bool]:
     return path, True
 
 
-def gather(scene: Any, object_name: Optional[str], views: Sequence[Tuple[Optional[str], str]],
+def gather(scene: Any, object_name: Optional[str], views: Sequence[Tuple[Any, ...]],
            settings: FitSettings) -> Tuple[Any, MeshData, List[ViewData]]:
     """Validate and read everything the fit needs.
 
     Args:
-        views: (camera name or None for the scene camera, image path) pairs.
+        views: (camera name or None for the scene camera, image path[, mask path]) tuples.
     Raises:
         SceneError with a one-line message naming what is wrong.
     """
@@ -46,7 +46,9 @@ def gather(scene: Any, object_name: Optional[str], views: Sequence[Tuple[Optiona
     if not views:
         raise SceneError("no reference image given")
     view_data = []
-    for cam_name, path in views:
+    for spec in views:
+        cam_name, path = spec[0], spec[1]
+        mask = spec[2] if len(spec) > 2 else None
         if cam_name:
             cam = bpy.data.objects.get(cam_name)
             if cam is None:
@@ -55,7 +57,7 @@ def gather(scene: Any, object_name: Optional[str], views: Sequence[Tuple[Optiona
             cam = scene.camera
             if cam is None:
                 raise SceneError("the scene has no active camera")
-        view_data.append(scene_io.read_view(cam, scene, path, settings.max_side))
+        view_data.append(scene_io.read_view(cam, scene, path, settings.max_side, mask))
     mesh = scene_io.read_mesh(ob, with_texture=settings.optimize_texture)
     lights, ambient = scene_io.read_lights(scene, mesh.vertices.mean(0))
     if lights:  # the scene's lights, merged into one sun for the "sun" lighting model

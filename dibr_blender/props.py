@@ -17,6 +17,8 @@ class DIBR_PG_view(bpy.types.PropertyGroup):
         description="Camera that saw the reference image")
     image_path: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Image", subtype="FILE_PATH", description="Reference image; its alpha is the silhouette")
+    mask_path: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Mask", subtype="FILE_PATH", description="Optional silhouette image (alpha, or grey when opaque)")
 
 
 class DIBR_PG_settings(bpy.types.PropertyGroup):
@@ -25,6 +27,9 @@ class DIBR_PG_settings(bpy.types.PropertyGroup):
         description="Reference image seen by the scene camera; its alpha channel is the silhouette to match")
     image: bpy.props.PointerProperty(  # type: ignore[valid-type]
         name="Image", type=bpy.types.Image, description="Reference image datablock (used when no file is set)")
+    mask_path: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Mask", subtype="FILE_PATH",
+        description="Optional silhouette image for the reference (alpha, or grey when it has no alpha)")
     views: bpy.props.CollectionProperty(type=DIBR_PG_view)  # type: ignore[valid-type]
     steps: bpy.props.IntProperty(name="Steps", default=300, min=1, max=100000,  # type: ignore[valid-type]
                                  description="Optimisation steps")

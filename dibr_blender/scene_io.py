@@ -108,7 +108,17 @@ def image_to_array(img: Any) -> np.ndarray:
 
 
 def load_image(path: str) -> np.ndarray:
-    """Read an image file through Blender (any format it knows) without leaving a datablock."""
+    """Read an image file through Blender (any format it knows) without leaving a datablock.
+    Returns (H, W, 4) linear RGBA, rows top to bottom; see ``image_has_alpha``."""
+    return _load(path)[0]
+
+
+def image_has_alpha(img: Any) -> bool:
+    """Whether the file behind an image datablock stores an alpha channel (bits per pixel)."""
+    return int(img.depth) in (32, 64, 128)
+
+
+def _load(path: str, raw: bool = False) -> Tuple[np.ndarray, bool]:
     if not os.path.isfile(path):
         raise SceneError(f"image file not found: {path}")
     try:
@@ -118,7 +128,9 @@ def load_image(path: str) -> np.ndarray:
     try:
         if img.size[0] == 0 or img.size[1] == 0:
             raise SceneError(f"cannot read image {path}: not an image file Blender can decode")
-        return image_to_array(img)
+        if raw:  # data, not colour: read the stored values
+            img.colorspace_settings.name = "Non-Color"
+        return image_to_array(img), image_has_alpha(img)
     finally:
         bpy.data.images.remove(img)
 
@@ -150,16 +162,24 @@ def read_camera(cam_ob: Any, scene: Any, max_side: int) -> CameraData:
     return CameraData(cam_ob.name, view, P, w, h, params.clip_start, params.clip_end)
 
 
-def read_view(cam_ob: Any, scene: Any, image_path: str, max_side: int) -> ViewData:
+def read_view(cam_ob: Any, scene: Any, image_path: str, max_side: int, mask_path: Optional[str] = None) -> ViewData:
+    """A camera and its reference image (resized to the fit resolution). The silhouette is the
+    image's alpha, or ``mask_path``'s alpha (or its red channel when it has no alpha)."""
     cam = read_camera(cam_ob, scene, max_side)
-    rgba = load_image(image_path)
+    rgba, has_alpha = _load(image_path)
     rgba = convert.resize_image(rgba, cam.width, cam.height)
-    if rgba.shape[-1] < 4:
-        raise SceneError(f"image {image_path} has no alpha channel to use as the silhouette")
-    mask = rgba[..., 3]
+    if mask_path:
+        m, m_alpha = _load(mask_path, raw=True)
+        m = convert.resize_image(m, cam.width, cam.height)
+        mask = m[..., 3] if m_alpha else m[..., 0]
+    else:
+        if not has_alpha:
+            raise SceneError(f"image {image_path} has no alpha channel; give a mask image for the silhouette")
+        mask = rgba[..., 3]
     if float(mask.max()) <= 0.0:
-        raise SceneError(f"image {image_path} is fully transparent: its alpha is the silhouette to fit")
-    return ViewData(cam, rgba[..., :3].copy(), mask.copy(), os.path.basename(image_path))
+        raise SceneError(f"the silhouette of {image_path} is empty (all transparent)")
+    return ViewData(cam, rgba[..., :3].copy(), np.ascontiguousarray(mask, dtype=np.float32),
+                    os.path.basename(image_path))
 
 
 def read_lights(scene: Any, target: np.ndarray) -> Tuple[List[Tuple[np.ndarray, np.ndarray]], np.ndarray]:

@@ -25,12 +25,14 @@ class DIBR_PT_main(bpy.types.Panel):
         col.prop(s, "image_path", text="")
         if not s.image_path:
             col.template_ID(s, "image", open="image.open")
+        col.prop(s, "mask_path", text="Mask")
         box = layout.box()
         box.label(text="Extra views")
         for v in s.views:
             row = box.row(align=True)
             row.prop(v, "camera", text="")
             row.prop(v, "image_path", text="")
+            row.prop(v, "mask_path", text="")
         row = box.row(align=True)
         row.operator("dibr.view_add", icon="ADD", text="Add")
         row.operator("dibr.view_remove", icon="REMOVE", text="Remove")

@@ -147,3 +147,23 @@ def test_preview_operator_writes_images(addon, default_scene_files) -> None:
     assert bpy.ops.dibr.preview() == {"FINISHED"}
     img = bpy.data.images["DIB-R Preview"]
     assert tuple(img.size) == (128, 64)
+
+
+@pytest.mark.blender
+def test_mask_image_for_references_without_alpha(addon, default_scene_files, tmp_path) -> None:
+    from PIL import Image
+
+    blend, ref = default_scene_files
+    bpy.ops.wm.open_mainfile(filepath=blend)
+    scene = bpy.context.scene
+    rgba = Image.open(ref).convert("RGBA")
+    rgb_path, mask_path = tmp_path / "rgb.png", tmp_path / "mask.png"
+    rgba.convert("RGB").save(rgb_path)
+    rgba.getchannel("A").save(mask_path)
+    s = FitSettings(steps=2, max_side=64)
+    with pytest.raises(SceneError, match="has no alpha channel; give a mask image"):
+        pipeline.gather(scene, "Sphere", [(None, str(rgb_path))], s)
+    _, _, with_mask = pipeline.gather(scene, "Sphere", [(None, str(rgb_path), str(mask_path))], s)
+    _, _, with_alpha = pipeline.gather(scene, "Sphere", [(None, ref)], s)
+    assert np.abs(with_mask[0].mask - with_alpha[0].mask).max() < 0.01
+    assert np.abs(with_mask[0].image - with_alpha[0].image).max() < 0.01
