@@ -129,7 +129,8 @@ def _load(path: str, raw: bool = False) -> Tuple[np.ndarray, bool]:
         if img.size[0] == 0 or img.size[1] == 0:
             raise SceneError(f"cannot read image {path}: not an image file Blender can decode")
         if raw:  # data, not colour: read the stored values
-            img.colorspace_settings.name = "Non-Color"
+            cs: Any = img.colorspace_settings
+            cs.name = "Non-Color"
         return image_to_array(img), image_has_alpha(img)
     finally:
         bpy.data.images.remove(img)
