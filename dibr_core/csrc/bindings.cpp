@@ -212,18 +212,16 @@ std::vector<torch::Tensor> soft_mask_fwd(const torch::Tensor& fvi, const torch::
     }
     dibr::SoftMaskRecords<scalar_t> rec;
     dibr::soft_mask_fwd_cpu<scalar_t>(p, &rec);
-    const int64_t n = static_cast<int64_t>(rec.pixel.size());
+    const int64_t n = rec.size();
     auto i64 = torch::TensorOptions().dtype(torch::kInt64);
     auto offsets = torch::empty({static_cast<int64_t>(rec.offsets.size())}, i64);
     std::copy(rec.offsets.begin(), rec.offsets.end(), offsets.data_ptr<int64_t>());
     auto pixel = torch::empty({n}, i64);
-    std::copy(rec.pixel.begin(), rec.pixel.end(), pixel.data_ptr<int64_t>());
     auto face = torch::empty({n}, torch::TensorOptions().dtype(torch::kInt32));
-    std::copy(rec.face.begin(), rec.face.end(), face.data_ptr<int32_t>());
     auto type = torch::empty({n}, torch::TensorOptions().dtype(torch::kUInt8));
-    std::copy(rec.type.begin(), rec.type.end(), type.data_ptr<uint8_t>());
     auto prob = torch::empty({n}, fvi.options());
-    std::copy(rec.prob.begin(), rec.prob.end(), prob.data_ptr<scalar_t>());
+    rec.write(pixel.data_ptr<int64_t>(), face.data_ptr<int32_t>(), type.data_ptr<uint8_t>(),
+              prob.data_ptr<scalar_t>());
     result.insert(result.end(), {offsets, pixel, face, type, prob});
   });
   return result;
@@ -293,12 +291,18 @@ torch::Tensor soft_mask_bwd_recompute(const torch::Tensor& grad, const torch::Te
     p.soft_mask = mask.data_ptr<scalar_t>();
     dibr::SoftMaskRecords<scalar_t> rec;
     dibr::soft_mask_fwd_cpu<scalar_t>(p, &rec);
+    const size_t n = static_cast<size_t>(rec.size());
+    std::vector<int64_t> r_pixel(n);
+    std::vector<int32_t> r_face(n);
+    std::vector<uint8_t> r_type(n);
+    std::vector<scalar_t> r_prob(n);
+    rec.write(r_pixel.data(), r_face.data(), r_type.data(), r_prob.data());
     p.rec_offsets = rec.offsets.data();
-    p.rec_pixel = rec.pixel.data();
-    p.rec_face = rec.face.data();
-    p.rec_type = rec.type.data();
-    p.rec_prob = rec.prob.data();
-    p.n_records = static_cast<int64_t>(rec.pixel.size());
+    p.rec_pixel = r_pixel.data();
+    p.rec_face = r_face.data();
+    p.rec_type = r_type.data();
+    p.rec_prob = r_prob.data();
+    p.n_records = static_cast<int64_t>(n);
     dibr::soft_mask_bwd_cpu<scalar_t>(p);
   });
   return out;

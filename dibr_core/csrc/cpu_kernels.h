@@ -14,11 +14,22 @@ void rasterize_fwd_cpu(const RasterizeFwdParams<T>& p);
 template <typename T>
 void rasterize_bwd_cpu(const RasterizeBwdParams<T>& p);
 template <typename T>
+struct SoftMaskRecord {
+  int64_t pixel;  // flat pixel index b * H * W + i * W + j
+  int32_t face;
+  uint8_t type;   // 0..2 edge, 3..5 corner
+  T prob;         // exp(-sigmainv d^2)
+};
+
+// Candidate records of the uncovered pixels that have candidates, per tile in tile order,
+// grouped by pixel in face order.
+template <typename T>
 struct SoftMaskRecords {
-  std::vector<int64_t> offsets, pixel;
-  std::vector<int32_t> face;
-  std::vector<uint8_t> type;
-  std::vector<T> prob;
+  std::vector<std::vector<SoftMaskRecord<T>>> tiles;
+  std::vector<int64_t> offsets;  // (tiles + 1): start of each tile's records in the flat arrays
+  int64_t size() const { return offsets.empty() ? 0 : offsets.back(); }
+  // Copies the records into flat arrays of size() entries each (in parallel over tiles).
+  void write(int64_t* pixel, int32_t* face, uint8_t* type, T* prob) const;
 };
 
 // Forward; when `records` is not null it receives the candidate records for the backward.

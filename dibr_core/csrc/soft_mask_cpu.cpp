@@ -115,11 +115,7 @@ void soft_mask_fwd_cpu(const SoftMaskParams<T>& p, SoftMaskRecords<T>* records) 
   const SoftSetup<T> s(p);
   const int64_t n_items = p.B * s.per_b;
   const int knum = p.knum;
-  // Per tile, when keeping records: (pixel, face, type, prob) grouped by pixel, face order.
-  std::vector<std::vector<int64_t>> t_pix(records ? n_items : 0);
-  std::vector<std::vector<int32_t>> t_face(records ? n_items : 0);
-  std::vector<std::vector<uint8_t>> t_type(records ? n_items : 0);
-  std::vector<std::vector<T>> t_prob(records ? n_items : 0);
+  if (records) records->tiles.assign(n_items, {});
   parallel_items(n_items, [&](int64_t item) {
     const int64_t b = item / s.per_b;
     const int tile = static_cast<int>(item % s.per_b);
@@ -152,30 +148,31 @@ void soft_mask_fwd_cpu(const SoftMaskParams<T>& p, SoftMaskRecords<T>* records) 
         const bool covered = p.face_idx[pix] >= 0;
         p.soft_mask[pix] = covered ? T(1) : T(1) - prod[q];
         if (records && !covered) {
+          std::vector<SoftMaskRecord<T>>& out = records->tiles[item];
           for (int k = 0; k < count[q]; ++k) {
             const size_t at = static_cast<size_t>(q) * knum + k;
-            t_pix[item].push_back(pix);
-            t_face[item].push_back(cf[at]);
-            t_type[item].push_back(ct[at]);
-            t_prob[item].push_back(cp[at]);
+            out.push_back(SoftMaskRecord<T>{pix, cf[at], ct[at], cp[at]});
           }
         }
       }
   });
   if (!records) return;
   records->offsets.assign(n_items + 1, 0);
-  for (int64_t t = 0; t < n_items; ++t) records->offsets[t + 1] = records->offsets[t] + t_pix[t].size();
-  const size_t n = static_cast<size_t>(records->offsets[n_items]);
-  records->pixel.resize(n);
-  records->face.resize(n);
-  records->type.resize(n);
-  records->prob.resize(n);
-  parallel_items(n_items, [&](int64_t t) {
-    const size_t o = static_cast<size_t>(records->offsets[t]);
-    std::copy(t_pix[t].begin(), t_pix[t].end(), records->pixel.begin() + o);
-    std::copy(t_face[t].begin(), t_face[t].end(), records->face.begin() + o);
-    std::copy(t_type[t].begin(), t_type[t].end(), records->type.begin() + o);
-    std::copy(t_prob[t].begin(), t_prob[t].end(), records->prob.begin() + o);
+  for (int64_t t = 0; t < n_items; ++t)
+    records->offsets[t + 1] = records->offsets[t] + static_cast<int64_t>(records->tiles[t].size());
+}
+
+template <typename T>
+void SoftMaskRecords<T>::write(int64_t* pixel, int32_t* face, uint8_t* type, T* prob) const {
+  parallel_items(static_cast<int64_t>(tiles.size()), [&](int64_t t) {
+    int64_t o = offsets[t];
+    for (const SoftMaskRecord<T>& r : tiles[t]) {
+      pixel[o] = r.pixel;
+      face[o] = r.face;
+      type[o] = r.type;
+      prob[o] = r.prob;
+      ++o;
+    }
   });
 }
 
@@ -235,6 +232,8 @@ void soft_mask_bwd_cpu(const SoftMaskParams<T>& p) {
   });
 }
 
+template struct SoftMaskRecords<float>;
+template struct SoftMaskRecords<double>;
 template void soft_mask_fwd_cpu<float>(const SoftMaskParams<float>&, SoftMaskRecords<float>*);
 template void soft_mask_fwd_cpu<double>(const SoftMaskParams<double>&, SoftMaskRecords<double>*);
 template void soft_mask_bwd_cpu<float>(const SoftMaskParams<float>&);
