@@ -3,6 +3,9 @@
 // This is the only file that defines the Python module.
 #include <torch/extension.h>
 
+#include <cmath>
+#include <string>
+
 #include "cpu_kernels.h"
 #include "dibr/binning.h"
 
@@ -72,6 +75,27 @@ void check_fvi(const char* fn, const torch::Tensor& fvi) {
                  kWithCuda ? "CPU or CUDA" : "CPU", " tensor, got ", fvi.device());
 }
 
+// NaN/Inf check of a CPU float tensor, raising Python's ValueError with the public op's name.
+void check_finite_cpu(const char* public_fn, const char* name, const torch::Tensor& t) {
+  if (!t.device().is_cpu() || t.numel() == 0) return;
+  bool ok = true;
+  AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "check_finite", [&] {
+    const scalar_t* d = t.data_ptr<scalar_t>();
+    const int64_t n = t.numel();
+    for (int64_t i = 0; i < n; ++i) {
+      if (!std::isfinite(d[i])) {
+        ok = false;
+        break;
+      }
+    }
+  });
+  if (ok) return;
+  std::string shape = "(";
+  for (int64_t k = 0; k < t.dim(); ++k) shape += (k ? ", " : "") + std::to_string(t.size(k));
+  shape += t.dim() == 1 ? ",)" : ")";
+  TORCH_CHECK_VALUE(false, public_fn, "(): ", name, " contains NaN or Inf values (shape ", shape, ")");
+}
+
 // face_idx: a contiguous int64 (B, H, W) tensor (the shape is checked by the caller) on dev.
 void check_face_idx_device(const char* fn, const torch::Tensor& face_idx, const c10::Device& dev) {
   if (!dev.is_cpu()) check_device(fn, face_idx, "face_idx", dev);
@@ -101,6 +125,8 @@ std::vector<torch::Tensor> rasterize_fwd(const torch::Tensor& fvi, const torch::
   DIBR_DEVICE_GUARD(dev);
   const int64_t B = fvi.size(0), F = fvi.size(1);
   check_float(fn, fvz, "face_vertices_z", 3, fvi.scalar_type(), dev);
+  check_finite_cpu("rasterize", "face_vertices_image", fvi);
+  check_finite_cpu("rasterize", "face_vertices_z", fvz);
   DIBR_CHECK_ARG(fvz.size(0) == B && fvz.size(1) == F && fvz.size(2) == 3, fn, "face_vertices_z must have shape (",
                  B, ", ", F, ", 3), got ", fvz.sizes());
   DIBR_CHECK_ARG(height > 0 && width > 0, fn, "height and width must be positive, got ", height, "x", width);
@@ -193,6 +219,7 @@ std::vector<torch::Tensor> soft_mask_fwd(const torch::Tensor& fvi, const torch::
                                          int64_t knum, double multiplier, double eps, bool keep_records) {
   const char* fn = "soft_mask_fwd";
   check_fvi(fn, fvi);
+  check_finite_cpu("soft_mask", "face_vertices_image", fvi);
   const c10::Device dev = op_device(fvi);
   DIBR_DEVICE_GUARD(dev);
   auto out = torch::empty({face_idx.size(0), face_idx.size(1), face_idx.size(2)}, fvi.options());

@@ -97,16 +97,20 @@ def rasterize(
     """
     fn = "rasterize"
     dims: Dict[str, int] = {}
-    check_tensor(fn, "face_vertices_image", face_vertices_image, ("B", "F", 3, 2), dims, "float", finite=True)
+    check_tensor(fn, "face_vertices_image", face_vertices_image, ("B", "F", 3, 2), dims, "float")
     dev = face_vertices_image.device
-    check_tensor(fn, "face_vertices_z", face_vertices_z, ("B", "F", 3), dims, face_vertices_image.dtype, dev, finite=True)
+    which = _backend.resolve(fn, backend, dev)
+    # The C++ CPU kernels check NaN/Inf themselves (same message), without extra tensor passes.
+    finite = which != "cpu"
+    check_tensor(fn, "face_vertices_image", face_vertices_image, None, None, None, finite=finite)
+    check_tensor(fn, "face_vertices_z", face_vertices_z, ("B", "F", 3), dims, face_vertices_image.dtype, dev,
+                 finite=finite)
     if valid_faces is not None:
         check_tensor(fn, "valid_faces", valid_faces, ("B", "F"), dims, "bool", dev)
     if not isinstance(height, int) or not isinstance(width, int) or height <= 0 or width <= 0:
         raise ValueError(f"{fn}(): height and width must be positive ints, got {height!r} x {width!r}")
     check_positive(fn, "multiplier", multiplier)
     check_positive(fn, "eps", eps, allow_zero=True)
-    which = _backend.resolve(fn, backend, dev)
     if which == "reference":
         face_idx, bary = rasterize_reference(
             face_vertices_image, face_vertices_z, height, width, valid_faces, float(multiplier), float(eps)

@@ -83,8 +83,11 @@ def soft_mask(
     """
     fn = "soft_mask"
     dims: Dict[str, int] = {}
-    check_tensor(fn, "face_vertices_image", face_vertices_image, ("B", "F", 3, 2), dims, "float", finite=True)
+    check_tensor(fn, "face_vertices_image", face_vertices_image, ("B", "F", 3, 2), dims, "float")
     dev = face_vertices_image.device
+    which = _backend.resolve(fn, backend, dev)
+    # The C++ CPU kernels check NaN/Inf themselves (same message), without extra tensor passes.
+    check_tensor(fn, "face_vertices_image", face_vertices_image, None, None, None, finite=which != "cpu")
     check_tensor(fn, "face_idx", face_idx, ("B", "H", "W"), dims, torch.int64, dev)
     if valid_faces is not None:
         check_tensor(fn, "valid_faces", valid_faces, ("B", "F"), dims, "bool", dev)
@@ -93,7 +96,6 @@ def soft_mask(
     check_positive(fn, "multiplier", multiplier)
     if not isinstance(knum, int) or knum < 1 or knum > 4096:
         raise ValueError(f"{fn}(): knum must be an int in [1, 4096], got {knum!r}")
-    which = _backend.resolve(fn, backend, dev)
     if which == "reference":
         return soft_mask_reference(
             face_vertices_image, face_idx, float(sigmainv), float(boxlen), knum, float(multiplier), valid_faces, EDGE_EPS

@@ -175,6 +175,36 @@ status = importlib.import_module(module + ".status")
 res["status_line"] = status.backend_line()
 res["ext_how"] = _ext.how()
 
+# The fit operator runs from the installed extension on a small scene.
+bpy.ops.wm.read_homefile(use_empty=True)
+scene = bpy.context.scene
+bpy.ops.mesh.primitive_ico_sphere_add(subdivisions=2, radius=0.8)
+cam_data = bpy.data.cameras.new("Cam")
+cam = bpy.data.objects.new("Cam", cam_data)
+scene.collection.objects.link(cam)
+cam.location = (0.0, -4.0, 0.0)
+cam.rotation_euler = (1.5707963, 0.0, 0.0)
+scene.camera = cam
+scene.render.resolution_x = scene.render.resolution_y = 32
+img = bpy.data.images.new("ref", 32, 32, alpha=True)
+px = []
+for i in range(32):
+    for j in range(32):
+        inside = (i - 15.5) ** 2 / 100.0 + (j - 15.5) ** 2 / 36.0 < 1.0
+        px += [0.8, 0.3, 0.1, 1.0 if inside else 0.0]
+img.pixels.foreach_set(px)
+ref_path = os.path.join(user, "ref.png")
+img.filepath_raw = ref_path
+img.file_format = "PNG"
+img.save()
+bpy.context.view_layer.objects.active = bpy.context.selected_objects[0]
+scene.dibr.image_path = ref_path
+scene.dibr.steps = 5
+scene.dibr.resolution = 32
+res["fit"] = sorted(bpy.ops.dibr.fit())
+ob = bpy.context.view_layer.objects.active
+res["fit_key"] = ob.data.shape_keys is not None and "DIB-R Fit" in ob.data.shape_keys.key_blocks
+
 # Preferences: registered under the extension's package name, python_path validated on change.
 prefs_mod = importlib.import_module(module + ".preferences")
 prefs = bpy.context.preferences.addons[module].preferences
@@ -230,6 +260,7 @@ def test_install_and_run_from_bundled_wheels(built_zip: Path, user_dir: Path) ->
     assert res["backend_info"] == ["FINISHED"]
     assert res["ext_how"] == "prebuilt"
     assert res["status_line"].startswith("DIB-R backend: cpu"), res["status_line"]
+    assert res["fit"] == ["FINISHED"] and res["fit_key"], "the fit operator runs from the installed extension"
     assert res["prefs_class"] == "DIBR_AddonPreferences"
     assert res["backend_pref"] == "auto" and res["backend_pref_set"] == "reference"
     assert "does not exist" in res["bad_path_message"]

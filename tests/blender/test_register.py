@@ -26,6 +26,19 @@ assert not hasattr(bpy.types, "DIBR_PT_main")
 print("REGISTER-OK")
 """
 
+MISSING_TORCH = r"""
+import sys
+import bpy
+sys.path.insert(0, {root!r})
+sys.modules["torch"] = None  # `import torch` now raises ImportError
+sys.modules["dibr_core"] = None
+import dibr_blender
+dibr_blender.register()
+assert bpy.ops.dibr.backend_info() == {{"FINISHED"}}
+from dibr_blender import status
+print("LINE", status.backend_line())
+"""
+
 
 @pytest.mark.blender
 def test_register_unregister(tmp_path: Path) -> None:
@@ -35,3 +48,15 @@ def test_register_unregister(tmp_path: Path) -> None:
                          text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "REGISTER-OK" in out.stdout
+
+
+@pytest.mark.blender
+def test_missing_torch_gives_a_clear_line(tmp_path: Path) -> None:
+    pytest.importorskip("bpy")
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", MISSING_TORCH.format(root=str(ROOT))], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("LINE ")][0]
+    assert line.startswith("LINE DIB-R unavailable: cannot import torch/dibr_core"), line
+    assert "Traceback" not in out.stderr
