@@ -6,7 +6,6 @@ from typing import Any, List
 
 import numpy as np
 
-from . import convert
 from .arrays import MeshData, ViewData
 
 
@@ -55,15 +54,6 @@ def loss_curve(losses: List[float], width: int = 256, height: int = 128) -> np.n
 
 def to_image_datablock(name: str, rgba: np.ndarray) -> Any:
     """Write (H, W, 4) linear top-to-bottom pixels into an image datablock (created if needed)."""
-    import bpy
+    from . import scene_io
 
-    h, w = rgba.shape[:2]
-    img = bpy.data.images.get(name)
-    if img is None or tuple(img.size) != (w, h):
-        if img is not None:
-            bpy.data.images.remove(img)
-        img = bpy.data.images.new(name, w, h, alpha=True, float_buffer=True)
-    pixels: Any = img.pixels
-    pixels.foreach_set(convert.flip_rows(rgba).astype(np.float32).ravel())
-    img.update()
-    return img
+    return scene_io.write_image(name, rgba)

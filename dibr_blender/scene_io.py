@@ -298,19 +298,26 @@ def ensure_uv_map(ob: Any, face_uvs: np.ndarray) -> None:
     me.uv_layers.active = uv
 
 
+def write_image(name: str, rgba: np.ndarray) -> Any:
+    """Write (H, W, 4) linear top-to-bottom pixels into the float image datablock ``name``
+    (created, or replaced when its size differs)."""
+    h, w = rgba.shape[:2]
+    img = bpy.data.images.get(name)
+    if img is None or tuple(img.size) != (w, h):
+        if img is not None:
+            bpy.data.images.remove(img)
+        img = bpy.data.images.new(name, w, h, alpha=True, float_buffer=True)
+    pixels: Any = img.pixels
+    pixels.foreach_set(convert.flip_rows(rgba).astype(np.float32).ravel())
+    img.update()
+    return img
+
+
 def write_texture(ob: Any, texture: np.ndarray, pack: bool = True, path: Optional[str] = None) -> Any:
     """Fitted texture (H, W, 3) linear top-to-bottom as the image "DIB-R Texture", packed or
     saved, wired Image Texture -> Principled BSDF Base Color in the object's material."""
     h, w = texture.shape[:2]
-    img = bpy.data.images.get(TEXTURE_NAME)
-    if img is None or tuple(img.size) != (w, h):
-        if img is not None:
-            bpy.data.images.remove(img)
-        img = bpy.data.images.new(TEXTURE_NAME, w, h, alpha=False, float_buffer=True)
-    rgba = np.concatenate([texture, np.ones((h, w, 1), np.float32)], axis=-1)
-    pixels: Any = img.pixels
-    pixels.foreach_set(convert.flip_rows(rgba).astype(np.float32).ravel())
-    img.update()
+    img = write_image(TEXTURE_NAME, np.concatenate([texture, np.ones((h, w, 1), np.float32)], axis=-1))
     if path:
         img.filepath_raw = path
         img.file_format = "PNG"
