@@ -109,9 +109,11 @@ def preload_asan() -> None:
         return
     cxx = shutil.which("g++") or "g++"
     lib = subprocess.run([cxx, "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
+    std = subprocess.run([cxx, "-print-file-name=libstdc++.so"], capture_output=True, text=True).stdout.strip()
     if not lib or not Path(lib).exists():
         sys.exit("build.py: --sanitize needs gcc's libasan (apt-get install libasan8)")
-    env = dict(os.environ, LD_PRELOAD=str(Path(lib).resolve()), ASAN_OPTIONS="detect_leaks=0")
+    preload = f"{Path(lib).resolve()} {Path(std).resolve()}"
+    env = dict(os.environ, LD_PRELOAD=preload, ASAN_OPTIONS="detect_leaks=0")
     os.execve(sys.executable, [sys.executable, str(ROOT / "build.py"), *sys.argv[1:]], env)
 
 

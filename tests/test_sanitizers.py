@@ -22,12 +22,16 @@ def test_kernels_under_asan_and_ubsan() -> None:
     if cxx is None:
         pytest.skip("g++ not available")
     libasan = subprocess.run([cxx, "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
+    libstdcxx = subprocess.run([cxx, "-print-file-name=libstdc++.so"], capture_output=True, text=True).stdout.strip()
     if not libasan or not Path(libasan).exists():
         pytest.skip("libasan not available")
     build = subprocess.run([sys.executable, str(ROOT / "build.py"), "ext", "--sanitize"], cwd=ROOT,
                            capture_output=True, text=True, timeout=1500)
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
-    env = dict(os.environ, DIBR_SANITIZE="1", LD_PRELOAD=str(Path(libasan).resolve()),
+    # libstdc++ is preloaded too: python itself does not link it, and ASan's C++ exception
+    # interceptor needs it present at start-up (else every C++ throw aborts).
+    env = dict(os.environ, DIBR_SANITIZE="1",
+               LD_PRELOAD=f"{Path(libasan).resolve()} {Path(libstdcxx).resolve()}",
                ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1",
                UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1", PYTHONHASHSEED="0")
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
