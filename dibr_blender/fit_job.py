@@ -22,7 +22,7 @@ class FitSettings:
     optimize_lighting: bool = False
     lighting: str = "none"          # "none", "sun", "sh"
     texture_size: int = 256
-    smoothness: float = 2.0         # Laplacian weight
+    smoothness: float = 5.0         # Laplacian weight
     backend: str = "auto"
 
 

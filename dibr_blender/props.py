@@ -49,7 +49,7 @@ class DIBR_PG_settings(bpy.types.PropertyGroup):
                ("SUN", "Sun", "One directional light plus ambient (Lambertian)"),
                ("SH", "Spherical Harmonics", "Order-2 spherical-harmonics environment light")])
     texture_size: bpy.props.IntProperty(name="Texture Size", default=256, min=16, max=4096)  # type: ignore[valid-type]
-    smoothness: bpy.props.FloatProperty(name="Smoothness", default=2.0, min=0.0, max=100.0,  # type: ignore[valid-type]
+    smoothness: bpy.props.FloatProperty(name="Smoothness", default=5.0, min=0.0, max=100.0,  # type: ignore[valid-type]
                                         description="Weight of the Laplacian smoothness term")
     apply_shape: bpy.props.BoolProperty(name="Apply Shape", default=False,  # type: ignore[valid-type]
                                         description="Write positions into the mesh instead of a 'DIB-R Fit' shape key")

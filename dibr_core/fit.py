@@ -74,8 +74,8 @@ class FitOptions:
     lr_lighting: float = 0.02
     w_silhouette: float = 1.0
     w_color: float = 1.0
-    w_laplacian: float = 2.0
-    w_flatten: float = 0.002
+    w_laplacian: float = 5.0
+    w_flatten: float = 0.02
     w_edge: float = 0.0
     halo_px: float = 0.3
     halo_start_px: float = 2.0
