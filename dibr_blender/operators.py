@@ -63,6 +63,7 @@ class DIBR_OT_fit(bpy.types.Operator):
         return ob is not None and ob.type == "MESH" and not cls._busy
 
     def execute(self, context: Any) -> set:
+        status.load_backend()  # imports torch/dibr_core now; the panel then shows device and backend
         settings = context.scene.dibr.to_fit_settings()
         temps: List[str] = []
         try:
@@ -88,6 +89,7 @@ class DIBR_OT_fit(bpy.types.Operator):
     def invoke(self, context: Any, event: Any) -> set:
         if bpy.app.background:
             return self.execute(context)
+        status.load_backend()
         settings = context.scene.dibr.to_fit_settings()
         try:
             views, self._temps = _views_from_props(context)
