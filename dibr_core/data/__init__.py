@@ -1,0 +1,1 @@
+"""Procedural ShapeNet-like data: shapes (:mod:`.shapes`) and NMR-style rendered datasets (:mod:`.dataset`)."""
