@@ -1,0 +1,136 @@
+"""Single-image 3D predictor (DIB-R section 6): RGBA image -> deformed icosphere + vertex colours.
+
+A small strided-conv encoder (GroupNorm + ReLU) maps a (B, 4, 64, 64) RGBA image to a latent
+code; two MLP heads decode per-vertex offsets from a 642-vertex icosphere template (level 3,
+radius ``template_radius``) and per-vertex colours. Offsets are ``offset_scale * tanh(raw)``, so
+every vertex stays within ``template_radius + offset_scale * sqrt(3)`` of the origin; colours are
+``sigmoid(raw)`` in (0, 1). The heads' last layers start at N(0, 1e-3) with zero bias (as in
+DIB-R's ``modelcolor.py``), so an untrained model predicts (almost) the template in grey.
+
+Shape and colour are predicted in the canonical object frame; the camera is given at render time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional
+
+import torch
+from torch import nn
+
+from dibr_core.mesh import icosphere
+
+__all__ = ["Predictor", "PredictorOutput", "TEMPLATE_LEVEL"]
+
+TEMPLATE_LEVEL = 3  # 642 vertices, 1280 faces (the DIB-R template)
+
+
+@dataclass(frozen=True)
+class PredictorOutput:
+    """Predicted meshes for a batch of B images (V = 642 template vertices).
+
+    Attributes:
+        vertices: (B, V, 3) float, template + offsets, canonical object frame.
+        colors: (B, V, 3) float in (0, 1), per-vertex RGB.
+        offsets: (B, V, 3) float, the bounded offsets from the template (regularised by the
+            Laplacian loss).
+        texture: (B, 3, T, T) float in (0, 1) UV texture, or None when the model has no
+            texture head (``texture_size == 0``).
+    """
+
+    vertices: torch.Tensor
+    colors: torch.Tensor
+    offsets: torch.Tensor
+    texture: Optional[torch.Tensor] = None
+
+
+def _conv_block(cin: int, cout: int, groups: int = 8) -> nn.Sequential:
+    """5x5 stride-2 conv (padding 2) + GroupNorm + ReLU: (B, cin, H, W) -> (B, cout, H/2, W/2)."""
+    return nn.Sequential(nn.Conv2d(cin, cout, 5, stride=2, padding=2, bias=False),
+                         nn.GroupNorm(groups, cout), nn.ReLU(inplace=True))
+
+
+class Predictor(nn.Module):
+    """Image -> mesh predictor with an icosphere template.
+
+    Args:
+        image_size: input height = width (a multiple of 16); 64 in the DIB-R protocol.
+        channels: encoder widths of the 4 stride-2 conv blocks.
+        latent: size of the latent code.
+        hidden: width of the decoder heads' hidden layer.
+        template_radius: icosphere radius (DIB-R's template: 0.35).
+        offset_scale: bound on each offset coordinate (``offset_scale * tanh``).
+        texture_size: side of an optional UV texture head's output (0 = no texture head;
+            else a power of two >= 8, decoded by transposed convs from a 4x4 seed).
+
+    Buffers:
+        template: (V, 3) float32 template vertices; faces: (F, 3) int64; face_uvs: (F, 3, 2)
+        float32 per-corner UVs of the template (for the texture head).
+    """
+
+    template: torch.Tensor
+    faces: torch.Tensor
+    face_uvs: torch.Tensor
+
+    def __init__(self, image_size: int = 64, channels: tuple = (32, 64, 128, 128), latent: int = 256,
+                 hidden: int = 512, template_radius: float = 0.38, offset_scale: float = 0.3,
+                 texture_size: int = 0) -> None:
+        super().__init__()
+        if image_size % 16 != 0 or image_size <= 0:
+            raise ValueError(f"Predictor(): image_size must be a positive multiple of 16, got {image_size}")
+        if texture_size != 0 and (texture_size < 8 or texture_size & (texture_size - 1)):
+            raise ValueError(f"Predictor(): texture_size must be 0 or a power of two >= 8, got {texture_size}")
+        if len(channels) != 4:
+            raise ValueError(f"Predictor(): channels must have 4 entries, got {channels}")
+        verts, faces, uvs = icosphere(TEMPLATE_LEVEL, radius=template_radius)
+        self.register_buffer("template", verts)
+        self.register_buffer("faces", faces)
+        self.register_buffer("face_uvs", uvs)
+        self.image_size = image_size
+        self.offset_scale = float(offset_scale)
+        self.texture_size = int(texture_size)
+        n_verts = int(verts.shape[0])
+        blocks: List[nn.Module] = []
+        cin = 4
+        for c in channels:
+            blocks.append(_conv_block(cin, int(c)))
+            cin = int(c)
+        self.encoder = nn.Sequential(*blocks)               # (B, 4, S, S) -> (B, c4, S/16, S/16)
+        feat = cin * (image_size // 16) ** 2
+        self.to_latent = nn.Sequential(nn.Flatten(), nn.Linear(feat, latent), nn.ReLU(inplace=True))
+        self.offset_head = nn.Sequential(nn.Linear(latent, hidden), nn.ReLU(inplace=True),
+                                         nn.Linear(hidden, n_verts * 3))
+        self.color_head = nn.Sequential(nn.Linear(latent, hidden), nn.ReLU(inplace=True),
+                                        nn.Linear(hidden, n_verts * 3))
+        self.texture_head: Optional[nn.Module] = None
+        if texture_size:
+            ups: List[nn.Module] = [nn.Linear(latent, 64 * 4 * 4), nn.ReLU(inplace=True), nn.Unflatten(1, (64, 4, 4))]
+            size, c = 4, 64
+            while size < texture_size:
+                cout = max(16, c // 2)
+                ups += [nn.ConvTranspose2d(c, cout, 4, stride=2, padding=1), nn.GroupNorm(8, cout), nn.ReLU(inplace=True)]
+                size, c = size * 2, cout
+            ups.append(nn.Conv2d(c, 3, 3, padding=1))
+            self.texture_head = nn.Sequential(*ups)
+        for head in (self.offset_head, self.color_head):
+            last = head[-1]
+            assert isinstance(last, nn.Linear)
+            nn.init.normal_(last.weight, 0.0, 1e-3)
+            nn.init.zeros_(last.bias)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 4, S, S) RGBA in [0, 1] -> (B, latent) code."""
+        if images.dim() != 4 or images.shape[1] != 4 or images.shape[2] != self.image_size \
+                or images.shape[3] != self.image_size:
+            raise ValueError(f"Predictor: images must have shape (B, 4, {self.image_size}, {self.image_size}), "
+                             f"got {tuple(images.shape)}")
+        out: torch.Tensor = self.to_latent(self.encoder(images))
+        return out
+
+    def forward(self, images: torch.Tensor) -> PredictorOutput:
+        """(B, 4, S, S) RGBA in [0, 1] (channels first) -> :class:`PredictorOutput`."""
+        z = self.encode(images)
+        B = z.shape[0]
+        offsets = self.offset_scale * torch.tanh(self.offset_head(z).view(B, -1, 3))
+        colors = torch.sigmoid(self.color_head(z).view(B, -1, 3))
+        texture = torch.sigmoid(self.texture_head(z)) if self.texture_head is not None else None
+        return PredictorOutput(self.template[None] + offsets, colors, offsets, texture)
