@@ -7,7 +7,6 @@ import time
 from typing import Any, List, Optional, Tuple
 
 import bpy
-import numpy as np
 
 from . import pipeline, scene_io, status
 from .arrays import SceneError
@@ -243,4 +242,3 @@ class DIBR_OT_backend_info(bpy.types.Operator):
 
 
 CLASSES = [DIBR_OT_fit, DIBR_OT_preview, DIBR_OT_view_add, DIBR_OT_view_remove, DIBR_OT_backend_info]
-_ = np  # numpy is used through the pipeline's arrays

@@ -228,7 +228,6 @@ def fit(
         t = min(1.0, step / (0.7 * (options.steps - 1)))  # reach the final width at 70% of the steps
         return options.halo_start_px * (options.halo_px / options.halo_start_px) ** t
 
-    settings = [_settings_for(v, options, options.halo_px) for v in views]
     uvs = face_uvs.to(dt)[None] if face_uvs is not None else None
 
     def lighting_now():  # type: ignore[no-untyped-def]
@@ -239,12 +238,12 @@ def fit(
             return DirectionalLights(d.view(1, 1, 3), sun_strength.view(1, 1, 3), ambient.view(1, 3))
         return None
 
-    def render_view(k: int) -> RenderOutput:
+    def render_view(k: int, halo_px: float) -> RenderOutput:
         verts = (base + offsets)[None]
         tex = torch.sigmoid(tex_logits).permute(2, 0, 1)[None] if tex_logits is not None else None
         return render(Meshes(verts, faces), views[k].camera, colors=torch.sigmoid(color_logits)[None],
                       face_uvs=uvs if tex is not None else None, texture=tex, lighting=lighting_now(),
-                      settings=settings[k])
+                      settings=_settings_for(views[k], options, halo_px))
 
     result_losses: List[float] = []
     cancelled = False
@@ -255,10 +254,9 @@ def fit(
             cancelled = True
             break
         assert opt is not None or options.steps == 0
-        settings = [_settings_for(v, options, halo_at(step)) for v in views]
         loss = vertices.new_zeros(())
         for k, view in enumerate(views):
-            out = render_view(k)
+            out = render_view(k, halo_at(step))
             loss = loss + options.w_silhouette * iou_loss(out.alpha, view.mask[None])
             if options.w_color > 0:
                 loss = loss + options.w_color * masked_l1(out.rgb, view.image[None], view.mask[None] * out.mask)
@@ -284,11 +282,10 @@ def fit(
             preview(step + 1, (base + offsets).detach().clone())
     seconds = time.perf_counter() - t_start
 
-    settings = [_settings_for(v, options, options.halo_px) for v in views]
     metrics = []
     with torch.no_grad():
         for k, view in enumerate(views):
-            out = render_view(k)
+            out = render_view(k, options.halo_px)
             iou = float(silhouette_iou(out.mask, (view.mask[None] > 0.5).to(dt))[0])
             l1 = float(masked_l1(out.rgb, view.image[None], (view.mask[None] > 0.5).to(dt) * out.mask))
             metrics.append(ViewMetrics(view.name, iou, l1))

@@ -6,19 +6,6 @@
 #include "dibr/parallel.h"
 
 namespace dibr {
-namespace {
-
-template <typename T>
-inline void corner_vertices(const InterpolateParams<T>& p, int64_t b, int64_t f, int64_t* v) {
-  if (p.faces == nullptr) {
-    v[0] = 3 * f; v[1] = 3 * f + 1; v[2] = 3 * f + 2;
-    return;
-  }
-  const int64_t* fc = p.faces + ((p.faces_batched ? b * p.F : 0) + f) * 3;
-  v[0] = fc[0]; v[1] = fc[1]; v[2] = fc[2];
-}
-
-}  // namespace
 
 template <typename T>
 void interpolate_fwd_cpu(const InterpolateParams<T>& p) {

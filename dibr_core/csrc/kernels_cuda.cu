@@ -589,20 +589,6 @@ __global__ void __launch_bounds__(kBlock)
 // Interpolate
 // ---------------------------------------------------------------------------------------------
 
-template <typename T>
-__device__ __forceinline__ void corner_vertices(const InterpolateParams<T>& p, int64_t b, int64_t f, int64_t* v) {
-  if (p.faces == nullptr) {
-    v[0] = 3 * f;
-    v[1] = 3 * f + 1;
-    v[2] = 3 * f + 2;
-    return;
-  }
-  const int64_t* fc = p.faces + ((p.faces_batched ? b * p.F : 0) + f) * 3;
-  v[0] = fc[0];
-  v[1] = fc[1];
-  v[2] = fc[2];
-}
-
 // One thread per output element (pixel, d).
 template <typename T>
 __global__ void interpolate_fwd_kernel(InterpolateParams<T> p) {

@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include "dibr/hd.h"
+
 namespace dibr {
 
 template <typename T>
@@ -66,5 +68,21 @@ struct InterpolateParams {
   T* grad_bary;             // bwd out (B, H, W, 3)
   int B, V, F, H, W, D;
 };
+
+// The vertex indices of the three corners of face f of mesh b (shared or per-mesh faces, or the
+// implicit per-corner layout 3 f + k when faces is null).
+template <typename T>
+DIBR_HD void corner_vertices(const InterpolateParams<T>& p, int64_t b, int64_t f, int64_t* v) {
+  if (p.faces == nullptr) {
+    v[0] = 3 * f;
+    v[1] = 3 * f + 1;
+    v[2] = 3 * f + 2;
+    return;
+  }
+  const int64_t* fc = p.faces + ((p.faces_batched ? b * p.F : 0) + f) * 3;
+  v[0] = fc[0];
+  v[1] = fc[1];
+  v[2] = fc[2];
+}
 
 }  // namespace dibr
