@@ -36,11 +36,15 @@ Baselines:
 
 * ``sphere``: the predictor's template icosphere (level 3, radius 0.38 or the loaded model's)
   for every input.
-* ``category_mean``: per category, the *medoid* training shape: among the category's train-split
-  items (at most ``--medoid-pool`` of them, sorted by file name), the one whose occupancy has
-  the highest mean 3D IoU to the others; its GT mesh is predicted for every input of that
-  category. It uses the category label (oracle information the predictor does not get) and
-  needs the train split; without one it is ``null``.
+* ``category_mean``: per category, the mean of the train-split occupancy grids (at most
+  ``--medoid-pool`` items per category, sorted by file name) thresholded at 0.5; its 3D IoU is
+  taken on that grid directly, its points and silhouettes on the grid's boundary mesh (the
+  exposed voxel faces). It is predicted for every input of that category.
+* ``category_medoid``: per category, the train shape (same pool) whose occupancy has the highest
+  mean 3D IoU to the others; its GT mesh is predicted for every input of that category.
+
+Both category baselines use the category label (oracle information the predictor does not get)
+and need the train split; without one they are ``null``.
 """
 from __future__ import annotations
 
@@ -58,7 +62,7 @@ from dibr_core.data.dataset import default_data_dir, load_item
 from dibr_core.metrics3d import chamfer_and_fscore, iou_3d, normalize_unit_diagonal, sample_surface, voxelize_mesh
 from dibr_core.render import Meshes, RenderSettings, render
 
-__all__ = ["THRESHOLDS", "list_items", "evaluate_mesh", "medoid_index", "evaluate", "main"]
+__all__ = ["THRESHOLDS", "list_items", "evaluate_mesh", "medoid_index", "voxel_boundary_mesh", "evaluate", "main"]
 
 THRESHOLDS: Tuple[float, float] = (0.01, 0.02)
 METRIC_KEYS = ["iou"] + [f"fscore@{t:g}" for t in THRESHOLDS] + ["chamfer", "silhouette_iou_2d"]
@@ -112,20 +116,22 @@ def silhouette_iou_2d(vertices: torch.Tensor, faces: torch.Tensor, item: Dict[st
 
 def evaluate_mesh(vertices: torch.Tensor, faces: torch.Tensor, item: Dict[str, np.ndarray], n_points: int = 2500,
                   seed: int = 0, input_view: int = 0, silhouette: bool = True,
-                  gt_points: str = "stored") -> Dict[str, float]:
+                  gt_points: str = "stored", occupancy: Optional[np.ndarray] = None) -> Dict[str, float]:
     """All metrics of one predicted mesh (canonical object frame) against one dataset item.
 
     ``gt_points``: ``"stored"`` (default) compares with the item's ``surface_points`` (2048 area
     samples of the *union's* outer surface); ``"mesh"`` samples ``n_points`` on the stored GT
     mesh, which also holds the parts' interior faces (about half its area on the procedural
     shapes), so it penalises a correct outer surface; it exists for oracle checks.
+    ``occupancy``: (R, R, R) bool grid used for the 3D IoU instead of voxelising the mesh (for
+    predictions that are voxel grids, whose mesh is then only used for points and silhouettes).
 
     Returns ``{"iou", "fscore@0.01", "fscore@0.02", "chamfer", "silhouette_iou_2d"}``
     (the last is NaN when ``silhouette`` is False).
     """
     v = vertices.detach().cpu().float()
     f = faces.detach().cpu().long()
-    occ = voxelize_mesh(v, f, int(item["occupancy"].shape[0]))
+    occ = voxelize_mesh(v, f, int(item["occupancy"].shape[0])) if occupancy is None else occupancy
     res: Dict[str, float] = {"iou": iou_3d(occ, item["occupancy"])}
     gv, gf = _gt_mesh(item)
     if gt_points == "stored":
@@ -159,6 +165,40 @@ def medoid_index(occupancies: Sequence[np.ndarray]) -> int:
     iou = inter / (union + 1e-8)
     iou.fill_diagonal_(0.0)
     return int(torch.argmax(iou.sum(dim=1) / (n - 1)))
+
+
+def voxel_boundary_mesh(occupancy: np.ndarray) -> Mesh:
+    """The exposed faces of an (R, R, R) bool grid over [-0.5, 0.5]^3 (axis i = coordinate i) as a
+    triangle mesh: (V, 3) float32 vertices (unshared, 4 per square), (F, 3) int64 faces (2 per square)."""
+    occ = np.asarray(occupancy, dtype=bool)
+    R = occ.shape[0]
+    pad = np.pad(occ, 1)
+    quads: List[np.ndarray] = []
+    for axis in range(3):
+        for side in (-1, 1):
+            nb = np.roll(pad, -side, axis=axis)[1:-1, 1:-1, 1:-1]
+            idx = np.argwhere(occ & ~nb).astype(np.float64)             # (Q, 3) voxel indices
+            if len(idx) == 0:
+                continue
+            u, w = [a for a in range(3) if a != axis]
+            base = idx.copy()
+            base[:, axis] += 1.0 if side > 0 else 0.0
+            corners = np.repeat(base[:, None, :], 4, axis=1)            # (Q, 4, 3)
+            corners[:, 1, u] += 1.0
+            corners[:, 2, u] += 1.0
+            corners[:, 2, w] += 1.0
+            corners[:, 3, w] += 1.0
+            if (u, w) != ((axis + 1) % 3, (axis + 2) % 3):
+                side = -side
+            # Counter-clockwise seen from outside (outward normals): reverse the -side quads.
+            quads.append(corners if side > 0 else corners[:, ::-1])
+    if not quads:
+        return torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.int64)
+    q = np.concatenate(quads) / R - 0.5                                 # (Q, 4, 3)
+    verts = torch.from_numpy(q.reshape(-1, 3).astype(np.float32))
+    o = np.arange(len(q))[:, None] * 4
+    faces = np.concatenate([o + np.array([0, 1, 2]), o + np.array([0, 2, 3])], axis=0)
+    return verts, torch.from_numpy(faces.astype(np.int64))
 
 
 def _aggregate(per_item: Dict[str, List[Dict[str, float]]]) -> Dict[str, Any]:
@@ -205,11 +245,13 @@ def evaluate(data: Union[str, Path], split: str = "test", weights: Optional[Unio
     template = model if model is not None else Predictor()
     sphere: Mesh = (template.template.detach().cpu().float(), template.faces.detach().cpu().long())
 
-    # Category medoids from the train split.
+    # Category medoids and mean occupancies from the train split.
     medoids: Dict[str, Mesh] = {}
     medoid_files: Dict[str, str] = {}
+    means: Dict[str, np.ndarray] = {}
+    mean_meshes: Dict[str, Mesh] = {}
     train_items = list_items(data, train_split, medoid_pool)
-    for cat in tqdm(sorted(items), desc="medoids", disable=not progress, file=sys.stderr):
+    for cat in tqdm(sorted(items), desc="category baselines", disable=not progress, file=sys.stderr):
         paths = train_items.get(cat)
         if not paths:
             continue
@@ -217,10 +259,15 @@ def evaluate(data: Union[str, Path], split: str = "test", weights: Optional[Unio
         best = paths[medoid_index(occs)]
         medoids[cat] = _gt_mesh(load_item(best))
         medoid_files[cat] = str(best.relative_to(Path(data)))
+        means[cat] = np.mean(np.stack([np.asarray(o, dtype=np.float64) for o in occs]), axis=0) >= 0.5
+        mean_meshes[cat] = voxel_boundary_mesh(means[cat])
 
     methods: Dict[str, Method] = {"sphere": lambda cat, it: sphere}
+    grids: Dict[str, Callable[[str], Optional[np.ndarray]]] = {}
     if all(c in medoids for c in items):
-        methods["category_mean"] = lambda cat, it: medoids[cat]
+        methods["category_mean"] = lambda cat, it: mean_meshes[cat]
+        grids["category_mean"] = lambda cat: means[cat]
+        methods["category_medoid"] = lambda cat, it: medoids[cat]
     if model is not None:
         pred_model = model
 
@@ -242,8 +289,9 @@ def evaluate(data: Union[str, Path], split: str = "test", weights: Optional[Unio
             raise ValueError(f"evaluate(): --view {view} but {path} has {K} views")
         for name, fn in methods.items():
             v, f = fn(cat, it)
+            grid = grids[name](cat) if name in grids else None
             per_item[name][cat].append(evaluate_mesh(v, f, it, n_points, seed * 1_000_003 + 2 * j, view,
-                                                       gt_points=gt_points))
+                                                       gt_points=gt_points, occupancy=grid))
 
     result: Dict[str, Any] = {"split": split, "data": str(data), "view": view, "points": n_points,
                               "thresholds": list(THRESHOLDS), "gt_points": gt_points,
@@ -262,11 +310,16 @@ def evaluate(data: Union[str, Path], split: str = "test", weights: Optional[Unio
     if "category_mean" in methods:
         baselines["category_mean"] = {
             **_aggregate(per_item["category_mean"]),
+            "description": "per category, the mean train-split occupancy thresholded at 0.5; uses the "
+                           "category label"}
+        baselines["category_medoid"] = {
+            **_aggregate(per_item["category_medoid"]),
             "description": "per category, the train-split medoid shape (highest mean occupancy IoU to the "
                            "category's other train shapes); uses the category label",
             "medoids": medoid_files}
     else:
         baselines["category_mean"] = None
+        baselines["category_medoid"] = None
         result["category_mean_note"] = f"no {train_split!r} items for some categories: category_mean skipped"
     result["baselines"] = baselines
     return result

@@ -26,7 +26,10 @@ Usage::
 
     python -m dibr_core.train_predictor --data DIR --out RUN_DIR [--split train --steps N --batch B
         --views 2 --lr 1e-4 --resume --threads T --seed S --log-every K --ckpt-every K
-        --texture-size T --stream]
+        --texture-size T --stream --schedule cosine --warmup 200 --clip 1.0]
+
+    torchrun --nproc_per_node 2 -m dibr_core.train_predictor ...   # DDP: gloo on CPU, nccl on GPU
+
 
 On a shared 2-core machine use ``--threads 1``: with 2 threads and another busy process, a step
 was measured 20x slower (oneDNN/OpenMP threads waiting on each other).
@@ -36,6 +39,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -137,7 +141,8 @@ def make_cameras(views: torch.Tensor) -> Camera:
 
 
 def multiview_step_losses(model: Predictor, images: torch.Tensor, views: torch.Tensor,
-                          settings: Optional[RenderSettings] = None) -> Dict[str, torch.Tensor]:
+                          settings: Optional[RenderSettings] = None,
+                          forward: Optional[torch.nn.Module] = None) -> Dict[str, torch.Tensor]:
     """Losses of DIB-R's multi-view scheme for one batch.
 
     Args:
@@ -145,13 +150,15 @@ def multiview_step_losses(model: Predictor, images: torch.Tensor, views: torch.T
         images: (B, V, 4, S, S) RGBA in [0, 1]; views: (B, V, 4, 4) world -> camera.
         settings: render settings (default: S x S; perspective-correct when the model has a
             texture head, whose texture then replaces the vertex colours in the renders).
+        forward: the module to call on the images (a DistributedDataParallel wrapper of
+            ``model``); default ``model``.
 
     Returns:
         dict of () tensors: ``loss`` (weighted total, differentiable), ``iou_loss``, ``color_l1``,
         ``lap``, ``flat`` (unweighted terms) and ``iou`` (mean soft IoU, detached).
     """
     B, V, C, S, _ = images.shape
-    out = model(images.reshape(B * V, C, S, S))
+    out = (forward or model)(images.reshape(B * V, C, S, S))
     P = out.vertices.shape[1]
     # Mesh predicted from view i of object b, rendered into camera j of the same object.
     verts = out.vertices.view(B, V, 1, P, 3).expand(B, V, V, P, 3).reshape(B * V * V, P, 3)
@@ -186,10 +193,10 @@ class TrainResult:
 
 
 def _save_checkpoint(path: Path, model: Predictor, opt: torch.optim.Optimizer, step: int,
-                     rng: np.random.Generator, args: Dict[str, object]) -> None:
+                     rng_states: List[object], args: Dict[str, object]) -> None:
     config = {"image_size": model.image_size, "texture_size": model.texture_size}
     state = {"model": model.state_dict(), "model_config": config, "optimizer": opt.state_dict(), "step": step,
-             "torch_rng": torch.get_rng_state(), "numpy_rng": rng.bit_generator.state, "args": args}
+             "torch_rng": torch.get_rng_state(), "numpy_rngs": rng_states, "args": args}
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     tmp.replace(path)
@@ -234,59 +241,118 @@ def plot_losses(metrics_csv: Path, out_png: Path, size: Tuple[int, int] = (240, 
     return save_png(out_png, img)
 
 
+def lr_at(step: int, steps: int, lr: float, schedule: str, warmup: int) -> float:
+    """Learning rate of step ``step`` (0-based): ``constant``, or ``cosine`` (linear warm-up over
+    ``warmup`` steps, then cosine decay to 5% of ``lr`` at ``steps``)."""
+    if schedule == "constant":
+        return lr
+    if schedule != "cosine":
+        raise ValueError(f"lr_at(): schedule must be 'constant' or 'cosine', got {schedule!r}")
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(steps - warmup, 1))
+    return lr * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * t)))
+
+
+@dataclass(frozen=True)
+class _Dist:
+    """This process's place in a torchrun job (rank 0 of 1 without one)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed() -> _Dist:
+    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1): gloo on the CPU,
+    nccl when CUDA is available."""
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return _Dist(dist.get_rank(), dist.get_world_size())
+
+
 def train(data: Union[str, Path], out: Union[str, Path], steps: int = 1000, batch: int = 8, views: int = 2,
           lr: float = 1e-4, resume: bool = False, threads: int = 0, seed: int = 0, split: str = "train",
           log_every: int = 10, ckpt_every: int = 500, progress: bool = True,
-          dataset: Optional[ViewDataset] = None, texture_size: int = 0, in_memory: bool = True) -> TrainResult:
+          dataset: Optional[ViewDataset] = None, texture_size: int = 0, in_memory: bool = True,
+          schedule: str = "constant", warmup: int = 200, clip: float = 0.0) -> TrainResult:
     """Train (or resume training) up to ``steps`` total steps; see the module docstring.
 
     ``threads > 0`` sets torch's intra-op thread count for the run (restored on return).
+    ``schedule``/``warmup``: see :func:`lr_at`; ``clip > 0`` clips the gradient norm.
+    Under torchrun (``WORLD_SIZE > 1``) the model is wrapped in DistributedDataParallel, every
+    rank samples its own ``batch`` objects (a global batch of ``batch * world``) from its own RNG
+    stream, and rank 0 alone logs, shows progress and writes checkpoints (which hold every
+    rank's RNG state, so a resumed job with the same world size continues exactly).
     """
     old_threads = torch.get_num_threads()
     if threads > 0:
         torch.set_num_threads(threads)
     try:
         return _train(data, out, steps, batch, views, lr, resume, seed, split, log_every, ckpt_every, progress,
-                      dataset, texture_size, in_memory)
+                      dataset, texture_size, in_memory, schedule, warmup, clip)
     finally:
         torch.set_num_threads(old_threads)
 
 
 def _train(data: Union[str, Path], out: Union[str, Path], steps: int, batch: int, views: int, lr: float,
            resume: bool, seed: int, split: str, log_every: int, ckpt_every: int, progress: bool,
-           dataset: Optional[ViewDataset], texture_size: int, in_memory: bool) -> TrainResult:
+           dataset: Optional[ViewDataset], texture_size: int, in_memory: bool, schedule: str, warmup: int,
+           clip: float) -> TrainResult:
+    lr_at(0, steps, lr, schedule, warmup)               # validates the schedule name
+    dist_info = _init_distributed()
     run = Path(out)
-    run.mkdir(parents=True, exist_ok=True)
     ckpt_path = run / CHECKPOINT
     metrics_path = run / "metrics.csv"
     args: Dict[str, object] = {"batch": batch, "views": views, "lr": lr, "seed": seed, "split": split,
-                               "data": str(data)}
+                               "data": str(data), "schedule": schedule, "warmup": warmup, "clip": clip,
+                               "steps": steps, "texture_size": texture_size, "world_size": dist_info.world}
     ds = dataset if dataset is not None else ViewDataset(data, split, in_memory)
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)                             # identical initial weights on every rank
     model = Predictor(image_size=ds.image_size, texture_size=texture_size)
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999))
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng([seed, dist_info.rank])
     step = 0
+    if dist_info.main:
+        run.mkdir(parents=True, exist_ok=True)
     if resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step = int(state["step"])
         torch.set_rng_state(state["torch_rng"])
-        rng.bit_generator.state = state["numpy_rng"]
-        # Drop metric rows logged after the checkpoint (a crash between checkpoints).
-        if metrics_path.exists():
+        rng_states = state.get("numpy_rngs") or [state["numpy_rng"]]
+        if len(rng_states) == dist_info.world:
+            rng.bit_generator.state = rng_states[dist_info.rank]
+        else:                                           # another world size: fresh, distinct streams
+            rng = np.random.default_rng([seed, dist_info.rank, step])
+        if dist_info.main and metrics_path.exists():
+            # Drop metric rows logged after the checkpoint (a crash between checkpoints).
             with open(metrics_path, newline="") as fh:
                 rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= step]
             with open(metrics_path, "w", newline="") as fh:
                 w = csv.DictWriter(fh, fieldnames=METRIC_FIELDS)
                 w.writeheader()
                 w.writerows(rows)
-    elif metrics_path.exists():
+    elif dist_info.main and metrics_path.exists():
         metrics_path.unlink()
-    if not metrics_path.exists():
+    if dist_info.main and not metrics_path.exists():
         with open(metrics_path, "w", newline="") as fh:
             csv.DictWriter(fh, fieldnames=METRIC_FIELDS).writeheader()
+    forward: torch.nn.Module = model
+    if dist_info.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(model)
     from tqdm import tqdm
 
     model.train()
@@ -294,17 +360,28 @@ def _train(data: Union[str, Path], out: Union[str, Path], steps: int, batch: int
     t_start = time.perf_counter()
     t_prev, s_prev = t_start, step
     start_step = step
-    bar = tqdm(total=steps, initial=step, desc="train", unit="step", disable=not progress)
+    bar = tqdm(total=steps, initial=step, desc="train", unit="step", disable=not (progress and dist_info.main))
     while step < steps:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, steps, lr, schedule, warmup)
         ims, vm = ds.sample(rng, batch, views)
-        losses = multiview_step_losses(model, ims, vm)
+        losses = multiview_step_losses(model, ims, vm, forward=forward)
         opt.zero_grad(set_to_none=True)
-        losses["loss"].backward()
+        losses["loss"].backward()                       # DDP averages the gradients across ranks here
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
         step += 1
+        logging = step % log_every == 0 or step == steps
+        if logging and dist_info.world > 1:
+            import torch.distributed as dist
+
+            packed = torch.stack([v.detach().float() for v in losses.values()])
+            dist.all_reduce(packed)
+            losses = {k: packed[i] / dist_info.world for i, k in enumerate(losses)}
         last = float(losses["loss"].detach())
         bar.update(1)
-        if step % log_every == 0 or step == steps:
+        if logging and dist_info.main:
             now = time.perf_counter()
             row = {k: f"{float(v.detach()):.6g}" for k, v in losses.items()}
             row.update(step=str(step), seconds_per_step=f"{(now - t_prev) / max(step - s_prev, 1):.4g}",
@@ -314,11 +391,29 @@ def _train(data: Union[str, Path], out: Union[str, Path], steps: int, batch: int
                 csv.DictWriter(fh, fieldnames=METRIC_FIELDS).writerow(row)
             bar.set_postfix(loss=row["loss"], iou=row["iou"])
         if step % ckpt_every == 0 or step == steps:
-            _save_checkpoint(ckpt_path, model, opt, step, rng, args)
+            _checkpoint(ckpt_path, model, opt, step, rng, args, dist_info)
     bar.close()
-    plot_losses(metrics_path, run / "loss.png")
+    if dist_info.main:
+        plot_losses(metrics_path, run / "loss.png")
     dt = time.perf_counter() - t_start
     return TrainResult(step, last, dt / max(step - start_step, 1))
+
+
+def _checkpoint(path: Path, model: Predictor, opt: torch.optim.Optimizer, step: int, rng: np.random.Generator,
+                args: Dict[str, object], dist_info: _Dist) -> None:
+    """Gather every rank's RNG state; rank 0 writes the checkpoint."""
+    rng_states: List[object] = [rng.bit_generator.state]
+    if dist_info.world > 1:
+        import torch.distributed as dist
+
+        rng_states = [None] * dist_info.world
+        dist.all_gather_object(rng_states, rng.bit_generator.state)
+    if dist_info.main:
+        _save_checkpoint(path, model, opt, step, rng_states, args)
+    if dist_info.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -338,11 +433,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--texture-size", type=int, default=0,
                    help="train a UV texture head of this size (power of two, e.g. 32) instead of vertex colours")
     p.add_argument("--stream", action="store_true", help="re-read .npz files each step instead of caching in RAM")
+    p.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
+                   help="learning-rate schedule (cosine: linear warm-up, then decay to 5%% of --lr)")
+    p.add_argument("--warmup", type=int, default=200, help="warm-up steps of the cosine schedule")
+    p.add_argument("--clip", type=float, default=0.0, help="clip the gradient norm to this (0: off)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     res = train(a.data, a.out, a.steps, a.batch, a.views, a.lr, a.resume, a.threads, a.seed, a.split,
                 a.log_every, a.ckpt_every, not a.no_progress,
-                texture_size=a.texture_size, in_memory=not a.stream)
+                texture_size=a.texture_size, in_memory=not a.stream, schedule=a.schedule, warmup=a.warmup,
+                clip=a.clip)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
     print(f"step {res.step} loss {res.last_loss:.5f} ({res.seconds_per_step * 1000:.1f} ms/step)")
     return 0
 

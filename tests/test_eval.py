@@ -58,12 +58,39 @@ def _check_block(block: Dict[str, Any]) -> None:
 def test_baselines_only(tiny: Path, capsys: pytest.CaptureFixture[str]) -> None:
     res = _run(capsys, "--data", str(tiny))
     assert res["predictor"] is None and res["mean_iou"] is None
-    assert set(res["baselines"]) >= {"sphere", "category_mean"}
-    for name in ("sphere", "category_mean"):
+    assert set(res["baselines"]) >= {"sphere", "category_mean", "category_medoid"}
+    for name in ("sphere", "category_mean", "category_medoid"):
         _check_block(res["baselines"][name])
     # The medoid is one of the category's train shapes.
-    for c, f in res["baselines"]["category_mean"]["medoids"].items():
+    for c, f in res["baselines"]["category_medoid"]["medoids"].items():
         assert f.startswith(f"train/{c}/")
+
+
+def test_voxel_boundary_mesh() -> None:
+    from dibr_core.eval import voxel_boundary_mesh
+    g = np.zeros((8, 8, 8), dtype=bool)
+    g[2:5, 1:7, 3:6] = True                  # a 3 x 6 x 3 box ...
+    g[5, 3, 3] = True                        # ... with a one-voxel bump
+    v, f = voxel_boundary_mesh(g)
+    # Exposed squares: box 2*(18+9+18) = 90, the bump adds 4 side faces + 1 cap - 0 = 4 more net.
+    assert f.shape == (2 * 94, 3) and v.shape == (4 * 94, 3)
+    assert float(v.min()) >= -0.5 and float(v.max()) <= 0.5
+    tri = v[f]
+    n = torch.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=-1)
+    # Every triangle faces outwards: stepping against its normal lands in an occupied voxel,
+    # stepping along it in an empty one.
+    c = tri.mean(dim=1)
+    unit = n / n.norm(dim=-1, keepdim=True)
+    inner = ((c - 1e-3 * unit + 0.5) * 8).floor().long()
+    outer = ((c + 1e-3 * unit + 0.5) * 8).floor().long().clamp(0, 7)
+    gt = torch.from_numpy(g)
+    assert bool(gt[inner[:, 0], inner[:, 1], inner[:, 2]].all())
+    assert not bool(gt[outer[:, 0], outer[:, 1], outer[:, 2]].any())
+    # Total area = number of squares * (1/8)^2.
+    area = 0.5 * n.norm(dim=-1).sum()
+    assert float(area) == pytest.approx(94 / 64)
+    e_v, e_f = voxel_boundary_mesh(np.zeros((4, 4, 4), dtype=bool))
+    assert e_v.shape == (0, 3) and e_f.shape == (0, 3)
 
 
 def test_oracle_gt_meshes_score_high(tiny: Path) -> None:

@@ -123,7 +123,28 @@ def test_texture_head_trains(tiny_data: Path) -> None:
     assert m.texture_head is not None
     g = m.texture_head[-1].weight.grad
     assert g is not None and float(g.abs().sum()) > 0
-    assert m.color_head[-1].weight.grad is None       # the texture replaces the vertex colours
+    assert m.color_head is None                       # the texture is the only source of colour
+
+
+def test_textured_vertex_colors_sample_the_texture() -> None:
+    m = Predictor(texture_size=8)
+    tex = torch.rand(2, 3, 8, 8)
+    cols = m.vertex_colors(tex)
+    assert cols.shape == (2, 642, 3)
+    # A constant texture gives that constant at every vertex.
+    const = m.vertex_colors(torch.full((1, 3, 8, 8), 0.25))
+    torch.testing.assert_close(const, torch.full_like(const, 0.25))
+    # Away from the seam, a vertex's colour is the bilinear texture value at its UV.
+    from dibr_core.texture import sample_texture
+    f, c = 5, 0
+    v = int(m.faces[f, c])
+    uvs = m.face_uvs.reshape(-1, 2)[m.faces.reshape(-1) == v]
+    if torch.allclose(uvs, uvs[:1].expand_as(uvs)):
+        expect = sample_texture(tex, uvs[:1][None].expand(2, 1, 2).contiguous())[:, 0]
+        torch.testing.assert_close(cols[:, v], expect)
+    out = m(torch.rand(2, 4, 64, 64))
+    assert out.texture is not None
+    torch.testing.assert_close(out.colors, m.vertex_colors(out.texture))
 
 
 def test_training_lowers_loss(tiny_data: Path, tmp_path: Path) -> None:
@@ -162,3 +183,41 @@ def test_checkpoint_resume_continues(tiny_data: Path, tmp_path: Path) -> None:
     ref = _rows(straight / "metrics.csv")
     for a, b in zip(resumed, ref):
         assert a["loss"] == b["loss"], (a, b)
+
+
+def test_cosine_schedule() -> None:
+    from dibr_core.train_predictor import lr_at
+    assert lr_at(0, 100, 1.0, "cosine", 10) == pytest.approx(0.1)
+    assert lr_at(9, 100, 1.0, "cosine", 10) == pytest.approx(1.0)
+    assert lr_at(10, 100, 1.0, "cosine", 10) == pytest.approx(1.0)
+    assert lr_at(100, 100, 1.0, "cosine", 10) == pytest.approx(0.05)
+    vals = [lr_at(s, 100, 1.0, "cosine", 10) for s in range(10, 101)]
+    assert all(a >= b for a, b in zip(vals, vals[1:]))
+    assert lr_at(50, 100, 0.3, "constant", 10) == 0.3
+    with pytest.raises(ValueError, match="lr_at"):
+        lr_at(0, 10, 1.0, "linear", 0)
+
+
+def test_torchrun_ddp_two_cpu_processes(tiny_data: Path, tmp_path: Path) -> None:
+    """Two gloo processes under torchrun train one model: rank 0 logs and checkpoints, and the
+    checkpoint holds both ranks' RNG states (so a resume with the same world size is exact)."""
+    import os
+    import subprocess
+    import sys
+
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "dibr_core.train_predictor", "--data", str(tiny_data), "--out", str(run), "--steps", "4",
+           "--batch", "2", "--views", "2", "--threads", "1", "--log-every", "1", "--ckpt-every", "2",
+           "--no-progress"]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    rows = _rows(run / "metrics.csv")
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]          # one writer, no duplicate rows
+    assert res.stdout.count("step 4 loss") == 1                     # only rank 0 prints the summary
+    state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert state["step"] == 4 and state["args"]["world_size"] == 2
+    assert len(state["numpy_rngs"]) == 2 and state["numpy_rngs"][0] != state["numpy_rngs"][1]
+    model = load_predictor(run)
+    assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -1,8 +1,11 @@
 """Single-image 3D predictor (DIB-R section 6): RGBA image -> deformed icosphere + vertex colours.
 
 A small strided-conv encoder (GroupNorm + ReLU) maps a (B, 4, 64, 64) RGBA image to a latent
-code; two MLP heads decode per-vertex offsets from a 642-vertex icosphere template (level 3,
-radius ``template_radius``) and per-vertex colours. Offsets are ``offset_scale * tanh(raw)``, so
+code; an MLP head decodes per-vertex offsets from a 642-vertex icosphere template (level 3,
+radius ``template_radius``), and either an MLP head decodes per-vertex colours
+(``texture_size == 0``) or a transposed-conv head decodes a UV texture, in which case the vertex
+colours are that texture sampled at each vertex's template UVs (averaged over the corners of the
+vertex, which differ only on the UV seam), so a textured model has one source of appearance. Offsets are ``offset_scale * tanh(raw)``, so
 every vertex stays within ``template_radius + offset_scale * sqrt(3)`` of the origin; colours are
 ``sigmoid(raw)`` in (0, 1). The heads' last layers start at N(0, 1e-3) with zero bias (as in
 DIB-R's ``modelcolor.py``), so an untrained model predicts (almost) the template in grey.
@@ -18,6 +21,7 @@ import torch
 from torch import nn
 
 from dibr_core.mesh import icosphere
+from dibr_core.texture import sample_texture
 
 __all__ = ["Predictor", "PredictorOutput", "TEMPLATE_LEVEL"]
 
@@ -30,7 +34,8 @@ class PredictorOutput:
 
     Attributes:
         vertices: (B, V, 3) float, template + offsets, canonical object frame.
-        colors: (B, V, 3) float in (0, 1), per-vertex RGB.
+        colors: (B, V, 3) float in (0, 1), per-vertex RGB (with a texture head: the texture
+            sampled at the vertices' UVs).
         offsets: (B, V, 3) float, the bounded offsets from the template (regularised by the
             Laplacian loss).
         texture: (B, 3, T, T) float in (0, 1) UV texture, or None when the model has no
@@ -70,6 +75,8 @@ class Predictor(nn.Module):
     template: torch.Tensor
     faces: torch.Tensor
     face_uvs: torch.Tensor
+    corner_vertex: torch.Tensor
+    vertex_corner_count: torch.Tensor
 
     def __init__(self, image_size: int = 64, channels: tuple = (32, 64, 128, 128), latent: int = 256,
                  hidden: int = 512, template_radius: float = 0.38, offset_scale: float = 0.3,
@@ -99,10 +106,17 @@ class Predictor(nn.Module):
         self.to_latent = nn.Sequential(nn.Flatten(), nn.Linear(feat, latent), nn.ReLU(inplace=True))
         self.offset_head = nn.Sequential(nn.Linear(latent, hidden), nn.ReLU(inplace=True),
                                          nn.Linear(hidden, n_verts * 3))
-        self.color_head = nn.Sequential(nn.Linear(latent, hidden), nn.ReLU(inplace=True),
-                                        nn.Linear(hidden, n_verts * 3))
+        self.color_head: Optional[nn.Sequential] = None
         self.texture_head: Optional[nn.Module] = None
-        if texture_size:
+        if not texture_size:
+            self.color_head = nn.Sequential(nn.Linear(latent, hidden), nn.ReLU(inplace=True),
+                                            nn.Linear(hidden, n_verts * 3))
+        else:
+            # Corner -> vertex averaging for the vertex colours of a textured model.
+            corner_vertex = faces.reshape(-1)
+            counts = torch.bincount(corner_vertex, minlength=n_verts).clamp_min(1).to(torch.float32)
+            self.register_buffer("corner_vertex", corner_vertex, persistent=False)
+            self.register_buffer("vertex_corner_count", counts, persistent=False)
             ups: List[nn.Module] = [nn.Linear(latent, 64 * 4 * 4), nn.ReLU(inplace=True), nn.Unflatten(1, (64, 4, 4))]
             size, c = 4, 64
             while size < texture_size:
@@ -112,6 +126,8 @@ class Predictor(nn.Module):
             ups.append(nn.Conv2d(c, 3, 3, padding=1))
             self.texture_head = nn.Sequential(*ups)
         for head in (self.offset_head, self.color_head):
+            if head is None:
+                continue
             last = head[-1]
             assert isinstance(last, nn.Linear)
             nn.init.normal_(last.weight, 0.0, 1e-3)
@@ -126,11 +142,25 @@ class Predictor(nn.Module):
         out: torch.Tensor = self.to_latent(self.encoder(images))
         return out
 
+    def vertex_colors(self, texture: torch.Tensor) -> torch.Tensor:
+        """(B, 3, T, T) UV texture -> (B, V, 3) colours: the texture at each vertex's template UVs."""
+        B = texture.shape[0]
+        uv = self.face_uvs.reshape(1, -1, 2).expand(B, -1, 2).to(texture.dtype)   # (B, 3F, 2)
+        corner = sample_texture(texture, uv.contiguous())                          # (B, 3F, 3)
+        n_verts = self.template.shape[0]
+        acc = corner.new_zeros(B, n_verts, corner.shape[-1]).index_add_(1, self.corner_vertex, corner)
+        return acc / self.vertex_corner_count.to(acc.dtype)[None, :, None]
+
     def forward(self, images: torch.Tensor) -> PredictorOutput:
         """(B, 4, S, S) RGBA in [0, 1] (channels first) -> :class:`PredictorOutput`."""
         z = self.encode(images)
         B = z.shape[0]
         offsets = self.offset_scale * torch.tanh(self.offset_head(z).view(B, -1, 3))
-        colors = torch.sigmoid(self.color_head(z).view(B, -1, 3))
-        texture = torch.sigmoid(self.texture_head(z)) if self.texture_head is not None else None
+        texture: Optional[torch.Tensor] = None
+        if self.texture_head is not None:
+            texture = torch.sigmoid(self.texture_head(z))
+            colors = self.vertex_colors(texture)
+        else:
+            assert self.color_head is not None
+            colors = torch.sigmoid(self.color_head(z).view(B, -1, 3))
         return PredictorOutput(self.template[None] + offsets, colors, offsets, texture)
