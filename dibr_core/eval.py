@@ -4,6 +4,8 @@ Usage::
 
     python -m dibr_core.eval predictor --split test --json [--data DIR] [--weights RUN_DIR_or_checkpoint]
         [--limit N] [--view 0] [--points 2500] [--seed 0]
+    python -m dibr_core.eval generator --json [--data DIR] [--weights GEN.pt] [--per-category 20] [--seed 0]
+        (see dibr_core.eval_generator)
 
 Prints ONE JSON object on stdout (progress goes to stderr). For every method (the predictor when
 ``--weights`` is given, else ``"predictor": null``, and the baselines) and every test item, the
@@ -338,13 +340,21 @@ def _clean(x: Any) -> Any:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m dibr_core.eval", description=(__doc__ or "").split("\n")[0])
-    p.add_argument("what", choices=["predictor"], help="what to evaluate")
+    p.add_argument("what", choices=["predictor", "generator"], help="what to evaluate")
     p.add_argument("--data", default=None, help="dataset root (default: $DIBR_DATA or ~/.cache/dibr/data)")
     p.add_argument("--split", default="test")
-    p.add_argument("--weights", default=None, help="run directory or checkpoint.pt of a trained predictor")
+    p.add_argument("--weights", default=None, help="predictor: run directory or checkpoint.pt (default: none, "
+                   "baselines only); generator: weights file (default: the shipped one)")
     p.add_argument("--limit", type=int, default=None, help="at most N items per category")
     p.add_argument("--view", type=int, default=0, help="input view index")
-    p.add_argument("--points", type=int, default=2500, help="surface samples per mesh for the F-score")
+    p.add_argument("--points", type=int, default=None,
+                   help="surface samples per mesh (default 2500 for the predictor's F-score, 1024 for the generator)")
+    p.add_argument("--per-category", type=int, default=20, help="generator: samples (and held-out shapes) per category")
+    p.add_argument("--classifier", default=None, help="generator: classifier weights (default: the shipped one)")
+    p.add_argument("--temperature", type=float, default=1.0, help="generator: latent sampling temperature")
+    p.add_argument("--categories", nargs="+", default=None, help="generator: evaluate only these categories")
+    p.add_argument("--render-views", type=int, nargs="+", default=None,
+                   help="generator: data-set camera indices to render in (default 1 7 13 19)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--gt-points", choices=["stored", "mesh"], default="stored",
                    help="GT point set: the stored union-surface samples (default) or samples of the GT mesh")
@@ -356,8 +366,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if a.threads > 0:
         torch.set_num_threads(a.threads)
     data = Path(a.data) if a.data else default_data_dir()
-    res = evaluate(data, a.split, a.weights, a.limit, a.view, a.points, a.seed, a.medoid_pool, not a.no_progress,
-                   gt_points=a.gt_points)
+    if a.what == "generator":
+        from dibr_core.eval_generator import DEFAULT_VIEWS, evaluate_generator
+        res = evaluate_generator(data, a.split, a.weights, a.classifier, a.per_category, a.seed,
+                                 views=tuple(a.render_views) if a.render_views else DEFAULT_VIEWS,
+                                 n_points=a.points or 1024, temperature=a.temperature, categories=a.categories,
+                                 progress=not a.no_progress)
+    else:
+        res = evaluate(data, a.split, a.weights, a.limit, a.view, a.points or 2500, a.seed, a.medoid_pool,
+                       not a.no_progress, gt_points=a.gt_points)
     print(json.dumps(_clean(res), indent=None if a.json else 2, allow_nan=False))
     return 0
 

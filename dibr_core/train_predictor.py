@@ -56,7 +56,7 @@ from dibr_core.models.predictor import Predictor
 from dibr_core.render import Meshes, RenderSettings, render
 
 __all__ = ["W_IOU", "W_COL", "W_LAP", "W_FLAT", "ViewDataset", "multiview_step_losses", "train", "main",
-           "load_predictor", "make_cameras",
+           "load_predictor", "export_weights", "make_cameras", "lr_at",
            "METRIC_FIELDS"]
 
 W_IOU = 1.0
@@ -194,7 +194,8 @@ class TrainResult:
 
 def _save_checkpoint(path: Path, model: Predictor, opt: torch.optim.Optimizer, step: int,
                      rng_states: List[object], args: Dict[str, object]) -> None:
-    config = {"image_size": model.image_size, "texture_size": model.texture_size}
+    config = {"image_size": model.image_size, "texture_size": model.texture_size,
+              "normalize_bbox": model.normalize_bbox}
     state = {"model": model.state_dict(), "model_config": config, "optimizer": opt.state_dict(), "step": step,
              "torch_rng": torch.get_rng_state(), "numpy_rngs": rng_states, "args": args}
     tmp = path.with_suffix(".tmp")
@@ -209,8 +210,28 @@ def load_predictor(path: Union[str, Path], map_location: str = "cpu") -> Predict
         p = p / CHECKPOINT
     state = torch.load(p, map_location=map_location, weights_only=False)
     model = Predictor(**state.get("model_config", {}))
-    model.load_state_dict(state["model"])
+    model.load_state_dict(state["model"])      # float16 weights files are cast to float32 here
     return model.eval()
+
+
+def export_weights(checkpoint: Union[str, Path], out: Union[str, Path], half: bool = True,
+                   meta: Optional[Dict[str, object]] = None) -> Path:
+    """Write a run's model (no optimizer or RNG state) as a small weights file that
+    :func:`load_predictor` reads: float tensors in float16 when ``half``, plus ``meta`` (the
+    training arguments and step are always included)."""
+    src = Path(checkpoint)
+    if src.is_dir():
+        src = src / CHECKPOINT
+    state = torch.load(src, map_location="cpu", weights_only=False)
+    weights = {k: (v.half() if half and v.is_floating_point() else v) for k, v in state["model"].items()}
+    info: Dict[str, object] = {"step": int(state["step"]), "args": state.get("args", {})}
+    info.update(meta or {})
+    dst = Path(out)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_suffix(".tmp")
+    torch.save({"model": weights, "model_config": state.get("model_config", {}), "meta": info}, tmp)
+    tmp.replace(dst)
+    return dst
 
 
 def plot_losses(metrics_csv: Path, out_png: Path, size: Tuple[int, int] = (240, 400)) -> Path:
@@ -284,7 +305,8 @@ def train(data: Union[str, Path], out: Union[str, Path], steps: int = 1000, batc
           lr: float = 1e-4, resume: bool = False, threads: int = 0, seed: int = 0, split: str = "train",
           log_every: int = 10, ckpt_every: int = 500, progress: bool = True,
           dataset: Optional[ViewDataset] = None, texture_size: int = 0, in_memory: bool = True,
-          schedule: str = "constant", warmup: int = 200, clip: float = 0.0) -> TrainResult:
+          schedule: str = "constant", warmup: int = 200, clip: float = 0.0,
+          normalize_bbox: bool = False) -> TrainResult:
     """Train (or resume training) up to ``steps`` total steps; see the module docstring.
 
     ``threads > 0`` sets torch's intra-op thread count for the run (restored on return).
@@ -299,7 +321,7 @@ def train(data: Union[str, Path], out: Union[str, Path], steps: int = 1000, batc
         torch.set_num_threads(threads)
     try:
         return _train(data, out, steps, batch, views, lr, resume, seed, split, log_every, ckpt_every, progress,
-                      dataset, texture_size, in_memory, schedule, warmup, clip)
+                      dataset, texture_size, in_memory, schedule, warmup, clip, normalize_bbox)
     finally:
         torch.set_num_threads(old_threads)
 
@@ -307,7 +329,7 @@ def train(data: Union[str, Path], out: Union[str, Path], steps: int = 1000, batc
 def _train(data: Union[str, Path], out: Union[str, Path], steps: int, batch: int, views: int, lr: float,
            resume: bool, seed: int, split: str, log_every: int, ckpt_every: int, progress: bool,
            dataset: Optional[ViewDataset], texture_size: int, in_memory: bool, schedule: str, warmup: int,
-           clip: float) -> TrainResult:
+           clip: float, normalize_bbox: bool) -> TrainResult:
     lr_at(0, steps, lr, schedule, warmup)               # validates the schedule name
     dist_info = _init_distributed()
     run = Path(out)
@@ -315,10 +337,11 @@ def _train(data: Union[str, Path], out: Union[str, Path], steps: int, batch: int
     metrics_path = run / "metrics.csv"
     args: Dict[str, object] = {"batch": batch, "views": views, "lr": lr, "seed": seed, "split": split,
                                "data": str(data), "schedule": schedule, "warmup": warmup, "clip": clip,
-                               "steps": steps, "texture_size": texture_size, "world_size": dist_info.world}
+                               "steps": steps, "texture_size": texture_size, "normalize_bbox": normalize_bbox,
+                               "world_size": dist_info.world}
     ds = dataset if dataset is not None else ViewDataset(data, split, in_memory)
     torch.manual_seed(seed)                             # identical initial weights on every rank
-    model = Predictor(image_size=ds.image_size, texture_size=texture_size)
+    model = Predictor(image_size=ds.image_size, texture_size=texture_size, normalize_bbox=normalize_bbox)
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999))
     rng = np.random.default_rng([seed, dist_info.rank])
     step = 0
@@ -418,8 +441,11 @@ def _checkpoint(path: Path, model: Predictor, opt: torch.optim.Optimizer, step: 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m dibr_core.train_predictor", description=__doc__.split("\n")[0])
-    p.add_argument("--data", required=True, help="dataset root (see dibr_core.data)")
-    p.add_argument("--out", required=True, help="run directory (checkpoint, metrics.csv, loss.png)")
+    p.add_argument("--data", help="dataset root (see dibr_core.data); required unless --export")
+    p.add_argument("--out", required=True, help="run directory (checkpoint, metrics.csv, loss.png), or with "
+                   "--export the weights file to write")
+    p.add_argument("--export", metavar="RUN_DIR", default=None,
+                   help="instead of training, write RUN_DIR's model as a float16 weights file to --out")
     p.add_argument("--split", default="train")
     p.add_argument("--steps", type=int, default=1000, help="total steps (a resumed run continues up to it)")
     p.add_argument("--batch", type=int, default=8, help="objects per step")
@@ -436,13 +462,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
                    help="learning-rate schedule (cosine: linear warm-up, then decay to 5%% of --lr)")
     p.add_argument("--warmup", type=int, default=200, help="warm-up steps of the cosine schedule")
+    p.add_argument("--normalize-bbox", action="store_true",
+                   help="re-normalise predicted meshes like the data set (bbox centred, diagonal 1)")
     p.add_argument("--clip", type=float, default=0.0, help="clip the gradient norm to this (0: off)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
+    if a.export is not None:
+        dst = export_weights(a.export, a.out)
+        print(f"wrote {dst} ({dst.stat().st_size / 1e6:.1f} MB)")
+        return 0
+    if a.data is None:
+        p.error("--data is required for training")
     res = train(a.data, a.out, a.steps, a.batch, a.views, a.lr, a.resume, a.threads, a.seed, a.split,
                 a.log_every, a.ckpt_every, not a.no_progress,
                 texture_size=a.texture_size, in_memory=not a.stream, schedule=a.schedule, warmup=a.warmup,
-                clip=a.clip)
+                clip=a.clip, normalize_bbox=a.normalize_bbox)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     print(f"step {res.step} loss {res.last_loss:.5f} ({res.seconds_per_step * 1000:.1f} ms/step)")

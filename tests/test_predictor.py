@@ -221,3 +221,15 @@ def test_torchrun_ddp_two_cpu_processes(tiny_data: Path, tmp_path: Path) -> None
     assert len(state["numpy_rngs"]) == 2 and state["numpy_rngs"][0] != state["numpy_rngs"][1]
     model = load_predictor(run)
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_normalize_bbox_output() -> None:
+    torch.manual_seed(0)
+    m = Predictor(normalize_bbox=True)
+    with torch.no_grad():
+        for p in m.offset_head.parameters():
+            p.normal_(0.0, 0.05)
+    v = m(torch.rand(3, 4, 64, 64)).vertices
+    lo, hi = v.min(dim=1).values, v.max(dim=1).values
+    torch.testing.assert_close((hi - lo).norm(dim=-1), torch.ones(3))
+    torch.testing.assert_close(lo + hi, torch.zeros(3, 3), atol=1e-6, rtol=0)

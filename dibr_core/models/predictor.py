@@ -33,7 +33,8 @@ class PredictorOutput:
     """Predicted meshes for a batch of B images (V = 642 template vertices).
 
     Attributes:
-        vertices: (B, V, 3) float, template + offsets, canonical object frame.
+        vertices: (B, V, 3) float, template + offsets (bounding-box normalised when the model
+            has ``normalize_bbox``), canonical object frame.
         colors: (B, V, 3) float in (0, 1), per-vertex RGB (with a texture head: the texture
             sampled at the vertices' UVs).
         offsets: (B, V, 3) float, the bounded offsets from the template (regularised by the
@@ -66,6 +67,10 @@ class Predictor(nn.Module):
         offset_scale: bound on each offset coordinate (``offset_scale * tanh``).
         texture_size: side of an optional UV texture head's output (0 = no texture head;
             else a power of two >= 8, decoded by transposed convs from a 4x4 seed).
+        normalize_bbox: re-normalise every predicted mesh as the data set normalises its shapes
+            (bounding box centred at the origin, its diagonal scaled to 1), differentiably, as
+            DIB-R's original code does; this builds the data set's normalisation into the
+            model instead of leaving it to be learned.
 
     Buffers:
         template: (V, 3) float32 template vertices; faces: (F, 3) int64; face_uvs: (F, 3, 2)
@@ -80,7 +85,7 @@ class Predictor(nn.Module):
 
     def __init__(self, image_size: int = 64, channels: tuple = (32, 64, 128, 128), latent: int = 256,
                  hidden: int = 512, template_radius: float = 0.38, offset_scale: float = 0.3,
-                 texture_size: int = 0) -> None:
+                 texture_size: int = 0, normalize_bbox: bool = False) -> None:
         super().__init__()
         if image_size % 16 != 0 or image_size <= 0:
             raise ValueError(f"Predictor(): image_size must be a positive multiple of 16, got {image_size}")
@@ -95,6 +100,7 @@ class Predictor(nn.Module):
         self.image_size = image_size
         self.offset_scale = float(offset_scale)
         self.texture_size = int(texture_size)
+        self.normalize_bbox = bool(normalize_bbox)
         n_verts = int(verts.shape[0])
         blocks: List[nn.Module] = []
         cin = 4
@@ -153,7 +159,10 @@ class Predictor(nn.Module):
 
     def forward(self, images: torch.Tensor) -> PredictorOutput:
         """(B, 4, S, S) RGBA in [0, 1] (channels first) -> :class:`PredictorOutput`."""
-        z = self.encode(images)
+        return self.decode(self.encode(images))
+
+    def decode(self, z: torch.Tensor) -> PredictorOutput:
+        """(B, latent) code -> :class:`PredictorOutput` (the heads; also the generator's decoder)."""
         B = z.shape[0]
         offsets = self.offset_scale * torch.tanh(self.offset_head(z).view(B, -1, 3))
         texture: Optional[torch.Tensor] = None
@@ -163,4 +172,9 @@ class Predictor(nn.Module):
         else:
             assert self.color_head is not None
             colors = torch.sigmoid(self.color_head(z).view(B, -1, 3))
-        return PredictorOutput(self.template[None] + offsets, colors, offsets, texture)
+        verts = self.template[None] + offsets
+        if self.normalize_bbox:
+            lo, hi = verts.min(dim=1, keepdim=True).values, verts.max(dim=1, keepdim=True).values
+            diag = (hi - lo).norm(dim=-1, keepdim=True).clamp_min(1e-6)
+            verts = (verts - 0.5 * (lo + hi)) / diag
+        return PredictorOutput(verts, colors, offsets, texture)

@@ -1,0 +1,167 @@
+"""Image -> textured mesh with the shipped predictor (:mod:`dibr_core.models.predictor`).
+
+The weights in ``dibr_core/weights/predictor.pt`` were trained by
+``python -m dibr_core.train_predictor`` on the procedural data set (see
+``dibr_core/weights/MODEL_CARD.md``). Inputs are framed like the training renders: the object's
+mask bounding box is centred and scaled so that its longer side covers :data:`FILL_FRACTION` of a
+64 x 64 image (the median over the training views), RGB is zero outside the (hard) mask.
+
+Example::
+
+    from dibr_core.inference import predict_mesh
+    mesh = predict_mesh(rgba)            # (H, W, 4) float in [0, 1], or (H, W, 3) with mask=
+    mesh.vertices, mesh.faces, mesh.colors, mesh.face_uvs, mesh.texture
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dibr_core.models.predictor import Predictor
+
+__all__ = ["PREDICTOR_WEIGHTS", "FILL_FRACTION", "PredictedMesh", "load_shipped_predictor", "prepare_image",
+           "predict_mesh"]
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+PREDICTOR_WEIGHTS = WEIGHTS_DIR / "predictor.pt"
+FILL_FRACTION = 0.5625          # median (longer bbox side / image side) of the training renders
+
+ImageLike = Union[np.ndarray, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class PredictedMesh:
+    """A predicted textured mesh in the canonical object frame (y up, -z towards azimuth 0,
+    bounding-box diagonal about 1, centred near the origin).
+
+    Attributes:
+        vertices: (V, 3) float32; faces: (F, 3) int64, counter-clockwise seen from outside.
+        colors: (V, 3) float32 in [0, 1], the texture sampled at each vertex's UVs.
+        face_uvs: (F, 3, 2) float32 per-corner UVs (OpenGL: v = 0 at the texture's bottom row).
+        texture: (T, T, 3) float32 in [0, 1], rows top to bottom (row 0 is v = 1), or None for a
+            model without a texture head.
+        input_image: (4, S, S) float32, the framed RGBA the network saw.
+    """
+
+    vertices: torch.Tensor
+    faces: torch.Tensor
+    colors: torch.Tensor
+    face_uvs: torch.Tensor
+    texture: Optional[torch.Tensor]
+    input_image: torch.Tensor
+
+
+_CACHE: Dict[Tuple[str, float], Predictor] = {}
+
+
+def load_shipped_predictor(path: Optional[Union[str, Path]] = None) -> Predictor:
+    """The predictor (eval mode, float32) from ``path`` (default: the shipped weights), cached per
+    file and modification time.
+
+    Raises:
+        FileNotFoundError: when the file does not exist.
+    """
+    from dibr_core.train_predictor import load_predictor
+
+    p = Path(path) if path is not None else PREDICTOR_WEIGHTS
+    if not p.is_file():
+        raise FileNotFoundError(f"load_shipped_predictor(): no weights file at {p}")
+    key = (str(p.resolve()), p.stat().st_mtime)
+    if key not in _CACHE:
+        _CACHE[key] = load_predictor(p).float()
+    return _CACHE[key]
+
+
+def _as_float_image(fn: str, name: str, image: ImageLike) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(image) if not isinstance(image, torch.Tensor) else image)
+    if t.dtype == torch.uint8:
+        t = t.float() / 255.0
+    elif not t.is_floating_point():
+        raise TypeError(f"{fn}(): {name} must be uint8 or float, got {t.dtype}")
+    t = t.detach().to("cpu", torch.float32)
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{fn}(): {name} has NaN or infinite values")
+    return t
+
+
+def prepare_image(image: ImageLike, mask: Optional[ImageLike] = None, size: int = 64,
+                  fill: float = FILL_FRACTION) -> torch.Tensor:
+    """Frame a photo or render like the training data.
+
+    Args:
+        image: (H, W, 4) RGBA or (H, W, 3) RGB, float in [0, 1] or uint8, rows top to bottom.
+        mask: (H, W) foreground mask (float in [0, 1], uint8 or bool); required for RGB, and
+            replaces the alpha channel of RGBA when given.
+        size: output side (the model's ``image_size``).
+        fill: longer side of the mask's bounding box as a fraction of ``size``.
+
+    Returns:
+        (4, size, size) float32: RGB (zero outside the mask) and the hard mask (0 or 1).
+
+    Raises:
+        ValueError: on bad shapes, a missing mask for RGB input, or an empty mask.
+    """
+    fn = "prepare_image"
+    img = _as_float_image(fn, "image", image)
+    if img.dim() != 3 or img.shape[-1] not in (3, 4) or img.shape[0] < 2 or img.shape[1] < 2:
+        raise ValueError(f"{fn}(): image must have shape (H, W, 3 or 4), got {tuple(img.shape)}")
+    H, W = int(img.shape[0]), int(img.shape[1])
+    if mask is not None:
+        m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask)
+        if m.dtype == torch.bool:
+            m = m.float()
+        m = _as_float_image(fn, "mask", m)
+        if m.dim() == 3 and m.shape[-1] == 1:
+            m = m[..., 0]
+        if tuple(m.shape) != (H, W):
+            raise ValueError(f"{fn}(): mask must have shape ({H}, {W}), got {tuple(m.shape)}")
+        alpha = m
+    elif img.shape[-1] == 4:
+        alpha = img[..., 3]
+    else:
+        raise ValueError(f"{fn}(): an RGB image of shape {tuple(img.shape)} needs a mask (H, W)")
+    alpha = alpha.clamp(0.0, 1.0)
+    fg = alpha > 0.5
+    if not bool(fg.any()):
+        raise ValueError(f"{fn}(): the mask (or alpha channel) of the {H}x{W} image is empty")
+    rows = torch.nonzero(fg.any(dim=1)).flatten()
+    cols = torch.nonzero(fg.any(dim=0)).flatten()
+    y0, y1 = int(rows[0]), int(rows[-1]) + 1
+    x0, x1 = int(cols[0]), int(cols[-1]) + 1
+    side = max(y1 - y0, x1 - x0) / fill                      # source pixels of the square window
+    cy, cx = 0.5 * (y0 + y1), 0.5 * (x0 + x1)
+    # Premultiplied RGB and alpha on a canvas padded so that the window always fits.
+    pm = torch.cat([img[..., :3] * alpha[..., None], alpha[..., None]], dim=-1).permute(2, 0, 1)
+    pad = int(np.ceil(side)) + 2
+    canvas = F.pad(pm, (pad, pad, pad, pad))
+    top = int(round(cy - side / 2)) + pad
+    left = int(round(cx - side / 2)) + pad
+    n = max(int(round(side)), 1)
+    crop = canvas[:, top:top + n, left:left + n][None]
+    out = F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False,
+                        antialias=n > size)[0]
+    a = out[3]
+    hard = (a > 0.5).float()
+    rgb = (out[:3] / a.clamp_min(1e-6)).clamp(0.0, 1.0) * hard
+    return torch.cat([rgb, hard[None]], dim=0).contiguous()
+
+
+def predict_mesh(image: ImageLike, mask: Optional[ImageLike] = None, model: Optional[Predictor] = None
+                 ) -> PredictedMesh:
+    """Predict a textured mesh from one image; see :func:`prepare_image` for the inputs.
+
+    ``model`` defaults to :func:`load_shipped_predictor`.
+    """
+    net = model if model is not None else load_shipped_predictor()
+    x = prepare_image(image, mask, net.image_size)
+    with torch.no_grad():
+        out = net(x[None])
+    tex = out.texture[0].permute(1, 2, 0).float().contiguous() if out.texture is not None else None
+    return PredictedMesh(vertices=out.vertices[0].float().contiguous(), faces=net.faces.long().clone(),
+                         colors=out.colors[0].float().contiguous(), face_uvs=net.face_uvs.float().clone(),
+                         texture=tex, input_image=x)

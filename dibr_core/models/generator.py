@@ -1,0 +1,153 @@
+"""Class-conditional generator of textured meshes: a per-category Gaussian over the predictor's
+latent code, decoded by the predictor's heads.
+
+The decoder (offset head and UV-texture head on the 642-vertex template) is the single-image
+predictor's, trained only through DIB-R renders of the procedural data (2D supervision). The
+generator adds, per category c, a Gaussian ``N(mu_c, U_c diag(s_c^2) U_c^T)`` of rank ``k``
+fitted to the codes the predictor's encoder gives the category's training renders (a latent
+density model in the style of generative latent optimisation: codes first, then their density).
+A sample is ``z = relu(mu_c + U_c (temperature * s_c * eps))`` with ``eps ~ N(0, I_k)`` drawn
+from a generator seeded by the caller (the encoder's codes are ReLU outputs, so the decoder has
+only seen non-negative codes), decoded into vertices, vertex colours and a UV texture.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from dibr_core.models.predictor import Predictor, PredictorOutput
+
+__all__ = ["Generator", "load_generator"]
+
+
+class Generator(nn.Module):
+    """Latent Gaussians per category + the predictor's decoder.
+
+    Args:
+        decoder: the trained :class:`Predictor` (its encoder is not used by the generator and
+            its weights are not saved with it).
+        categories: category names, the index order of the buffers.
+        rank: number of principal directions kept per category.
+
+    Buffers:
+        means: (C, D) per-category mean code; bases: (C, D, k) orthonormal principal directions;
+        scales: (C, k) standard deviations along them.
+    """
+
+    means: torch.Tensor
+    bases: torch.Tensor
+    scales: torch.Tensor
+
+    def __init__(self, decoder: Predictor, categories: Sequence[str], rank: int = 32) -> None:
+        super().__init__()
+        if not categories:
+            raise ValueError("Generator(): categories must not be empty")
+        first = decoder.offset_head[0]
+        assert isinstance(first, nn.Linear)
+        D = int(first.in_features)
+        if not 1 <= rank <= D:
+            raise ValueError(f"Generator(): rank must be in [1, {D}], got {rank}")
+        self.decoder = decoder
+        self.categories: List[str] = list(categories)
+        self.rank = int(rank)
+        C = len(self.categories)
+        self.register_buffer("means", torch.zeros(C, D))
+        self.register_buffer("bases", torch.zeros(C, D, rank))
+        self.register_buffer("scales", torch.zeros(C, rank))
+
+    @property
+    def latent_dim(self) -> int:
+        return int(self.means.shape[1])
+
+    def category_index(self, category: Union[str, int]) -> int:
+        """Index of a category name (or a checked index)."""
+        if isinstance(category, int) and not isinstance(category, bool):
+            if not 0 <= category < len(self.categories):
+                raise ValueError(f"Generator: category index must be in [0, {len(self.categories)}), got {category}")
+            return category
+        if category not in self.categories:
+            raise ValueError(f"Generator: unknown category {category!r}; expected one of {self.categories}")
+        return self.categories.index(str(category))
+
+    def fit(self, codes: Dict[str, torch.Tensor]) -> None:
+        """Fit every category's Gaussian to its codes ((N_c, D) each, N_c >= 2) by PCA."""
+        for name in self.categories:
+            if name not in codes:
+                raise ValueError(f"Generator.fit(): no codes for category {name!r}")
+            z = codes[name].detach().double()
+            if z.dim() != 2 or z.shape[1] != self.latent_dim or z.shape[0] < 2:
+                raise ValueError(f"Generator.fit(): codes[{name!r}] must have shape (N >= 2, {self.latent_dim}), "
+                                 f"got {tuple(z.shape)}")
+            c = self.categories.index(name)
+            mu = z.mean(dim=0)
+            _, s, vt = torch.linalg.svd(z - mu, full_matrices=False)
+            k = min(self.rank, vt.shape[0])
+            std = s[:k] / (z.shape[0] - 1) ** 0.5
+            self.means[c] = mu.float()
+            self.bases[c].zero_()
+            self.scales[c].zero_()
+            self.bases[c, :, :k] = vt[:k].T.float()
+            self.scales[c, :k] = std.float()
+
+    def sample_codes(self, category: Union[str, int], n: int, seed: int = 0, temperature: float = 1.0) -> torch.Tensor:
+        """(n, D) codes of one category, deterministic for ``seed``."""
+        if n < 1:
+            raise ValueError(f"Generator.sample_codes(): n must be >= 1, got {n}")
+        if temperature < 0:
+            raise ValueError(f"Generator.sample_codes(): temperature must be >= 0, got {temperature}")
+        c = self.category_index(category)
+        g = torch.Generator().manual_seed(int(seed))
+        eps = torch.randn(n, self.rank, generator=g, dtype=torch.float32)
+        z = self.means[c] + (eps * (temperature * self.scales[c])) @ self.bases[c].T
+        return torch.relu(z)
+
+    @torch.no_grad()
+    def sample(self, category: Union[str, int], n: int = 1, seed: int = 0, temperature: float = 1.0) -> PredictorOutput:
+        """``n`` textured meshes of ``category`` (deterministic for ``seed``): see
+        :class:`~dibr_core.models.predictor.PredictorOutput`."""
+        return self.decoder.decode(self.sample_codes(category, n, seed, temperature).to(self.means.device))
+
+    def project(self, z: torch.Tensor, category: Union[str, int], limit: float = 2.5) -> torch.Tensor:
+        """Pull (B, D) codes towards a category: their coordinates along the category's principal
+        directions are clamped to ``limit`` standard deviations; the rest of the code is kept."""
+        c = self.category_index(category)
+        U, s = self.bases[c], self.scales[c].clamp_min(1e-8)
+        coeff = (z - self.means[c]) @ U / s
+        clamped = coeff.clamp(-limit, limit)
+        return torch.relu(z + ((clamped - coeff) * s) @ U.T)
+
+    def state_for_saving(self) -> Dict[str, object]:
+        """Weights without the unused encoder: the decoder heads, the Gaussians and the configs."""
+        keep = {k: v for k, v in self.decoder.state_dict().items()
+                if not (k.startswith("encoder.") or k.startswith("to_latent."))}
+        return {"decoder": keep, "decoder_config": {"image_size": self.decoder.image_size,
+                                                    "texture_size": self.decoder.texture_size,
+                                                    "normalize_bbox": self.decoder.normalize_bbox},
+                "categories": self.categories, "rank": self.rank,
+                "means": self.means, "bases": self.bases, "scales": self.scales}
+
+    @classmethod
+    def from_saved(cls, state: Dict[str, object]) -> "Generator":
+        """Inverse of :meth:`state_for_saving` (float16 tensors are cast back to float32)."""
+        dec = Predictor(**state["decoder_config"])  # type: ignore[arg-type]
+        missing, unexpected = dec.load_state_dict(state["decoder"], strict=False)  # type: ignore[arg-type]
+        bad = [k for k in missing if not (k.startswith("encoder.") or k.startswith("to_latent."))]
+        if bad or unexpected:
+            raise ValueError(f"Generator.from_saved(): decoder weights do not match (missing {bad}, "
+                             f"unexpected {list(unexpected)})")
+        gen = cls(dec.eval(), state["categories"], int(state["rank"]))  # type: ignore[arg-type, call-overload]
+        for name in ("means", "bases", "scales"):
+            getattr(gen, name).copy_(state[name])  # type: ignore[arg-type]
+        return gen.eval()
+
+
+def load_generator(path: Optional[Union[str, Path]] = None) -> Generator:
+    """The generator from a weights file (default: the shipped ``dibr_core/weights/generator.pt``)."""
+    p = Path(path) if path is not None else Path(__file__).resolve().parent.parent / "weights" / "generator.pt"
+    if not p.is_file():
+        raise FileNotFoundError(f"load_generator(): no weights file at {p}")
+    state = torch.load(p, map_location="cpu", weights_only=False)
+    return Generator.from_saved(state)

@@ -1,0 +1,146 @@
+"""Fit the class-conditional generator (:mod:`dibr_core.models.generator`) on a trained predictor.
+
+Stage 1 (the expensive one, checkpointed per category): encode ``--views`` views of every
+train-split item of each category with the predictor's encoder. Stage 2: fit each category's
+rank-``k`` latent Gaussian to its codes and write ``generator.pt`` into the run directory.
+The predictor itself was trained through DIB-R renders only (``python -m
+dibr_core.train_predictor``), so the generator, too, never sees 3D supervision.
+
+Usage::
+
+    python -m dibr_core.train_generator --predictor dibr_core/weights/predictor.pt --data DIR --out RUN_DIR
+        [--rank 32 --views 8 --threads T --resume]
+    python -m dibr_core.train_generator --export RUN_DIR --out dibr_core/weights/generator.pt
+
+``RUN_DIR`` receives ``codes.pt`` (the codes of the categories done so far; ``--resume`` skips
+them) and ``generator.pt`` (float32).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import time
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from dibr_core.data.shapes import CATEGORIES
+from dibr_core.models.generator import Generator
+
+__all__ = ["encode_split", "fit_generator", "export_generator", "main"]
+
+CODES = "codes.pt"
+WEIGHTS = "generator.pt"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def encode_split(predictor_path: Union[str, Path], data: Union[str, Path], out: Union[str, Path],
+                 views: int = 8, split: str = "train", resume: bool = False, progress: bool = True,
+                 batch: int = 256) -> Dict[str, torch.Tensor]:
+    """Stage 1: ``{category: (N_c * views, D) codes}``, saved to ``out/codes.pt`` after each category."""
+    from tqdm import tqdm
+
+    from dibr_core.eval import list_items
+    from dibr_core.data.dataset import load_item
+    from dibr_core.train_predictor import load_predictor
+
+    run = Path(out)
+    run.mkdir(parents=True, exist_ok=True)
+    model = load_predictor(predictor_path).float()
+    items = list_items(data, split)
+    missing = [c for c in CATEGORIES if c not in items]
+    if missing:
+        raise FileNotFoundError(f"encode_split(): no {split!r} items for {missing} under {data}")
+    codes: Dict[str, torch.Tensor] = {}
+    codes_path = run / CODES
+    if resume and codes_path.exists():
+        codes = torch.load(codes_path, map_location="cpu", weights_only=False)["codes"]
+    total = sum(len(items[c]) for c in CATEGORIES if c not in codes)
+    bar = tqdm(total=total, desc="encode", unit="item", disable=not progress)
+    for cat in CATEGORIES:
+        if cat in codes:
+            continue
+        ims = []
+        for p in items[cat]:
+            im = load_item(p)["images"]
+            K = im.shape[0]
+            sel = np.linspace(0, K, num=min(views, K), endpoint=False).astype(int)
+            ims.append(im[sel])
+            bar.update(1)
+        x = torch.from_numpy(np.concatenate(ims)).float().div_(255.0).permute(0, 3, 1, 2).contiguous()
+        with torch.no_grad():
+            codes[cat] = torch.cat([model.encode(x[s:s + batch]) for s in range(0, len(x), batch)])
+        tmp = codes_path.with_suffix(".tmp")
+        torch.save({"codes": codes, "predictor_sha256": _sha256(Path(predictor_path))
+                    if Path(predictor_path).is_file() else None}, tmp)
+        tmp.replace(codes_path)
+        bar.set_postfix(category=cat)
+    bar.close()
+    return codes
+
+
+def fit_generator(predictor_path: Union[str, Path], data: Union[str, Path], out: Union[str, Path], rank: int = 32,
+                  views: int = 8, resume: bool = False, progress: bool = True) -> Path:
+    """Both stages; returns the path of ``out/generator.pt``."""
+    from dibr_core.train_predictor import load_predictor
+
+    t0 = time.perf_counter()
+    codes = encode_split(predictor_path, data, out, views, resume=resume, progress=progress)
+    gen = Generator(load_predictor(predictor_path).float(), CATEGORIES, rank)
+    gen.fit(codes)
+    state = gen.state_for_saving()
+    pp = Path(predictor_path)
+    state["meta"] = {"predictor_sha256": _sha256(pp) if pp.is_file() else None, "views": views, "rank": rank,
+                     "codes_per_category": {c: int(v.shape[0]) for c, v in codes.items()},
+                     "seconds": round(time.perf_counter() - t0, 1)}
+    dst = Path(out) / WEIGHTS
+    torch.save(state, dst)
+    return dst
+
+
+def export_generator(run: Union[str, Path], out: Union[str, Path]) -> Path:
+    """Write a run's ``generator.pt`` with float16 decoder weights (Gaussians stay float32)."""
+    p = Path(run)
+    if p.is_dir():
+        p = p / WEIGHTS
+    state = torch.load(p, map_location="cpu", weights_only=False)
+    state["decoder"] = {k: (v.half() if v.is_floating_point() else v) for k, v in state["decoder"].items()}
+    dst = Path(out)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, dst)
+    return dst
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m dibr_core.train_generator", description=__doc__.split("\n")[0])
+    p.add_argument("--predictor", help="trained predictor (weights file, checkpoint or run dir)")
+    p.add_argument("--data", help="dataset root (see dibr_core.data)")
+    p.add_argument("--out", required=True, help="run directory, or with --export the weights file")
+    p.add_argument("--export", metavar="RUN_DIR", default=None)
+    p.add_argument("--rank", type=int, default=32, help="principal directions per category")
+    p.add_argument("--views", type=int, default=8, help="views encoded per train item")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="reuse the categories already in RUN_DIR/codes.pt")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    if a.export is not None:
+        dst = export_generator(a.export, a.out)
+        print(f"wrote {dst} ({dst.stat().st_size / 1e6:.2f} MB)")
+        return 0
+    if a.predictor is None or a.data is None:
+        p.error("--predictor and --data are required")
+    if a.threads > 0:
+        torch.set_num_threads(a.threads)
+    dst = fit_generator(a.predictor, a.data, a.out, a.rank, a.views, a.resume, not a.no_progress)
+    print(f"wrote {dst}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
