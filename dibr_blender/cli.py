@@ -2,10 +2,16 @@
 
     blender --background IN.blend --python dibr_blender/batch.py -- fit ARGS
     python -m dibr_blender.batch fit --blend IN.blend ARGS
+    blender --background --python dibr_blender/batch.py -- image-to-3d ARGS
+    python -m dibr_blender.batch image-to-3d ARGS
 
 fit ARGS: [--object NAME] (--image IMAGE [--mask MASK] | --view CAMERA=IMAGE[,MASK] ...) [--steps N]
           [--output OUT.blend] [--export OUT.glb] [--report REPORT.json] [--resolution PX]
           [--texture] [--no-colors] [--no-shape] [--lighting none|sun|sh] [--apply]
+image-to-3d ARGS: --image IMAGE [--mask MASK] [--category NAME] [--size S] [--texture-size N]
+          [--refine-steps N] [--refine-camera auto|scene|new] [--refine-resolution PX]
+          (--output OUT.blend and/or --export OUT.glb) [--report REPORT.json] [--blend IN.blend]
+          Without --blend: the .blend Blender was started with, else an empty scene.
 
 Exit codes: 0 success, 2 bad input (one line on stderr, nothing written), 1 unexpected failure.
 Progress lines go to stdout.
@@ -17,7 +23,7 @@ import json
 import os
 import sys
 import time
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -59,6 +65,22 @@ def build_parser(inside_blender: bool) -> argparse.ArgumentParser:
     f.add_argument("--lighting", choices=["none", "sun", "sh"], default="none")
     f.add_argument("--fit-lighting", action="store_true", help="optimise the lighting too")
     f.add_argument("--apply", action="store_true", help="write positions into the mesh, not a shape key")
+    from .image_to_3d import CATEGORIES
+
+    i = sub.add_parser("image-to-3d", help="predict a textured mesh from one image and add it to a scene")
+    i.add_argument("--image", required=True, help="image of one object; its alpha is the silhouette")
+    i.add_argument("--mask", help="silhouette image (its alpha, or grey values without alpha)")
+    i.add_argument("--category", choices=["none", *CATEGORIES], default="none", help="category hint")
+    i.add_argument("--size", type=float, default=1.0, help="bounding-box diagonal of the object (metres)")
+    i.add_argument("--texture-size", type=int, default=256, help="texture side in pixels (0: the predictor's)")
+    i.add_argument("--refine-steps", type=int, default=0, help="refine with this many fit steps (0: no refine)")
+    i.add_argument("--refine-camera", choices=["auto", "scene", "new"], default="auto",
+                   help="camera of the refine: the scene camera if any (auto), the scene camera, or a new one")
+    i.add_argument("--refine-resolution", type=int, default=128, help="image side used by the refine")
+    i.add_argument("--blend", help="start from this .blend (default: the loaded one, else an empty scene)")
+    i.add_argument("--output", help="write the result .blend here")
+    i.add_argument("--export", help="export the new object as glTF binary (.glb) here")
+    i.add_argument("--report", help="write a JSON report here")
     return p
 
 
@@ -74,8 +96,38 @@ def _check_out(path: Optional[str], suffix: str, what: str) -> Optional[str]:
     return path
 
 
+def _parse_image_to_3d(args: argparse.Namespace) -> argparse.Namespace:
+    import math
+
+    args.image = os.path.abspath(args.image)
+    if not os.path.isfile(args.image):
+        raise BadInput(f"image file not found: {args.image}")
+    if args.mask is not None:
+        args.mask = os.path.abspath(args.mask)
+        if not os.path.isfile(args.mask):
+            raise BadInput(f"mask image not found: {args.mask}")
+    if not (args.size > 0 and math.isfinite(args.size)):
+        raise BadInput(f"--size must be positive, got {args.size}")
+    if args.texture_size < 0 or args.texture_size > 8192:
+        raise BadInput(f"--texture-size must be 0 (native) to 8192, got {args.texture_size}")
+    if args.refine_steps < 0:
+        raise BadInput(f"--refine-steps must be 0 (no refine) or more, got {args.refine_steps}")
+    if args.refine_resolution < 16:
+        raise BadInput(f"--refine-resolution must be at least 16, got {args.refine_resolution}")
+    if args.blend is not None and not os.path.isfile(args.blend):
+        raise BadInput(f"blend file not found: {args.blend}")
+    args.output = _check_out(args.output, ".blend", "--output")
+    args.export = _check_out(args.export, ".glb", "--export")
+    args.report = _check_out(args.report, ".json", "--report")
+    if not (args.output or args.export):
+        raise BadInput("nothing to write: give --output OUT.blend and/or --export OUT.glb")
+    return args
+
+
 def parse(argv: Sequence[str], inside_blender: bool) -> argparse.Namespace:
     args = build_parser(inside_blender).parse_args(list(argv))
+    if args.command == "image-to-3d":
+        return _parse_image_to_3d(args)
     if args.steps < 1:
         raise BadInput(f"--steps must be at least 1, got {args.steps}")
     views: List[Tuple[Optional[str], str, Optional[str]]] = []
@@ -161,6 +213,47 @@ def run_fit_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_image_to_3d_command(args: argparse.Namespace, inside_blender: bool) -> int:
+    import bpy
+
+    from . import image_to_3d, image_to_3d_scene
+    from .arrays import SceneError
+
+    def log(line: str) -> None:
+        print(f"dibr image-to-3d: {line}", flush=True)
+
+    if args.blend:
+        try:
+            bpy.ops.wm.open_mainfile(filepath=os.path.abspath(args.blend))
+        except RuntimeError as exc:
+            raise BadInput(f"cannot open {args.blend}: {str(exc).strip().splitlines()[-1]}") from None
+    elif not (inside_blender and bpy.data.filepath):
+        bpy.ops.wm.read_homefile(use_empty=True)  # no .blend given: an empty scene
+    scene: Any = bpy.context.scene
+    req = image_to_3d_scene.Request(image_path=args.image, mask_path=args.mask or "", category=args.category,
+                                    size=args.size, texture_size=args.texture_size, refine_steps=args.refine_steps,
+                                    refine_camera=args.refine_camera.upper(),
+                                    refine_resolution=args.refine_resolution)
+    collection: Any = bpy.context.collection or scene.collection
+    try:
+        ob, report = image_to_3d_scene.run(scene, collection, tuple(scene.cursor.location), req, log=log)
+    except SceneError as exc:
+        raise BadInput(str(exc)) from None
+    if args.output:
+        bpy.ops.wm.save_as_mainfile(filepath=args.output, copy=True)
+        log(f"wrote {args.output}")
+    if args.export:
+        bpy.ops.export_scene.gltf(filepath=args.export, export_format="GLB", use_selection=True)
+        log(f"wrote {args.export}")
+    report["output"], report["export"] = args.output, args.export
+    if args.report:
+        with open(args.report, "w") as fh:
+            json.dump(report, fh, indent=1)
+        log(f"wrote {args.report}")
+    log(image_to_3d.summary(report))
+    return EXIT_OK
+
+
 def main(argv: Optional[Sequence[str]] = None, inside_blender: bool = False) -> int:
     """Entry point of both forms. Returns the exit code.
 
@@ -179,6 +272,8 @@ def main(argv: Optional[Sequence[str]] = None, inside_blender: bool = False) -> 
         args = parse(raw, inside_blender)
         if args.command == "fit":
             return run_fit_command(args)
+        if args.command == "image-to-3d":
+            return run_image_to_3d_command(args, inside_blender)
         raise BadInput(f"unknown command {args.command}")
     except BadInput as exc:
         print(f"dibr_blender.batch: error: {exc}", file=sys.stderr, flush=True)

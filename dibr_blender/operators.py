@@ -1,5 +1,5 @@
 """Operators: Fit to Reference Image (synchronous in background mode, a worker thread behind a
-modal timer in the UI), Preview, view list editing and backend info."""
+modal timer in the UI), Image to 3D, Preview, view list editing and backend info."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,7 @@ from typing import Any, List, Optional, Tuple
 
 import bpy
 
-from . import pipeline, scene_io, status
+from . import image_to_3d, image_to_3d_scene, pipeline, preferences, scene_io, status
 from .arrays import SceneError
 from .fit_job import FitOutput, run_fit
 from .runner import Runner
@@ -174,6 +174,66 @@ def _summary(out: FitOutput, seconds: float) -> str:
     return f"DIB-R fit: {out.steps} steps in {seconds:.1f} s, loss {out.final_loss:.4f}; {ious}"
 
 
+class DIBR_OT_image_to_3d(bpy.types.Operator):
+    """Predict a textured mesh from one image (its alpha or a mask is the silhouette) and add it at
+    the 3D cursor; optionally refine it with the DIB-R fit"""
+
+    bl_idname = "dibr.image_to_3d"
+    bl_label = "Image to 3D"
+    bl_options = {"REGISTER", "UNDO"}
+
+    image_path: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Image", subtype="FILE_PATH", description="Image file of one object (used before Image Name)")
+    image_name: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Image Name", description="Image datablock to use when no file is given")
+    mask_path: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Mask", subtype="FILE_PATH",
+        description="Optional silhouette image (its alpha, or grey when it has none); default: the image's alpha")
+    mask_name: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Mask Name", description="Optional silhouette image datablock (when no mask file is given)")
+    category: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Category", items=image_to_3d.CATEGORY_ITEMS, default="none",
+        description="What the image shows (a hint, stored on the object)")
+    size: bpy.props.FloatProperty(  # type: ignore[valid-type]
+        name="Size", default=1.0, min=1e-4, soft_max=100.0, subtype="DISTANCE", unit="LENGTH",
+        description="Bounding-box diagonal of the new object")
+    texture_size: bpy.props.IntProperty(  # type: ignore[valid-type]
+        name="Texture Size", default=256, min=0, max=4096,
+        description="Side of the texture image in pixels (the prediction is resized bilinearly); 0 keeps the "
+                    "predictor's own size")
+    refine: bpy.props.BoolProperty(  # type: ignore[valid-type]
+        name="Refine with Fit", default=False,
+        description="Fit shape and texture to the image after the prediction (takes a while)")
+    refine_steps: bpy.props.IntProperty(  # type: ignore[valid-type]
+        name="Refine Steps", default=100, min=1, max=100000, description="Fit steps of the refine")
+    refine_camera: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Refine Camera", items=image_to_3d_scene.REFINE_CAMERA_ITEMS, default="AUTO",
+        description="The camera that sees the image during the refine")
+    refine_resolution: bpy.props.IntProperty(  # type: ignore[valid-type]
+        name="Refine Resolution", default=128, min=16, max=2048,
+        description="Longer side, in pixels, of the images the refine compares")
+
+    def request(self) -> image_to_3d_scene.Request:
+        return image_to_3d_scene.Request(
+            image_path=self.image_path, image_name=self.image_name, mask_path=self.mask_path,
+            mask_name=self.mask_name, category=self.category, size=self.size, texture_size=self.texture_size,
+            refine_steps=self.refine_steps if self.refine else 0, refine_camera=self.refine_camera,
+            refine_resolution=self.refine_resolution, backend=preferences.backend(bpy.context))
+
+    def execute(self, context: Any) -> set:
+        status.load_backend()
+        scene = context.scene
+        collection = context.collection or scene.collection
+        try:
+            ob, report = image_to_3d_scene.run(scene, collection, tuple(scene.cursor.location), self.request(),
+                                               log=lambda line: print(f"DIB-R Image to 3D: {line}", flush=True))
+        except SceneError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, image_to_3d.summary(report))
+        return {"FINISHED"}
+
+
 class DIBR_OT_preview(bpy.types.Operator):
     """Render the DIB-R view of the active mesh beside the reference, and the last loss curve"""
 
@@ -241,4 +301,4 @@ class DIBR_OT_backend_info(bpy.types.Operator):
         return {"FINISHED"}
 
 
-CLASSES = [DIBR_OT_fit, DIBR_OT_preview, DIBR_OT_view_add, DIBR_OT_view_remove, DIBR_OT_backend_info]
+CLASSES = [DIBR_OT_fit, DIBR_OT_image_to_3d, DIBR_OT_preview, DIBR_OT_view_add, DIBR_OT_view_remove, DIBR_OT_backend_info]

@@ -5,8 +5,9 @@ from typing import Any
 
 import bpy
 
-from . import preferences
+from . import image_to_3d, preferences
 from .fit_job import FitSettings
+from .image_to_3d_scene import REFINE_CAMERA_ITEMS
 
 
 class DIBR_PG_view(bpy.types.PropertyGroup):
@@ -53,6 +54,30 @@ class DIBR_PG_settings(bpy.types.PropertyGroup):
                                         description="Weight of the Laplacian smoothness term")
     apply_shape: bpy.props.BoolProperty(name="Apply Shape", default=False,  # type: ignore[valid-type]
                                         description="Write positions into the mesh instead of a 'DIB-R Fit' shape key")
+
+    # Image to 3D (copied into the operator's properties by the panel)
+    i3d_image_path: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Image", subtype="FILE_PATH", description="Image file of one object; its alpha is the silhouette")
+    i3d_image: bpy.props.PointerProperty(  # type: ignore[valid-type]
+        name="Image", type=bpy.types.Image, description="Image datablock (used when no file is set)")
+    i3d_mask_path: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Mask", subtype="FILE_PATH",
+        description="Optional silhouette image (alpha, or grey when it has no alpha); default: the image's alpha")
+    i3d_category: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Category", items=image_to_3d.CATEGORY_ITEMS, default="none",
+        description="What the image shows (a hint, stored on the object)")
+    i3d_size: bpy.props.FloatProperty(  # type: ignore[valid-type]
+        name="Size", default=1.0, min=1e-4, soft_max=100.0, subtype="DISTANCE", unit="LENGTH",
+        description="Bounding-box diagonal of the new object")
+    i3d_texture_size: bpy.props.IntProperty(  # type: ignore[valid-type]
+        name="Texture Size", default=256, min=0, max=4096,
+        description="Side of the texture image in pixels; 0 keeps the predictor's own size")
+    i3d_refine: bpy.props.BoolProperty(  # type: ignore[valid-type]
+        name="Refine with Fit", default=False, description="Fit shape and texture to the image after the prediction")
+    i3d_refine_steps: bpy.props.IntProperty(  # type: ignore[valid-type]
+        name="Steps", default=100, min=1, max=100000, description="Fit steps of the refine")
+    i3d_refine_camera: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Camera", items=REFINE_CAMERA_ITEMS, default="AUTO", description="The camera that sees the image")
 
     def to_fit_settings(self) -> FitSettings:
         return FitSettings(steps=self.steps, max_side=self.resolution, optimize_vertices=self.fit_shape,

@@ -358,3 +358,83 @@ def _wire_material(ob: Any, img: Any = None, color_attribute: Optional[str] = No
 def wire_vertex_colors(ob: Any) -> None:
     """Show the fitted colour attribute in Cycles and EEVEE (Color Attribute -> Base Color)."""
     _wire_material(ob, color_attribute=COLOR_ATTR)
+
+
+# --- Image to 3D ----------------------------------------------------------------------------
+
+def image_display_values(img: Any) -> np.ndarray:
+    """(H, W, 4) float32 of an image datablock as displayed: sRGB-encoded RGB (what an 8-bit file
+    stores; float images are encoded from linear) + alpha, rows top to bottom."""
+    w, h = img.size
+    if w == 0 or h == 0:
+        raise SceneError(f"image '{img.name}' has no pixels (missing or unreadable file?)")
+    px = np.empty(w * h * 4, dtype=np.float32)
+    img.pixels.foreach_get(px)
+    arr = px.reshape(h, w, 4)
+    if img.is_float and img.colorspace_settings.name not in ("Non-Color", "Raw"):
+        arr[..., :3] = convert.linear_to_srgb(arr[..., :3])
+    return convert.flip_rows(arr)
+
+
+def load_image_display(path: str) -> Tuple[np.ndarray, bool]:
+    """Read an image file through Blender without leaving a datablock: (display values as in
+    ``image_display_values``, whether the file has an alpha channel)."""
+    if not os.path.isfile(path):
+        raise SceneError(f"image file not found: {path}")
+    try:
+        img = bpy.data.images.load(path, check_existing=False)
+    except RuntimeError as exc:
+        raise SceneError(f"cannot read image {path}: {str(exc).strip().splitlines()[-1]}") from None
+    try:
+        if img.size[0] == 0 or img.size[1] == 0:
+            raise SceneError(f"cannot read image {path}: not an image file Blender can decode")
+        return image_display_values(img), image_has_alpha(img)
+    finally:
+        bpy.data.images.remove(img)
+
+
+def new_mesh_object(name: str, vertices: np.ndarray, faces: np.ndarray, collection: Any,
+                    smooth: bool = True) -> Any:
+    """A new triangle-mesh object (one polygon per face, loops in face order) linked to ``collection``."""
+    F = len(faces)
+    me = bpy.data.meshes.new(name)
+    try:
+        me.vertices.add(len(vertices))
+        me.loops.add(3 * F)
+        me.polygons.add(F)
+        me.vertices.foreach_set("co", np.asarray(vertices, dtype=np.float32).ravel())
+        me.loops.foreach_set("vertex_index", np.asarray(faces, dtype=np.int32).ravel())
+        me.polygons.foreach_set("loop_start", np.arange(0, 3 * F, 3, dtype=np.int32))
+        me.polygons.foreach_set("loop_total", np.full(F, 3, dtype=np.int32))
+        me.update(calc_edges=True)
+        me.validate()
+        if smooth and hasattr(me, "shade_smooth"):
+            me.shade_smooth()
+        ob = bpy.data.objects.new(name, me)
+    except Exception:
+        bpy.data.meshes.remove(me)
+        raise
+    collection.objects.link(ob)
+    return ob
+
+
+def new_texture_image(name: str, pixels: np.ndarray) -> Any:
+    """A new 8-bit sRGB image from (H, W, 4) sRGB-encoded pixels, bottom row first, packed into
+    the .blend (so it travels with the file and the glTF export)."""
+    h, w = pixels.shape[:2]
+    img = bpy.data.images.new(name, w, h, alpha=True, float_buffer=False)
+    set_texture_pixels(img, pixels)
+    return img
+
+
+def set_texture_pixels(img: Any, pixels: np.ndarray) -> None:
+    """Replace an image's pixels (bottom row first) and pack it again."""
+    px: Any = img.pixels
+    px.foreach_set(np.clip(np.asarray(pixels, dtype=np.float32), 0.0, 1.0).ravel())
+    img.update()
+    img.pack()
+
+
+def wire_texture(ob: Any, img: Any) -> None:
+    """Image Texture ``img`` -> Principled BSDF Base Color of the object's material (made when missing)."""
+    _wire_material(ob, img=img)

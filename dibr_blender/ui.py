@@ -55,4 +55,43 @@ class DIBR_PT_main(bpy.types.Panel):
         row.operator("dibr.backend_info", text="", icon="INFO")
 
 
-CLASSES = [DIBR_PT_main]
+class DIBR_PT_image_to_3d(bpy.types.Panel):
+    bl_label = "Image to 3D"
+    bl_idname = "DIBR_PT_image_to_3d"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "DIB-R"
+    bl_parent_id = "DIBR_PT_main"
+
+    def draw(self, context: Any) -> None:
+        layout = self.layout
+        if layout is None:
+            return
+        s = context.scene.dibr
+        col = layout.column()
+        col.prop(s, "i3d_image_path", text="")
+        if not s.i3d_image_path:
+            col.template_ID(s, "i3d_image", open="image.open")
+        col.prop(s, "i3d_mask_path", text="Mask")
+        col.prop(s, "i3d_category")
+        col.prop(s, "i3d_size")
+        col.prop(s, "i3d_texture_size")
+        col.prop(s, "i3d_refine")
+        if s.i3d_refine:
+            row = col.row(align=True)
+            row.prop(s, "i3d_refine_steps")
+            row.prop(s, "i3d_refine_camera", text="")
+        op = layout.operator("dibr.image_to_3d", icon="MESH_MONKEY")
+        op.image_path = s.i3d_image_path
+        op.image_name = s.i3d_image.name if (s.i3d_image is not None and not s.i3d_image_path) else ""
+        op.mask_path = s.i3d_mask_path
+        op.mask_name = ""
+        op.category = s.i3d_category
+        op.size = s.i3d_size
+        op.texture_size = s.i3d_texture_size
+        op.refine = s.i3d_refine
+        op.refine_steps = s.i3d_refine_steps
+        op.refine_camera = s.i3d_refine_camera
+
+
+CLASSES = [DIBR_PT_main, DIBR_PT_image_to_3d]

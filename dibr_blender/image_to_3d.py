@@ -1,0 +1,514 @@
+"""Image to 3D, the steps that need no Blender (no bpy import; torch and dibr_core are imported
+only inside the functions that predict or render, so registration stays instant).
+
+The shipped predictor (``dibr_core.inference.predict_mesh``) returns a textured mesh in the
+canonical object frame of its training renders: +Y up, bounding-box diagonal about 1. Here it
+becomes plain arrays ready for Blender:
+
+* vertices rotated to Blender's +Z up with ``(x, y, z) -> (x, -z, y)`` (a proper rotation, so
+  counter-clockwise-from-outside winding and outward normals are kept), the bounding-box centre
+  moved to the origin and scaled so that the bounding-box diagonal is ``size`` (metres);
+* one polygon of three loops per triangle, in face order, with its per-corner UVs (the OpenGL
+  convention of the predictor, v = 0 at the bottom, is Blender's);
+* per-vertex colours as linear RGBA for a float colour attribute;
+* the texture resized to ``texture_size`` (bilinear with repeat wrapping, as the texture is
+  sampled; a box filter when it shrinks), as RGBA pixels bottom row first for an 8-bit sRGB
+  image datablock.
+
+Colours: the network reproduces the stored (sRGB-encoded) values of its input images, so its
+texture goes unchanged into an sRGB image and its vertex colours are decoded to linear for the
+float colour attribute; Blender then shows the input's colours.
+
+For "refine with fit" without a scene camera, :func:`match_protocol_view` finds the training
+protocol's view (elevation 30 degrees, distance 2.732 x the scale, 30 degree vertical field of
+view, square image) whose silhouette of the predicted mesh best matches the framed input, over the
+24 protocol azimuths; the camera is then zoomed and its lens shifted so that the mesh's projected
+bounding box lands exactly on the input's framed silhouette box.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import convert
+
+OBJECT_NAME = "DIB-R Image to 3D"
+TEXTURE_SUFFIX = " Texture"
+CAMERA_NAME = "DIB-R Image to 3D Camera"
+
+# dibr_core.data.shapes.CATEGORIES, repeated here so that registering the extension does not
+# import dibr_core (and torch); tests/test_image_to_3d_pure.py checks that they agree.
+CATEGORIES: Tuple[str, ...] = (
+    "airplane", "bench", "cabinet", "car", "chair", "display", "lamp",
+    "loudspeaker", "rifle", "sofa", "table", "telephone", "watercraft",
+)
+CATEGORY_ITEMS: List[Tuple[str, str, str]] = [("none", "None", "No category hint")] + [
+    (c, c.capitalize(), f"Hint that the image shows a {c}") for c in CATEGORIES]
+
+# The rotation canonical (+Y up) -> Blender (+Z up): (x, y, z) -> (x, -z, y).
+AXES = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+
+# The training renders' camera protocol (dibr_core.data.dataset).
+PROTOCOL_ELEVATION_DEG = 30.0
+PROTOCOL_DISTANCE = 2.732
+PROTOCOL_FOV_Y_DEG = 30.0
+PROTOCOL_AZIMUTH_STEP_DEG = 15.0
+PROTOCOL_N_AZIMUTHS = 24
+SENSOR_HEIGHT = 24.0          # mm, Blender's default; the camera uses the vertical sensor fit
+PROTOCOL_LENS = SENSOR_HEIGHT / (2.0 * math.tan(math.radians(PROTOCOL_FOV_Y_DEG) / 2.0))
+
+
+def canonical_to_blender(v: np.ndarray) -> np.ndarray:
+    """(N, 3) canonical (+Y up) -> Blender (+Z up) coordinates, ``(x, y, z) -> (x, -z, y)``."""
+    a = np.asarray(v, dtype=np.float64)
+    if a.ndim != 2 or a.shape[1] != 3:
+        raise ValueError(f"canonical_to_blender(): expected (N, 3), got {a.shape}")
+    return a @ AXES.T
+
+
+def bbox_diagonal(v: np.ndarray) -> float:
+    a = np.asarray(v, dtype=np.float64)
+    return float(np.linalg.norm(a.max(0) - a.min(0)))
+
+
+# --------------------------------------------------------------------------- textures
+
+def resize_texture(texture: np.ndarray, n: int) -> np.ndarray:
+    """(T, T, C) -> (n, n, C), rows top to bottom. Enlarging is bilinear with repeat wrapping (the
+    way the texture is sampled, so the seam stays seamless); shrinking is a box filter."""
+    t = np.asarray(texture, dtype=np.float64)
+    if t.ndim != 3 or t.shape[0] < 1 or t.shape[1] < 1:
+        raise ValueError(f"resize_texture(): expected (H, W, C), got {t.shape}")
+    if n < 1:
+        raise ValueError(f"resize_texture(): size must be positive, got {n}")
+    H, W = t.shape[:2]
+    if (H, W) == (n, n):
+        return t.astype(np.float32)
+    if n < H or n < W:
+        return convert.resize_image(t.astype(np.float32), n, n)
+
+    def axis(size: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        x = (np.arange(n) + 0.5) * size / n - 0.5        # output pixel centres in source texels
+        x0 = np.floor(x)
+        f = x - x0
+        i0 = x0.astype(np.int64) % size
+        return i0, (i0 + 1) % size, f
+
+    y0, y1, fy = axis(H)
+    x0, x1, fx = axis(W)
+    fy = fy[:, None, None]
+    fx = fx[None, :, None]
+    top = t[y0][:, x0] * (1 - fx) + t[y0][:, x1] * fx
+    bottom = t[y1][:, x0] * (1 - fx) + t[y1][:, x1] * fx
+    return (top * (1 - fy) + bottom * fy).astype(np.float32)
+
+
+def texture_pixels(texture: np.ndarray, n: int) -> np.ndarray:
+    """A texture (T, T, 3) in [0, 1], rows top to bottom, as (n, n, 4) float32 RGBA pixels
+    bottom row first (Blender's order), alpha 1."""
+    t = resize_texture(texture, n)
+    rgba = np.concatenate([np.clip(t[..., :3], 0.0, 1.0), np.ones(t.shape[:2] + (1,), np.float32)], axis=-1)
+    return convert.flip_rows(rgba).astype(np.float32)
+
+
+def pixels_to_texture(pixels: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`texture_pixels` at the same size: RGB rows top to bottom."""
+    return convert.flip_rows(np.asarray(pixels)[..., :3]).astype(np.float32)
+
+
+def sample_texture_np(texture: np.ndarray, uvs: np.ndarray) -> np.ndarray:
+    """Bilinear lookup with repeat wrapping of a (H, W, C) top-to-bottom texture at (N, 2) OpenGL
+    UVs (v = 0 at the bottom row), as ``dibr_core.texture.sample_texture`` does. -> (N, C)."""
+    t = np.asarray(texture, dtype=np.float64)
+    H, W = t.shape[:2]
+    uv = np.asarray(uvs, dtype=np.float64)
+    x = uv[:, 0] * W - 0.5
+    y = (1.0 - uv[:, 1]) * H - 0.5
+    x0, y0 = np.floor(x), np.floor(y)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    ix0, iy0 = x0.astype(np.int64) % W, y0.astype(np.int64) % H
+    ix1, iy1 = (ix0 + 1) % W, (iy0 + 1) % H
+    return ((t[iy0, ix0] * (1 - fx) + t[iy0, ix1] * fx) * (1 - fy)
+            + (t[iy1, ix0] * (1 - fx) + t[iy1, ix1] * fx) * fy)
+
+
+def vertex_colors_from_texture(texture: np.ndarray, faces: np.ndarray, face_uvs: np.ndarray,
+                               n_vertices: int) -> np.ndarray:
+    """(V, C): the texture sampled at every corner's UVs, averaged per vertex (the predictor's rule)."""
+    corner = sample_texture_np(texture, np.asarray(face_uvs).reshape(-1, 2))
+    return convert.corner_to_vertex(corner, np.asarray(faces).reshape(-1), n_vertices)
+
+
+# --------------------------------------------------------------------------- mesh arrays
+
+@dataclass
+class BlenderMesh:
+    """A predicted mesh as Blender data.
+
+    Attributes:
+        vertices: (V, 3) float32 object-space positions (+Z up, bounding-box centre at the origin,
+            diagonal ``size``); faces: (F, 3) int32, counter-clockwise from outside.
+        loop_vertices: (3F,) int32 ``Mesh.loops`` ``vertex_index``; loop_start, loop_total: (F,)
+            int32 ``Mesh.polygons`` data (one triangle per polygon, loops in face order).
+        face_uvs: (F, 3, 2) float32 per-corner UVs; corner_uvs: the same as (3F, 2) per loop.
+        colors: (V, 4) float32 linear RGBA for a float colour attribute.
+        texture: (n, n, 4) float32 sRGB-encoded RGBA pixels, bottom row first (for an 8-bit sRGB
+            image's ``pixels``), or None for a predictor without a texture head.
+        native_texture_size: the predictor's texture side (None without a texture).
+        scale: canonical -> Blender scale factor (``size`` / the predicted diagonal).
+        centre: (3,) the canonical bounding-box centre that was moved to the origin.
+    """
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    loop_vertices: np.ndarray
+    loop_start: np.ndarray
+    loop_total: np.ndarray
+    face_uvs: np.ndarray
+    corner_uvs: np.ndarray
+    colors: np.ndarray
+    texture: Optional[np.ndarray]
+    native_texture_size: Optional[int]
+    scale: float
+    centre: np.ndarray = field(default_factory=lambda: np.zeros(3))
+
+    @property
+    def colors_rgb(self) -> np.ndarray:
+        return self.colors[:, :3]
+
+    @property
+    def texture_size(self) -> Optional[int]:
+        return None if self.texture is None else int(self.texture.shape[0])
+
+
+def _np(x: Any) -> Optional[np.ndarray]:
+    if x is None:
+        return None
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def mesh_arrays(predicted: Any, size: float = 1.0, texture_size: int = 0) -> BlenderMesh:
+    """Blender-ready arrays from a ``dibr_core.inference.PredictedMesh`` (or anything with its
+    ``vertices``, ``faces``, ``colors``, ``face_uvs`` and ``texture``, tensors or arrays).
+
+    Args:
+        size: bounding-box diagonal of the result, in scene units (metres).
+        texture_size: side of the output texture; 0 keeps the predictor's native size.
+    """
+    if not (size > 0 and math.isfinite(size)):
+        raise ValueError(f"mesh_arrays(): size must be positive, got {size}")
+    if texture_size < 0:
+        raise ValueError(f"mesh_arrays(): texture_size must be >= 0, got {texture_size}")
+    v = _np(predicted.vertices)
+    f = _np(predicted.faces)
+    col = _np(predicted.colors)
+    uv = _np(predicted.face_uvs)
+    tex = _np(predicted.texture)
+    assert v is not None and f is not None and col is not None and uv is not None
+    v = v.astype(np.float64)
+    f = f.astype(np.int64)
+    if v.ndim != 2 or v.shape[1] != 3 or f.ndim != 2 or f.shape[1] != 3:
+        raise ValueError(f"mesh_arrays(): bad shapes vertices {v.shape}, faces {f.shape}")
+    F = f.shape[0]
+    lo, hi = v.min(0), v.max(0)
+    centre = 0.5 * (lo + hi)
+    diag = float(np.linalg.norm(hi - lo))
+    if not diag > 1e-12:
+        raise ValueError("mesh_arrays(): the predicted mesh is degenerate (zero size)")
+    scale = size / diag
+    verts = (canonical_to_blender(v - centre) * scale).astype(np.float32)
+    rgb = convert.srgb_to_linear(np.clip(col.astype(np.float64), 0.0, 1.0))
+    colors = np.concatenate([rgb, np.ones((rgb.shape[0], 1))], axis=1).astype(np.float32)
+    pixels = None
+    native = None
+    if tex is not None:
+        native = int(tex.shape[0])
+        pixels = texture_pixels(tex, texture_size or native)
+    uv = uv.astype(np.float32).reshape(F, 3, 2)
+    return BlenderMesh(
+        vertices=verts, faces=f.astype(np.int32), loop_vertices=f.astype(np.int32).reshape(-1),
+        loop_start=np.arange(0, 3 * F, 3, dtype=np.int32), loop_total=np.full(F, 3, dtype=np.int32),
+        face_uvs=uv, corner_uvs=uv.reshape(-1, 2).copy(), colors=colors, texture=pixels,
+        native_texture_size=native, scale=float(scale), centre=centre)
+
+
+def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(F, 3) unit normals of counter-clockwise triangles (Blender's rule)."""
+    v = np.asarray(vertices, dtype=np.float64)
+    a, b, c = v[faces[:, 0]], v[faces[:, 1]], v[faces[:, 2]]
+    n = np.cross(b - a, c - a)
+    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-20)
+
+
+# --------------------------------------------------------------------------- inputs
+
+def silhouette(rgba: np.ndarray, has_alpha: bool) -> np.ndarray:
+    """A mask image's silhouette: its alpha, or its first (grey) channel when it has no alpha."""
+    return np.ascontiguousarray(rgba[..., 3] if has_alpha else rgba[..., 0], dtype=np.float32)
+
+
+def check_silhouette(mask: np.ndarray, label: str) -> None:
+    """Raise ValueError when no pixel of ``mask`` is above 0.5 (the predictor's threshold)."""
+    if not bool((np.asarray(mask) > 0.5).any()):
+        raise ValueError(f"the silhouette of {label} is empty (no pixel with alpha or mask above 0.5)")
+
+
+# --------------------------------------------------------------------------- the predictor
+
+def predictor_kwargs(fn: Callable[..., Any], category: Optional[str]) -> Dict[str, Any]:
+    """``{"category": category}`` when ``fn`` takes a ``category`` argument (or ``**kwargs``) and
+    a category is given; else ``{}``."""
+    if not category or category == "none":
+        return {}
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    for p in params:
+        if p.name == "category" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            return {"category": category}
+        if p.kind == p.VAR_KEYWORD:
+            return {"category": category}
+    return {}
+
+
+def predict(image: np.ndarray, mask: Optional[np.ndarray], category: Optional[str] = None) -> Tuple[Any, bool]:
+    """Run the shipped predictor. Returns (PredictedMesh, whether the category was passed on).
+
+    Raises:
+        ImportError: torch or dibr_core cannot be imported; FileNotFoundError: no weights file;
+        ValueError: bad input (empty mask, bad shapes).
+    """
+    from dibr_core import inference
+
+    kwargs = predictor_kwargs(inference.predict_mesh, category)
+    return inference.predict_mesh(image, mask, **kwargs), "category" in kwargs
+
+
+def _scrub(value: Any) -> Any:
+    """Drop absolute paths (of the machine that trained the model) from the weights' metadata."""
+    if isinstance(value, dict):
+        return {str(k): _scrub(v) for k, v in value.items() if not (isinstance(v, str) and os.path.isabs(v))}
+    if isinstance(value, (list, tuple)):
+        return [_scrub(v) for v in value]
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    return str(value)
+
+
+_INFO_CACHE: Dict[Tuple[str, float], Dict[str, Any]] = {}
+
+
+def weights_info() -> Dict[str, Any]:
+    """``{"weights": file name, "predictor": model config and metadata}`` of the shipped weights
+    (no absolute paths)."""
+    from dibr_core import inference
+
+    path = inference.PREDICTOR_WEIGHTS
+    info: Dict[str, Any] = {"weights": path.name, "predictor": None}
+    try:
+        key = (str(path), path.stat().st_mtime)
+    except OSError:
+        return info
+    if key not in _INFO_CACHE:
+        meta: Any = None
+        try:
+            import torch
+
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            meta = {"model_config": _scrub(state.get("model_config", {})), **_scrub(state.get("meta", {}))}
+        except Exception:  # noqa: BLE001 - the metadata is informative only
+            meta = None
+        _INFO_CACHE[key] = {"weights": path.name, "predictor": meta}
+    return dict(_INFO_CACHE[key])
+
+
+# --------------------------------------------------------------------------- the protocol camera
+
+@dataclass(frozen=True)
+class ProtocolView:
+    """A protocol camera around an object of scale 1 centred at the origin (Blender frame).
+
+    ``lens`` (mm, vertical sensor fit on a ``SENSOR_HEIGHT`` sensor) and ``shift_x/y`` (in units
+    of the image side) are the protocol's 30 degree lens zoomed and shifted so that the mesh's
+    silhouette box matches the framed input's. ``iou``: silhouette IoU with the framed input.
+    """
+
+    azimuth_deg: float
+    elevation_deg: float = PROTOCOL_ELEVATION_DEG
+    distance: float = PROTOCOL_DISTANCE
+    lens: float = PROTOCOL_LENS
+    shift_x: float = 0.0
+    shift_y: float = 0.0
+    iou: float = float("nan")
+
+
+def protocol_eye(azimuth_deg: float, elevation_deg: float = PROTOCOL_ELEVATION_DEG,
+                 distance: float = PROTOCOL_DISTANCE) -> np.ndarray:
+    """The training protocol's eye in Blender coordinates: the canonical eye
+    ``d (cos e sin a, sin e, cos e cos a)`` rotated to +Z up (azimuth 0 looks from -Y)."""
+    a, e = math.radians(azimuth_deg), math.radians(elevation_deg)
+    eye_c = np.array([[distance * math.cos(e) * math.sin(a), distance * math.sin(e),
+                       distance * math.cos(e) * math.cos(a)]])
+    return canonical_to_blender(eye_c)[0]
+
+
+def look_at(eye: np.ndarray, target: np.ndarray, up: Sequence[float] = (0.0, 0.0, 1.0)) -> np.ndarray:
+    """(4, 4) world matrix of a Blender camera at ``eye`` looking at ``target`` (local -Z forward,
+    +Y up, +Z world up)."""
+    eye = np.asarray(eye, dtype=np.float64)
+    fwd = np.asarray(target, dtype=np.float64) - eye
+    fwd /= np.linalg.norm(fwd)
+    right = np.cross(fwd, np.asarray(up, dtype=np.float64))
+    if np.linalg.norm(right) < 1e-9:
+        raise ValueError("look_at(): the view direction is parallel to up")
+    right /= np.linalg.norm(right)
+    cam_up = np.cross(right, fwd)
+    M = np.eye(4)
+    M[:3, 0], M[:3, 1], M[:3, 2], M[:3, 3] = right, cam_up, -fwd, eye
+    return M
+
+
+def camera_world(view: ProtocolView, scale: float = 1.0, location: Any = (0.0, 0.0, 0.0)) -> np.ndarray:
+    """(4, 4) world matrix of the protocol camera for an object of ``scale`` at ``location``."""
+    loc = np.asarray(location, dtype=np.float64)
+    eye = loc + scale * protocol_eye(view.azimuth_deg, view.elevation_deg, view.distance)
+    return look_at(eye, loc)
+
+
+def camera_params(view: ProtocolView, resolution: int, scale: float = 1.0) -> convert.CameraParams:
+    """Blender camera settings of ``view`` rendering a square ``resolution`` image."""
+    return convert.CameraParams(type="PERSP", lens=view.lens, sensor_width=SENSOR_HEIGHT,
+                                sensor_height=SENSOR_HEIGHT, sensor_fit="VERTICAL", shift_x=view.shift_x,
+                                shift_y=view.shift_y, clip_start=0.05 * scale, clip_end=100.0 * scale,
+                                res_x=resolution, res_y=resolution)
+
+
+def project_ndc(vertices: np.ndarray, world: np.ndarray, params: convert.CameraParams) -> np.ndarray:
+    """(N, 2) NDC (x right, y up, [-1, 1] across the image) of world points seen by a camera."""
+    P = convert.projection_matrix(params) @ convert.view_matrix(world)
+    v = np.asarray(vertices, dtype=np.float64)
+    h = np.concatenate([v, np.ones((v.shape[0], 1))], axis=1) @ P.T
+    return h[:, :2] / h[:, 3:4]
+
+
+def mask_box_ndc(mask: np.ndarray) -> Tuple[float, float, float, float]:
+    """(x_min, x_max, y_min, y_max) in NDC of the pixels above 0.5 of a (S, S) top-to-bottom mask."""
+    m = np.asarray(mask) > 0.5
+    if not m.any():
+        raise ValueError("mask_box_ndc(): the mask is empty")
+    H, W = m.shape
+    rows = np.nonzero(m.any(axis=1))[0]
+    cols = np.nonzero(m.any(axis=0))[0]
+    return (-1.0 + 2.0 * cols[0] / W, -1.0 + 2.0 * (cols[-1] + 1) / W,
+            1.0 - 2.0 * (rows[-1] + 1) / H, 1.0 - 2.0 * rows[0] / H)
+
+
+def framed_view(vertices: np.ndarray, azimuth_deg: float, target_box: Tuple[float, float, float, float]
+                ) -> ProtocolView:
+    """The protocol view at ``azimuth_deg`` of scale-1 Blender-frame ``vertices`` (centred at the
+    origin), zoomed and shifted so that the vertices' projected box has the longer side and the
+    centre of ``target_box`` (NDC)."""
+    base = ProtocolView(azimuth_deg)
+    ndc = project_ndc(vertices, camera_world(base), camera_params(base, 64))
+    lo, hi = ndc.min(0), ndc.max(0)
+    side_r = float(max(hi - lo))
+    tx0, tx1, ty0, ty1 = target_box
+    side_t = max(tx1 - tx0, ty1 - ty0)
+    k = side_t / max(side_r, 1e-9)
+    c_r = 0.5 * (lo + hi)
+    c_t = np.array([0.5 * (tx0 + tx1), 0.5 * (ty0 + ty1)])
+    t = c_t - k * c_r                       # NDC' = k NDC + t
+    # Blender's lens shift moves the content by -2 shift in NDC (square image, vertical fit).
+    return ProtocolView(azimuth_deg, lens=PROTOCOL_LENS * k, shift_x=float(-t[0] / 2), shift_y=float(-t[1] / 2))
+
+
+def match_protocol_view(vertices: np.ndarray, faces: np.ndarray, target_mask: np.ndarray,
+                        box_mask: Optional[np.ndarray] = None,
+                        azimuths: Optional[Sequence[float]] = None) -> ProtocolView:
+    """The protocol view whose render of the mesh best matches ``target_mask`` (silhouette IoU).
+
+    Args:
+        vertices: (V, 3) scale-1 Blender-frame vertices centred at the origin; faces: (F, 3).
+        target_mask: (S, S) framed silhouette of the input (rows top to bottom) compared at S.
+        box_mask: a finer framing of the same silhouette used for the box (default target_mask).
+        azimuths: candidates in degrees (default: the 24 protocol azimuths).
+    """
+    import torch
+
+    from dibr_core.camera import Camera
+    from dibr_core.render import Meshes, RenderSettings, render
+
+    az = list(azimuths) if azimuths is not None else [
+        k * PROTOCOL_AZIMUTH_STEP_DEG for k in range(PROTOCOL_N_AZIMUTHS)]
+    box = mask_box_ndc(box_mask if box_mask is not None else target_mask)
+    S = int(target_mask.shape[0])
+    candidates = [framed_view(vertices, a, box) for a in az]
+    views = np.stack([convert.view_matrix(camera_world(c)) for c in candidates])
+    projs = np.stack([convert.projection_matrix(camera_params(c, S)) for c in candidates])
+    B = len(candidates)
+    v = torch.from_numpy(np.asarray(vertices, dtype=np.float32))[None].expand(B, -1, -1).contiguous()
+    f = torch.from_numpy(np.asarray(faces, dtype=np.int64))
+    cam = Camera(torch.from_numpy(views).float(), torch.from_numpy(projs).float(), 0.05, 100.0)
+    with torch.no_grad():
+        out = render(Meshes(v, f), cam, settings=RenderSettings(S, S))
+    cover = out.mask.numpy() > 0.5
+    target = np.asarray(target_mask)[None] > 0.5
+    ious = (cover & target).sum((1, 2)) / np.maximum((cover | target).sum((1, 2)), 1)
+    best = int(np.argmax(ious))
+    c = candidates[best]
+    return ProtocolView(c.azimuth_deg, c.elevation_deg, c.distance, c.lens, c.shift_x, c.shift_y, float(ious[best]))
+
+
+# --------------------------------------------------------------------------- the report
+
+def make_report(*, object_name: str, mesh: BlenderMesh, category: Optional[str], category_passed: bool,
+                size: float, seconds: float, predict_seconds: float, image: str,
+                weights: Optional[Dict[str, Any]] = None, refine: Optional[Dict[str, Any]] = None,
+                output: Optional[str] = None, export: Optional[str] = None) -> Dict[str, Any]:
+    """The JSON report of one Image to 3D run (the batch command writes it; the operator prints
+    its summary). ``image``: the input's file name (no folder) or ``image 'NAME'``."""
+    w = weights or {}
+    return {
+        "command": "image-to-3d",
+        "object": object_name,
+        "image": image,
+        "vertices": int(mesh.vertices.shape[0]),
+        "faces": int(mesh.faces.shape[0]),
+        "category": category if category and category != "none" else None,
+        "category_passed_to_predictor": bool(category_passed),
+        "size": float(size),
+        "scale": mesh.scale,
+        "texture_size": mesh.texture_size,
+        "native_texture_size": mesh.native_texture_size,
+        "seconds": round(float(seconds), 3),
+        "predict_seconds": round(float(predict_seconds), 3),
+        "refine": refine,
+        "output": output,
+        "export": export,
+        "weights": w.get("weights"),
+        "predictor": w.get("predictor"),
+    }
+
+
+def summary(report: Dict[str, Any]) -> str:
+    """One line for the operator's report."""
+    line = (f"DIB-R Image to 3D: '{report['object']}' ({report['vertices']} vertices, {report['faces']} faces"
+            + (f", {report['texture_size']} px texture" if report.get("texture_size") else "")
+            + f") in {report['seconds']:.2f} s")
+    r = report.get("refine")
+    if r:
+        line += f"; refined {r['steps']} steps against '{r['camera']}', silhouette IoU {r['silhouette_iou']:.3f}"
+    return line
+
+
+__all__ = ["AXES", "BlenderMesh", "CATEGORIES", "CATEGORY_ITEMS", "ProtocolView", "camera_params", "camera_world",
+           "canonical_to_blender", "make_report", "match_protocol_view", "mesh_arrays", "predict", "predictor_kwargs",
+           "resize_texture", "texture_pixels", "weights_info"]

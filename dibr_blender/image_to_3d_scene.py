@@ -1,0 +1,318 @@
+"""Image to 3D in the scene, shared by the operator and the batch CLI: read the input image (a
+file or a datablock), predict, add the textured mesh object at a location, and optionally refine
+it with the fit. Every check and the prediction run before anything is added; when a later step
+fails (the refine), everything this run added is removed again, so the scene is never left half
+changed."""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import bpy
+import numpy as np
+
+from . import convert, image_to_3d, pipeline, scene_io
+from .arrays import CameraData, SceneError, ViewData
+from .fit_job import FitSettings, run_fit
+
+REFINE_CAMERA_ITEMS = [
+    ("AUTO", "Auto", "The scene camera when there is one, else a new camera at the matching training view"),
+    ("SCENE", "Scene Camera", "The scene's active camera sees the input image (its aspect is the render's)"),
+    ("NEW", "New Camera", "A new camera at the training view (elevation 30 degrees) that best matches the input"),
+]
+
+
+@dataclass
+class Request:
+    """One Image to 3D run. The image comes from ``image_path`` (preferred) or the datablock
+    ``image_name``; the silhouette from ``mask_path`` / ``mask_name`` or else the image's alpha."""
+
+    image_path: str = ""
+    image_name: str = ""
+    mask_path: str = ""
+    mask_name: str = ""
+    category: str = "none"
+    size: float = 1.0
+    texture_size: int = 256          # 0: the predictor's native size
+    refine_steps: int = 0            # 0: no refine
+    refine_camera: str = "AUTO"      # see REFINE_CAMERA_ITEMS
+    refine_resolution: int = 128
+    backend: str = "auto"
+    name: str = image_to_3d.OBJECT_NAME
+
+
+@dataclass
+class Inputs:
+    rgba: np.ndarray                  # (H, W, 4) display (sRGB-encoded) values, rows top to bottom
+    mask: Optional[np.ndarray]        # (H, W) or None: the image's alpha
+    label: str                        # file path or "image 'NAME'"
+    image_path: Optional[str]         # the file, when the image came from one
+    image: Any                        # the datablock, when it came from one
+    mask_file: Optional[str]
+    mask_image: Any
+
+
+def _abspath(path: str) -> str:
+    return os.path.abspath(bpy.path.abspath(path)) if path else ""
+
+
+def read_inputs(req: Request) -> Inputs:
+    """The input image and silhouette; raises SceneError with one line for bad input."""
+    path = _abspath(req.image_path)
+    img: Any = None
+    if path:
+        rgba, has_alpha = scene_io.load_image_display(path)
+        label = path
+    elif req.image_name:
+        img = bpy.data.images.get(req.image_name)
+        if img is None:
+            raise SceneError(f"no image named '{req.image_name}'")
+        rgba, has_alpha = scene_io.image_display_values(img), scene_io.image_has_alpha(img)
+        label = f"image '{img.name}'"
+    else:
+        raise SceneError("no input image: give an image file or an image datablock")
+    mask: Optional[np.ndarray] = None
+    mpath = _abspath(req.mask_path)
+    mimg: Any = None
+    if mpath:
+        m, m_alpha = scene_io.load_image_display(mpath)
+        mask = image_to_3d.silhouette(m, m_alpha)
+    elif req.mask_name:
+        mimg = bpy.data.images.get(req.mask_name)
+        if mimg is None:
+            raise SceneError(f"no mask image named '{req.mask_name}'")
+        mask = image_to_3d.silhouette(scene_io.image_display_values(mimg), scene_io.image_has_alpha(mimg))
+    elif not has_alpha:
+        raise SceneError(f"{label} has no alpha channel; give a mask image for the silhouette")
+    if mask is not None and mask.shape != rgba.shape[:2]:
+        mask = convert.resize_image(mask[..., None], rgba.shape[1], rgba.shape[0])[..., 0]
+    try:
+        image_to_3d.check_silhouette(mask if mask is not None else rgba[..., 3], label)
+    except ValueError as exc:
+        raise SceneError(str(exc)) from None
+    return Inputs(rgba, mask, label, path or None, img, mpath or None, mimg)
+
+
+@dataclass
+class _Plan:
+    """Refine decisions made before anything is added."""
+
+    mode: str                                  # "SCENE" or "NEW"
+    view: Optional[image_to_3d.ProtocolView] = None
+    reference: Optional[np.ndarray] = None     # (4, N, N) framed display RGBA (NEW)
+
+
+def _plan_refine(req: Request, scene: Any, inputs: Inputs, pred: Any, mesh: image_to_3d.BlenderMesh) -> _Plan:
+    mode = req.refine_camera.upper()
+    if mode not in ("AUTO", "SCENE", "NEW"):
+        raise SceneError(f"refine camera must be AUTO, SCENE or NEW, got {req.refine_camera!r}")
+    if mode == "AUTO":
+        mode = "SCENE" if scene.camera is not None else "NEW"
+    if mode == "SCENE":
+        if scene.camera is None:
+            raise SceneError("the scene has no active camera to refine against")
+        scene_io.read_camera(scene.camera, scene, req.refine_resolution)  # refuses odd cameras now
+        return _Plan("SCENE")
+    from dibr_core.inference import prepare_image
+
+    ref = prepare_image(inputs.rgba, inputs.mask, size=req.refine_resolution).numpy()
+    unit = mesh.vertices.astype(np.float64) / mesh.scale
+    view = image_to_3d.match_protocol_view(unit, mesh.faces, pred.input_image[3].numpy(), ref[3])
+    return _Plan("NEW", view=view, reference=ref)
+
+
+class _Created:
+    """Datablocks added by one run, removed again on failure."""
+
+    def __init__(self, scene: Any) -> None:
+        self.scene = scene
+        self.old_camera = scene.camera
+        self.items: List[Tuple[Any, Any]] = []
+
+    def add(self, collection: Any, block: Any) -> Any:
+        self.items.append((collection, block))
+        return block
+
+    def rollback(self) -> None:
+        if self.scene.camera is not self.old_camera:
+            self.scene.camera = self.old_camera
+        for collection, block in reversed(self.items):
+            try:
+                collection.remove(block)
+            except (ReferenceError, RuntimeError):
+                pass
+        self.items.clear()
+
+
+def _refine(req: Request, plan: _Plan, scene: Any, ob: Any, img: Any, location: np.ndarray,
+            mesh: image_to_3d.BlenderMesh, inputs: Inputs, created: _Created,
+            log: Callable[[str], None]) -> Dict[str, Any]:
+    has_tex = img is not None
+    settings = FitSettings(steps=req.refine_steps, max_side=req.refine_resolution, optimize_vertices=True,
+                           optimize_colors=not has_tex, optimize_texture=has_tex,
+                           texture_size=mesh.texture_size or 256, backend=req.backend)
+    temps: List[str] = []
+    t0 = time.perf_counter()
+    extra: Dict[str, Any] = {}
+    try:
+        if plan.mode == "SCENE":
+            path = inputs.image_path
+            if path is None:
+                path, tmp = pipeline.image_path_of(inputs.image)
+                if tmp:
+                    temps.append(path)
+            mask_path = inputs.mask_file
+            if mask_path is None and inputs.mask_image is not None:
+                mask_path, tmp = pipeline.image_path_of(inputs.mask_image)
+                if tmp:
+                    temps.append(mask_path)
+            _, fit_mesh, views = pipeline.gather(scene, ob.name, [(None, path, mask_path)], settings)
+            cam_name = scene.camera.name
+        else:
+            assert plan.view is not None and plan.reference is not None
+            cam_ob = _add_camera(plan.view, mesh.scale, location, req.refine_resolution, created)
+            cam_name = cam_ob.name
+            N = req.refine_resolution
+            params = image_to_3d.camera_params(plan.view, N, mesh.scale)
+            world = image_to_3d.camera_world(plan.view, mesh.scale, location)
+            cam = CameraData(cam_name, convert.view_matrix(world), convert.projection_matrix(params), N, N,
+                             params.clip_start, params.clip_end)
+            ref = plan.reference
+            image = convert.srgb_to_linear(np.transpose(ref[:3], (1, 2, 0))).astype(np.float32)
+            views = [ViewData(cam, image, np.ascontiguousarray(ref[3], dtype=np.float32),
+                              os.path.basename(inputs.label))]
+            fit_mesh = scene_io.read_mesh(ob, with_texture=has_tex)
+            extra = {"azimuth_deg": plan.view.azimuth_deg, "elevation_deg": plan.view.elevation_deg,
+                     "lens_mm": round(plan.view.lens, 3), "initial_silhouette_iou": round(plan.view.iou, 4)}
+        log(f"refine: {settings.steps} steps against camera '{cam_name}' at {views[0].camera.width}x"
+            f"{views[0].camera.height}")
+        every = max(1, settings.steps // 5)
+
+        def progress(step: int, total: int, loss: float) -> None:
+            if step % every == 0 or step == total:
+                log(f"refine: step {step}/{total} loss {loss:.5f} ({time.perf_counter() - t0:.1f} s)")
+
+        out = run_fit(fit_mesh, views, settings, progress=progress)
+    finally:
+        for p in temps:
+            try:
+                os.remove(p)
+            except OSError:
+                pass
+    scene_io.write_shape_key(ob, out.vertices, apply=True)
+    if out.texture is not None and img is not None:
+        n = int(img.size[0])
+        scene_io.set_texture_pixels(img, image_to_3d.texture_pixels(convert.linear_to_srgb(out.texture), n))
+        faces = np.asarray(mesh.faces)
+        colors = image_to_3d.vertex_colors_from_texture(out.texture, faces, mesh.face_uvs, len(mesh.vertices))
+        scene_io.write_colors(ob, colors)
+    elif out.colors is not None:
+        scene_io.write_colors(ob, out.colors)
+    return {"camera": cam_name, "camera_created": plan.mode == "NEW", "steps": out.steps,
+            "resolution": req.refine_resolution, "final_loss": out.final_loss,
+            "silhouette_iou": out.views[0]["silhouette_iou"], "color_l1": out.views[0]["color_l1"],
+            "seconds": round(time.perf_counter() - t0, 3), **extra}
+
+
+def _add_camera(view: image_to_3d.ProtocolView, scale: float, location: np.ndarray, resolution: int,
+                created: _Created) -> Any:
+    params = image_to_3d.camera_params(view, resolution, scale)
+    data = created.add(bpy.data.cameras, bpy.data.cameras.new(image_to_3d.CAMERA_NAME))
+    data.type = "PERSP"
+    data.sensor_fit = "VERTICAL"
+    data.sensor_width = params.sensor_width
+    data.sensor_height = params.sensor_height
+    data.lens = params.lens
+    data.shift_x = params.shift_x
+    data.shift_y = params.shift_y
+    data.clip_start = params.clip_start
+    data.clip_end = params.clip_end
+    cam = created.add(bpy.data.objects, bpy.data.objects.new(image_to_3d.CAMERA_NAME, data))
+    created.scene.collection.objects.link(cam)
+    cam.matrix_world = [list(row) for row in image_to_3d.camera_world(view, scale, location)]
+    if created.scene.camera is None:
+        created.scene.camera = cam
+    return cam
+
+
+def run(scene: Any, collection: Any, location: Sequence[float], req: Request,
+        log: Callable[[str], None] = lambda s: None) -> Tuple[Any, Dict[str, Any]]:
+    """Predict and add the object. Returns (object, report dict; see ``image_to_3d.make_report``).
+
+    Raises:
+        SceneError: bad input (nothing was added) or a failed refine (what was added is removed).
+    """
+    t0 = time.perf_counter()
+    if not (req.size > 0 and math.isfinite(req.size)):
+        raise SceneError(f"size must be positive, got {req.size}")
+    if req.texture_size < 0:
+        raise SceneError(f"texture size must be 0 (native) or positive, got {req.texture_size}")
+    if req.refine_steps < 0:
+        raise SceneError(f"refine steps must be 0 (no refine) or positive, got {req.refine_steps}")
+    if req.category not in ("none", *image_to_3d.CATEGORIES):
+        raise SceneError(f"unknown category {req.category!r}; expected none or one of "
+                         f"{', '.join(image_to_3d.CATEGORIES)}")
+    inputs = read_inputs(req)
+    log(f"input {inputs.label} ({inputs.rgba.shape[1]}x{inputs.rgba.shape[0]})")
+    try:
+        t1 = time.perf_counter()
+        pred, passed = image_to_3d.predict(inputs.rgba, inputs.mask, req.category)
+        predict_seconds = time.perf_counter() - t1
+        weights = image_to_3d.weights_info()
+    except ImportError as exc:
+        raise SceneError(f"torch/dibr_core cannot be imported ({exc}); see the add-on preferences") from None
+    except (ValueError, FileNotFoundError) as exc:
+        raise SceneError(str(exc)) from None
+    mesh = image_to_3d.mesh_arrays(pred, req.size, req.texture_size)
+    log(f"predicted {len(mesh.vertices)} vertices, {len(mesh.faces)} faces in {predict_seconds:.3f} s "
+        f"(weights {weights.get('weights')})")
+    loc = np.asarray(location, dtype=np.float64).reshape(3)
+    source = os.path.basename(inputs.image_path) if inputs.image_path else inputs.label
+    try:
+        plan = _plan_refine(req, scene, inputs, pred, mesh) if req.refine_steps > 0 else None
+    except ValueError as exc:
+        raise SceneError(str(exc)) from None
+    view_layer: Any = bpy.context.view_layer
+
+    created = _Created(scene)
+    try:
+        ob = scene_io.new_mesh_object(req.name, mesh.vertices, mesh.faces, collection)
+        created.add(bpy.data.meshes, ob.data)
+        created.add(bpy.data.objects, ob)
+        ob.location = tuple(loc)
+        ob["dibr_category"] = req.category
+        ob["dibr_image"] = source
+        scene_io.ensure_uv_map(ob, mesh.face_uvs)
+        scene_io.write_colors(ob, mesh.colors_rgb)
+        mat = created.add(bpy.data.materials, bpy.data.materials.new(ob.name))
+        ob.data.materials.append(mat)
+        img = None
+        if mesh.texture is not None:
+            img = created.add(bpy.data.images,
+                              scene_io.new_texture_image(ob.name + image_to_3d.TEXTURE_SUFFIX, mesh.texture))
+            scene_io.wire_texture(ob, img)
+        else:
+            scene_io.wire_vertex_colors(ob)
+        view_layer.update()
+        refine = None
+        if plan is not None:
+            refine = _refine(req, plan, scene, ob, img, loc, mesh, inputs, created, log)
+    except BaseException:
+        created.rollback()
+        raise
+    for other in list(view_layer.objects):
+        if other.select_get():
+            other.select_set(False)
+    ob.select_set(True)
+    view_layer.objects.active = ob
+    report = image_to_3d.make_report(
+        object_name=ob.name, mesh=mesh, category=req.category, category_passed=passed, size=req.size,
+        seconds=time.perf_counter() - t0, predict_seconds=predict_seconds, image=source,
+        weights=weights, refine=refine)
+    return ob, report
+
+
+__all__ = ["REFINE_CAMERA_ITEMS", "Request", "read_inputs", "run"]

@@ -1,0 +1,228 @@
+"""Image to 3D on the real bpy module: the operator (file and datablock input, refine, bad input
+leaves the scene unchanged) and the batch command (`python -m dibr_blender.batch image-to-3d`,
+the same entry point as `blender --background --python dibr_blender/batch.py -- image-to-3d`)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+bpy = pytest.importorskip("bpy")
+
+from dibr_blender import image_to_3d_scene  # noqa: E402
+from dibr_blender.arrays import SceneError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+V, F = 642, 1280
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Test renders of the procedural data set as PNG files: RGBA, RGB + grey mask, an empty
+    silhouette and a file that is no image."""
+    from PIL import Image
+
+    from dibr_core.data.dataset import make_item
+
+    folder = tmp_path_factory.mktemp("i3d_inputs")
+    rgba = make_item("chair", "test", 0, n_views=4, size=64)["images"][1]
+    paths = {k: str(folder / f"{k}.png") for k in ("rgba", "rgb", "mask", "empty", "broken")}
+    Image.fromarray(rgba).save(paths["rgba"])
+    Image.fromarray(rgba[..., :3]).save(paths["rgb"])
+    Image.fromarray(rgba[..., 3]).save(paths["mask"])
+    empty = rgba.copy()
+    empty[..., 3] = 0
+    Image.fromarray(empty).save(paths["empty"])
+    Path(paths["broken"]).write_bytes(b"\x89PNG not really")
+    return paths
+
+
+def _counts() -> tuple:
+    d = bpy.data
+    return (len(d.objects), len(d.meshes), len(d.materials), len(d.images), len(d.cameras),
+            bpy.context.scene.camera)
+
+
+def _base_color_image(ob):
+    bsdf = next(n for n in ob.active_material.node_tree.nodes if n.type == "BSDF_PRINCIPLED")
+    link = bsdf.inputs["Base Color"].links[0]
+    assert link.from_node.type == "TEX_IMAGE"
+    return link.from_node.image
+
+
+def _check_object(ob, texture_size: int, location=(0.0, 0.0, 0.0), size: float = 1.0) -> None:
+    me = ob.data
+    assert ob.name.startswith("DIB-R Image to 3D") and ob.type == "MESH"
+    assert len(me.vertices) == V and len(me.polygons) == F
+    assert tuple(ob.location) == pytest.approx(location)
+    img = _base_color_image(ob)
+    assert tuple(img.size) == (texture_size, texture_size) and img.packed_file is not None
+    attr = me.color_attributes.get("DIB-R Color")
+    assert attr is not None and attr.domain == "POINT" and attr.data_type == "FLOAT_COLOR"
+    assert me.uv_layers.active is not None and len(me.uv_layers.active.data) == 3 * F
+    co = np.empty(3 * V, np.float32)
+    me.vertices.foreach_get("co", co)
+    co = co.reshape(V, 3)
+    assert np.linalg.norm(co.max(0) - co.min(0)) == pytest.approx(size, rel=1e-4)
+    # Blender's normals of the converted winding point outward
+    n = np.empty(3 * F, np.float32)
+    me.polygons.foreach_get("normal", n)
+    c = np.empty(3 * F, np.float32)
+    me.polygons.foreach_get("center", c)
+    assert ((n.reshape(F, 3) * c.reshape(F, 3)).sum(1) > 0).mean() > 0.95
+
+
+@pytest.mark.blender
+def test_operator_from_file(addon, empty_scene, inputs) -> None:
+    empty_scene.cursor.location = (1.0, 2.0, 3.0)
+    other = bpy.data.objects.new("Other", None)
+    empty_scene.collection.objects.link(other)
+    other.select_set(True)
+    assert bpy.ops.dibr.image_to_3d(image_path=inputs["rgba"], category="chair", size=2.0,
+                                    texture_size=128) == {"FINISHED"}
+    ob = bpy.context.view_layer.objects.active
+    _check_object(ob, 128, location=(1.0, 2.0, 3.0), size=2.0)
+    assert ob.select_get() and not other.select_get()
+    assert ob["dibr_category"] == "chair" and ob["dibr_image"] == "rgba.png"
+    # the texture image holds the prediction, resized; its colours are close to the input's
+    img = _base_color_image(ob)
+    assert img.colorspace_settings.name == "sRGB" and not img.is_float
+    # an RGB image with a grey mask image
+    assert bpy.ops.dibr.image_to_3d(image_path=inputs["rgb"], mask_path=inputs["mask"]) == {"FINISHED"}
+    assert len([o for o in bpy.data.objects if o.name.startswith("DIB-R Image to 3D")]) == 2
+
+
+@pytest.mark.blender
+def test_operator_from_datablock(addon, empty_scene, inputs) -> None:
+    from dibr_core.inference import load_shipped_predictor
+
+    img = bpy.data.images.load(inputs["rgba"])
+    img.pack()  # the file could vanish: the pixels are what counts
+    assert bpy.ops.dibr.image_to_3d(image_name=img.name, texture_size=0) == {"FINISHED"}
+    ob = bpy.context.view_layer.objects.active
+    _check_object(ob, load_shipped_predictor().texture_size)
+    assert ob["dibr_category"] == "none"
+    # the same pixels from the file and from the datablock give the same mesh
+    co_a = np.empty(3 * V, np.float32)
+    ob.data.vertices.foreach_get("co", co_a)
+    assert bpy.ops.dibr.image_to_3d(image_path=inputs["rgba"], texture_size=0) == {"FINISHED"}
+    co_b = np.empty(3 * V, np.float32)
+    bpy.context.view_layer.objects.active.data.vertices.foreach_get("co", co_b)
+    np.testing.assert_allclose(co_a, co_b, atol=1e-5)
+
+
+@pytest.mark.blender
+def test_bad_input_reports_and_leaves_scene_unchanged(addon, empty_scene, inputs, tmp_path) -> None:
+    empty_img = bpy.data.images.load(inputs["empty"])
+    before = _counts()
+    cases = [
+        (dict(image_path=str(tmp_path / "missing.png")), "image file not found"),
+        (dict(image_path=inputs["empty"]), "is empty"),
+        (dict(image_name=empty_img.name), "is empty"),
+        (dict(image_path=inputs["rgba"], mask_path=inputs["empty"]), "is empty"),
+        (dict(image_path=inputs["rgb"]), "has no alpha channel; give a mask image"),
+        (dict(image_path=inputs["broken"]), "cannot read image"),
+        (dict(image_name="Nobody"), "no image named 'Nobody'"),
+        (dict(), "no input image"),
+        (dict(image_path=inputs["rgba"], refine=True, refine_camera="SCENE"), "no active camera"),
+    ]
+    for kwargs, msg in cases:
+        with pytest.raises(RuntimeError, match=msg):
+            bpy.ops.dibr.image_to_3d(**kwargs)
+        assert _counts() == before, kwargs
+
+
+@pytest.mark.blender
+def test_failed_refine_removes_everything(addon, empty_scene, inputs, monkeypatch) -> None:
+    def broken_fit(*args, **kwargs):
+        raise SceneError("the fit broke")
+
+    monkeypatch.setattr(image_to_3d_scene, "run_fit", broken_fit)
+    before = _counts()
+    with pytest.raises(RuntimeError, match="the fit broke"):
+        bpy.ops.dibr.image_to_3d(image_path=inputs["rgba"], refine=True, refine_steps=2)
+    assert _counts() == before and bpy.context.scene.camera is None
+
+
+@pytest.mark.blender
+def test_refine_against_the_scene_camera(addon, empty_scene, inputs) -> None:
+    import mathutils
+
+    scene = empty_scene
+    cam = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
+    scene.collection.objects.link(cam)
+    eye = mathutils.Vector((0.0, -4.0, 2.0))
+    cam.rotation_euler = (-eye).to_track_quat("-Z", "Y").to_euler()
+    cam.location = eye
+    scene.camera = cam
+    scene.render.resolution_x = scene.render.resolution_y = 64
+    n_cameras = len(bpy.data.cameras)
+    assert bpy.ops.dibr.image_to_3d(image_path=inputs["rgba"], texture_size=32, refine=True, refine_steps=2,
+                                    refine_resolution=32) == {"FINISHED"}
+    ob = bpy.context.view_layer.objects.active
+    assert ob.name.startswith("DIB-R Image to 3D") and len(ob.data.vertices) == V
+    assert scene.camera == cam and len(bpy.data.cameras) == n_cameras  # no new camera
+    assert tuple(_base_color_image(ob).size) == (32, 32) and "DIB-R Color" in ob.data.color_attributes
+
+
+def _batch(args: list, tmp_path: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "user"))
+    return subprocess.run([sys.executable, "-m", "dibr_blender.batch", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.blender
+def test_batch_writes_blend_glb_and_report(inputs, tmp_path) -> None:
+    out, glb, rep = tmp_path / "out.blend", tmp_path / "out.glb", tmp_path / "report.json"
+    r = _batch(["image-to-3d", "--image", inputs["rgba"], "--category", "chair", "--size", "1.5",
+                "--texture-size", "64", "--refine-steps", "2", "--refine-resolution", "32", "--output", str(out),
+                "--export", str(glb), "--report", str(rep)], tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "dibr image-to-3d: refine: step 2/2" in r.stdout and f"dibr image-to-3d: wrote {out}" in r.stdout
+    report = json.loads(rep.read_text())
+    assert report["command"] == "image-to-3d" and report["vertices"] == V and report["faces"] == F
+    assert report["category"] == "chair" and report["texture_size"] == 64 and report["seconds"] > 0
+    assert report["weights"] == "predictor.pt" and report["output"] == str(out) and report["export"] == str(glb)
+    assert report["refine"]["steps"] == 2 and report["refine"]["camera_created"]
+    assert "/" not in json.dumps(report["predictor"])
+    assert glb.read_bytes()[:4] == b"glTF"
+    bpy.ops.wm.open_mainfile(filepath=str(out))
+    ob = bpy.data.objects[report["object"]]
+    assert len(ob.data.vertices) == V and len(ob.data.polygons) == F and ob["dibr_category"] == "chair"
+    assert tuple(_base_color_image(ob).size) == (64, 64)
+    # an empty start: only the object and the refine's camera
+    assert sorted(o.type for o in bpy.data.objects) == ["CAMERA", "MESH"]
+    assert bpy.context.scene.camera is not None
+
+
+@pytest.mark.blender
+def test_batch_bad_input_exits_2_and_writes_nothing(inputs, tmp_path) -> None:
+    out, rep = tmp_path / "o.blend", tmp_path / "r.json"
+    for args, msg in [(["--image", inputs["rgba"], "--category", "spaceship"], "invalid choice: 'spaceship'"),
+                      (["--image", inputs["empty"]], "is empty")]:
+        r = _batch(["image-to-3d", *args, "--output", str(out), "--report", str(rep)], tmp_path)
+        lines = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("dibr_blender.batch")]
+        assert r.returncode == 2, (args, r.stdout[-1500:], r.stderr[-1500:])
+        assert len(lines) == 1 and msg in lines[0], r.stderr
+        assert not out.exists() and not rep.exists()
+
+
+@pytest.mark.blender
+def test_blender_python_form_parses_image_to_3d(inputs) -> None:
+    """`blender --background --python dibr_blender/batch.py -- image-to-3d ...` runs batch.py as a
+    script and parses only the arguments after `--`."""
+    code = ("import runpy, sys\n"
+            f"sys.argv = ['blender', '--background', '--python', 'dibr_blender/batch.py', '--', 'image-to-3d',"
+            f" '--image', {inputs['rgba']!r}, '--category', 'spaceship', '--output', 'x.blend']\n"
+            "try:\n"
+            "    runpy.run_path('dibr_blender/batch.py', run_name='__main__')\n"
+            "except SystemExit as e:\n"
+            "    print('exit', e.code)\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert "exit 2" in r.stdout, r.stdout + r.stderr
+    assert "argument --category: invalid choice: 'spaceship'" in r.stderr, r.stderr

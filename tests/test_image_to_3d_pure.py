@@ -1,0 +1,254 @@
+"""Image to 3D, the parts without Blender (dibr_blender/image_to_3d.py and the batch arguments):
+axis conversion, mesh arrays, texture orientation and resizing, the protocol camera, the
+predictor call and the report."""
+from __future__ import annotations
+
+import math
+import os
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from dibr_blender import cli, convert
+from dibr_blender import image_to_3d as i3
+
+
+def _sphere_prediction(texture_size: int = 8) -> SimpleNamespace:
+    """A fake PredictedMesh: the predictor's template (an icosphere, counter-clockwise from
+    outside, y up), off-centre and squashed, with a texture and colours."""
+    from dibr_core.mesh import icosphere
+
+    v, f, uv = icosphere(3, 0.4)
+    v = v * torch.tensor([1.0, 0.7, 0.5]) + torch.tensor([0.1, -0.05, 0.02])
+    tex = torch.rand(texture_size, texture_size, 3, generator=torch.Generator().manual_seed(0))
+    return SimpleNamespace(vertices=v, faces=f, face_uvs=uv, colors=torch.rand(v.shape[0], 3), texture=tex,
+                           input_image=torch.zeros(4, 64, 64))
+
+
+def test_categories_match_dibr_core() -> None:
+    from dibr_core.data.shapes import CATEGORIES
+
+    assert i3.CATEGORIES == tuple(CATEGORIES)
+    assert [item[0] for item in i3.CATEGORY_ITEMS] == ["none", *CATEGORIES]
+
+
+def test_axis_conversion_is_a_proper_rotation() -> None:
+    R = i3.AXES
+    np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-12)
+    assert np.linalg.det(R) == pytest.approx(1.0)
+    # canonical +Y (up) -> Blender +Z; canonical +Z (towards the azimuth-0 camera) -> Blender -Y (front)
+    np.testing.assert_allclose(i3.canonical_to_blender(np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0],
+                                                                 [1.0, 0.0, 0.0]])),
+                               [[0, 0, 1], [0, -1, 0], [1, 0, 0]], atol=1e-12)
+
+
+def test_mesh_arrays_size_centre_loops_and_outward_normals() -> None:
+    pred = _sphere_prediction()
+    m = i3.mesh_arrays(pred, size=2.5, texture_size=0)
+    V, F = pred.vertices.shape[0], pred.faces.shape[0]
+    assert m.vertices.shape == (V, 3) and m.faces.shape == (F, 3) and m.vertices.dtype == np.float32
+    assert i3.bbox_diagonal(m.vertices) == pytest.approx(2.5, rel=1e-5)
+    np.testing.assert_allclose(m.vertices.min(0) + m.vertices.max(0), 0.0, atol=1e-5)
+    # the squashed axes: canonical x (1.0) stays x, canonical z (0.5) becomes -y, y (0.7) becomes z
+    ext = m.vertices.max(0) - m.vertices.min(0)
+    np.testing.assert_allclose(ext / ext[0], [1.0, 0.5, 0.7], rtol=1e-3)
+    # loops in face order, one triangle per polygon
+    np.testing.assert_array_equal(m.loop_vertices, pred.faces.numpy().reshape(-1))
+    np.testing.assert_array_equal(m.loop_start, np.arange(0, 3 * F, 3))
+    np.testing.assert_array_equal(m.loop_total, np.full(F, 3))
+    np.testing.assert_allclose(m.corner_uvs, pred.face_uvs.numpy().reshape(-1, 2))
+    # normals: rotated with the mesh, still outward (the winding is kept)
+    n_c = i3.face_normals(pred.vertices.numpy(), pred.faces.numpy())
+    n_b = i3.face_normals(m.vertices, m.faces)
+    np.testing.assert_allclose(n_b, n_c @ i3.AXES.T, atol=1e-4)
+    centres = m.vertices[m.faces].mean(1)
+    assert (np.einsum("fi,fi->f", n_b, centres) > 0).all()
+    # colours: sRGB-encoded prediction -> linear RGBA
+    np.testing.assert_allclose(m.colors[:, :3], convert.srgb_to_linear(pred.colors.numpy()), atol=1e-6)
+    np.testing.assert_array_equal(m.colors[:, 3], 1.0)
+    with pytest.raises(ValueError, match="size must be positive"):
+        i3.mesh_arrays(pred, size=0.0)
+
+
+def test_texture_orientation_round_trip() -> None:
+    pred = _sphere_prediction(texture_size=8)
+    tex = pred.texture.numpy()
+    m = i3.mesh_arrays(pred, texture_size=0)
+    px = m.texture
+    assert px is not None and px.shape == (8, 8, 4) and m.native_texture_size == 8 and m.texture_size == 8
+    # Blender pixels start at the bottom row: pixel row 0 is the texture's last (v = 0) row.
+    np.testing.assert_allclose(px[0, :, :3], tex[-1], atol=1e-6)
+    np.testing.assert_allclose(px[..., 3], 1.0)
+    np.testing.assert_allclose(i3.pixels_to_texture(px), tex, atol=1e-6)
+    # Looking up a UV in the Blender image (x = u W, y = v H from the bottom) gives the colour the
+    # predictor's own sampler gives (OpenGL UVs, rows top to bottom).
+    uv = pred.face_uvs.numpy().reshape(-1, 2)
+    ours = i3.sample_texture_np(tex, uv)
+    from dibr_core.texture import sample_texture
+
+    theirs = sample_texture(torch.from_numpy(tex).permute(2, 0, 1)[None].double(),
+                            torch.from_numpy(uv)[None].double())[0].numpy()
+    np.testing.assert_allclose(ours, theirs, atol=1e-6)
+    # Blender's own lookup: x = u W - 1/2 across, y = v H - 1/2 up from pixel row 0 (repeat).
+    Hb, Wb = px.shape[:2]
+    x, y = uv[:, 0] * Wb - 0.5, uv[:, 1] * Hb - 0.5
+    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+
+    def at(yy, xx):
+        return px[yy % Hb, xx % Wb, :3]
+
+    blender = ((at(y0, x0) * (1 - fx) + at(y0, x0 + 1) * fx) * (1 - fy)
+               + (at(y0 + 1, x0) * (1 - fx) + at(y0 + 1, x0 + 1) * fx) * fy)
+    np.testing.assert_allclose(blender, theirs, atol=1e-5)
+
+
+def test_resize_texture_bilinear_with_repeat() -> None:
+    rng = np.random.default_rng(1)
+    tex = rng.random((8, 8, 3))
+    np.testing.assert_allclose(i3.resize_texture(tex, 8), tex, atol=1e-6)
+    np.testing.assert_allclose(i3.resize_texture(np.full((4, 4, 3), 0.25), 32), 0.25, atol=1e-6)
+    big = i3.resize_texture(tex, 20)
+    assert big.shape == (20, 20, 3)
+    # output pixel (i, j) is the texture sampled (bilinear, repeat) at its centre's UVs
+    j, i = np.meshgrid(np.arange(20), np.arange(20))
+    uv = np.stack([(j + 0.5) / 20, 1.0 - (i + 0.5) / 20], -1).reshape(-1, 2)
+    np.testing.assert_allclose(big.reshape(-1, 3), i3.sample_texture_np(tex, uv), atol=1e-6)
+    # so the seam (u = 0 | 1) blends the last and first columns, as the renderer does
+    assert np.abs(big[:, 0] - i3.resize_texture(tex[:, ::-1], 20)[:, -1]).max() < 1e-6
+    small = i3.resize_texture(tex, 4)  # shrinking: 2x2 box averages
+    np.testing.assert_allclose(small[0, 0], tex[:2, :2].mean((0, 1)), atol=1e-6)
+    px = i3.texture_pixels(tex, 16)
+    assert px.shape == (16, 16, 4) and px.dtype == np.float32
+    m = i3.mesh_arrays(_sphere_prediction(8), texture_size=64)
+    assert m.texture is not None and m.texture.shape == (64, 64, 4) and m.native_texture_size == 8
+
+
+def test_vertex_colors_from_texture_constant() -> None:
+    pred = _sphere_prediction()
+    tex = np.full((8, 8, 3), 0.3)
+    cols = i3.vertex_colors_from_texture(tex, pred.faces.numpy(), pred.face_uvs.numpy(), pred.vertices.shape[0])
+    np.testing.assert_allclose(cols, 0.3, atol=1e-6)
+
+
+def test_predictor_kwargs_follow_the_signature() -> None:
+    def old(image, mask=None, model=None):
+        return None
+
+    def new(image, mask=None, model=None, category=None):
+        return None
+
+    def kw_only(image, *, category=None):
+        return None
+
+    def anything(image, **kwargs):
+        return None
+
+    assert i3.predictor_kwargs(old, "chair") == {}
+    assert i3.predictor_kwargs(new, "chair") == {"category": "chair"}
+    assert i3.predictor_kwargs(kw_only, "car") == {"category": "car"}
+    assert i3.predictor_kwargs(anything, "car") == {"category": "car"}
+    assert i3.predictor_kwargs(new, "none") == {} and i3.predictor_kwargs(new, None) == {}
+
+
+def test_protocol_camera_equals_the_training_camera() -> None:
+    from dibr_core.data.dataset import DISTANCE, ELEVATION_DEG, FOV_Y_DEG, make_camera, view_matrices
+
+    assert (i3.PROTOCOL_DISTANCE, i3.PROTOCOL_ELEVATION_DEG, i3.PROTOCOL_FOV_Y_DEG) == (DISTANCE, ELEVATION_DEG,
+                                                                                      FOV_Y_DEG)
+    views, az = view_matrices(24)
+    P_train = make_camera(views[:1]).projection[0].double().numpy()
+    pts_c = np.random.default_rng(2).uniform(-0.5, 0.5, (20, 3))
+    pts_b = i3.canonical_to_blender(pts_c)
+    for k in (0, 5, 13):
+        view = i3.ProtocolView(float(az[k]))
+        W = i3.camera_world(view)
+        np.testing.assert_allclose(W[:3, 3], i3.protocol_eye(float(az[k])), atol=1e-12)
+        # the Blender camera sees the rotated points exactly where the training camera sees the originals
+        ndc_b = i3.project_ndc(pts_b, W, i3.camera_params(view, 64))
+        h = np.concatenate([pts_c, np.ones((20, 1))], 1) @ (P_train @ views[k].double().numpy()).T
+        np.testing.assert_allclose(ndc_b, h[:, :2] / h[:, 3:], atol=1e-5)
+    # azimuth 0 looks from the front (-Y), 30 degrees above
+    eye = i3.protocol_eye(0.0)
+    np.testing.assert_allclose(eye, [0, -DISTANCE * math.cos(math.radians(30)), DISTANCE * 0.5], atol=1e-12)
+    # scale and location move and grow the camera with the object
+    W2 = i3.camera_world(i3.ProtocolView(30.0), scale=2.0, location=(1, 2, 3))
+    np.testing.assert_allclose(W2[:3, 3], np.array([1, 2, 3]) + 2 * i3.protocol_eye(30.0), atol=1e-12)
+    np.testing.assert_allclose(convert.view_matrix(W2) @ np.array([1, 2, 3, 1.0]), [0, 0, -2 * DISTANCE, 1],
+                               atol=1e-9)
+
+
+def test_framed_view_maps_the_box() -> None:
+    v = i3.mesh_arrays(_sphere_prediction()).vertices.astype(np.float64)
+    box = (-0.3, 0.5, -0.6, 0.4)  # longer side 1.0 (vertical), centre (0.1, -0.1)
+    view = i3.framed_view(v, 45.0, box)
+    ndc = i3.project_ndc(v, i3.camera_world(view), i3.camera_params(view, 128))
+    lo, hi = ndc.min(0), ndc.max(0)
+    assert max(hi - lo) == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_allclose(0.5 * (lo + hi), [0.1, -0.1], atol=1e-6)
+    assert i3.mask_box_ndc(np.pad(np.ones((2, 4)), ((0, 2), (0, 0)))) == (-1.0, 1.0, 0.0, 1.0)
+
+
+@pytest.mark.slow
+def test_match_protocol_view_finds_the_render_azimuth() -> None:
+    from dibr_core.data.dataset import make_item
+    from dibr_core.inference import prepare_image
+
+    item = make_item("chair", "test", 1, n_views=4, size=64)  # azimuths 0, 15, 30, 45
+    v = item["vertices"].astype(np.float64)
+    unit = i3.canonical_to_blender(v - 0.5 * (v.min(0) + v.max(0)))
+    img = item["images"][3]
+    view = i3.match_protocol_view(unit, item["faces"], prepare_image(img, None, 64).numpy()[3],
+                                  prepare_image(img, None, 128).numpy()[3])
+    assert view.azimuth_deg == 45.0 and view.iou > 0.85
+
+
+def test_report_and_weights_info() -> None:
+    m = i3.mesh_arrays(_sphere_prediction(), size=1.0, texture_size=16)
+    w = i3.weights_info()
+    assert w["weights"] == "predictor.pt"
+    rep = i3.make_report(object_name="DIB-R Image to 3D", mesh=m, category="chair", category_passed=False,
+                         size=1.0, seconds=0.5, predict_seconds=0.1, image="chair.png", weights=w)
+    assert rep["vertices"] == 642 and rep["faces"] == 1280 and rep["texture_size"] == 16
+    assert rep["category"] == "chair" and rep["weights"] == "predictor.pt" and rep["command"] == "image-to-3d"
+
+    def paths(x):
+        if isinstance(x, dict):
+            return [p for v in x.values() for p in paths(v)]
+        if isinstance(x, list):
+            return [p for v in x for p in paths(v)]
+        return [x] if isinstance(x, str) and os.path.isabs(x) else []
+
+    assert paths(rep) == []
+    assert "642 vertices" in i3.summary(rep)
+    assert i3._scrub({"a": "/abs/path", "b": {"c": 1, "d": "/x"}, "e": "rel"}) == {"b": {"c": 1}, "e": "rel"}
+
+
+def test_cli_image_to_3d_bad_input(tmp_path, capsys) -> None:
+    img = tmp_path / "in.png"
+    img.write_bytes(b"x")
+    out = str(tmp_path / "out.blend")
+    cases = [
+        (["image-to-3d", "--image", str(tmp_path / "no.png"), "--output", out], "image file not found"),
+        (["image-to-3d", "--image", str(img), "--mask", str(tmp_path / "no.png"), "--output", out],
+         "mask image not found"),
+        (["image-to-3d", "--image", str(img), "--category", "spaceship", "--output", out], "invalid choice"),
+        (["image-to-3d", "--image", str(img), "--report", str(tmp_path / "r.json")], "nothing to write"),
+        (["image-to-3d", "--image", str(img), "--export", str(tmp_path / "o.gltf")], "must end with .glb"),
+        (["image-to-3d", "--image", str(img), "--size", "0", "--output", out], "--size must be positive"),
+        (["image-to-3d", "--image", str(img), "--refine-steps", "-1", "--output", out], "--refine-steps"),
+        (["image-to-3d", "--image", str(img), "--texture-size", "-2", "--output", out], "--texture-size"),
+        (["image-to-3d", "--image", str(img), "--blend", str(tmp_path / "no.blend"), "--output", out],
+         "blend file not found"),
+        (["image-to-3d", "--output", out], "--image"),
+    ]
+    for argv, msg in cases:
+        assert cli.main(argv) == cli.EXIT_BAD_INPUT, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("dibr_blender.batch: error: ") and msg in err[0], (argv, err)
+    assert not (tmp_path / "out.blend").exists() and not (tmp_path / "r.json").exists()
+    args = cli.parse(["image-to-3d", "--image", str(img), "--category", "chair", "--export", str(tmp_path / "o.glb")],
+                     inside_blender=False)
+    assert args.category == "chair" and args.size == 1.0 and args.texture_size == 256 and args.refine_steps == 0
