@@ -9,6 +9,10 @@ the image):
   fit        B=1, 10242 vertices / 20480 faces, 256x256
   large      B=1, 40962 vertices / 81920 faces, 512x512
   huge       B=1, 655362 vertices / 1310720 faces, 1024x1024 (GPU only)
+Model workloads (CPU, forward only, shipped weights; batch 1, as an artist's click or a
+pipeline's per-item call uses them):
+  inference  image -> textured mesh: framing a 64x64 RGBA render + the predictor
+  generate   one textured object of the class-conditional generator (sampling + decoding)
 Passes: ``forward`` (projection, rasterize, soft mask, interpolated RGB) and ``backward``
 (the same plus the backward of an L2 loss to the vertices and the vertex colours).
 Each (workload, backend) runs in its own process so the reported peak memory is its own.
@@ -37,6 +41,7 @@ WORKLOADS: Dict[str, Tuple[int, int, int]] = {
     "huge": (1, 8, 1024),
 }
 GPU_ONLY = {"huge"}
+MODEL_WORKLOADS = ("inference", "generate")
 
 
 def _cpu_model() -> str:
@@ -48,6 +53,33 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def make_model_case(workload: str) -> Callable[[bool], None]:
+    """Closure running one batch-1 call of a shipped model (see the module docstring)."""
+    if workload == "inference":
+        from dibr_core.data.dataset import make_item
+        from dibr_core.inference import load_shipped_predictor, predict_mesh
+
+        model = load_shipped_predictor()
+        image = make_item("chair", "test", 0, n_views=1)["images"][0]
+
+        def run_inference(backward: bool) -> None:
+            predict_mesh(image, model=model)
+
+        return run_inference
+    if workload == "generate":
+        from dibr_core.inference import load_shipped_generator
+
+        gen = load_shipped_generator()
+        counter = [0]
+
+        def run_generate(backward: bool) -> None:
+            counter[0] += 1
+            gen.sample(gen.categories[counter[0] % len(gen.categories)], 1, seed=counter[0])
+
+        return run_generate
+    raise ValueError(f"make_model_case(): unknown workload {workload!r}")
 
 
 def make_case(workload: str, backend: str, device: torch.device) -> Callable[[bool], None]:
@@ -93,7 +125,11 @@ def measure(workload: str, backend: str, passes: List[str], repeats: Optional[in
     import dibr_core
 
     device = torch.device("cuda" if backend == "cuda" else "cpu")
-    run = make_case(workload, backend, device)
+    if workload in MODEL_WORKLOADS:
+        run = make_model_case(workload)
+        passes = ["forward"]
+    else:
+        run = make_case(workload, backend, device)
     rows = []
     for p in passes:
         bwd = p == "backward"
@@ -139,7 +175,8 @@ def measure(workload: str, backend: str, passes: List[str], repeats: Optional[in
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workload", nargs="+", default=["predictor", "fit", "large", "huge"], choices=list(WORKLOADS))
+    parser.add_argument("--workload", nargs="+", default=["predictor", "fit", "large", "huge", *MODEL_WORKLOADS],
+                        choices=[*WORKLOADS, *MODEL_WORKLOADS])
     parser.add_argument("--backend", nargs="+", default=["reference", "cpu", "cuda"],
                         choices=["reference", "cpu", "cuda"])
     parser.add_argument("--pass", dest="passes", nargs="+", default=["forward", "backward"],
@@ -157,6 +194,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 skip = "no CUDA GPU or CUDA kernels"
             elif b != "cuda" and w in GPU_ONLY:
                 skip = "GPU-only workload"
+            elif w in MODEL_WORKLOADS and b != "cpu":
+                skip = "model workloads run on the CPU backend only"
             elif b == "cpu" and not info.cpu_kernels:
                 skip = "C++ kernels unavailable: " + info.reason
             if skip:

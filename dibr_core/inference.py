@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Dict, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -24,11 +24,15 @@ import torch.nn.functional as F
 
 from dibr_core.models.predictor import Predictor
 
-__all__ = ["PREDICTOR_WEIGHTS", "FILL_FRACTION", "PredictedMesh", "load_shipped_predictor", "prepare_image",
-           "predict_mesh"]
+if TYPE_CHECKING:
+    from dibr_core.models.generator import Generator
+
+__all__ = ["PREDICTOR_WEIGHTS", "GENERATOR_WEIGHTS", "FILL_FRACTION", "PredictedMesh", "load_shipped_predictor",
+           "load_shipped_generator", "prepare_image", "predict_mesh"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 PREDICTOR_WEIGHTS = WEIGHTS_DIR / "predictor.pt"
+GENERATOR_WEIGHTS = WEIGHTS_DIR / "generator.pt"
 FILL_FRACTION = 0.5625          # median (longer bbox side / image side) of the training renders
 
 ImageLike = Union[np.ndarray, torch.Tensor]
@@ -57,6 +61,7 @@ class PredictedMesh:
 
 
 _CACHE: Dict[Tuple[str, float], Predictor] = {}
+_GEN_CACHE: Dict[Tuple[str, float], "Generator"] = {}
 
 
 def load_shipped_predictor(path: Optional[Union[str, Path]] = None) -> Predictor:
@@ -151,16 +156,55 @@ def prepare_image(image: ImageLike, mask: Optional[ImageLike] = None, size: int 
     return torch.cat([rgb, hard[None]], dim=0).contiguous()
 
 
-def predict_mesh(image: ImageLike, mask: Optional[ImageLike] = None, model: Optional[Predictor] = None
-                 ) -> PredictedMesh:
+def load_shipped_generator(path: Optional[Union[str, Path]] = None) -> "Generator":
+    """The generator (eval mode) from ``path`` (default: the shipped weights), cached per file."""
+    from dibr_core.models.generator import load_generator
+
+    p = Path(path) if path is not None else GENERATOR_WEIGHTS
+    if not p.is_file():
+        raise FileNotFoundError(f"load_shipped_generator(): no weights file at {p}")
+    key = (str(p.resolve()), p.stat().st_mtime)
+    if key not in _GEN_CACHE:
+        _GEN_CACHE[key] = load_generator(p)
+    return _GEN_CACHE[key]
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def predict_mesh(image: ImageLike, mask: Optional[ImageLike] = None, model: Optional[Predictor] = None,
+                 category: Optional[str] = None, generator: Optional["Generator"] = None) -> PredictedMesh:
     """Predict a textured mesh from one image; see :func:`prepare_image` for the inputs.
 
-    ``model`` defaults to :func:`load_shipped_predictor`.
+    ``model`` defaults to :func:`load_shipped_predictor`. ``category`` (one of the 13 names) is
+    a hint: the image's latent code is pulled into the category's latent Gaussian of the
+    class-conditional generator (``generator``, default the shipped one, which must have been
+    fitted on this predictor): its coordinates along the category's principal directions are
+    clamped to 2.5 standard deviations (:meth:`Generator.project`), so an ambiguous image
+    decodes to a plausible member of that category while an in-distribution one is unchanged.
+
+    Raises:
+        ValueError: for an unknown category, or a generator fitted on another predictor.
     """
     net = model if model is not None else load_shipped_predictor()
     x = prepare_image(image, mask, net.image_size)
+    gen = None
+    if category is not None:
+        gen = generator if generator is not None else load_shipped_generator()
+        gen.category_index(category)                  # raises ValueError for unknown names
+        if model is None and generator is None:
+            fitted_on = gen.meta.get("predictor_sha256")
+            if fitted_on is not None and fitted_on != _sha256(PREDICTOR_WEIGHTS):
+                raise ValueError("predict_mesh(): the shipped generator was fitted on another predictor; "
+                                 "refit it with python -m dibr_core.train_generator")
     with torch.no_grad():
-        out = net(x[None])
+        z = net.encode(x[None])
+        if gen is not None and category is not None:
+            z = gen.project(z, category)
+        out = net.decode(z)
     tex = out.texture[0].permute(1, 2, 0).float().contiguous() if out.texture is not None else None
     return PredictedMesh(vertices=out.vertices[0].float().contiguous(), faces=net.faces.long().clone(),
                          colors=out.colors[0].float().contiguous(), face_uvs=net.face_uvs.float().clone(),

@@ -53,6 +53,7 @@ class Generator(nn.Module):
         self.decoder = decoder
         self.categories: List[str] = list(categories)
         self.rank = int(rank)
+        self.meta: Dict[str, object] = {}
         C = len(self.categories)
         self.register_buffer("means", torch.zeros(C, D))
         self.register_buffer("bases", torch.zeros(C, D, rank))
@@ -141,6 +142,7 @@ class Generator(nn.Module):
         gen = cls(dec.eval(), state["categories"], int(state["rank"]))  # type: ignore[arg-type, call-overload]
         for name in ("means", "bases", "scales"):
             getattr(gen, name).copy_(state[name])  # type: ignore[arg-type]
+        gen.meta = dict(state.get("meta") or {})  # type: ignore[call-overload]
         return gen.eval()
 
 

@@ -1,0 +1,109 @@
+"""Image -> mesh inference with the shipped predictor (dibr_core.inference)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dibr_core.inference import FILL_FRACTION, PREDICTOR_WEIGHTS, load_shipped_predictor, predict_mesh, prepare_image
+from dibr_core.models import Predictor
+from dibr_core.models.generator import Generator
+
+SHIPPED = PREDICTOR_WEIGHTS.is_file()
+
+
+def _blob(h: int = 120, w: int = 90) -> np.ndarray:
+    """RGBA float image with an opaque 30 x 20 rectangle (rows 10..40, cols 50..70) in red."""
+    img = np.zeros((h, w, 4), dtype=np.float32)
+    img[10:40, 50:70] = [1.0, 0.0, 0.0, 1.0]
+    img[..., :3][img[..., 3] == 0] = 0.3          # background colour must not leak in
+    return img
+
+
+def test_prepare_image_frames_like_the_training_data() -> None:
+    x = prepare_image(_blob())
+    assert x.shape == (4, 64, 64) and x.dtype == torch.float32
+    a = x[3]
+    assert set(torch.unique(a).tolist()) <= {0.0, 1.0}
+    rows = torch.nonzero(a.any(dim=1)).flatten()
+    cols = torch.nonzero(a.any(dim=0)).flatten()
+    side = max(int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1))
+    assert abs(side - FILL_FRACTION * 64) <= 1.5                 # longer side = fill fraction
+    assert abs(float(rows[0] + rows[-1]) / 2 - 31.5) <= 1.0      # centred
+    assert abs(float(cols[0] + cols[-1]) / 2 - 31.5) <= 1.0
+    rgb = x[:3]
+    assert torch.all(rgb[:, a == 0] == 0)                        # zero outside the mask
+    torch.testing.assert_close(rgb[:, a == 1].mean(dim=1), torch.tensor([1.0, 0.0, 0.0]), atol=0.02, rtol=0)
+
+
+def test_prepare_image_inputs() -> None:
+    img = _blob()
+    u8 = (img * 255).round().astype(np.uint8)
+    torch.testing.assert_close(prepare_image(u8), prepare_image(img), atol=2 / 255, rtol=0)
+    # RGB + mask == RGBA.
+    torch.testing.assert_close(prepare_image(img[..., :3], mask=img[..., 3] > 0.5), prepare_image(img))
+    with pytest.raises(ValueError, match=r"prepare_image\(\): an RGB image .* needs a mask"):
+        prepare_image(img[..., :3])
+    with pytest.raises(ValueError, match=r"prepare_image\(\): the mask .* is empty"):
+        prepare_image(np.zeros((8, 8, 4), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"prepare_image\(\): image must have shape \(H, W, 3 or 4\)"):
+        prepare_image(np.zeros((8, 8), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"prepare_image\(\): mask must have shape \(120, 90\)"):
+        prepare_image(img, mask=np.ones((10, 10)))
+    bad = img.copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        prepare_image(bad)
+
+
+def test_predict_mesh_with_a_given_model_and_category_hint() -> None:
+    torch.manual_seed(0)
+    m = Predictor(texture_size=8, normalize_bbox=True).eval()
+    out = predict_mesh(_blob(), model=m)
+    assert out.vertices.shape == (642, 3) and out.faces.shape == (1280, 3)
+    assert out.texture is not None and out.texture.shape == (8, 8, 3)
+    assert out.face_uvs.shape == (1280, 3, 2) and out.colors.shape == (642, 3)
+    gen = Generator(m, ["chair", "car"], rank=4)
+    g = torch.Generator().manual_seed(0)
+    gen.fit({"chair": torch.rand(40, 256, generator=g), "car": torch.rand(40, 256, generator=g) + 3.0})
+    hinted = predict_mesh(_blob(), model=m, category="car", generator=gen)
+    assert not torch.equal(hinted.vertices, out.vertices)            # pulled towards "car"
+    with pytest.raises(ValueError, match="unknown category"):
+        predict_mesh(_blob(), model=m, category="teapot", generator=gen)
+
+
+@pytest.mark.skipif(not SHIPPED, reason="no shipped predictor weights")
+def test_shipped_predictor_beats_the_sphere(tmp_path: Path) -> None:
+    """The committed weights load, and on a small fresh test subset (2 shapes per category,
+    seeds disjoint from training) their 3D IoU beats the template sphere's."""
+    from dibr_core.data.dataset import generate
+    from dibr_core.eval import evaluate
+
+    torch.set_num_threads(1)
+    model = load_shipped_predictor()
+    assert model.texture_size > 0 and model.normalize_bbox
+    generate(tmp_path, "test", per_category=2, n_views=6, textured=True, progress=False)
+    res = evaluate(tmp_path, "test", PREDICTOR_WEIGHTS, progress=False)
+    ours, sphere = res["mean_iou"], res["baselines"]["sphere"]["mean_iou"]
+    print(f"\nshipped predictor 3D IoU {ours:.3f} vs sphere {sphere:.3f} (26 shapes)")
+    assert ours > sphere + 0.1
+    assert res["mean_fscore_0.02"] > res["baselines"]["sphere"]["mean_fscore_0.02"]
+
+
+@pytest.mark.skipif(not SHIPPED, reason="no shipped predictor weights")
+def test_bench_model_workloads(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from dibr_core.bench import main as bench_main
+    from dibr_core.inference import GENERATOR_WEIGHTS
+
+    workloads = ["inference"] + (["generate"] if GENERATOR_WEIGHTS.is_file() else [])
+    assert bench_main(["--workload", *workloads, "--backend", "cpu", "reference", "--in-process",
+                       "--repeats", "3"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    timed = [r for r in rows if "median_ms" in r]
+    assert [r["workload"] for r in timed] == workloads
+    assert all(r["pass"] == "forward" and r["median_ms"] > 0 and r["repeats"] == 3 for r in timed)
+    assert all("skipped" in r for r in rows if r["backend"] == "reference")
