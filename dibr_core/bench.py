@@ -86,7 +86,7 @@ def make_case(workload: str, backend: str, device: torch.device) -> Callable[[bo
     """Build the inputs once; return a closure running one forward (+ backward) pass."""
     from dibr_core import interpolate, rasterize, soft_mask
     from dibr_core.camera import Camera, clip_to_ndc, look_at
-    from dibr_core.mesh import icosphere
+    from dibr_core.mesh import gather_faces_unchecked, icosphere
 
     B, level, size = WORKLOADS[workload]
     v, f, _ = icosphere(level, 1.0, device=device)
@@ -104,8 +104,8 @@ def make_case(workload: str, backend: str, device: torch.device) -> Callable[[bo
         cc = colors.detach().requires_grad_(backward)
         clip = cam.to_clip(cam.to_camera(vv))
         ndc = clip_to_ndc(clip)
-        fvi = ndc[:, faces, :2]
-        fvz = clip[:, faces, 3].neg()
+        fvi = gather_faces_unchecked(ndc[..., :2], faces)
+        fvz = gather_faces_unchecked(clip[..., 3:], faces)[..., 0].neg()
         e1 = fvi[:, :, 1] - fvi[:, :, 0]
         e2 = fvi[:, :, 2] - fvi[:, :, 0]
         front = (e1[..., 0] * e2[..., 1] - e1[..., 1] * e2[..., 0]) > 0

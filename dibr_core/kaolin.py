@@ -173,7 +173,9 @@ def perspective_camera(points: torch.Tensor, camera_proj: torch.Tensor) -> torch
 
 def index_vertices_by_faces(vertices_features: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     """(B, V, D) per-vertex values, faces (F, 3) -> (B, F, 3, D)."""
-    return vertices_features[:, faces]
+    from dibr_core.mesh import gather_faces_unchecked
+
+    return gather_faces_unchecked(vertices_features, faces)
 
 
 def face_normals(face_vertices: torch.Tensor, unit: bool = False) -> torch.Tensor:

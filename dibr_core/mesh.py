@@ -368,8 +368,22 @@ def gather_faces(values: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     else:
         check_tensor(fn, "faces", faces, shape=("B", "F", 3), dims=dims, dtype="int", device=values.device)
     check_index_range(fn, "faces", faces, dims["V"], "vertices")
+    return gather_faces_unchecked(values, faces)
+
+
+def gather_faces_unchecked(values: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """:func:`gather_faces` without the argument checks, for internal hot paths.
+
+    One ``index_select`` over the flattened (B * V, D) values: its backward is an ``index_add_``,
+    about twice as fast on the CPU as the sorting ``index_put_`` behind advanced indexing, and
+    deterministic.
+    """
+    B, V = values.shape[0], values.shape[1]
     f = faces.long()
+    F = f.shape[-2]
     if f.dim() == 2:
-        return values[:, f]
-    batch = torch.arange(values.shape[0], device=values.device)[:, None, None]
-    return values[batch, f]
+        flat = f.reshape(1, -1) if B == 1 else f.reshape(1, -1) + torch.arange(B, device=f.device)[:, None] * V
+    else:
+        flat = f.reshape(B, -1) + torch.arange(B, device=f.device)[:, None] * V
+    rows = values.reshape(B * V, *values.shape[2:])
+    return torch.index_select(rows, 0, flat.reshape(-1)).view(B, F, 3, *values.shape[2:])

@@ -15,6 +15,7 @@ import torch
 from dibr_core.camera import Camera, clip_to_ndc
 from dibr_core.checks import check_index_range, check_tensor
 from dibr_core.lighting import lambertian, normalize, phong, spherical_harmonics
+from dibr_core.mesh import gather_faces_unchecked
 from dibr_core.ops import Fragments, interpolate, rasterize, soft_mask
 from dibr_core.texture import sample_texture
 
@@ -159,10 +160,7 @@ class RenderOutput:
 
 def _gather(values: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     """values (B, V, D), faces (F, 3) or (B, F, 3) -> (B, F, 3, D)."""
-    if faces.dim() == 2:
-        return values[:, faces]
-    b = torch.arange(values.shape[0], device=values.device)[:, None, None]
-    return values[b, faces]
+    return gather_faces_unchecked(values, faces)
 
 
 def _smooth_normals(face_n: torch.Tensor, faces: torch.Tensor, V: int) -> torch.Tensor:
