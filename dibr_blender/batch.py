@@ -2,6 +2,8 @@
 
     blender --background IN.blend --python dibr_blender/batch.py -- fit ARGS
     python -m dibr_blender.batch fit --blend IN.blend ARGS
+    python -m dibr_blender.batch image-to-3d ARGS
+    python -m dibr_blender.batch generate --category chair --count 9 --seed 1 --output OUT.blend
 
 See ``dibr_blender.cli`` for the arguments and exit codes.
 """

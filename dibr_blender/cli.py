@@ -4,6 +4,8 @@
     python -m dibr_blender.batch fit --blend IN.blend ARGS
     blender --background --python dibr_blender/batch.py -- image-to-3d ARGS
     python -m dibr_blender.batch image-to-3d ARGS
+    blender --background --python dibr_blender/batch.py -- generate ARGS
+    python -m dibr_blender.batch generate ARGS
 
 fit ARGS: [--object NAME] (--image IMAGE [--mask MASK] | --view CAMERA=IMAGE[,MASK] ...) [--steps N]
           [--output OUT.blend] [--export OUT.glb] [--report REPORT.json] [--resolution PX]
@@ -12,6 +14,9 @@ image-to-3d ARGS: --image IMAGE [--mask MASK] [--category NAME] [--size S] [--te
           [--refine-steps N] [--refine-camera auto|scene|new] [--refine-resolution PX]
           (--output OUT.blend and/or --export OUT.glb) [--report REPORT.json] [--blend IN.blend]
           Without --blend: the .blend Blender was started with, else an empty scene.
+generate ARGS: --category NAME|all --count N --seed S [--texture-size N] [--spacing M] [--size M]
+          [--temperature T] [--weights FILE.pt] (--output OUT.blend and/or --export OUT.glb)
+          [--report REPORT.json] [--blend IN.blend]   (scene as for image-to-3d)
 
 Exit codes: 0 success, 2 bad input (one line on stderr, nothing written), 1 unexpected failure.
 Progress lines go to stdout.
@@ -23,7 +28,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -81,6 +86,22 @@ def build_parser(inside_blender: bool) -> argparse.ArgumentParser:
     i.add_argument("--output", help="write the result .blend here")
     i.add_argument("--export", help="export the new object as glTF binary (.glb) here")
     i.add_argument("--report", help="write a JSON report here")
+    from .generate import ALL, MAX_COUNT
+
+    g = sub.add_parser("generate", help="generate textured objects of a category on a grid at the 3D cursor")
+    g.add_argument("--category", required=True, choices=[*CATEGORIES, ALL],
+                   help="category of the objects (all: cycle through the categories)")
+    g.add_argument("--count", required=True, type=int, help=f"number of objects (1 to {MAX_COUNT})")
+    g.add_argument("--seed", required=True, type=int, help="random seed (same seed, same objects)")
+    g.add_argument("--texture-size", type=int, default=256, help="texture side in pixels (0: the generator's)")
+    g.add_argument("--spacing", type=float, default=1.5, help="distance between neighbouring objects (metres)")
+    g.add_argument("--size", type=float, default=1.0, help="bounding-box diagonal of each object (metres)")
+    g.add_argument("--temperature", type=float, default=1.0, help="spread around the category's mean shape")
+    g.add_argument("--weights", help="generator weights file (default: the shipped generator.pt)")
+    g.add_argument("--blend", help="start from this .blend (default: the loaded one, else an empty scene)")
+    g.add_argument("--output", help="write the result .blend here")
+    g.add_argument("--export", help="export the new objects as glTF binary (.glb) here")
+    g.add_argument("--report", help="write a JSON report here")
     return p
 
 
@@ -114,6 +135,11 @@ def _parse_image_to_3d(args: argparse.Namespace) -> argparse.Namespace:
         raise BadInput(f"--refine-steps must be 0 (no refine) or more, got {args.refine_steps}")
     if args.refine_resolution < 16:
         raise BadInput(f"--refine-resolution must be at least 16, got {args.refine_resolution}")
+    return _check_scene_outputs(args)
+
+
+def _check_scene_outputs(args: argparse.Namespace) -> argparse.Namespace:
+    """The input .blend and the output paths of a command that adds objects to a scene."""
     if args.blend is not None and not os.path.isfile(args.blend):
         raise BadInput(f"blend file not found: {args.blend}")
     args.output = _check_out(args.output, ".blend", "--output")
@@ -124,10 +150,29 @@ def _parse_image_to_3d(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
+def _parse_generate(args: argparse.Namespace) -> argparse.Namespace:
+    from .generate import check_settings
+
+    if args.texture_size > 8192:
+        raise BadInput(f"--texture-size must be 0 (native) to 8192, got {args.texture_size}")
+    try:
+        check_settings(args.category, args.count, args.seed, size=args.size, spacing=args.spacing,
+                       texture_size=args.texture_size, temperature=args.temperature)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    if args.weights is not None:
+        args.weights = os.path.abspath(args.weights)
+        if not os.path.isfile(args.weights):
+            raise BadInput(f"generator weights file not found: {args.weights}")
+    return _check_scene_outputs(args)
+
+
 def parse(argv: Sequence[str], inside_blender: bool) -> argparse.Namespace:
     args = build_parser(inside_blender).parse_args(list(argv))
     if args.command == "image-to-3d":
         return _parse_image_to_3d(args)
+    if args.command == "generate":
+        return _parse_generate(args)
     if args.steps < 1:
         raise BadInput(f"--steps must be at least 1, got {args.steps}")
     views: List[Tuple[Optional[str], str, Optional[str]]] = []
@@ -213,14 +258,10 @@ def run_fit_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def run_image_to_3d_command(args: argparse.Namespace, inside_blender: bool) -> int:
+def _start_scene(args: argparse.Namespace, inside_blender: bool) -> Any:
+    """Open ``--blend``, else keep the .blend a Blender executable was started with, else start
+    from an empty scene. Returns the scene."""
     import bpy
-
-    from . import image_to_3d, image_to_3d_scene
-    from .arrays import SceneError
-
-    def log(line: str) -> None:
-        print(f"dibr image-to-3d: {line}", flush=True)
 
     if args.blend:
         try:
@@ -229,16 +270,13 @@ def run_image_to_3d_command(args: argparse.Namespace, inside_blender: bool) -> i
             raise BadInput(f"cannot open {args.blend}: {str(exc).strip().splitlines()[-1]}") from None
     elif not (inside_blender and bpy.data.filepath):
         bpy.ops.wm.read_homefile(use_empty=True)  # no .blend given: an empty scene
-    scene: Any = bpy.context.scene
-    req = image_to_3d_scene.Request(image_path=args.image, mask_path=args.mask or "", category=args.category,
-                                    size=args.size, texture_size=args.texture_size, refine_steps=args.refine_steps,
-                                    refine_camera=args.refine_camera.upper(),
-                                    refine_resolution=args.refine_resolution)
-    collection: Any = bpy.context.collection or scene.collection
-    try:
-        ob, report = image_to_3d_scene.run(scene, collection, tuple(scene.cursor.location), req, log=log)
-    except SceneError as exc:
-        raise BadInput(str(exc)) from None
+    return bpy.context.scene
+
+
+def _write_outputs(args: argparse.Namespace, report: Dict[str, Any], log: Callable[[str], None]) -> None:
+    """Write --output (the whole .blend), --export (the selected objects as .glb) and --report."""
+    import bpy
+
     if args.output:
         bpy.ops.wm.save_as_mainfile(filepath=args.output, copy=True)
         log(f"wrote {args.output}")
@@ -250,7 +288,49 @@ def run_image_to_3d_command(args: argparse.Namespace, inside_blender: bool) -> i
         with open(args.report, "w") as fh:
             json.dump(report, fh, indent=1)
         log(f"wrote {args.report}")
+
+
+def run_image_to_3d_command(args: argparse.Namespace, inside_blender: bool) -> int:
+    import bpy
+
+    from . import image_to_3d, image_to_3d_scene
+    from .arrays import SceneError
+
+    def log(line: str) -> None:
+        print(f"dibr image-to-3d: {line}", flush=True)
+
+    scene: Any = _start_scene(args, inside_blender)
+    req = image_to_3d_scene.Request(image_path=args.image, mask_path=args.mask or "", category=args.category,
+                                    size=args.size, texture_size=args.texture_size, refine_steps=args.refine_steps,
+                                    refine_camera=args.refine_camera.upper(),
+                                    refine_resolution=args.refine_resolution)
+    collection: Any = bpy.context.collection or scene.collection
+    try:
+        ob, report = image_to_3d_scene.run(scene, collection, tuple(scene.cursor.location), req, log=log)
+    except SceneError as exc:
+        raise BadInput(str(exc)) from None
+    _write_outputs(args, report, log)
     log(image_to_3d.summary(report))
+    return EXIT_OK
+
+
+def run_generate_command(args: argparse.Namespace, inside_blender: bool) -> int:
+    from . import generate, generate_scene
+    from .arrays import SceneError
+
+    def log(line: str) -> None:
+        print(f"dibr generate: {line}", flush=True)
+
+    scene: Any = _start_scene(args, inside_blender)
+    req = generate_scene.Request(category=args.category, count=args.count, seed=args.seed, size=args.size,
+                                 spacing=args.spacing, texture_size=args.texture_size,
+                                 temperature=args.temperature, weights=args.weights or "")
+    try:
+        _, report = generate_scene.run(scene, tuple(scene.cursor.location), req, log=log)
+    except SceneError as exc:
+        raise BadInput(str(exc)) from None
+    _write_outputs(args, report, log)
+    log(generate.summary(report))
     return EXIT_OK
 
 
@@ -274,6 +354,8 @@ def main(argv: Optional[Sequence[str]] = None, inside_blender: bool = False) -> 
             return run_fit_command(args)
         if args.command == "image-to-3d":
             return run_image_to_3d_command(args, inside_blender)
+        if args.command == "generate":
+            return run_generate_command(args, inside_blender)
         raise BadInput(f"unknown command {args.command}")
     except BadInput as exc:
         print(f"dibr_blender.batch: error: {exc}", file=sys.stderr, flush=True)

@@ -303,7 +303,30 @@ def _scrub(value: Any) -> Any:
     return str(value)
 
 
-_INFO_CACHE: Dict[Tuple[str, float], Dict[str, Any]] = {}
+_META_CACHE: Dict[Tuple[str, float, Tuple[str, ...]], Optional[Dict[str, Any]]] = {}
+
+
+def weights_meta(path: Any, config_keys: Sequence[str] = ("model_config",)) -> Optional[Dict[str, Any]]:
+    """The informative metadata of a weights file, without absolute paths: its ``config_keys``
+    entries and its ``meta`` dictionary merged; None when the file cannot be read. Cached per
+    file and modification time. Shared by Image to 3D (the predictor) and Generate (the generator)."""
+    keys = tuple(config_keys)
+    try:
+        cache_key = (str(path), os.stat(path).st_mtime, keys)
+    except OSError:
+        return None
+    if cache_key not in _META_CACHE:
+        meta: Optional[Dict[str, Any]] = None
+        try:
+            import torch
+
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            meta = {**{k: _scrub(state.get(k, {})) for k in keys}, **_scrub(state.get("meta", {}))}
+        except Exception:  # noqa: BLE001 - the metadata is informative only
+            meta = None
+        _META_CACHE[cache_key] = meta
+    cached = _META_CACHE[cache_key]
+    return None if cached is None else dict(cached)
 
 
 def weights_info() -> Dict[str, Any]:
@@ -312,22 +335,7 @@ def weights_info() -> Dict[str, Any]:
     from dibr_core import inference
 
     path = inference.PREDICTOR_WEIGHTS
-    info: Dict[str, Any] = {"weights": path.name, "predictor": None}
-    try:
-        key = (str(path), path.stat().st_mtime)
-    except OSError:
-        return info
-    if key not in _INFO_CACHE:
-        meta: Any = None
-        try:
-            import torch
-
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            meta = {"model_config": _scrub(state.get("model_config", {})), **_scrub(state.get("meta", {}))}
-        except Exception:  # noqa: BLE001 - the metadata is informative only
-            meta = None
-        _INFO_CACHE[key] = {"weights": path.name, "predictor": meta}
-    return dict(_INFO_CACHE[key])
+    return {"weights": path.name, "predictor": weights_meta(path, ("model_config",))}
 
 
 # --------------------------------------------------------------------------- the protocol camera
@@ -511,4 +519,4 @@ def summary(report: Dict[str, Any]) -> str:
 
 __all__ = ["AXES", "BlenderMesh", "CATEGORIES", "CATEGORY_ITEMS", "ProtocolView", "camera_params", "camera_world",
            "canonical_to_blender", "make_report", "match_protocol_view", "mesh_arrays", "predict", "predictor_kwargs",
-           "resize_texture", "texture_pixels", "weights_info"]
+           "resize_texture", "texture_pixels", "weights_info", "weights_meta"]

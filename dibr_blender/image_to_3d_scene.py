@@ -9,7 +9,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import bpy
 import numpy as np
@@ -124,8 +124,8 @@ def _plan_refine(req: Request, scene: Any, inputs: Inputs, pred: Any, mesh: imag
     return _Plan("NEW", view=view, reference=ref)
 
 
-class _Created:
-    """Datablocks added by one run, removed again on failure."""
+class Created:
+    """Datablocks added by one run, removed again on failure (shared with Generate)."""
 
     def __init__(self, scene: Any) -> None:
         self.scene = scene
@@ -148,7 +148,7 @@ class _Created:
 
 
 def _refine(req: Request, plan: _Plan, scene: Any, ob: Any, img: Any, location: np.ndarray,
-            mesh: image_to_3d.BlenderMesh, inputs: Inputs, created: _Created,
+            mesh: image_to_3d.BlenderMesh, inputs: Inputs, created: Created,
             log: Callable[[str], None]) -> Dict[str, Any]:
     has_tex = img is not None
     settings = FitSettings(steps=req.refine_steps, max_side=req.refine_resolution, optimize_vertices=True,
@@ -218,7 +218,7 @@ def _refine(req: Request, plan: _Plan, scene: Any, ob: Any, img: Any, location: 
 
 
 def _add_camera(view: image_to_3d.ProtocolView, scale: float, location: np.ndarray, resolution: int,
-                created: _Created) -> Any:
+                created: Created) -> Any:
     params = image_to_3d.camera_params(view, resolution, scale)
     data = created.add(bpy.data.cameras, bpy.data.cameras.new(image_to_3d.CAMERA_NAME))
     data.type = "PERSP"
@@ -236,6 +236,47 @@ def _add_camera(view: image_to_3d.ProtocolView, scale: float, location: np.ndarr
     if created.scene.camera is None:
         created.scene.camera = cam
     return cam
+
+
+def add_mesh_object(name: str, mesh: image_to_3d.BlenderMesh, collection: Any,
+                    location: Union[Sequence[float], np.ndarray], created: Created,
+                    properties: Optional[Dict[str, Any]] = None) -> Tuple[Any, Any]:
+    """Add ``mesh`` as a new object at ``location`` in ``collection``: UV map, float colour
+    attribute "DIB-R Color", its own material (named after the object) whose Base Color reads the
+    packed texture image "<object> Texture" (or the colour attribute without a texture), and the
+    custom ``properties``. Everything added is recorded in ``created``. Returns (object, image or
+    None). Shared by Image to 3D and Generate."""
+    ob = scene_io.new_mesh_object(name, mesh.vertices, mesh.faces, collection)
+    created.add(bpy.data.meshes, ob.data)
+    created.add(bpy.data.objects, ob)
+    ob.location = tuple(float(x) for x in location)
+    for key, value in (properties or {}).items():
+        ob[key] = value
+    scene_io.ensure_uv_map(ob, mesh.face_uvs)
+    scene_io.write_colors(ob, mesh.colors_rgb)
+    mat = created.add(bpy.data.materials, bpy.data.materials.new(ob.name))
+    ob.data.materials.append(mat)
+    img = None
+    if mesh.texture is not None:
+        img = created.add(bpy.data.images,
+                          scene_io.new_texture_image(ob.name + image_to_3d.TEXTURE_SUFFIX, mesh.texture))
+        scene_io.wire_texture(ob, img)
+    else:
+        scene_io.wire_vertex_colors(ob)
+    return ob, img
+
+
+def select_only(view_layer: Any, objects: Sequence[Any], active: Any = None) -> None:
+    """Deselect everything in the view layer, select ``objects`` (those in the view layer) and
+    make ``active`` the active object."""
+    for other in list(view_layer.objects):
+        if other.select_get():
+            other.select_set(False)
+    for ob in objects:
+        if view_layer.objects.get(ob.name) is not None:
+            ob.select_set(True)
+    if active is not None and view_layer.objects.get(active.name) is not None:
+        view_layer.objects.active = active
 
 
 def run(scene: Any, collection: Any, location: Sequence[float], req: Request,
@@ -277,25 +318,10 @@ def run(scene: Any, collection: Any, location: Sequence[float], req: Request,
         raise SceneError(str(exc)) from None
     view_layer: Any = bpy.context.view_layer
 
-    created = _Created(scene)
+    created = Created(scene)
     try:
-        ob = scene_io.new_mesh_object(req.name, mesh.vertices, mesh.faces, collection)
-        created.add(bpy.data.meshes, ob.data)
-        created.add(bpy.data.objects, ob)
-        ob.location = tuple(loc)
-        ob["dibr_category"] = req.category
-        ob["dibr_image"] = source
-        scene_io.ensure_uv_map(ob, mesh.face_uvs)
-        scene_io.write_colors(ob, mesh.colors_rgb)
-        mat = created.add(bpy.data.materials, bpy.data.materials.new(ob.name))
-        ob.data.materials.append(mat)
-        img = None
-        if mesh.texture is not None:
-            img = created.add(bpy.data.images,
-                              scene_io.new_texture_image(ob.name + image_to_3d.TEXTURE_SUFFIX, mesh.texture))
-            scene_io.wire_texture(ob, img)
-        else:
-            scene_io.wire_vertex_colors(ob)
+        ob, img = add_mesh_object(req.name, mesh, collection, loc, created,
+                                  {"dibr_category": req.category, "dibr_image": source})
         view_layer.update()
         refine = None
         if plan is not None:
@@ -303,11 +329,7 @@ def run(scene: Any, collection: Any, location: Sequence[float], req: Request,
     except BaseException:
         created.rollback()
         raise
-    for other in list(view_layer.objects):
-        if other.select_get():
-            other.select_set(False)
-    ob.select_set(True)
-    view_layer.objects.active = ob
+    select_only(view_layer, [ob], active=ob)
     report = image_to_3d.make_report(
         object_name=ob.name, mesh=mesh, category=req.category, category_passed=passed, size=req.size,
         seconds=time.perf_counter() - t0, predict_seconds=predict_seconds, image=source,
@@ -315,4 +337,4 @@ def run(scene: Any, collection: Any, location: Sequence[float], req: Request,
     return ob, report
 
 
-__all__ = ["REFINE_CAMERA_ITEMS", "Request", "read_inputs", "run"]
+__all__ = ["Created", "REFINE_CAMERA_ITEMS", "Request", "add_mesh_object", "read_inputs", "run", "select_only"]

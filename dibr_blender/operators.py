@@ -1,5 +1,5 @@
 """Operators: Fit to Reference Image (synchronous in background mode, a worker thread behind a
-modal timer in the UI), Image to 3D, Preview, view list editing and backend info."""
+modal timer in the UI), Image to 3D, Generate, Preview, view list editing and backend info."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,7 @@ from typing import Any, List, Optional, Tuple
 
 import bpy
 
-from . import image_to_3d, image_to_3d_scene, pipeline, preferences, scene_io, status
+from . import generate, generate_scene, image_to_3d, image_to_3d_scene, pipeline, preferences, scene_io, status
 from .arrays import SceneError
 from .fit_job import FitOutput, run_fit
 from .runner import Runner
@@ -234,6 +234,56 @@ class DIBR_OT_image_to_3d(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class DIBR_OT_generate(bpy.types.Operator):
+    """Generate textured objects of a category with the shipped generator, on a grid around the
+    3D cursor, in the collection "DIB-R Generated" (made when missing)"""
+
+    bl_idname = "dibr.generate"
+    bl_label = "Generate"
+    bl_options = {"REGISTER", "UNDO"}
+
+    # count and seed have no hard limits (Blender would clamp silently): out-of-range values from
+    # scripts are reported as errors instead.
+    category: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Category", items=generate.CATEGORY_ITEMS, default="chair",
+        description="Category of the generated objects ('All' cycles through the categories)")
+    count: bpy.props.IntProperty(  # type: ignore[valid-type]
+        name="Count", default=1, soft_min=1, soft_max=generate.MAX_COUNT,
+        description=f"Number of objects (1 to {generate.MAX_COUNT}), laid out on a near-square grid")
+    seed: bpy.props.IntProperty(  # type: ignore[valid-type]
+        name="Seed", default=0, soft_min=0,
+        description="Random seed: the same seed gives the same objects, and object k does not depend on Count")
+    size: bpy.props.FloatProperty(  # type: ignore[valid-type]
+        name="Size", default=1.0, min=1e-4, soft_max=100.0, subtype="DISTANCE", unit="LENGTH",
+        description="Bounding-box diagonal of each object")
+    spacing: bpy.props.FloatProperty(  # type: ignore[valid-type]
+        name="Spacing", default=1.5, min=1e-4, soft_max=100.0, subtype="DISTANCE", unit="LENGTH",
+        description="Distance between the centres of neighbouring objects on the grid")
+    texture_size: bpy.props.IntProperty(  # type: ignore[valid-type]
+        name="Texture Size", default=256, min=0, max=4096,
+        description="Side of each texture image in pixels (resized bilinearly); 0 keeps the generator's own size")
+    temperature: bpy.props.FloatProperty(  # type: ignore[valid-type]
+        name="Temperature", default=1.0, min=0.0, soft_max=2.0,
+        description="Spread of the samples around the category's mean shape (0: the mean shape, 1: as trained)")
+
+    def request(self) -> generate_scene.Request:
+        return generate_scene.Request(category=self.category, count=self.count, seed=self.seed, size=self.size,
+                                      spacing=self.spacing, texture_size=self.texture_size,
+                                      temperature=self.temperature)
+
+    def execute(self, context: Any) -> set:
+        status.load_backend()
+        scene = context.scene
+        try:
+            _, report = generate_scene.run(scene, tuple(scene.cursor.location), self.request(),
+                                           log=lambda line: print(f"DIB-R Generate: {line}", flush=True))
+        except SceneError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, generate.summary(report))
+        return {"FINISHED"}
+
+
 class DIBR_OT_preview(bpy.types.Operator):
     """Render the DIB-R view of the active mesh beside the reference, and the last loss curve"""
 
@@ -301,4 +351,5 @@ class DIBR_OT_backend_info(bpy.types.Operator):
         return {"FINISHED"}
 
 
-CLASSES = [DIBR_OT_fit, DIBR_OT_image_to_3d, DIBR_OT_preview, DIBR_OT_view_add, DIBR_OT_view_remove, DIBR_OT_backend_info]
+CLASSES = [DIBR_OT_fit, DIBR_OT_image_to_3d, DIBR_OT_generate, DIBR_OT_preview, DIBR_OT_view_add, DIBR_OT_view_remove,
+           DIBR_OT_backend_info]

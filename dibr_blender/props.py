@@ -5,7 +5,7 @@ from typing import Any
 
 import bpy
 
-from . import image_to_3d, preferences
+from . import generate, image_to_3d, preferences
 from .fit_job import FitSettings
 from .image_to_3d_scene import REFINE_CAMERA_ITEMS
 
@@ -78,6 +78,28 @@ class DIBR_PG_settings(bpy.types.PropertyGroup):
         name="Steps", default=100, min=1, max=100000, description="Fit steps of the refine")
     i3d_refine_camera: bpy.props.EnumProperty(  # type: ignore[valid-type]
         name="Camera", items=REFINE_CAMERA_ITEMS, default="AUTO", description="The camera that sees the image")
+
+    # Generate (copied into the operator's properties by the panel)
+    gen_category: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Category", items=generate.CATEGORY_ITEMS, default="chair",
+        description="Category of the generated objects ('All' cycles through the categories)")
+    gen_count: bpy.props.IntProperty(  # type: ignore[valid-type]
+        name="Count", default=1, min=1, max=generate.MAX_COUNT,
+        description="Number of objects, laid out on a near-square grid around the 3D cursor")
+    gen_seed: bpy.props.IntProperty(  # type: ignore[valid-type]
+        name="Seed", default=0, min=0, description="Random seed: the same seed gives the same objects")
+    gen_size: bpy.props.FloatProperty(  # type: ignore[valid-type]
+        name="Size", default=1.0, min=1e-4, soft_max=100.0, subtype="DISTANCE", unit="LENGTH",
+        description="Bounding-box diagonal of each object")
+    gen_spacing: bpy.props.FloatProperty(  # type: ignore[valid-type]
+        name="Spacing", default=1.5, min=1e-4, soft_max=100.0, subtype="DISTANCE", unit="LENGTH",
+        description="Distance between the centres of neighbouring objects")
+    gen_texture_size: bpy.props.IntProperty(  # type: ignore[valid-type]
+        name="Texture Size", default=256, min=0, max=4096,
+        description="Side of each texture image in pixels; 0 keeps the generator's own size")
+    gen_temperature: bpy.props.FloatProperty(  # type: ignore[valid-type]
+        name="Temperature", default=1.0, min=0.0, soft_max=2.0,
+        description="Spread of the samples around the category's mean shape (0: the mean shape)")
 
     def to_fit_settings(self) -> FitSettings:
         return FitSettings(steps=self.steps, max_side=self.resolution, optimize_vertices=self.fit_shape,

@@ -94,4 +94,39 @@ class DIBR_PT_image_to_3d(bpy.types.Panel):
         op.refine_camera = s.i3d_refine_camera
 
 
-CLASSES = [DIBR_PT_main, DIBR_PT_image_to_3d]
+class DIBR_PT_generate(bpy.types.Panel):
+    bl_label = "Generate"
+    bl_idname = "DIBR_PT_generate"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "DIB-R"
+    bl_parent_id = "DIBR_PT_main"
+
+    def draw(self, context: Any) -> None:
+        layout = self.layout
+        if layout is None:
+            return
+        s = context.scene.dibr
+        col = layout.column()
+        col.prop(s, "gen_category")
+        row = col.row(align=True)
+        row.prop(s, "gen_count")
+        row.prop(s, "gen_seed")
+        col.prop(s, "gen_size")
+        col.prop(s, "gen_spacing")
+        col.prop(s, "gen_texture_size")
+        header, body = layout.panel("DIBR_generate_advanced", default_closed=True)
+        header.label(text="Advanced")
+        if body is not None:
+            body.prop(s, "gen_temperature")
+        op = layout.operator("dibr.generate", icon="MESH_ICOSPHERE")
+        op.category = s.gen_category
+        op.count = s.gen_count
+        op.seed = s.gen_seed
+        op.size = s.gen_size
+        op.spacing = s.gen_spacing
+        op.texture_size = s.gen_texture_size
+        op.temperature = s.gen_temperature
+
+
+CLASSES = [DIBR_PT_main, DIBR_PT_image_to_3d, DIBR_PT_generate]
