@@ -71,27 +71,23 @@ void rasterize_fwd_cpu(const RasterizeFwdParams<T>& p) {
     for (int64_t k = bn.offsets[tile]; k < bn.offsets[tile + 1]; ++k) {
       const int f = bn.faces[k];
       const T* v = faces.data() + (b * F + f) * kFaceStride;
-      const int32_t* r = &bn.rect[static_cast<size_t>(f) * 4];
-      const int ja = std::max(j0, r[0]), jb = std::min(j1 - 1, r[1]);
-      const int ia = std::max(i0, r[2]), ib = std::min(i1 - 1, r[3]);
-      for (int i = ia; i <= ib; ++i) {
-        const T py = ys[i];
+      // The tile's pixels in the face's rectangle, row-major (bit q = row * kTile + column).
+      for (uint64_t m = bn.masks[k]; m != 0; m &= m - 1) {
+        const int q = lowest_bit(m);
+        const T py = ys[i0 + q / kTile];
         if (!(v[8] <= py && py < v[9])) continue;
-        for (int j = ja; j <= jb; ++j) {
-          const T px = xs[j];
-          if (!(v[6] <= px && px < v[7])) continue;
-          Bary<T> bc;
-          if (!barycentric(v, px, py, eps, bc)) continue;
-          if (bc.w[0] < T(0) || bc.w[1] < T(0) || bc.w[2] < T(0)) continue;
-          const T zz = bc.w[0] * fz[f * 3] + bc.w[1] * fz[f * 3 + 1] + bc.w[2] * fz[f * 3 + 2];
-          const int q = (i - i0) * kTile + (j - j0);
-          if (zz > best_z[q]) {
-            best_z[q] = zz;
-            best_f[q] = f;
-            best_w[3 * q] = bc.w[0];
-            best_w[3 * q + 1] = bc.w[1];
-            best_w[3 * q + 2] = bc.w[2];
-          }
+        const T px = xs[j0 + q % kTile];
+        if (!(v[6] <= px && px < v[7])) continue;
+        Bary<T> bc;
+        if (!barycentric(v, px, py, eps, bc)) continue;
+        if (bc.w[0] < T(0) || bc.w[1] < T(0) || bc.w[2] < T(0)) continue;
+        const T zz = bc.w[0] * fz[f * 3] + bc.w[1] * fz[f * 3 + 1] + bc.w[2] * fz[f * 3 + 2];
+        if (zz > best_z[q]) {
+          best_z[q] = zz;
+          best_f[q] = f;
+          best_w[3 * q] = bc.w[0];
+          best_w[3 * q + 1] = bc.w[1];
+          best_w[3 * q + 2] = bc.w[2];
         }
       }
     }

@@ -72,38 +72,30 @@ void for_each_candidate(const SoftMaskParams<T>& p, const SoftSetup<T>& s, int64
   const int tx = tile % s.tx_n, ty = tile / s.tx_n;
   const int i0 = ty * kTile, i1 = std::min(p.H, i0 + kTile);
   const int j0 = tx * kTile, j1 = std::min(p.W, j0 + kTile);
-  bool open[kTile * kTile];
-  int n_open = 0;
+  uint64_t open = 0;  // bit q: pixel q is uncovered and has fewer than knum candidates
   for (int i = i0; i < i1; ++i)
     for (int j = j0; j < j1; ++j) {
       const int q = (i - i0) * kTile + (j - j0);
-      open[q] = p.face_idx[(b * p.H + i) * p.W + j] < 0;
-      n_open += open[q] ? 1 : 0;
+      if (p.face_idx[(b * p.H + i) * p.W + j] < 0) open |= uint64_t{1} << q;
       count[q] = 0;
     }
   const Bins& bn = s.bins[b];
-  for (int64_t k = bn.offsets[tile]; k < bn.offsets[tile + 1] && n_open > 0; ++k) {
+  for (int64_t k = bn.offsets[tile]; k < bn.offsets[tile + 1] && open != 0; ++k) {
+    uint64_t m = bn.masks[k] & open;  // the open pixels of the face's rectangle, row-major
+    if (m == 0) continue;
     const int f = bn.faces[k];
     const T* v = s.faces.data() + (b * p.F + f) * kFaceStride;
-    const int32_t* r = &bn.rect[static_cast<size_t>(f) * 4];
-    const int ja = std::max(j0, r[0]), jb = std::min(j1 - 1, r[1]);
-    const int ia = std::max(i0, r[2]), ib = std::min(i1 - 1, r[3]);
-    for (int i = ia; i <= ib; ++i) {
-      const T py = s.ys[i];
+    while (m != 0) {
+      const int q = lowest_bit(m);
+      m &= m - 1;
+      const T py = s.ys[i0 + q / kTile];
       if (!(v[8] <= py && py < v[9])) continue;
-      for (int j = ja; j <= jb; ++j) {
-        const int q = (i - i0) * kTile + (j - j0);
-        if (!open[q]) continue;
-        const T px = s.xs[j];
-        if (!(v[6] <= px && px < v[7])) continue;
-        int type = 0;
-        const T d = boundary_dist2(v, px, py, s.eps, s.sentinel, &type);
-        visit(q, f, d, type);
-        if (++count[q] >= p.knum) {
-          open[q] = false;
-          --n_open;
-        }
-      }
+      const T px = s.xs[j0 + q % kTile];
+      if (!(v[6] <= px && px < v[7])) continue;
+      int type = 0;
+      const T d = boundary_dist2(v, px, py, s.eps, s.sentinel, &type);
+      visit(q, f, d, type);
+      if (++count[q] >= p.knum) open &= ~(uint64_t{1} << q);
     }
   }
 }

@@ -1,6 +1,8 @@
 // Host-side tile binning for the CPU kernels: every face is listed, in face order, in each
-// TILE x TILE pixel tile that its bounding box (grown by `grow` NDC) may touch. Visiting a tile's
-// list in order gives exactly the same per-pixel face sequence as a loop over all faces,
+// TILE x TILE pixel tile that its bounding box (grown by `grow` NDC) may touch, with a 64-bit
+// mask of the tile's pixels inside the face's conservative pixel rectangle (bit q = row * 8 +
+// column inside the tile). Visiting a tile's list in order, and each entry's pixels in bit
+// order (row-major), gives exactly the same per-pixel face sequence as a loop over all faces,
 // because the exact box test is still done per pixel.
 #pragma once
 
@@ -9,16 +11,45 @@
 #include <cstdint>
 #include <vector>
 
+#if defined(_MSC_VER)
+#include <intrin.h>
+#endif
+
 namespace dibr {
 
 constexpr int kTile = 8;
+
+static_assert(kTile * kTile == 64, "tile pixel masks are 64-bit");
 
 struct Bins {
   int tiles_x = 0, tiles_y = 0;
   std::vector<int64_t> offsets;  // (tiles + 1) prefix offsets into faces
   std::vector<int32_t> faces;    // face indices, ascending within each tile
+  std::vector<uint64_t> masks;   // per entry: the tile's pixels inside the face's pixel rectangle
   std::vector<int32_t> rect;     // (F, 4): conservative pixel range j0, j1, i0, i1 (inclusive); -1 if none
 };
+
+// Index of the lowest set bit of a non-zero mask.
+inline int lowest_bit(uint64_t m) {
+#if defined(_MSC_VER)
+  unsigned long idx;
+  _BitScanForward64(&idx, m);
+  return static_cast<int>(idx);
+#else
+  return __builtin_ctzll(m);
+#endif
+}
+
+// Pixels of one tile (origin i0, j0) inside the inclusive pixel rectangle r = (j0, j1, i0, i1).
+inline uint64_t tile_rect_mask(const int32_t* r, int ti0, int tj0) {
+  const int ja = std::max(r[0], tj0) - tj0, jb = std::min(r[1], tj0 + kTile - 1) - tj0;
+  const int ia = std::max(r[2], ti0) - ti0, ib = std::min(r[3], ti0 + kTile - 1) - ti0;
+  if (ja > jb || ia > ib) return 0;
+  const uint64_t row = ((uint64_t{1} << (jb - ja + 1)) - 1) << ja;       // columns of one row (< 256)
+  uint64_t rows = 0;
+  for (int i = ia; i <= ib; ++i) rows |= uint64_t{1} << (i * kTile);
+  return row * rows;                                                       // no carries: row < 2^8
+}
 
 // Conservative inclusive pixel range [lo_idx, hi_idx] of the pixels whose centre may lie in
 // [lo, hi) along one axis. `flip` is true for rows (NDC y grows upwards, rows downwards).
@@ -70,12 +101,17 @@ void bin_faces(const T* fvi, const uint8_t* valid, int F, int H, int W, double g
   bins.offsets.assign(n_tiles + 1, 0);
   for (int t = 0; t < n_tiles; ++t) bins.offsets[t + 1] = bins.offsets[t] + counts[t + 1];
   bins.faces.resize(static_cast<size_t>(bins.offsets[n_tiles]));
+  bins.masks.resize(bins.faces.size());
   std::vector<int64_t> fill(bins.offsets.begin(), bins.offsets.end() - 1);
   for (int f = 0; f < F; ++f) {
     const int32_t* r = &rect[static_cast<size_t>(f) * 4];
     if (r[0] < 0) continue;
     for (int ty = r[2] / kTile; ty <= r[3] / kTile; ++ty)
-      for (int tx = r[0] / kTile; tx <= r[1] / kTile; ++tx) bins.faces[fill[ty * bins.tiles_x + tx]++] = f;
+      for (int tx = r[0] / kTile; tx <= r[1] / kTile; ++tx) {
+        const int64_t at = fill[ty * bins.tiles_x + tx]++;
+        bins.faces[at] = f;
+        bins.masks[at] = tile_rect_mask(r, ty * kTile, tx * kTile);
+      }
   }
 }
 
