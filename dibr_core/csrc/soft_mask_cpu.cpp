@@ -73,12 +73,10 @@ void for_each_candidate(const SoftMaskParams<T>& p, const SoftSetup<T>& s, int64
   const int i0 = ty * kTile, i1 = std::min(p.H, i0 + kTile);
   const int j0 = tx * kTile, j1 = std::min(p.W, j0 + kTile);
   uint64_t open = 0;  // bit q: pixel q is uncovered and has fewer than knum candidates
+  for (int q = 0; q < kTile * kTile; ++q) count[q] = 0;
   for (int i = i0; i < i1; ++i)
-    for (int j = j0; j < j1; ++j) {
-      const int q = (i - i0) * kTile + (j - j0);
-      if (p.face_idx[(b * p.H + i) * p.W + j] < 0) open |= uint64_t{1} << q;
-      count[q] = 0;
-    }
+    for (int j = j0; j < j1; ++j)
+      if (p.face_idx[(b * p.H + i) * p.W + j] < 0) open |= uint64_t{1} << ((i - i0) * kTile + (j - j0));
   const Bins& bn = s.bins[b];
   for (int64_t k = bn.offsets[tile]; k < bn.offsets[tile + 1] && open != 0; ++k) {
     uint64_t m = bn.masks[k] & open;  // the open pixels of the face's rectangle, row-major
@@ -133,6 +131,11 @@ void soft_mask_fwd_cpu(const SoftMaskParams<T>& p, SoftMaskRecords<T>* records) 
       }
     });
     const int tx = tile % s.tx_n, ty = tile / s.tx_n;
+    if (records) {  // one allocation per tile: count[q] is 0 for covered pixels
+      int total = 0;
+      for (int q = 0; q < kTile * kTile; ++q) total += count[q];
+      records->tiles[item].reserve(static_cast<size_t>(total));
+    }
     for (int i = ty * kTile; i < std::min(p.H, (ty + 1) * kTile); ++i)
       for (int j = tx * kTile; j < std::min(p.W, (tx + 1) * kTile); ++j) {
         const int64_t pix = (b * p.H + i) * p.W + j;
