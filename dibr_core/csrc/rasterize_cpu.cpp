@@ -40,9 +40,10 @@ void rasterize_fwd_cpu(const RasterizeFwdParams<T>& p) {
   const int B = p.B, F = p.F, H = p.H, W = p.W;
   const T M = static_cast<T>(p.multiplier);
   const T eps = static_cast<T>(p.eps);
-  std::vector<T> faces;
+  std::vector<T>& faces = scratch<std::vector<T>, 1>();
   prepare_faces(p.face_vertices_image, static_cast<int64_t>(B) * F, M, faces);
-  std::vector<Bins> bins(B);
+  std::vector<Bins>& bins = scratch<std::vector<Bins>, 1>();
+  bins.resize(B);
   parallel_items(B, [&](int64_t b) {
     bin_faces(p.face_vertices_image + b * F * 6, p.valid_faces ? p.valid_faces + b * F : nullptr, F, H, W, 0.0,
               bins[b]);

@@ -26,8 +26,9 @@ struct SoftSetup {
   T M, eps, sentinel, grow, inv;
   int tx_n, ty_n;
   int64_t per_b;
-  std::vector<T> faces;
-  std::vector<Bins> bins;
+  // Scratch reused across calls by the calling thread (no fresh pages, hence no page faults, per call).
+  std::vector<T>& faces = scratch<std::vector<T>, 0>();
+  std::vector<Bins>& bins = scratch<std::vector<Bins>, 0>();
   std::vector<T> xs, ys;
 
   explicit SoftSetup(const SoftMaskParams<T>& p)

@@ -29,6 +29,8 @@ struct Bins {
   std::vector<int32_t> rect;     // (F, 4): conservative pixel range j0, j1, i0, i1 (inclusive); -1 if none
 };
 
+constexpr uint64_t kRowBits = 0x0101010101010101ull;  // bit 0 of each of the 8 rows
+
 // Index of the lowest set bit of a non-zero mask.
 inline int lowest_bit(uint64_t m) {
 #if defined(_MSC_VER)
@@ -38,17 +40,6 @@ inline int lowest_bit(uint64_t m) {
 #else
   return __builtin_ctzll(m);
 #endif
-}
-
-// Pixels of one tile (origin i0, j0) inside the inclusive pixel rectangle r = (j0, j1, i0, i1).
-inline uint64_t tile_rect_mask(const int32_t* r, int ti0, int tj0) {
-  const int ja = std::max(r[0], tj0) - tj0, jb = std::min(r[1], tj0 + kTile - 1) - tj0;
-  const int ia = std::max(r[2], ti0) - ti0, ib = std::min(r[3], ti0 + kTile - 1) - ti0;
-  if (ja > jb || ia > ib) return 0;
-  const uint64_t row = ((uint64_t{1} << (jb - ja + 1)) - 1) << ja;       // columns of one row (< 256)
-  uint64_t rows = 0;
-  for (int i = ia; i <= ib; ++i) rows |= uint64_t{1} << (i * kTile);
-  return row * rows;                                                       // no carries: row < 2^8
 }
 
 // Conservative inclusive pixel range [lo_idx, hi_idx] of the pixels whose centre may lie in
@@ -106,12 +97,18 @@ void bin_faces(const T* fvi, const uint8_t* valid, int F, int H, int W, double g
   for (int f = 0; f < F; ++f) {
     const int32_t* r = &rect[static_cast<size_t>(f) * 4];
     if (r[0] < 0) continue;
-    for (int ty = r[2] / kTile; ty <= r[3] / kTile; ++ty)
+    for (int ty = r[2] / kTile; ty <= r[3] / kTile; ++ty) {
+      // Rows ia..ib of this tile: one bit per row at bit 8 * row.
+      const int ia = std::max(r[2] - ty * kTile, 0), ib = std::min(r[3] - ty * kTile, kTile - 1);
+      const uint64_t rows = (kRowBits >> (kTile * (kTile - 1 - (ib - ia)))) << (kTile * ia);
       for (int tx = r[0] / kTile; tx <= r[1] / kTile; ++tx) {
+        const int ja = std::max(r[0] - tx * kTile, 0), jb = std::min(r[1] - tx * kTile, kTile - 1);
+        const uint64_t cols = ((uint64_t{1} << (jb - ja + 1)) - 1) << ja;  // < 2^8: no carries below
         const int64_t at = fill[ty * bins.tiles_x + tx]++;
         bins.faces[at] = f;
-        bins.masks[at] = tile_rect_mask(r, ty * kTile, tx * kTile);
+        bins.masks[at] = cols * rows;
       }
+    }
   }
 }
 

@@ -10,6 +10,15 @@
 
 namespace dibr {
 
+// Per-thread scratch object of type S (tag N separates users of the same type), kept between
+// calls so that large buffers keep their capacity. Only the calling thread resizes it; worker
+// threads of a parallel region may write distinct elements of it.
+template <typename S, int N>
+S& scratch() {
+  thread_local S value;
+  return value;
+}
+
 template <typename Fn>
 void parallel_items(int64_t n, const Fn& fn) {
   if (n <= 0) return;
