@@ -79,6 +79,7 @@ void rasterize_fwd_cpu(const RasterizeFwdParams<T>& p) {
         if (!(v[8] <= py && py < v[9])) continue;
         const T px = xs[j0 + q % kTile];
         if (!(v[6] <= px && px < v[7])) continue;
+        if (certainly_outside(v, px, py)) continue;
         Bary<T> bc;
         if (!barycentric(v, px, py, eps, bc)) continue;
         if (bc.w[0] < T(0) || bc.w[1] < T(0) || bc.w[2] < T(0)) continue;

@@ -44,6 +44,25 @@ DIBR_HD bool barycentric(const T* v, T px, T py, T eps, Bary<T>& out) {
   return true;
 }
 
+// Whether the point is certainly outside the triangle, decided without the divisions of
+// `barycentric`: some numerator hw_k has the sign opposite to the area's (the area is s plus eps
+// away from zero, so it has the sign of s) and is large enough that hw_k / area cannot
+// underflow to -0. When this returns false, `barycentric` and its w_k >= 0 test decide.
+template <typename T>
+DIBR_HD bool certainly_outside(const T* v, T px, T py) {
+  const T eax = v[0] - px, eay = v[1] - py;
+  const T ebx = v[2] - px, eby = v[3] - py;
+  const T ecx = v[4] - px, ecy = v[5] - py;
+  const T h0 = cross2(ebx, eby, ecx, ecy);
+  const T h1 = cross2(ecx, ecy, eax, eay);
+  const T h2 = cross2(eax, eay, ebx, eby);
+  const T s = h0 + h1 + h2;
+  const T tiny = (s < T(0) ? -s : s) * T(1e-20) + T(1e-30);
+  if (s > T(0)) return h0 < -tiny || h1 < -tiny || h2 < -tiny;
+  if (s < T(0)) return h0 > tiny || h1 > tiny || h2 > tiny;
+  return false;
+}
+
 // Exact derivative of the barycentric weights above with respect to the three corners.
 // g: dL/dw (3 values); adds dL/dv (6 values, scaled units) into grad_v.
 template <typename T>
