@@ -69,12 +69,13 @@ def _check_object(ob, texture_size: int, location=(0.0, 0.0, 0.0), size: float =
     me.vertices.foreach_get("co", co)
     co = co.reshape(V, 3)
     assert np.linalg.norm(co.max(0) - co.min(0)) == pytest.approx(size, rel=1e-4)
-    # Blender's normals of the converted winding point outward
-    n = np.empty(3 * F, np.float32)
-    me.polygons.foreach_get("normal", n)
-    c = np.empty(3 * F, np.float32)
-    me.polygons.foreach_get("center", c)
-    assert ((n.reshape(F, 3) * c.reshape(F, 3)).sum(1) > 0).mean() > 0.95
+    # The converted winding stays outward: the enclosed volume (sum over faces of
+    # a . (b x c) / 6, with Blender's own polygon loops) is positive.
+    loops = np.empty(3 * F, np.int32)
+    me.polygons.foreach_get("vertices", loops)
+    tri = co[loops.reshape(F, 3)].astype(np.float64)
+    volume = float(np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])).sum() / 6.0)
+    assert volume > 0
 
 
 @pytest.mark.blender
