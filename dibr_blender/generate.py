@@ -118,18 +118,12 @@ class GeneratedMesh:
     texture: Optional[np.ndarray]
 
 
-def _np(x: Any) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
 def sample_mesh(output: Any, faces: Any, face_uvs: Any, i: int = 0) -> GeneratedMesh:
     """Sample ``i`` of a ``PredictorOutput`` (vertices (B, V, 3), colors (B, V, 3), texture
     (B, 3, T, T) channels first or None) with the decoder's faces and UVs."""
-    tex = None if output.texture is None else np.transpose(_np(output.texture[i]), (1, 2, 0))
-    return GeneratedMesh(vertices=_np(output.vertices[i]), faces=_np(faces), colors=_np(output.colors[i]),
-                         face_uvs=_np(face_uvs), texture=tex)
+    tex = None if output.texture is None else np.transpose(image_to_3d.as_array(output.texture[i]), (1, 2, 0))
+    return GeneratedMesh(vertices=image_to_3d.as_array(output.vertices[i]), faces=image_to_3d.as_array(faces), colors=image_to_3d.as_array(output.colors[i]),
+                         face_uvs=image_to_3d.as_array(face_uvs), texture=tex)
 
 
 def default_weights() -> Any:
@@ -139,26 +133,19 @@ def default_weights() -> Any:
     return inference.GENERATOR_WEIGHTS
 
 
-_GEN_CACHE: Dict[Tuple[str, float], Any] = {}
-
-
 def load(path: Any = None) -> Any:
     """The generator (eval mode) from ``path`` (default: the shipped weights), cached per file and
-    modification time.
+    modification time by ``dibr_core.inference.load_shipped_generator``.
 
     Raises:
         ImportError: torch or dibr_core cannot be imported; FileNotFoundError: no weights file.
     """
-    from dibr_core.models.generator import load_generator
+    from dibr_core import inference
 
     p = os.path.abspath(os.fspath(path if path else default_weights()))
     if not os.path.isfile(p):
         raise FileNotFoundError(f"generator weights file not found: {p}")
-    key = (p, os.stat(p).st_mtime)
-    if key not in _GEN_CACHE:
-        _GEN_CACHE.clear()
-        _GEN_CACHE[key] = load_generator(p)
-    return _GEN_CACHE[key]
+    return inference.load_shipped_generator(p)
 
 
 def weights_info(path: Any = None) -> Dict[str, Any]:

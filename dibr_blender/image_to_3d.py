@@ -186,9 +186,8 @@ class BlenderMesh:
         return None if self.texture is None else int(self.texture.shape[0])
 
 
-def _np(x: Any) -> Optional[np.ndarray]:
-    if x is None:
-        return None
+def as_array(x: Any) -> np.ndarray:
+    """A tensor or array-like as a numpy array (tensors are detached and moved to the CPU)."""
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     return np.asarray(x)
@@ -206,12 +205,11 @@ def mesh_arrays(predicted: Any, size: float = 1.0, texture_size: int = 0) -> Ble
         raise ValueError(f"mesh_arrays(): size must be positive, got {size}")
     if texture_size < 0:
         raise ValueError(f"mesh_arrays(): texture_size must be >= 0, got {texture_size}")
-    v = _np(predicted.vertices)
-    f = _np(predicted.faces)
-    col = _np(predicted.colors)
-    uv = _np(predicted.face_uvs)
-    tex = _np(predicted.texture)
-    assert v is not None and f is not None and col is not None and uv is not None
+    v = as_array(predicted.vertices)
+    f = as_array(predicted.faces)
+    col = as_array(predicted.colors)
+    uv = as_array(predicted.face_uvs)
+    tex = None if predicted.texture is None else as_array(predicted.texture)
     v = v.astype(np.float64)
     f = f.astype(np.int64)
     if v.ndim != 2 or v.shape[1] != 3 or f.ndim != 2 or f.shape[1] != 3:

@@ -4,13 +4,15 @@ the extension's data path lives here; the conversions themselves are in ``conver
 from __future__ import annotations
 
 import os
-from typing import Any, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple, TypeVar
 
 import bpy
 import numpy as np
 
 from . import convert
 from .arrays import CameraData, MeshData, SceneError, Snapshot, ViewData
+
+T = TypeVar("T")
 
 FIT_KEY = "DIB-R Fit"
 COLOR_ATTR = "DIB-R Color"
@@ -94,14 +96,19 @@ def _find_base_texture(ob: Any) -> Optional[np.ndarray]:
     return None
 
 
-def image_to_array(img: Any) -> np.ndarray:
-    """(H, W, 4) float32, linear RGB + alpha, rows top to bottom."""
+def _pixels(img: Any) -> np.ndarray:
+    """(H, W, 4) float32 pixels of an image datablock as Blender stores them (bottom row first)."""
     w, h = img.size
     if w == 0 or h == 0:
         raise SceneError(f"image '{img.name}' has no pixels (missing or unreadable file?)")
     px = np.empty(w * h * 4, dtype=np.float32)
     img.pixels.foreach_get(px)
-    arr = px.reshape(h, w, 4)
+    return px.reshape(h, w, 4)
+
+
+def image_to_array(img: Any) -> np.ndarray:
+    """(H, W, 4) float32, linear RGB + alpha, rows top to bottom."""
+    arr = _pixels(img)
     if not img.is_float and img.colorspace_settings.name == "sRGB":
         arr[..., :3] = convert.srgb_to_linear(arr[..., :3])
     return convert.flip_rows(arr)
@@ -118,22 +125,30 @@ def image_has_alpha(img: Any) -> bool:
     return int(img.depth) in (32, 64, 128)
 
 
-def _load(path: str, raw: bool = False) -> Tuple[np.ndarray, bool]:
+def _read_file(path: str, read: Callable[[Any], T]) -> T:
+    """``read(datablock)`` of an image file loaded through Blender; the datablock is removed after."""
     if not os.path.isfile(path):
         raise SceneError(f"image file not found: {path}")
     try:
         img = bpy.data.images.load(path, check_existing=False)
     except RuntimeError as exc:
-        raise SceneError(f"cannot read image {path}: {exc}") from None
+        raise SceneError(f"cannot read image {path}: {str(exc).strip().splitlines()[-1]}") from None
     try:
         if img.size[0] == 0 or img.size[1] == 0:
             raise SceneError(f"cannot read image {path}: not an image file Blender can decode")
+        return read(img)
+    finally:
+        bpy.data.images.remove(img)
+
+
+def _load(path: str, raw: bool = False) -> Tuple[np.ndarray, bool]:
+    def read(img: Any) -> Tuple[np.ndarray, bool]:
         if raw:  # data, not colour: read the stored values
             cs: Any = img.colorspace_settings
             cs.name = "Non-Color"
         return image_to_array(img), image_has_alpha(img)
-    finally:
-        bpy.data.images.remove(img)
+
+    return _read_file(path, read)
 
 
 def camera_params(cam_ob: Any, scene: Any) -> convert.CameraParams:
@@ -365,12 +380,7 @@ def wire_vertex_colors(ob: Any) -> None:
 def image_display_values(img: Any) -> np.ndarray:
     """(H, W, 4) float32 of an image datablock as displayed: sRGB-encoded RGB (what an 8-bit file
     stores; float images are encoded from linear) + alpha, rows top to bottom."""
-    w, h = img.size
-    if w == 0 or h == 0:
-        raise SceneError(f"image '{img.name}' has no pixels (missing or unreadable file?)")
-    px = np.empty(w * h * 4, dtype=np.float32)
-    img.pixels.foreach_get(px)
-    arr = px.reshape(h, w, 4)
+    arr = _pixels(img)
     if img.is_float and img.colorspace_settings.name not in ("Non-Color", "Raw"):
         arr[..., :3] = convert.linear_to_srgb(arr[..., :3])
     return convert.flip_rows(arr)
@@ -379,18 +389,7 @@ def image_display_values(img: Any) -> np.ndarray:
 def load_image_display(path: str) -> Tuple[np.ndarray, bool]:
     """Read an image file through Blender without leaving a datablock: (display values as in
     ``image_display_values``, whether the file has an alpha channel)."""
-    if not os.path.isfile(path):
-        raise SceneError(f"image file not found: {path}")
-    try:
-        img = bpy.data.images.load(path, check_existing=False)
-    except RuntimeError as exc:
-        raise SceneError(f"cannot read image {path}: {str(exc).strip().splitlines()[-1]}") from None
-    try:
-        if img.size[0] == 0 or img.size[1] == 0:
-            raise SceneError(f"cannot read image {path}: not an image file Blender can decode")
-        return image_display_values(img), image_has_alpha(img)
-    finally:
-        bpy.data.images.remove(img)
+    return _read_file(path, lambda img: (image_display_values(img), image_has_alpha(img)))
 
 
 def new_mesh_object(name: str, vertices: np.ndarray, faces: np.ndarray, collection: Any,

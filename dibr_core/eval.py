@@ -64,7 +64,8 @@ from dibr_core.data.dataset import default_data_dir, load_item
 from dibr_core.metrics3d import chamfer_and_fscore, iou_3d, normalize_unit_diagonal, sample_surface, voxelize_mesh
 from dibr_core.render import Meshes, RenderSettings, render
 
-__all__ = ["THRESHOLDS", "list_items", "evaluate_mesh", "medoid_index", "voxel_boundary_mesh", "evaluate", "main"]
+__all__ = ["THRESHOLDS", "list_items", "evaluate_mesh", "medoid_index", "mean_occupancy", "voxel_boundary_mesh",
+           "evaluate", "main"]
 
 THRESHOLDS: Tuple[float, float] = (0.01, 0.02)
 METRIC_KEYS = ["iou"] + [f"fscore@{t:g}" for t in THRESHOLDS] + ["chamfer", "silhouette_iou_2d"]
@@ -169,6 +170,11 @@ def medoid_index(occupancies: Sequence[np.ndarray]) -> int:
     return int(torch.argmax(iou.sum(dim=1) / (n - 1)))
 
 
+def mean_occupancy(occupancies: Sequence[np.ndarray]) -> np.ndarray:
+    """The category-mean shape: (R, R, R) bool, voxels occupied in at least half of the grids."""
+    return np.mean(np.stack([np.asarray(o, dtype=np.float64) for o in occupancies]), axis=0) >= 0.5
+
+
 def voxel_boundary_mesh(occupancy: np.ndarray) -> Mesh:
     """The exposed faces of an (R, R, R) bool grid over [-0.5, 0.5]^3 (axis i = coordinate i) as a
     triangle mesh: (V, 3) float32 vertices (unshared, 4 per square), (F, 3) int64 faces (2 per square)."""
@@ -261,7 +267,7 @@ def evaluate(data: Union[str, Path], split: str = "test", weights: Optional[Unio
         best = paths[medoid_index(occs)]
         medoids[cat] = _gt_mesh(load_item(best))
         medoid_files[cat] = str(best.relative_to(Path(data)))
-        means[cat] = np.mean(np.stack([np.asarray(o, dtype=np.float64) for o in occs]), axis=0) >= 0.5
+        means[cat] = mean_occupancy(occs)
         mean_meshes[cat] = voxel_boundary_mesh(means[cat])
 
     methods: Dict[str, Method] = {"sphere": lambda cat, it: sphere}

@@ -116,7 +116,7 @@ def evaluate_generator(data: Union[str, Path], split: str = "test", weights: Opt
 
     from tqdm import tqdm
 
-    from dibr_core.eval import list_items, voxel_boundary_mesh
+    from dibr_core.eval import list_items, mean_occupancy, voxel_boundary_mesh
     from dibr_core.models.generator import load_generator
     from dibr_core.train_classifier import load_classifier
 
@@ -177,16 +177,12 @@ def evaluate_generator(data: Union[str, Path], split: str = "test", weights: Opt
         t_imgs = torch.from_numpy(np.stack([it["images"][vids] for it in tr_items])).float().div(255.0)
         t_imgs = t_imgs.permute(0, 1, 4, 2, 3)
         t_pts = torch.stack([_subsample(it["surface_points"], n_points, 13 * j) for j, it in enumerate(tr_items)])
-        t_valid = []
-        for j, it in enumerate(tr_items):
-            inverted = bool(inverted_faces(torch.from_numpy(it["vertices"]), torch.from_numpy(it["faces"])).any())
-            seen = bool((t_imgs[j, :, 3].flatten(1).amax(dim=1) > 0.5).all())
-            t_valid.append(seen and not inverted)
+        t_valid = [shape_validity(torch.from_numpy(it["vertices"]), torch.from_numpy(it["faces"]), t_imgs[j])
+                   for j, it in enumerate(tr_items)]
 
         # Category mean: thresholded mean occupancy of (up to 100) train shapes, mean colour.
         pool = [load_item(p) for p in train[cat]]
-        mean_occ = np.mean(np.stack([np.asarray(it["occupancy"], dtype=np.float64) for it in pool]), axis=0) >= 0.5
-        m_v, m_f = voxel_boundary_mesh(mean_occ)
+        m_v, m_f = voxel_boundary_mesh(mean_occupancy([it["occupancy"] for it in pool]))
         fg = np.concatenate([it["images"][..., :3][it["images"][..., 3] > 127] for it in pool[:20]])
         m_col = torch.from_numpy(fg.mean(axis=0) / 255.0).float()[None].expand(m_v.shape[0], 3)
         if m_f.shape[0] > 0:

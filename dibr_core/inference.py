@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dibr_core.models.generator import file_sha256
 from dibr_core.models.predictor import Predictor
 
 if TYPE_CHECKING:
@@ -60,8 +61,18 @@ class PredictedMesh:
     input_image: torch.Tensor
 
 
-_CACHE: Dict[Tuple[str, float], Predictor] = {}
-_GEN_CACHE: Dict[Tuple[str, float], "Generator"] = {}
+_CACHE: Dict[Tuple[str, str, float], Any] = {}
+
+
+def _cached(fn: str, path: Optional[Union[str, Path]], default: Path, load: Callable[[Path], Any]) -> Any:
+    """``load(file)`` once per file and modification time (``path`` or ``default``)."""
+    p = Path(path) if path is not None else default
+    if not p.is_file():
+        raise FileNotFoundError(f"{fn}(): no weights file at {p}")
+    key = (fn, str(p.resolve()), p.stat().st_mtime)
+    if key not in _CACHE:
+        _CACHE[key] = load(p)
+    return _CACHE[key]
 
 
 def load_shipped_predictor(path: Optional[Union[str, Path]] = None) -> Predictor:
@@ -73,13 +84,8 @@ def load_shipped_predictor(path: Optional[Union[str, Path]] = None) -> Predictor
     """
     from dibr_core.train_predictor import load_predictor
 
-    p = Path(path) if path is not None else PREDICTOR_WEIGHTS
-    if not p.is_file():
-        raise FileNotFoundError(f"load_shipped_predictor(): no weights file at {p}")
-    key = (str(p.resolve()), p.stat().st_mtime)
-    if key not in _CACHE:
-        _CACHE[key] = load_predictor(p).float()
-    return _CACHE[key]
+    model: Predictor = _cached("load_shipped_predictor", path, PREDICTOR_WEIGHTS, lambda p: load_predictor(p).float())
+    return model
 
 
 def _as_float_image(fn: str, name: str, image: ImageLike) -> torch.Tensor:
@@ -160,19 +166,8 @@ def load_shipped_generator(path: Optional[Union[str, Path]] = None) -> "Generato
     """The generator (eval mode) from ``path`` (default: the shipped weights), cached per file."""
     from dibr_core.models.generator import load_generator
 
-    p = Path(path) if path is not None else GENERATOR_WEIGHTS
-    if not p.is_file():
-        raise FileNotFoundError(f"load_shipped_generator(): no weights file at {p}")
-    key = (str(p.resolve()), p.stat().st_mtime)
-    if key not in _GEN_CACHE:
-        _GEN_CACHE[key] = load_generator(p)
-    return _GEN_CACHE[key]
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    gen: "Generator" = _cached("load_shipped_generator", path, GENERATOR_WEIGHTS, load_generator)
+    return gen
 
 
 def predict_mesh(image: ImageLike, mask: Optional[ImageLike] = None, model: Optional[Predictor] = None,
@@ -197,7 +192,7 @@ def predict_mesh(image: ImageLike, mask: Optional[ImageLike] = None, model: Opti
         gen.category_index(category)                  # raises ValueError for unknown names
         if model is None and generator is None:
             fitted_on = gen.meta.get("predictor_sha256")
-            if fitted_on is not None and fitted_on != _sha256(PREDICTOR_WEIGHTS):
+            if fitted_on is not None and fitted_on != file_sha256(PREDICTOR_WEIGHTS):
                 raise ValueError("predict_mesh(): the shipped generator was fitted on another predictor; "
                                  "refit it with python -m dibr_core.train_generator")
     with torch.no_grad():

@@ -18,7 +18,6 @@ them) and ``generator.pt`` (float32).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,8 @@ import numpy as np
 import torch
 
 from dibr_core.data.shapes import CATEGORIES
-from dibr_core.models.generator import Generator
+from dibr_core.models.generator import Generator, file_sha256
+from dibr_core.models.predictor import Predictor
 
 __all__ = ["encode_split", "fit_generator", "export_generator", "main"]
 
@@ -36,14 +36,12 @@ CODES = "codes.pt"
 WEIGHTS = "generator.pt"
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def encode_split(predictor_path: Union[str, Path], data: Union[str, Path], out: Union[str, Path],
                  views: int = 8, split: str = "train", resume: bool = False, progress: bool = True,
-                 batch: int = 256) -> Dict[str, torch.Tensor]:
-    """Stage 1: ``{category: (N_c * views, D) codes}``, saved to ``out/codes.pt`` after each category."""
+                 batch: int = 256, model: Optional[Predictor] = None) -> Dict[str, torch.Tensor]:
+    """Stage 1: ``{category: (N_c * views, D) codes}``, saved to ``out/codes.pt`` after each category.
+
+    ``model``: the predictor loaded from ``predictor_path`` already (else it is loaded here)."""
     from tqdm import tqdm
 
     from dibr_core.eval import list_items
@@ -52,7 +50,8 @@ def encode_split(predictor_path: Union[str, Path], data: Union[str, Path], out: 
 
     run = Path(out)
     run.mkdir(parents=True, exist_ok=True)
-    model = load_predictor(predictor_path).float()
+    if model is None:
+        model = load_predictor(predictor_path).float()
     items = list_items(data, split)
     missing = [c for c in CATEGORIES if c not in items]
     if missing:
@@ -77,7 +76,7 @@ def encode_split(predictor_path: Union[str, Path], data: Union[str, Path], out: 
         with torch.no_grad():
             codes[cat] = torch.cat([model.encode(x[s:s + batch]) for s in range(0, len(x), batch)])
         tmp = codes_path.with_suffix(".tmp")
-        torch.save({"codes": codes, "predictor_sha256": _sha256(Path(predictor_path))
+        torch.save({"codes": codes, "predictor_sha256": file_sha256(predictor_path)
                     if Path(predictor_path).is_file() else None}, tmp)
         tmp.replace(codes_path)
         bar.set_postfix(category=cat)
@@ -91,12 +90,13 @@ def fit_generator(predictor_path: Union[str, Path], data: Union[str, Path], out:
     from dibr_core.train_predictor import load_predictor
 
     t0 = time.perf_counter()
-    codes = encode_split(predictor_path, data, out, views, resume=resume, progress=progress)
-    gen = Generator(load_predictor(predictor_path).float(), CATEGORIES, rank)
+    predictor = load_predictor(predictor_path).float()
+    codes = encode_split(predictor_path, data, out, views, resume=resume, progress=progress, model=predictor)
+    gen = Generator(predictor, CATEGORIES, rank)
     gen.fit(codes)
     state = gen.state_for_saving()
     pp = Path(predictor_path)
-    state["meta"] = {"predictor_sha256": _sha256(pp) if pp.is_file() else None, "views": views, "rank": rank,
+    state["meta"] = {"predictor_sha256": file_sha256(pp) if pp.is_file() else None, "views": views, "rank": rank,
                      "codes_per_category": {c: int(v.shape[0]) for c, v in codes.items()},
                      "seconds": round(time.perf_counter() - t0, 1)}
     dst = Path(out) / WEIGHTS

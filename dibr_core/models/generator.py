@@ -12,6 +12,8 @@ only seen non-negative codes), decoded into vertices, vertex colours and a UV te
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -20,7 +22,20 @@ from torch import nn
 
 from dibr_core.models.predictor import Predictor, PredictorOutput
 
-__all__ = ["Generator", "load_generator"]
+__all__ = ["Generator", "load_generator", "file_sha256"]
+
+
+def file_sha256(path: Union[str, Path]) -> str:
+    """SHA-256 of a file (how a generator records the predictor it was fitted on), computed once
+    per file version (path, size, modification time)."""
+    p = Path(path).resolve()
+    st = p.stat()
+    return _sha256_of(str(p), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 class Generator(nn.Module):

@@ -26,16 +26,22 @@ struct Bary {
   T w[3];
 };
 
+// The unnormalised barycentric numerators hw (3 values) of point p in triangle v (6 values:
+// ax, ay, bx, by, cx, cy); returns their sum.
 template <typename T>
-DIBR_HD bool barycentric(const T* v, T px, T py, T eps, Bary<T>& out) {
-  // v: 6 values (ax, ay, bx, by, cx, cy).
+DIBR_HD T bary_numerators(const T* v, T px, T py, T* hw) {
   const T eax = v[0] - px, eay = v[1] - py;
   const T ebx = v[2] - px, eby = v[3] - py;
   const T ecx = v[4] - px, ecy = v[5] - py;
-  out.hw[0] = cross2(ebx, eby, ecx, ecy);
-  out.hw[1] = cross2(ecx, ecy, eax, eay);
-  out.hw[2] = cross2(eax, eay, ebx, eby);
-  const T s = out.hw[0] + out.hw[1] + out.hw[2];
+  hw[0] = cross2(ebx, eby, ecx, ecy);
+  hw[1] = cross2(ecx, ecy, eax, eay);
+  hw[2] = cross2(eax, eay, ebx, eby);
+  return hw[0] + hw[1] + hw[2];
+}
+
+template <typename T>
+DIBR_HD bool barycentric(const T* v, T px, T py, T eps, Bary<T>& out) {
+  const T s = bary_numerators(v, px, py, out.hw);
   if (s == T(0)) return false;
   out.area = s + (s > T(0) ? eps : -eps);
   out.w[0] = out.hw[0] / out.area;
@@ -50,16 +56,11 @@ DIBR_HD bool barycentric(const T* v, T px, T py, T eps, Bary<T>& out) {
 // underflow to -0. When this returns false, `barycentric` and its w_k >= 0 test decide.
 template <typename T>
 DIBR_HD bool certainly_outside(const T* v, T px, T py) {
-  const T eax = v[0] - px, eay = v[1] - py;
-  const T ebx = v[2] - px, eby = v[3] - py;
-  const T ecx = v[4] - px, ecy = v[5] - py;
-  const T h0 = cross2(ebx, eby, ecx, ecy);
-  const T h1 = cross2(ecx, ecy, eax, eay);
-  const T h2 = cross2(eax, eay, ebx, eby);
-  const T s = h0 + h1 + h2;
+  T h[3];
+  const T s = bary_numerators(v, px, py, h);
   const T tiny = (s < T(0) ? -s : s) * T(1e-20) + T(1e-30);
-  if (s > T(0)) return h0 < -tiny || h1 < -tiny || h2 < -tiny;
-  if (s < T(0)) return h0 > tiny || h1 > tiny || h2 > tiny;
+  if (s > T(0)) return h[0] < -tiny || h[1] < -tiny || h[2] < -tiny;
+  if (s < T(0)) return h[0] > tiny || h[1] > tiny || h[2] > tiny;
   return false;
 }
 
