@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from dibr_core.models.generator import file_sha256
-from dibr_core.models.predictor import Predictor
+from dibr_core.models.predictor import Predictor, repair_output
 
 if TYPE_CHECKING:
     from dibr_core.models.generator import Generator
@@ -171,7 +171,8 @@ def load_shipped_generator(path: Optional[Union[str, Path]] = None) -> "Generato
 
 
 def predict_mesh(image: ImageLike, mask: Optional[ImageLike] = None, model: Optional[Predictor] = None,
-                 category: Optional[str] = None, generator: Optional["Generator"] = None) -> PredictedMesh:
+                 category: Optional[str] = None, generator: Optional["Generator"] = None,
+                 repair: bool = True) -> PredictedMesh:
     """Predict a textured mesh from one image; see :func:`prepare_image` for the inputs.
 
     ``model`` defaults to :func:`load_shipped_predictor`. ``category`` (one of the 13 names) is
@@ -180,6 +181,8 @@ def predict_mesh(image: ImageLike, mask: Optional[ImageLike] = None, model: Opti
     fitted on this predictor): its coordinates along the category's principal directions are
     clamped to 2.5 standard deviations (:meth:`Generator.project`), so an ambiguous image
     decodes to a plausible member of that category while an in-distribution one is unchanged.
+    With ``repair`` (the default) the mesh's inside-out pockets (a thin part folded through
+    itself) are removed by :func:`dibr_core.mesh_repair.untangle`.
 
     Raises:
         ValueError: for an unknown category, or a generator fitted on another predictor.
@@ -200,6 +203,8 @@ def predict_mesh(image: ImageLike, mask: Optional[ImageLike] = None, model: Opti
         if gen is not None and category is not None:
             z = gen.project(z, category)
         out = net.decode(z)
+        if repair:
+            out = repair_output(out, net.faces)
     tex = out.texture[0].permute(1, 2, 0).float().contiguous() if out.texture is not None else None
     return PredictedMesh(vertices=out.vertices[0].float().contiguous(), faces=net.faces.long().clone(),
                          colors=out.colors[0].float().contiguous(), face_uvs=net.face_uvs.float().clone(),

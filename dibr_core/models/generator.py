@@ -8,7 +8,9 @@ fitted to the codes the predictor's encoder gives the category's training render
 density model in the style of generative latent optimisation: codes first, then their density).
 A sample is ``z = relu(mu_c + U_c (temperature * s_c * eps))`` with ``eps ~ N(0, I_k)`` drawn
 from a generator seeded by the caller (the encoder's codes are ReLU outputs, so the decoder has
-only seen non-negative codes), decoded into vertices, vertex colours and a UV texture.
+only seen non-negative codes), decoded into vertices, vertex colours and a UV texture, and
+repaired by :func:`dibr_core.mesh_repair.untangle` (the decoder folds thin parts through
+themselves on some samples; silhouettes, the only supervision, cannot see it).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from dibr_core.models.predictor import Predictor, PredictorOutput
+from dibr_core.models.predictor import Predictor, PredictorOutput, repair_output
 
 __all__ = ["Generator", "load_generator", "file_sha256"]
 
@@ -121,10 +123,17 @@ class Generator(nn.Module):
         return torch.relu(z)
 
     @torch.no_grad()
-    def sample(self, category: Union[str, int], n: int = 1, seed: int = 0, temperature: float = 1.0) -> PredictorOutput:
+    def sample(self, category: Union[str, int], n: int = 1, seed: int = 0, temperature: float = 1.0,
+               repair: bool = True) -> PredictorOutput:
         """``n`` textured meshes of ``category`` (deterministic for ``seed``): see
-        :class:`~dibr_core.models.predictor.PredictorOutput`."""
-        return self.decoder.decode(self.sample_codes(category, n, seed, temperature).to(self.means.device))
+        :class:`~dibr_core.models.predictor.PredictorOutput`.
+
+        With ``repair`` (the default) every mesh goes through
+        :func:`~dibr_core.mesh_repair.untangle`, which removes the inside-out pockets the decoder
+        leaves where a thin part folds through itself (``vertices`` are the repaired ones;
+        ``offsets`` stay the decoder's); ``repair=False`` gives the raw decoder output."""
+        out = self.decoder.decode(self.sample_codes(category, n, seed, temperature).to(self.means.device))
+        return repair_output(out, self.decoder.faces) if repair else out
 
     def project(self, z: torch.Tensor, category: Union[str, int], limit: float = 2.5) -> torch.Tensor:
         """Pull (B, D) codes towards a category: their coordinates along the category's principal

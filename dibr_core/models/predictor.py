@@ -14,16 +14,17 @@ Shape and colour are predicted in the canonical object frame; the camera is give
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import List, Optional
 
 import torch
 from torch import nn
 
 from dibr_core.mesh import icosphere
+from dibr_core.mesh_repair import untangle
 from dibr_core.texture import sample_texture
 
-__all__ = ["Predictor", "PredictorOutput", "TEMPLATE_LEVEL"]
+__all__ = ["Predictor", "PredictorOutput", "TEMPLATE_LEVEL", "repair_output"]
 
 TEMPLATE_LEVEL = 3  # 642 vertices, 1280 faces (the DIB-R template)
 
@@ -178,3 +179,10 @@ class Predictor(nn.Module):
             diag = (hi - lo).norm(dim=-1, keepdim=True).clamp_min(1e-6)
             verts = (verts - 0.5 * (lo + hi)) / diag
         return PredictorOutput(verts, colors, offsets, texture)
+
+
+def repair_output(out: PredictorOutput, faces: torch.Tensor) -> PredictorOutput:
+    """``out`` with every mesh's inside-out pockets removed by :func:`dibr_core.mesh_repair.untangle`
+    (``vertices`` (B, V, 3) repaired, everything else unchanged; ``faces`` (F, 3) the template's)."""
+    verts = torch.stack([untangle(v, faces)[0] for v in out.vertices]) if out.vertices.shape[0] else out.vertices
+    return replace(out, vertices=verts)
