@@ -25,7 +25,9 @@ cameras. Metrics (see :mod:`dibr_core.gen_metrics` for the definitions):
 * ``diversity_ratio``: per category, the mean pairwise Chamfer distance among the method's
   shapes over the same among the held-out shapes, averaged;
 * ``valid_fraction``: shapes with no inverted face, a positive volume and a non-empty
-  silhouette in every rendered view.
+  silhouette in every rendered view; for the generator also ``valid_fraction_unrepaired``:
+  the raw decoder's samples (``repair=False``) without an inverted face, which shows what the
+  repair step (:mod:`dibr_core.mesh_repair`) fixes.
 
 The JSON also holds ``classifier_accuracy_heldout`` (the judge's own accuracy on the held-out
 renders) and the time per generated object.
@@ -43,6 +45,7 @@ from dibr_core.data.dataset import load_item
 from dibr_core.data.shapes import CATEGORIES
 from dibr_core.gen_metrics import (chamfer_matrix, coverage_mmd, frechet_distance, inverted_faces, kernel_distance,
                                    mean_pairwise, signed_volume)
+from dibr_core.mesh_repair import inverted_faces_fast
 from dibr_core.metrics3d import sample_surface
 from dibr_core.render import Meshes, RenderSettings, render
 
@@ -170,6 +173,8 @@ def evaluate_generator(data: Union[str, Path], split: str = "test", weights: Opt
         g_c = [out.colors[i] for i in range(per_category)]
         g_r = render_shapes(g_v, g_f, g_c, view_m, S)
         valid = [shape_validity(v, faces, r) for v, r in zip(g_v, g_r)]
+        raw = gen.sample(cat, per_category, seed=seed * 1000 + ci, temperature=temperature, repair=False)
+        raw_valid = [not bool(inverted_faces_fast(v, faces).any()) for v in raw.vertices]
         g_pts = torch.stack([_points(v, faces, n_points, 11 * j) for j, v in enumerate(g_v)])
 
         # Training shapes as samples.
@@ -207,6 +212,7 @@ def evaluate_generator(data: Union[str, Path], split: str = "test", weights: Opt
                                   "diversity_ratio": div / max(div_held, 1e-12),
                                   "valid_fraction": float(np.mean(val)), "count": int(pts.shape[0]),
                                   "heldout_count": n}
+        per_cat["generator"][cat]["valid_fraction_unrepaired"] = float(np.mean(raw_valid))
 
     held_f = torch.cat(feats["heldout"])
     result: Dict[str, Any] = {"what": "generator", "split": split, "data": str(data), "per_category": per_category,
@@ -226,6 +232,7 @@ def evaluate_generator(data: Union[str, Path], split: str = "test", weights: Opt
             block[k] = float(np.mean([r[k] for r in rows.values()]))
         block["per_category"] = rows
         if name == "generator":
+            block["valid_fraction_unrepaired"] = float(np.mean([r["valid_fraction_unrepaired"] for r in rows.values()]))
             block["seconds_per_object"] = gen_seconds / max(gen_count, 1)
             result.update({k: v for k, v in block.items()})
         else:

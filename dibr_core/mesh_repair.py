@@ -7,7 +7,7 @@ cannot see this, so 2D supervision never corrects it. This module finds such poc
 and removes them while moving the surface as little as possible.
 
 * :func:`intersecting_face_pairs`: pairs of faces that intersect other than at a shared corner
-  (sweep-and-prune of bounding boxes, then edge-triangle segment tests).
+  (bounding boxes paired through a uniform grid, then edge-triangle segment tests).
 * :func:`inverted_faces_fast`: the same answer as :func:`dibr_core.gen_metrics.inverted_faces`
   with a handful of winding-number queries instead of one per face. The front-side winding
   number can only change across an intersection curve, and such curves lie on intersecting
@@ -68,25 +68,51 @@ def _segments_hit_triangles(p0: torch.Tensor, p1: torch.Tensor, tri: torch.Tenso
     return ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (t >= 0) & (t <= 1)
 
 
+def _pairs_within_groups(n: int, count: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """For sorted entries where entry ``k`` is followed by ``count[k]`` entries of its group:
+    every (k, later entry) as two (P,) index tensors."""
+    first = torch.repeat_interleave(torch.arange(n), count)
+    offset = torch.arange(first.numel()) - torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
+    return first, first + 1 + offset
+
+
+def _box_pairs(lo: torch.Tensor, hi: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Pairs ``i < j`` of overlapping boxes ((F, 3) corners) from a uniform grid: every box is
+    entered in the cells it covers (cell side: twice the median box size, at least 1/8 of the
+    largest, so no box covers more than 9 cells per axis), boxes sharing a cell are candidates,
+    and candidates are kept when their boxes overlap."""
+    n = lo.shape[0]
+    ext = (hi - lo).max(dim=1).values
+    h = max(2.0 * float(ext.median()), float(ext.max()) / 8.0, 1e-12)
+    origin = lo.min(dim=0).values
+    c0 = torch.floor((lo - origin) / h).long()
+    span = torch.floor((hi - origin) / h).long() - c0 + 1                   # (F, 3) cells per axis
+    count = span.prod(dim=1)
+    face = torch.repeat_interleave(torch.arange(n), count)
+    local = torch.arange(face.numel()) - torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
+    sx, sy = span[face, 0], span[face, 1]
+    cell = c0[face] + torch.stack([local % sx, (local // sx) % sy, local // (sx * sy)], dim=1)
+    dims = cell.max(dim=0).values + 1
+    key = (cell[:, 0] * dims[1] + cell[:, 1]) * dims[2] + cell[:, 2]
+    key, order = torch.sort(key, stable=True)
+    face = face[order]
+    group_end = torch.searchsorted(key, key, right=True)
+    first, second = _pairs_within_groups(key.numel(), group_end - torch.arange(key.numel()) - 1)
+    a, b = face[first], face[second]
+    i, j = torch.minimum(a, b), torch.maximum(a, b)
+    overlap = ((lo[i] <= hi[j]) & (lo[j] <= hi[i])).all(dim=1)
+    pair_key = torch.unique(i[overlap] * n + j[overlap])
+    return pair_key // n, pair_key % n
+
+
 def _intersecting_pairs(v: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     tri = v[f]                                               # (F, 3, 3)
     lo, hi = tri.min(dim=1).values, tri.max(dim=1).values    # (F, 3)
     n = f.shape[0]
     if n < 2:
         return torch.zeros(0, 2, dtype=torch.long)
-    # Sweep and prune along the longest axis: in the order of the boxes' low ends, the boxes
-    # overlapping box i on that axis are the ones after it that start before it ends.
-    axis = int((v.max(dim=0).values - v.min(dim=0).values).argmax())
-    order = torch.argsort(lo[:, axis], stable=True)
-    lo_s, hi_s = lo[order], hi[order]
-    end = torch.searchsorted(lo_s[:, axis].contiguous(), hi_s[:, axis].contiguous(), right=True)
-    count = (end - torch.arange(1, n + 1)).clamp_min(0)
-    first = torch.repeat_interleave(torch.arange(n), count)
-    offset = torch.arange(first.numel()) - torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
-    second = first + 1 + offset
-    overlap = ((lo_s[first] <= hi_s[second]) & (lo_s[second] <= hi_s[first])).all(dim=1)
-    i, j = order[first[overlap]], order[second[overlap]]
-    pairs = torch.stack([torch.minimum(i, j), torch.maximum(i, j)], dim=1)
+    i, j = _box_pairs(lo, hi)
+    pairs = torch.stack([i, j], dim=1)
     if pairs.numel() == 0:
         return pairs
     fa, fb = f[pairs[:, 0]], f[pairs[:, 1]]
@@ -117,9 +143,7 @@ def _intersecting_pairs(v: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
             opposite_ok = ~(shared[:, k] | shared[:, k1])    # the edge avoids the shared corner
             crosses = _segments_hit_triangles(a[:, k], a[:, k1], b)
             hit |= crosses & (opposite_ok | (n_shared == 0))
-    pairs = pairs[hit]
-    key = pairs[:, 0] * n + pairs[:, 1]
-    return pairs[torch.argsort(key)]
+    return pairs[hit]                                        # sorted, as _box_pairs gives them
 
 
 def intersecting_face_pairs(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
@@ -171,6 +195,17 @@ def _inverted_fast(v: torch.Tensor, f: torch.Tensor, adjacency: torch.Tensor) ->
     dirty = torch.zeros(n_faces, dtype=torch.bool)
     dirty[pairs.reshape(-1)] = True
     dirty |= ~ok                      # a degenerate face cannot represent its component
+    # Folds (neighbours turned more than 120 degrees against each other) can hide an
+    # intersection between faces sharing an edge or let a front point cross the neighbour:
+    # their faces are queried one by one too.
+    unit = front.new_zeros(n_faces, 3)
+    tri = v[f]
+    normal = torch.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=-1)
+    unit[ok] = normal[ok] / length[ok, None]
+    a, b = adjacency[:, 0], adjacency[:, 1]
+    fold = (unit[a] * unit[b]).sum(-1) < -0.5
+    dirty[a[fold]] = True
+    dirty[b[fold]] = True
     label = _components(n_faces, adjacency, ~dirty)
     # one query per clean component (at its largest face) plus one per dirty face
     best = torch.zeros(n_faces, dtype=length.dtype).scatter_reduce_(0, label, length, reduce="amax")

@@ -84,6 +84,39 @@ def test_sampling_is_deterministic_per_seed() -> None:
         gen.sample("a", 0)
 
 
+
+def test_a_sample_the_repair_cannot_clear_is_redrawn(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dibr_core.models.generator as generator_module
+    from dibr_core.mesh_repair import UntangleReport, untangle
+
+    gen = _fitted()
+    plain = gen.sample("a", 3, seed=5)
+    raw = gen.sample("a", 3, seed=5, repair=False)
+    # an untrained decoder gives near-spheres: nothing to repair, so the raw output is kept
+    torch.testing.assert_close(plain.vertices, raw.vertices)
+    target = raw.vertices[1].clone()
+    calls = []
+
+    def failing_on_sample_1(v: torch.Tensor, f: torch.Tensor):  # type: ignore[no-untyped-def]
+        out, report = untangle(v, f)
+        calls.append(1)
+        if torch.equal(v, target):
+            return out, UntangleReport(5, 5, 10, 0, 0.0)
+        return out, report
+
+    monkeypatch.setattr(generator_module, "untangle", failing_on_sample_1)
+    redone = gen.sample("a", 3, seed=5)
+    assert len(calls) == 4                                      # three samples + one redraw
+    torch.testing.assert_close(redone.vertices[[0, 2]], plain.vertices[[0, 2]])
+    assert not torch.equal(redone.vertices[1], plain.vertices[1])
+    assert redone.texture is not None and plain.texture is not None
+    assert not torch.equal(redone.texture[1], plain.texture[1])          # the whole sample is redrawn
+    again = gen.sample("a", 3, seed=5)
+    assert torch.equal(again.vertices, redone.vertices)                  # still deterministic
+    # the redraw of sample 1 depends on the seed and the index only, not on the batch
+    two = gen.sample("a", 2, seed=5)
+    assert torch.equal(two.vertices[1], redone.vertices[1])
+
 def test_save_and_load_round_trip(tmp_path: Path) -> None:
     gen = _fitted()
     state = gen.state_for_saving()

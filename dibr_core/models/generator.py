@@ -10,19 +10,22 @@ A sample is ``z = relu(mu_c + U_c (temperature * s_c * eps))`` with ``eps ~ N(0,
 from a generator seeded by the caller (the encoder's codes are ReLU outputs, so the decoder has
 only seen non-negative codes), decoded into vertices, vertex colours and a UV texture, and
 repaired by :func:`dibr_core.mesh_repair.untangle` (the decoder folds thin parts through
-themselves on some samples; silhouettes, the only supervision, cannot see it).
+themselves on some samples; silhouettes, the only supervision, cannot see it); the rare sample
+the repair cannot clear is redrawn.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
-from dibr_core.models.predictor import Predictor, PredictorOutput, repair_output
+from dibr_core.mesh_repair import untangle
+from dibr_core.models.predictor import Predictor, PredictorOutput
 
 __all__ = ["Generator", "load_generator", "file_sha256"]
 
@@ -38,6 +41,11 @@ def file_sha256(path: Union[str, Path]) -> str:
 @functools.lru_cache(maxsize=8)
 def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _redraw_seed(seed: int, index: int, attempt: int) -> int:
+    """Seed of the ``attempt``-th redraw of sample ``index`` of a call with ``seed``."""
+    return (int(seed) * 0x9E3779B1 + (index + 1) * 0x85EBCA77 + attempt * 0xC2B2AE3D) % (2 ** 63)
 
 
 class Generator(nn.Module):
@@ -57,6 +65,7 @@ class Generator(nn.Module):
     means: torch.Tensor
     bases: torch.Tensor
     scales: torch.Tensor
+    MAX_REDRAWS = 4
 
     def __init__(self, decoder: Predictor, categories: Sequence[str], rank: int = 32) -> None:
         super().__init__()
@@ -131,9 +140,29 @@ class Generator(nn.Module):
         With ``repair`` (the default) every mesh goes through
         :func:`~dibr_core.mesh_repair.untangle`, which removes the inside-out pockets the decoder
         leaves where a thin part folds through itself (``vertices`` are the repaired ones;
-        ``offsets`` stay the decoder's); ``repair=False`` gives the raw decoder output."""
-        out = self.decoder.decode(self.sample_codes(category, n, seed, temperature).to(self.means.device))
-        return repair_output(out, self.decoder.faces) if repair else out
+        ``offsets`` stay the decoder's). A sample the repair cannot clear (a crumpled decode,
+        about 1 in 200) is redrawn from a seed derived from ``(seed, index, attempt)``, at most
+        :attr:`MAX_REDRAWS` times, so sample ``i`` depends only on ``seed`` and ``i``.
+        ``repair=False`` gives the raw decoder output of the drawn codes."""
+        codes = self.sample_codes(category, n, seed, temperature).to(self.means.device)
+        out = self.decoder.decode(codes)
+        if not repair:
+            return out
+        faces = self.decoder.faces
+        fixed = [untangle(v, faces) for v in out.vertices]
+        for attempt in range(1, self.MAX_REDRAWS + 1):
+            bad = [i for i, (_, report) in enumerate(fixed) if not report.valid]
+            if not bad:
+                break
+            z = torch.cat([self.sample_codes(category, 1, _redraw_seed(seed, i, attempt), temperature) for i in bad])
+            redo = self.decoder.decode(z.to(self.means.device))
+            for k, i in enumerate(bad):
+                fixed[i] = untangle(redo.vertices[k], faces)
+                for name in ("colors", "offsets", "texture"):
+                    t = getattr(out, name)
+                    if t is not None:
+                        t[i] = getattr(redo, name)[k]
+        return replace(out, vertices=torch.stack([v for v, _ in fixed]))
 
     def project(self, z: torch.Tensor, category: Union[str, int], limit: float = 2.5) -> torch.Tensor:
         """Pull (B, D) codes towards a category: their coordinates along the category's principal
