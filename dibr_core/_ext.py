@@ -29,7 +29,7 @@ import torch
 PACKAGE_DIR = Path(__file__).resolve().parent
 CSRC = PACKAGE_DIR / "csrc"
 MODULE_NAME = "dibr_core_C"
-CPU_SOURCES = ["bindings.cpp", "rasterize_cpu.cpp", "soft_mask_cpu.cpp", "interpolate_cpu.cpp"]
+CPU_SOURCES = ["bindings.cpp", "rasterize_cpu.cpp", "soft_mask_cpu.cpp", "interpolate_cpu.cpp", "mesh_cpu.cpp"]
 CUDA_SOURCES: List[str] = ["kernels_cuda.cu"]
 CFLAGS = ["-O3", "-std=c++17", "-ffp-contract=off", "-fopenmp"]
 LDFLAGS = ["-fopenmp"]

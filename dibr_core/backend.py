@@ -99,3 +99,11 @@ def resolve(fn: str, backend: str, device: torch.device) -> str:
         if not mod.with_cuda():
             raise RuntimeError(f"{fn}(): backend 'cuda' requested but the extension was built without CUDA")
     return backend
+
+
+def resolve_cpu_op(fn: str, backend: str) -> str:
+    """``"cpu"`` or ``"reference"`` for an op that has C++ kernels but no CUDA kernel (the mesh
+    queries of :mod:`dibr_core.mesh_repair`, which run on the CPU whatever the input's device)."""
+    if backend == "cuda":
+        raise ValueError(f"{fn}(): there is no CUDA kernel for this op; backend must be 'auto', 'cpu' or 'reference'")
+    return resolve(fn, backend, torch.device("cpu"))

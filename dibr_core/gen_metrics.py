@@ -31,20 +31,37 @@ __all__ = ["winding_numbers", "inverted_faces", "signed_volume", "frechet_distan
 
 
 def winding_numbers(vertices: torch.Tensor, faces: torch.Tensor, points: torch.Tensor,
-                    chunk: int = 256) -> torch.Tensor:
+                    chunk: int = 256, backend: str = "auto") -> torch.Tensor:
     """Generalised winding numbers of a triangle mesh at query points (van Oosterom-Strackee
     solid angles summed over the faces, divided by 4 pi).
 
     Args:
         vertices: (V, 3) float; faces: (F, 3) int, counter-clockwise seen from outside;
         points: (P, 3) float.
+        chunk: query points per block of the reference path.
+        backend: ``"auto"`` (the C++ kernel when the extension is built), ``"cpu"`` or
+            ``"reference"`` (this function's torch code); there is no CUDA kernel, the C++
+            kernel computes on CPU copies.
 
     Returns:
-        (P,) float64: about 1 inside and 0 outside a closed outward-oriented surface.
+        (P,) float64 (on the CPU with the C++ kernel): about 1 inside and 0 outside a closed
+        outward-oriented surface.
     """
+    from dibr_core.backend import extension, resolve_cpu_op
+
+    fn = "winding_numbers"
+    if vertices.dim() != 2 or vertices.shape[1] != 3 or points.dim() != 2 or points.shape[1] != 3:
+        raise ValueError(f"{fn}(): vertices and points must have shape (N, 3), got {tuple(vertices.shape)} "
+                         f"and {tuple(points.shape)}")
+    if faces.dim() != 2 or faces.shape[1] != 3:
+        raise ValueError(f"{fn}(): faces must have shape (F, 3), got {tuple(faces.shape)}")
     v = vertices.detach().double()
-    tri = v[faces.long()]                                       # (F, 3, 3)
     q = points.detach().double()
+    if resolve_cpu_op(fn, backend) == "cpu":
+        mod = extension()
+        assert mod is not None
+        return mod.winding_numbers(v.cpu().contiguous(), faces.detach().long().cpu().contiguous(), q.cpu().contiguous())
+    tri = v[faces.long()]                                       # (F, 3, 3)
     out = []
     for s in range(0, q.shape[0], chunk):
         d = tri[None] - q[s:s + chunk, None, None, :]           # (p, F, 3, 3)
@@ -56,10 +73,11 @@ def winding_numbers(vertices: torch.Tensor, faces: torch.Tensor, points: torch.T
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
 
-def inverted_faces(vertices: torch.Tensor, faces: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+def inverted_faces(vertices: torch.Tensor, faces: torch.Tensor, eps: float = 1e-4, backend: str = "auto") -> torch.Tensor:
     """(F,) bool: faces whose front side lies in an inside-out region (winding number < -0.5 at
-    the centroid moved ``eps`` x bbox diagonal along the normal). Degenerate faces are not
-    counted as inverted."""
+    the centroid moved ``eps`` x bbox diagonal along the normal), one query per face (the
+    judge of validity; :func:`dibr_core.mesh_repair.inverted_faces_fast` is the fast twin).
+    Degenerate faces are not counted as inverted. ``backend`` as :func:`winding_numbers`."""
     v = vertices.detach().double()
     tri = v[faces.long()]
     n = torch.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=-1)
@@ -68,7 +86,7 @@ def inverted_faces(vertices: torch.Tensor, faces: torch.Tensor, eps: float = 1e-
     unit = n / length.clamp_min(1e-300)[:, None]
     diag = float((v.max(dim=0).values - v.min(dim=0).values).norm())
     front = tri.mean(dim=1) + eps * max(diag, 1e-12) * unit
-    w = winding_numbers(v, faces, front)
+    w = winding_numbers(v, faces, front, backend=backend).to(ok.device)
     return ok & (w < -0.5)
 
 

@@ -21,7 +21,9 @@ and removes them while moving the surface as little as possible.
   of faces) is removed by Laplacian smoothing of its faces' vertices and their one-ring.
 
 All functions take one mesh, (V, 3) vertices and (F, 3) faces of a closed surface, work in
-float64 on the CPU and are deterministic.
+float64 on the CPU and are deterministic. The mesh queries (winding numbers, intersecting
+pairs) run in the C++ kernels of ``dibr_core/csrc/mesh_cpu.cpp`` when the extension is built
+and in torch otherwise (``backend="reference"``); the tests compare the two.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from typing import Tuple
 
 import torch
 
+from dibr_core.backend import extension, resolve_cpu_op
 from dibr_core.gen_metrics import winding_numbers
 from dibr_core.mesh import edge_face_adjacency
 
@@ -105,7 +108,12 @@ def _box_pairs(lo: torch.Tensor, hi: torch.Tensor) -> Tuple[torch.Tensor, torch.
     return pair_key // n, pair_key % n
 
 
-def _intersecting_pairs(v: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+def _intersecting_pairs(v: torch.Tensor, f: torch.Tensor, backend: str) -> torch.Tensor:
+    if backend == "cpu":
+        mod = extension()
+        assert mod is not None
+        pairs: torch.Tensor = mod.intersecting_face_pairs(v.contiguous(), f.contiguous())
+        return pairs
     tri = v[f]                                               # (F, 3, 3)
     lo, hi = tri.min(dim=1).values, tri.max(dim=1).values    # (F, 3)
     n = f.shape[0]
@@ -146,18 +154,20 @@ def _intersecting_pairs(v: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     return pairs[hit]                                        # sorted, as _box_pairs gives them
 
 
-def intersecting_face_pairs(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+def intersecting_face_pairs(vertices: torch.Tensor, faces: torch.Tensor, backend: str = "auto") -> torch.Tensor:
     """Pairs of faces that intersect other than at a shared corner (faces sharing an edge are
     not tested: on a closed surface they only touch along it).
 
     Args:
         vertices: (V, 3) float; faces: (F, 3) int.
+        backend: ``"auto"``, ``"cpu"`` (the C++ kernel: a sweep along the longest axis) or
+            ``"reference"`` (torch: a uniform grid); both give the same pairs.
 
     Returns:
         (P, 2) int64 face indices ``(i, j)`` with ``i < j``, sorted by ``i`` then ``j``.
     """
     v, f = _check("intersecting_face_pairs", vertices, faces)
-    return _intersecting_pairs(v, f)
+    return _intersecting_pairs(v, f, resolve_cpu_op("intersecting_face_pairs", backend))
 
 
 def _components(n_faces: int, adjacency: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -187,11 +197,11 @@ def _front_points(v: torch.Tensor, f: torch.Tensor) -> Tuple[torch.Tensor, torch
     return tri.mean(dim=1) + FRONT_EPS * max(diag, 1e-12) * unit, length
 
 
-def _inverted_fast(v: torch.Tensor, f: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:
+def _inverted_fast(v: torch.Tensor, f: torch.Tensor, adjacency: torch.Tensor, backend: str) -> torch.Tensor:
     n_faces = f.shape[0]
     front, length = _front_points(v, f)
     ok = length > 1e-12
-    pairs = _intersecting_pairs(v, f)
+    pairs = _intersecting_pairs(v, f, backend)
     dirty = torch.zeros(n_faces, dtype=torch.bool)
     dirty[pairs.reshape(-1)] = True
     dirty |= ~ok                      # a degenerate face cannot represent its component
@@ -216,23 +226,25 @@ def _inverted_fast(v: torch.Tensor, f: torch.Tensor, adjacency: torch.Tensor) ->
     clean_reps = torch.unique(rep[label[~dirty]])
     queries = torch.cat([clean_reps, idx[dirty]])
     w = torch.zeros(n_faces, dtype=torch.float64)
-    w[queries] = winding_numbers(v, f, front[queries])
+    w[queries] = winding_numbers(v, f, front[queries], backend=backend)
     w_face = w.clone()
     w_face[~dirty] = w[rep[label[~dirty]]]
     return ok & (w_face < -0.5)
 
 
-def inverted_faces_fast(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+def inverted_faces_fast(vertices: torch.Tensor, faces: torch.Tensor, backend: str = "auto") -> torch.Tensor:
     """(F,) bool: faces whose front side lies in an inside-out region, as
     :func:`dibr_core.gen_metrics.inverted_faces` defines them, from one winding-number query per
     clean component and per intersecting face (see the module docstring).
 
     Args:
         vertices: (V, 3) float; faces: (F, 3) int, a closed manifold surface.
+        backend: ``"auto"``, ``"cpu"`` (C++ kernels) or ``"reference"`` (torch).
     """
-    v, f = _check("inverted_faces_fast", vertices, faces)
+    fn = "inverted_faces_fast"
+    v, f = _check(fn, vertices, faces)
     _, adjacency = edge_face_adjacency(f)
-    return _inverted_fast(v, f, adjacency)
+    return _inverted_fast(v, f, adjacency, resolve_cpu_op(fn, backend))
 
 
 def _vertex_normals(v: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
@@ -278,7 +290,7 @@ class UntangleReport:
 
 
 def untangle(vertices: torch.Tensor, faces: torch.Tensor, max_iters: int = 10, margin: float = 0.05,
-             smooth_steps: int = 3) -> Tuple[torch.Tensor, UntangleReport]:
+             smooth_steps: int = 3, backend: str = "auto") -> Tuple[torch.Tensor, UntangleReport]:
     """Remove inside-out pockets from a closed surface (see the module docstring).
 
     Args:
@@ -286,6 +298,8 @@ def untangle(vertices: torch.Tensor, faces: torch.Tensor, max_iters: int = 10, m
         max_iters: passes of (detect, move) at most.
         margin: each pocket vertex moves ``(1 + margin)`` times its distance across the pocket.
         smooth_steps: Laplacian steps for a pocket that holds no vertex.
+        backend: mesh queries by the C++ kernels (``"auto"`` when built, or ``"cpu"``) or by
+            the torch ``"reference"`` path; both give the same decisions.
 
     Returns:
         ``(vertices, report)``: (V, 3) repaired vertices in the input's dtype and device (the
@@ -296,10 +310,11 @@ def untangle(vertices: torch.Tensor, faces: torch.Tensor, max_iters: int = 10, m
         raise ValueError(f"{fn}(): need max_iters >= 0, margin >= 0, smooth_steps >= 1, "
                          f"got {max_iters}, {margin}, {smooth_steps}")
     v0, f = _check(fn, vertices, faces)
+    use = resolve_cpu_op(fn, backend)
     _, adjacency = edge_face_adjacency(f)
     v = v0.clone()
     n_verts = v.shape[0]
-    inv = _inverted_fast(v, f, adjacency)
+    inv = _inverted_fast(v, f, adjacency, use)
     before = int(inv.sum())
     it = 0
     while bool(inv.any()) and it < max_iters:
@@ -307,7 +322,7 @@ def untangle(vertices: torch.Tensor, faces: torch.Tensor, max_iters: int = 10, m
         normals = _vertex_normals(v, f)
         cand = torch.unique(f[inv].reshape(-1))
         diag = float((v.max(dim=0).values - v.min(dim=0).values).norm())
-        w = winding_numbers(v, f, v[cand] + FRONT_EPS * max(diag, 1e-12) * normals[cand])
+        w = winding_numbers(v, f, v[cand] + FRONT_EPS * max(diag, 1e-12) * normals[cand], backend=use)
         pocket = cand[w < -0.5]
         if pocket.numel():
             incident = (f[None] == pocket[:, None, None]).any(dim=-1)          # (R, F)
@@ -329,7 +344,7 @@ def untangle(vertices: torch.Tensor, faces: torch.Tensor, max_iters: int = 10, m
                         if a != b:
                             acc.index_add_(0, f[:, a], v[f[:, b]])
                 v[sel] = (acc / degree[:, None])[sel]
-        inv = _inverted_fast(v, f, adjacency)
+        inv = _inverted_fast(v, f, adjacency, use)
     moves = (v - v0).norm(dim=-1)
     report = UntangleReport(before, int(inv.sum()), it, int((moves > 0).sum()),
                             float(moves.max()) if moves.numel() else 0.0)

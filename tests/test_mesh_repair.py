@@ -5,11 +5,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from dibr_core.gen_metrics import inverted_faces, signed_volume
+import dibr_core
+from dibr_core.gen_metrics import inverted_faces, signed_volume, winding_numbers
 from dibr_core.mesh import icosphere
 from dibr_core.mesh_repair import intersecting_face_pairs, inverted_faces_fast, untangle
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "dibr_core" / "weights"
+needs_cpp = pytest.mark.skipif(not dibr_core.backend_info().cpu_kernels, reason="C++ extension not built")
 
 
 def _crossed_disk(depth: float = 0.3):
@@ -110,3 +112,41 @@ def test_fast_test_and_untangle_on_raw_generator_samples() -> None:
         assert report.valid and not inverted_faces(fixed, faces).any()
         assert report.max_move < 0.1                          # the unit-diagonal frame
     assert n_bad >= 2
+
+
+def _test_meshes():
+    v, f, _ = icosphere(3, 1.0, dtype=torch.float64)
+    g = torch.Generator().manual_seed(2)
+    bumpy = v * (1 + 0.3 * torch.rand(v.shape[0], 1, generator=g, dtype=torch.float64))
+    crumpled = v + 0.15 * torch.randn(v.shape, generator=g, dtype=torch.float64)    # many intersections
+    return [(bumpy, f), _crossed_disk(), (crumpled, f)]
+
+
+@needs_cpp
+def test_cpp_winding_numbers_match_the_reference() -> None:
+    g = torch.Generator().manual_seed(3)
+    for v, f in _test_meshes():
+        pts = 1.5 * torch.rand(300, 3, generator=g, dtype=torch.float64) - 0.75
+        cpp = winding_numbers(v, f, pts, backend="cpu")
+        ref = winding_numbers(v, f, pts, backend="reference")
+        assert cpp.dtype == torch.float64 and cpp.shape == (300,)
+        torch.testing.assert_close(cpp, ref, atol=1e-10, rtol=0)
+    with pytest.raises(ValueError, match=r"winding_numbers\(\): there is no CUDA kernel"):
+        winding_numbers(v, f, pts, backend="cuda")
+
+
+@needs_cpp
+def test_cpp_intersecting_pairs_and_fast_test_match_the_reference() -> None:
+    counts = []
+    for v, f in _test_meshes():
+        cpp = intersecting_face_pairs(v, f, backend="cpu")
+        ref = intersecting_face_pairs(v, f, backend="reference")
+        assert torch.equal(cpp, ref)
+        counts.append(cpp.shape[0])
+        assert torch.equal(inverted_faces_fast(v, f, backend="cpu"), inverted_faces_fast(v, f, backend="reference"))
+        a, ra = untangle(v, f, backend="cpu")
+        b, rb = untangle(v, f, backend="reference")
+        assert (ra.inverted_before, ra.inverted_after, ra.iterations, ra.moved) == \
+            (rb.inverted_before, rb.inverted_after, rb.iterations, rb.moved)
+        torch.testing.assert_close(a, b, atol=1e-9, rtol=0)
+    assert counts[0] == 0 and counts[1] > 0 and counts[2] > 100

@@ -421,6 +421,40 @@ std::vector<torch::Tensor> interpolate_bwd(const torch::Tensor& grad_out, const 
   return {grad_attr, grad_bary};
 }
 
+// Mesh queries: (V, 3) float64 vertices and (F, 3) int64 faces on the CPU.
+void check_mesh(const char* fn, const torch::Tensor& vertices, const torch::Tensor& faces) {
+  check_float(fn, vertices, "vertices", 2, torch::kFloat64);
+  DIBR_CHECK_ARG(vertices.size(1) == 3, fn, "vertices must have shape (V, 3), got ", vertices.sizes());
+  DIBR_CHECK_ARG(faces.dim() == 2 && faces.size(1) == 3, fn, "faces must have shape (F, 3), got ", faces.sizes());
+  DIBR_CHECK_ARG(faces.scalar_type() == torch::kInt64 && faces.is_contiguous() && faces.device().is_cpu(), fn,
+                 "faces must be a contiguous int64 CPU tensor");
+  if (faces.numel() > 0) {
+    DIBR_CHECK_ARG(faces.min().item<int64_t>() >= 0 && faces.max().item<int64_t>() < vertices.size(0), fn,
+                   "faces index outside [0, ", vertices.size(0), ")");
+  }
+}
+
+torch::Tensor winding_numbers(const torch::Tensor& vertices, const torch::Tensor& faces, const torch::Tensor& points) {
+  const char* fn = "winding_numbers";
+  check_mesh(fn, vertices, faces);
+  check_float(fn, points, "points", 2, torch::kFloat64);
+  DIBR_CHECK_ARG(points.size(1) == 3, fn, "points must have shape (P, 3), got ", points.sizes());
+  auto out = torch::empty({points.size(0)}, points.options());
+  dibr::winding_numbers_cpu(vertices.data_ptr<double>(), faces.data_ptr<int64_t>(), faces.size(0),
+                            points.data_ptr<double>(), points.size(0), out.data_ptr<double>());
+  return out;
+}
+
+torch::Tensor intersecting_face_pairs(const torch::Tensor& vertices, const torch::Tensor& faces) {
+  check_mesh("intersecting_face_pairs", vertices, faces);
+  const auto flat = dibr::intersecting_face_pairs_cpu(vertices.data_ptr<double>(), vertices.size(0),
+                                                      faces.data_ptr<int64_t>(), faces.size(0));
+  const int64_t n = static_cast<int64_t>(flat.size()) / 2;
+  auto out = torch::empty({n, 2}, faces.options());
+  std::copy(flat.begin(), flat.end(), out.data_ptr<int64_t>());
+  return out;
+}
+
 bool with_cuda() {
 #ifdef WITH_CUDA
   return true;
@@ -441,5 +475,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "soft mask backward recomputing the candidates (CUDA; CPU too) -> grad face_vertices_image (B,F,3,2)");
   m.def("interpolate_fwd", &interpolate_fwd, "interpolate forward -> (B,H,W,D)");
   m.def("interpolate_bwd", &interpolate_bwd, "interpolate backward -> [grad attributes (B,V,D), grad bary]");
+  m.def("winding_numbers", &winding_numbers, "generalised winding numbers (P,) of a mesh at (P, 3) points (CPU, float64)");
+  m.def("intersecting_face_pairs", &intersecting_face_pairs,
+        "face pairs (P, 2), i < j, that intersect other than at a shared corner (CPU, float64)");
   m.def("with_cuda", &with_cuda, "whether the CUDA kernels were compiled in");
 }

@@ -43,4 +43,12 @@ void interpolate_fwd_cpu(const InterpolateParams<T>& p);
 template <typename T>
 void interpolate_bwd_cpu(const InterpolateParams<T>& p);
 
+// Mesh queries (float64): out (P,) = generalised winding numbers of the (F, 3) faces over the
+// vertices at the (P, 3) points; and the face pairs (i < j, sorted) that intersect other than
+// at a shared corner, flattened as i0, j0, i1, j1, ...
+void winding_numbers_cpu(const double* vertices, const int64_t* faces, int64_t n_faces, const double* points,
+                         int64_t n_points, double* out);
+std::vector<int64_t> intersecting_face_pairs_cpu(const double* vertices, int64_t n_vertices, const int64_t* faces,
+                                                 int64_t n_faces);
+
 }  // namespace dibr
