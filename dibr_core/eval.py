@@ -3,7 +3,7 @@
 Usage::
 
     python -m dibr_core.eval predictor --split test --json [--data DIR] [--weights RUN_DIR_or_checkpoint]
-        [--limit N] [--view 0] [--points 2500] [--seed 0]
+        [--limit N] [--view 0] [--points 2500] [--seed 0] [--no-repair]
     python -m dibr_core.eval generator --json [--data DIR] [--weights GEN.pt] [--per-category 20] [--seed 0]
         (see dibr_core.eval_generator)
 
@@ -27,6 +27,9 @@ conventions of :mod:`dibr_core.metrics3d`):
   Sampling ceiling: with ~2,000-2,500 points per side the mean spacing is ~0.02-0.03 of the
   diagonal, so even the exact surface scores only about 0.4-0.6 at tau = 0.01 (about 0.9 at
   0.02); compare methods with each other, not with 1.
+* The predicted mesh is the one :func:`dibr_core.inference.predict_mesh` returns: the decoder's
+  output with its inside-out pockets removed (:func:`dibr_core.mesh_repair.untangle`);
+  ``--no-repair`` measures the raw decoder output.
 * ``silhouette_iou_2d``: the predicted mesh rendered (hard coverage mask, the dataset's
   cameras) into every view of the item except the input view, IoU against the GT alpha
   (> 0.5), averaged over those views.
@@ -237,11 +240,12 @@ Method = Callable[[str, Dict[str, np.ndarray]], Mesh]
 def evaluate(data: Union[str, Path], split: str = "test", weights: Optional[Union[str, Path]] = None,
              limit: Optional[int] = None, view: int = 0, n_points: int = 2500, seed: int = 0,
              medoid_pool: int = 200, progress: bool = True, train_split: str = "train",
-             gt_points: str = "stored") -> Dict[str, Any]:
-    """Evaluate the predictor (if ``weights``) and the baselines; returns the JSON-ready dict."""
+             gt_points: str = "stored", repair: bool = True) -> Dict[str, Any]:
+    """Evaluate the predictor (if ``weights``; its meshes repaired unless ``repair`` is False) and
+    the baselines; returns the JSON-ready dict."""
     from tqdm import tqdm
 
-    from dibr_core.models.predictor import Predictor
+    from dibr_core.models.predictor import Predictor, repair_output
 
     items = list_items(data, split, limit)
     if not items:
@@ -283,6 +287,8 @@ def evaluate(data: Union[str, Path], split: str = "test", weights: Optional[Unio
             img = torch.from_numpy(np.asarray(it["images"])[view]).float().div(255.0).permute(2, 0, 1)[None]
             with torch.no_grad():
                 out = pred_model(img.contiguous())
+            if repair:
+                out = repair_output(out, pred_model.faces)
             return out.vertices[0].float(), pred_model.faces.long()
 
         methods["predictor"] = _predict
@@ -303,7 +309,7 @@ def evaluate(data: Union[str, Path], split: str = "test", weights: Optional[Unio
 
     result: Dict[str, Any] = {"split": split, "data": str(data), "view": view, "points": n_points,
                               "thresholds": list(THRESHOLDS), "gt_points": gt_points,
-                              "weights": str(weights) if weights else None}
+                              "weights": str(weights) if weights else None, "repair": repair}
     if model is not None:
         result["predictor"] = _aggregate(per_item["predictor"])
         result.update({k: v for k, v in result["predictor"].items()})
@@ -365,6 +371,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--gt-points", choices=["stored", "mesh"], default="stored",
                    help="GT point set: the stored union-surface samples (default) or samples of the GT mesh")
     p.add_argument("--medoid-pool", type=int, default=200, help="train items per category for the medoid")
+    p.add_argument("--no-repair", action="store_true",
+                   help="predictor: measure the raw decoder output (default: repaired, as predict_mesh returns it)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     p.add_argument("--json", action="store_true", help="print the JSON object (the only output mode)")
     p.add_argument("--no-progress", action="store_true")
@@ -380,7 +388,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                  progress=not a.no_progress)
     else:
         res = evaluate(data, a.split, a.weights, a.limit, a.view, a.points or 2500, a.seed, a.medoid_pool,
-                       not a.no_progress, gt_points=a.gt_points)
+                       not a.no_progress, gt_points=a.gt_points, repair=not a.no_repair)
     print(json.dumps(_clean(res), indent=None if a.json else 2, allow_nan=False))
     return 0
 
