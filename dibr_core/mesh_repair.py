@@ -17,13 +17,15 @@ and removes them while moving the surface as little as possible.
 * :func:`untangle`: repeats until no face is inverted (or ``max_iters``): every vertex whose
   front side lies in a pocket is moved along its normal across the pocket, to where the opposite
   sheet was, plus a small margin (both sheets move, so they swap and the pocket turns into
-  ordinary inside of the same thickness); a pocket too small to hold a vertex (a flipped sliver
-  of faces) is removed by Laplacian smoothing of its faces' vertices and their one-ring.
+  ordinary inside of the same thickness); vertices whose way across is long (not a thin fold)
+  stay; a pocket where no vertex can move (a flipped sliver of faces, the tip of a crossed
+  spike) is removed by Laplacian smoothing of its faces' vertices and their one-ring.
 
 All functions take one mesh, (V, 3) vertices and (F, 3) faces of a closed surface, work in
 float64 on the CPU and are deterministic. The mesh queries (winding numbers, intersecting
-pairs) run in the C++ kernels of ``dibr_core/csrc/mesh_cpu.cpp`` when the extension is built
-and in torch otherwise (``backend="reference"``); the tests compare the two.
+pairs, and the repair's rays) run in the C++ kernels of ``dibr_core/csrc/mesh_cpu.cpp`` when the
+extension is built and in torch otherwise (``backend="reference"``); the tests
+compare the two.
 """
 from __future__ import annotations
 
@@ -256,9 +258,18 @@ def _vertex_normals(v: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     return acc / acc.norm(dim=-1, keepdim=True).clamp_min(1e-300)
 
 
-def _ray_distance(origins: torch.Tensor, dirs: torch.Tensor, tri: torch.Tensor, exclude: torch.Tensor) -> torch.Tensor:
-    """(R, 3) origins and unit directions, (F, 3, 3) triangles, (R, F) bool faces to skip ->
-    (R,) distance to the nearest hit in front of the origin (inf where none)."""
+def _ray_distance(v: torch.Tensor, f: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor,
+                  skip_vertex: torch.Tensor, backend: str) -> torch.Tensor:
+    """(R, 3) origins and unit directions, (R,) vertex whose faces each ray skips -> (R,)
+    distance to the nearest face hit in front of the origin (inf where none)."""
+    if backend == "cpu":
+        mod = extension()
+        assert mod is not None
+        out: torch.Tensor = mod.ray_distances(v.contiguous(), f.contiguous(), origins.contiguous(),
+                                              dirs.contiguous(), skip_vertex.contiguous())
+        return out
+    tri = v[f]
+    exclude = (f[None] == skip_vertex[:, None, None]).any(dim=-1)          # (R, F)
     e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]                  # (F, 3)
     p = torch.cross(dirs[:, None].expand(-1, tri.shape[0], -1), e2[None].expand(dirs.shape[0], -1, -1), dim=-1)
     det = (e1[None] * p).sum(-1)                                           # (R, F)
@@ -290,13 +301,16 @@ class UntangleReport:
 
 
 def untangle(vertices: torch.Tensor, faces: torch.Tensor, max_iters: int = 10, margin: float = 0.05,
-             smooth_steps: int = 3, backend: str = "auto") -> Tuple[torch.Tensor, UntangleReport]:
+             max_step: float = 0.06, smooth_steps: int = 3,
+             backend: str = "auto") -> Tuple[torch.Tensor, UntangleReport]:
     """Remove inside-out pockets from a closed surface (see the module docstring).
 
     Args:
         vertices: (V, 3) float; faces: (F, 3) int, a closed manifold surface, outward-oriented.
         max_iters: passes of (detect, move) at most.
         margin: each pocket vertex moves ``(1 + margin)`` times its distance across the pocket.
+        max_step: a pocket vertex whose way across is longer than ``max_step`` times the
+            bounding-box diagonal does not move (it is not crossing a thin fold).
         smooth_steps: Laplacian steps for a pocket that holds no vertex.
         backend: mesh queries by the C++ kernels (``"auto"`` when built, or ``"cpu"``) or by
             the torch ``"reference"`` path; both give the same decisions.
@@ -306,9 +320,9 @@ def untangle(vertices: torch.Tensor, faces: torch.Tensor, max_iters: int = 10, m
         input itself when nothing was inverted), and an :class:`UntangleReport`.
     """
     fn = "untangle"
-    if max_iters < 0 or margin < 0 or smooth_steps < 1:
-        raise ValueError(f"{fn}(): need max_iters >= 0, margin >= 0, smooth_steps >= 1, "
-                         f"got {max_iters}, {margin}, {smooth_steps}")
+    if max_iters < 0 or margin < 0 or max_step <= 0 or smooth_steps < 1:
+        raise ValueError(f"{fn}(): need max_iters >= 0, margin >= 0, max_step > 0, smooth_steps >= 1, "
+                         f"got {max_iters}, {margin}, {max_step}, {smooth_steps}")
     v0, f = _check(fn, vertices, faces)
     use = resolve_cpu_op(fn, backend)
     _, adjacency = edge_face_adjacency(f)
@@ -325,10 +339,13 @@ def untangle(vertices: torch.Tensor, faces: torch.Tensor, max_iters: int = 10, m
         w = winding_numbers(v, f, v[cand] + FRONT_EPS * max(diag, 1e-12) * normals[cand], backend=use)
         pocket = cand[w < -0.5]
         if pocket.numel():
-            incident = (f[None] == pocket[:, None, None]).any(dim=-1)          # (R, F)
-            t = _ray_distance(v[pocket], normals[pocket], v[f], incident)
-            step = torch.where(torch.isfinite(t), t * (1.0 + margin), torch.zeros_like(t))
-            v[pocket] += step[:, None] * normals[pocket]
+            t = _ray_distance(v, f, v[pocket], normals[pocket], pocket, use)
+            # A far hit is not the opposite sheet of a thin fold (the tip of a crossed spike
+            # looks along the spike): such vertices wait for their neighbours or the smoothing.
+            near = torch.isfinite(t) & (t <= max_step * diag)
+            pocket, t = pocket[near], t[near]
+        if pocket.numel():
+            v[pocket] += (t * (1.0 + margin))[:, None] * normals[pocket]
         else:
             sel = torch.zeros(n_verts, dtype=torch.bool)
             sel[f[inv].reshape(-1)] = True
@@ -337,6 +354,7 @@ def untangle(vertices: torch.Tensor, faces: torch.Tensor, max_iters: int = 10, m
             degree = torch.zeros(n_verts, dtype=v.dtype)
             for k in range(3):
                 degree.index_add_(0, f[:, k], 2 * ones)
+            start = v.clone()
             for _ in range(smooth_steps):
                 acc = torch.zeros_like(v)
                 for a in range(3):
@@ -344,6 +362,10 @@ def untangle(vertices: torch.Tensor, faces: torch.Tensor, max_iters: int = 10, m
                         if a != b:
                             acc.index_add_(0, f[:, a], v[f[:, b]])
                 v[sel] = (acc / degree[:, None])[sel]
+            # no vertex travels further than max_step (smoothing would pull in a spike's tip)
+            d = v - start
+            scale = (max_step * diag / d.norm(dim=-1).clamp_min(1e-300)).clamp(max=1.0)
+            v.copy_(start + d * scale[:, None])
         inv = _inverted_fast(v, f, adjacency, use)
     moves = (v - v0).norm(dim=-1)
     report = UntangleReport(before, int(inv.sum()), it, int((moves > 0).sum()),

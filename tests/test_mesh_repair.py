@@ -150,3 +150,20 @@ def test_cpp_intersecting_pairs_and_fast_test_match_the_reference() -> None:
             (rb.inverted_before, rb.inverted_after, rb.iterations, rb.moved)
         torch.testing.assert_close(a, b, atol=1e-9, rtol=0)
     assert counts[0] == 0 and counts[1] > 0 and counts[2] > 100
+
+
+@needs_cpp
+def test_cpp_ray_distances_match_the_reference() -> None:
+    from dibr_core.mesh_repair import _ray_distance
+
+    g = torch.Generator().manual_seed(4)
+    for v, f in _test_meshes():
+        idx = torch.randint(0, v.shape[0], (200,), generator=g)
+        dirs = torch.randn(200, 3, generator=g, dtype=torch.float64)
+        dirs = dirs / dirs.norm(dim=-1, keepdim=True)
+        skip = torch.where(torch.arange(200) % 2 == 0, idx, torch.full_like(idx, -1))
+        origins = v[idx] + 1e-3 * dirs
+        cpp = _ray_distance(v, f.long(), origins, dirs, skip, "cpu")
+        ref = _ray_distance(v, f.long(), origins, dirs, skip, "reference")
+        assert torch.equal(torch.isinf(cpp), torch.isinf(ref)) and torch.isfinite(ref).sum() > 50
+        torch.testing.assert_close(cpp[torch.isfinite(cpp)], ref[torch.isfinite(ref)], atol=1e-12, rtol=0)

@@ -445,6 +445,26 @@ torch::Tensor winding_numbers(const torch::Tensor& vertices, const torch::Tensor
   return out;
 }
 
+torch::Tensor ray_distances(const torch::Tensor& vertices, const torch::Tensor& faces, const torch::Tensor& origins,
+                            const torch::Tensor& directions, const torch::Tensor& skip_vertex) {
+  const char* fn = "ray_distances";
+  check_mesh(fn, vertices, faces);
+  check_float(fn, origins, "origins", 2, torch::kFloat64);
+  check_float(fn, directions, "directions", 2, torch::kFloat64);
+  DIBR_CHECK_ARG(origins.size(1) == 3 && directions.sizes() == origins.sizes(), fn,
+                 "origins and directions must have the same shape (R, 3), got ", origins.sizes(), " and ",
+                 directions.sizes());
+  DIBR_CHECK_ARG(skip_vertex.dim() == 1 && skip_vertex.size(0) == origins.size(0) &&
+                     skip_vertex.scalar_type() == torch::kInt64 && skip_vertex.is_contiguous() &&
+                     skip_vertex.device().is_cpu(),
+                 fn, "skip_vertex must be a contiguous int64 CPU tensor of shape (R,), got ", skip_vertex.sizes());
+  auto out = torch::empty({origins.size(0)}, origins.options());
+  dibr::ray_distances_cpu(vertices.data_ptr<double>(), faces.data_ptr<int64_t>(), faces.size(0),
+                          origins.data_ptr<double>(), directions.data_ptr<double>(), skip_vertex.data_ptr<int64_t>(),
+                          origins.size(0), out.data_ptr<double>());
+  return out;
+}
+
 torch::Tensor intersecting_face_pairs(const torch::Tensor& vertices, const torch::Tensor& faces) {
   check_mesh("intersecting_face_pairs", vertices, faces);
   const auto flat = dibr::intersecting_face_pairs_cpu(vertices.data_ptr<double>(), vertices.size(0),
@@ -476,6 +496,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("interpolate_fwd", &interpolate_fwd, "interpolate forward -> (B,H,W,D)");
   m.def("interpolate_bwd", &interpolate_bwd, "interpolate backward -> [grad attributes (B,V,D), grad bary]");
   m.def("winding_numbers", &winding_numbers, "generalised winding numbers (P,) of a mesh at (P, 3) points (CPU, float64)");
+  m.def("ray_distances", &ray_distances,
+        "distance (R,) to the first face hit by each ray, skipping faces of skip_vertex (CPU, float64)");
   m.def("intersecting_face_pairs", &intersecting_face_pairs,
         "face pairs (P, 2), i < j, that intersect other than at a shared corner (CPU, float64)");
   m.def("with_cuda", &with_cuda, "whether the CUDA kernels were compiled in");

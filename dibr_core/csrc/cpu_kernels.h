@@ -48,6 +48,10 @@ void interpolate_bwd_cpu(const InterpolateParams<T>& p);
 // at a shared corner, flattened as i0, j0, i1, j1, ...
 void winding_numbers_cpu(const double* vertices, const int64_t* faces, int64_t n_faces, const double* points,
                          int64_t n_points, double* out);
+// out (R,) = distance to the first face hit by each ray (origin, direction), skipping the faces
+// that use the ray's skip_vertex (-1: none); +inf where nothing is hit.
+void ray_distances_cpu(const double* vertices, const int64_t* faces, int64_t n_faces, const double* origins,
+                       const double* directions, const int64_t* skip_vertex, int64_t n_rays, double* out);
 std::vector<int64_t> intersecting_face_pairs_cpu(const double* vertices, int64_t n_vertices, const int64_t* faces,
                                                  int64_t n_faces);
 

@@ -1,5 +1,6 @@
 // CPU mesh queries used to find and repair self-intersections: generalised winding numbers at
-// query points, and the pairs of faces that intersect other than at a shared corner. The
+// query points, the first hit along rays, and the pairs of faces that intersect other than at
+// a shared corner. The
 // Python reference twins are dibr_core.gen_metrics.winding_numbers and
 // dibr_core.mesh_repair's torch path; the decisions follow the same formulas in the same order.
 #include <ATen/Parallel.h>
@@ -28,6 +29,23 @@ void winding_numbers_cpu(const double* vertices, const int64_t* faces, int64_t n
         sum += solid_angle(vertices + 3 * c[0], vertices + 3 * c[1], vertices + 3 * c[2], p);
       }
       out[q] = sum * inv_4pi;
+    }
+  });
+}
+
+void ray_distances_cpu(const double* vertices, const int64_t* faces, int64_t n_faces, const double* origins,
+                       const double* directions, const int64_t* skip_vertex, int64_t n_rays, double* out) {
+  at::parallel_for(0, n_rays, 4, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      double best = INFINITY;
+      for (int64_t f = 0; f < n_faces; ++f) {
+        const int64_t* c = faces + 3 * f;
+        if (c[0] == skip_vertex[r] || c[1] == skip_vertex[r] || c[2] == skip_vertex[r]) continue;
+        const double t = ray_triangle_distance(origins + 3 * r, directions + 3 * r, vertices + 3 * c[0],
+                                               vertices + 3 * c[1], vertices + 3 * c[2]);
+        if (t > 0 && t < best) best = t;
+      }
+      out[r] = best;
     }
   });
 }

@@ -72,6 +72,25 @@ DIBR_HD bool segment_crosses_triangle(const T* p0, const T* p1, const T* t0, con
   return u >= T(0) && v >= T(0) && u + v <= T(1) && t >= T(0) && t <= T(1);
 }
 
+// Distance t > 0 along the ray o + t d to triangle (t0, t1, t2), or -1 when the ray misses it
+// or is parallel to it (|det| <= 1e-18).
+template <typename T>
+DIBR_HD T ray_triangle_distance(const T* o, const T* d, const T* t0, const T* t1, const T* t2) {
+  T e1[3], e2[3], p[3], s[3], q[3];
+  sub3(t1, t0, e1);
+  sub3(t2, t0, e2);
+  cross3(d, e2, p);
+  const T det = dot3(e1, p);
+  if (!(std::fabs(det) > T(1e-18))) return T(-1);
+  const T inv = T(1) / det;
+  sub3(o, t0, s);
+  const T u = dot3(s, p) * inv;
+  cross3(s, e1, q);
+  const T v = dot3(d, q) * inv;
+  const T t = dot3(e2, q) * inv;
+  return (u >= T(0) && v >= T(0) && u + v <= T(1) && t > T(0)) ? t : T(-1);
+}
+
 // (q - t0) . n: the side of q against the plane through t0 with (unnormalised) normal n.
 template <typename T>
 DIBR_HD T plane_side(const T* q, const T* t0, const T* n) {
