@@ -27,11 +27,10 @@ bounding box lands exactly on the input's framed silhouette box.
 """
 from __future__ import annotations
 
-import inspect
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -260,23 +259,6 @@ def check_silhouette(mask: np.ndarray, label: str) -> None:
 
 # --------------------------------------------------------------------------- the predictor
 
-def predictor_kwargs(fn: Callable[..., Any], category: Optional[str]) -> Dict[str, Any]:
-    """``{"category": category}`` when ``fn`` takes a ``category`` argument (or ``**kwargs``) and
-    a category is given; else ``{}``."""
-    if not category or category == "none":
-        return {}
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return {}
-    for p in params:
-        if p.name == "category" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
-            return {"category": category}
-        if p.kind == p.VAR_KEYWORD:
-            return {"category": category}
-    return {}
-
-
 def predict(image: np.ndarray, mask: Optional[np.ndarray], category: Optional[str] = None) -> Tuple[Any, bool]:
     """Run the shipped predictor. Returns (PredictedMesh, whether the category was passed on).
 
@@ -286,8 +268,8 @@ def predict(image: np.ndarray, mask: Optional[np.ndarray], category: Optional[st
     """
     from dibr_core import inference
 
-    kwargs = predictor_kwargs(inference.predict_mesh, category)
-    return inference.predict_mesh(image, mask, **kwargs), "category" in kwargs
+    hint = category if category and category != "none" else None
+    return inference.predict_mesh(image, mask, category=hint), hint is not None
 
 
 def _scrub(value: Any) -> Any:
@@ -516,5 +498,5 @@ def summary(report: Dict[str, Any]) -> str:
 
 
 __all__ = ["AXES", "BlenderMesh", "CATEGORIES", "CATEGORY_ITEMS", "ProtocolView", "camera_params", "camera_world",
-           "canonical_to_blender", "make_report", "match_protocol_view", "mesh_arrays", "predict", "predictor_kwargs",
+           "canonical_to_blender", "make_report", "match_protocol_view", "mesh_arrays", "predict",
            "resize_texture", "texture_pixels", "weights_info", "weights_meta"]

@@ -133,26 +133,6 @@ def test_vertex_colors_from_texture_constant() -> None:
     np.testing.assert_allclose(cols, 0.3, atol=1e-6)
 
 
-def test_predictor_kwargs_follow_the_signature() -> None:
-    def old(image, mask=None, model=None):
-        return None
-
-    def new(image, mask=None, model=None, category=None):
-        return None
-
-    def kw_only(image, *, category=None):
-        return None
-
-    def anything(image, **kwargs):
-        return None
-
-    assert i3.predictor_kwargs(old, "chair") == {}
-    assert i3.predictor_kwargs(new, "chair") == {"category": "chair"}
-    assert i3.predictor_kwargs(kw_only, "car") == {"category": "car"}
-    assert i3.predictor_kwargs(anything, "car") == {"category": "car"}
-    assert i3.predictor_kwargs(new, "none") == {} and i3.predictor_kwargs(new, None) == {}
-
-
 def test_protocol_camera_equals_the_training_camera() -> None:
     from dibr_core.data.dataset import DISTANCE, ELEVATION_DEG, FOV_Y_DEG, make_camera, view_matrices
 
