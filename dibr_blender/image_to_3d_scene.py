@@ -1,8 +1,10 @@
 """Image to 3D in the scene, shared by the operator and the batch CLI: read the input image (a
 file or a datablock), predict, add the textured mesh object at a location, and optionally refine
 it with the fit. Every check and the prediction run before anything is added; when a later step
-fails (the refine), everything this run added is removed again, so the scene is never left half
-changed."""
+fails or is cancelled (the refine), everything this run added is removed again, so the scene is
+never left half changed. :func:`run` does it all at once (the batch command); the operator calls
+:func:`begin`, runs the refine job on a worker thread with a progress bar and Esc, then
+:meth:`Started.finish` or :meth:`Started.abort`."""
 from __future__ import annotations
 
 import math
@@ -16,7 +18,7 @@ import numpy as np
 
 from . import convert, image_to_3d, pipeline, scene_io
 from .arrays import CameraData, SceneError, ViewData
-from .fit_job import FitSettings, run_fit
+from .fit_job import FitOutput, FitSettings, run_fit
 
 REFINE_CAMERA_ITEMS = [
     ("AUTO", "Auto", "The scene camera when there is one, else a new camera at the matching training view"),
@@ -147,9 +149,64 @@ class Created:
         self.items.clear()
 
 
-def _refine(req: Request, plan: _Plan, scene: Any, ob: Any, img: Any, location: np.ndarray,
-            mesh: image_to_3d.BlenderMesh, inputs: Inputs, created: Created,
-            log: Callable[[str], None]) -> Dict[str, Any]:
+@dataclass
+class RefineJob:
+    """The refine of a just-added object: ``settings``, ``mesh`` and ``views`` for
+    :func:`~dibr_blender.fit_job.run_fit` (which may run on a worker thread; it touches no
+    Blender data), then :meth:`apply` on the main thread."""
+
+    settings: FitSettings
+    mesh: Any
+    views: List[ViewData]
+    ob: Any
+    img: Any
+    blender_mesh: image_to_3d.BlenderMesh
+    camera_name: str
+    camera_created: bool
+    resolution: int
+    extra: Dict[str, Any]
+    temps: List[str]
+    t0: float
+
+    def progress_logger(self, log: Callable[[str], None]) -> Callable[[int, int, float], None]:
+        every = max(1, self.settings.steps // 5)
+
+        def progress(step: int, total: int, loss: float) -> None:
+            if step % every == 0 or step == total:
+                log(f"refine: step {step}/{total} loss {loss:.5f} ({time.perf_counter() - self.t0:.1f} s)")
+        return progress
+
+    def cleanup(self) -> None:
+        """Remove the temporary image files written for the fit."""
+        for p in self.temps:
+            try:
+                os.remove(p)
+            except OSError:
+                pass
+        self.temps.clear()
+
+    def apply(self, out: FitOutput) -> Dict[str, Any]:
+        """Write the fitted shape, texture and colours into the object; returns the report's
+        ``refine`` block."""
+        ob, img, mesh = self.ob, self.img, self.blender_mesh
+        scene_io.write_shape_key(ob, out.vertices, apply=True)
+        if out.texture is not None and img is not None:
+            n = int(img.size[0])
+            scene_io.set_texture_pixels(img, image_to_3d.texture_pixels(convert.linear_to_srgb(out.texture), n))
+            faces = np.asarray(mesh.faces)
+            colors = image_to_3d.vertex_colors_from_texture(out.texture, faces, mesh.face_uvs, len(mesh.vertices))
+            scene_io.write_colors(ob, colors)
+        elif out.colors is not None:
+            scene_io.write_colors(ob, out.colors)
+        return {"camera": self.camera_name, "camera_created": self.camera_created, "steps": out.steps,
+                "resolution": self.resolution, "final_loss": out.final_loss,
+                "silhouette_iou": out.views[0]["silhouette_iou"], "color_l1": out.views[0]["color_l1"],
+                "seconds": round(time.perf_counter() - self.t0, 3), **self.extra}
+
+
+def _refine_job(req: Request, plan: _Plan, scene: Any, ob: Any, img: Any, location: np.ndarray,
+                mesh: image_to_3d.BlenderMesh, inputs: Inputs, created: Created,
+                log: Callable[[str], None]) -> RefineJob:
     has_tex = img is not None
     settings = FitSettings(steps=req.refine_steps, max_side=req.refine_resolution, optimize_vertices=True,
                            optimize_colors=not has_tex, optimize_texture=has_tex,
@@ -187,34 +244,17 @@ def _refine(req: Request, plan: _Plan, scene: Any, ob: Any, img: Any, location: 
             fit_mesh = scene_io.read_mesh(ob, with_texture=has_tex)
             extra = {"azimuth_deg": plan.view.azimuth_deg, "elevation_deg": plan.view.elevation_deg,
                      "lens_mm": round(plan.view.lens, 3), "initial_silhouette_iou": round(plan.view.iou, 4)}
-        log(f"refine: {settings.steps} steps against camera '{cam_name}' at {views[0].camera.width}x"
-            f"{views[0].camera.height}")
-        every = max(1, settings.steps // 5)
-
-        def progress(step: int, total: int, loss: float) -> None:
-            if step % every == 0 or step == total:
-                log(f"refine: step {step}/{total} loss {loss:.5f} ({time.perf_counter() - t0:.1f} s)")
-
-        out = run_fit(fit_mesh, views, settings, progress=progress)
-    finally:
+    except BaseException:
         for p in temps:
             try:
                 os.remove(p)
             except OSError:
                 pass
-    scene_io.write_shape_key(ob, out.vertices, apply=True)
-    if out.texture is not None and img is not None:
-        n = int(img.size[0])
-        scene_io.set_texture_pixels(img, image_to_3d.texture_pixels(convert.linear_to_srgb(out.texture), n))
-        faces = np.asarray(mesh.faces)
-        colors = image_to_3d.vertex_colors_from_texture(out.texture, faces, mesh.face_uvs, len(mesh.vertices))
-        scene_io.write_colors(ob, colors)
-    elif out.colors is not None:
-        scene_io.write_colors(ob, out.colors)
-    return {"camera": cam_name, "camera_created": plan.mode == "NEW", "steps": out.steps,
-            "resolution": req.refine_resolution, "final_loss": out.final_loss,
-            "silhouette_iou": out.views[0]["silhouette_iou"], "color_l1": out.views[0]["color_l1"],
-            "seconds": round(time.perf_counter() - t0, 3), **extra}
+        raise
+    log(f"refine: {settings.steps} steps against camera '{cam_name}' at {views[0].camera.width}x"
+        f"{views[0].camera.height}")
+    return RefineJob(settings, fit_mesh, views, ob, img, mesh, cam_name, plan.mode == "NEW",
+                     req.refine_resolution, extra, temps, t0)
 
 
 def _add_camera(view: image_to_3d.ProtocolView, scale: float, location: np.ndarray, resolution: int,
@@ -279,13 +319,36 @@ def select_only(view_layer: Any, objects: Sequence[Any], active: Any = None) -> 
         view_layer.objects.active = active
 
 
-def run(scene: Any, collection: Any, location: Sequence[float], req: Request,
-        log: Callable[[str], None] = lambda s: None) -> Tuple[Any, Dict[str, Any]]:
-    """Predict and add the object. Returns (object, report dict; see ``image_to_3d.make_report``).
+@dataclass
+class Started:
+    """An Image to 3D run whose object is in the scene: ``refine`` (None without one) still has
+    to run; then :meth:`finish` gives the object and its report, or :meth:`abort` removes
+    everything the run added."""
 
-    Raises:
-        SceneError: bad input (nothing was added) or a failed refine (what was added is removed).
-    """
+    ob: Any
+    refine: Optional[RefineJob]
+    created: Created
+    report_args: Dict[str, Any]
+    t0: float
+
+    def finish(self, refine: Optional[Dict[str, Any]] = None) -> Tuple[Any, Dict[str, Any]]:
+        if self.refine is not None:
+            self.refine.cleanup()
+        select_only(bpy.context.view_layer, [self.ob], active=self.ob)
+        report = image_to_3d.make_report(object_name=self.ob.name, seconds=time.perf_counter() - self.t0,
+                                         refine=refine, **self.report_args)
+        return self.ob, report
+
+    def abort(self) -> None:
+        if self.refine is not None:
+            self.refine.cleanup()
+        self.created.rollback()
+
+
+def begin(scene: Any, collection: Any, location: Sequence[float], req: Request,
+          log: Callable[[str], None] = lambda s: None) -> Started:
+    """Check the request, predict, add the object (and the refine camera) and prepare the
+    refine. Raises SceneError for bad input; nothing stays added when it raises."""
     t0 = time.perf_counter()
     if not (req.size > 0 and math.isfinite(req.size)):
         raise SceneError(f"size must be positive, got {req.size}")
@@ -323,18 +386,36 @@ def run(scene: Any, collection: Any, location: Sequence[float], req: Request,
         ob, img = add_mesh_object(req.name, mesh, collection, loc, created,
                                   {"dibr_category": req.category, "dibr_image": source})
         view_layer.update()
-        refine = None
-        if plan is not None:
-            refine = _refine(req, plan, scene, ob, img, loc, mesh, inputs, created, log)
+        job = _refine_job(req, plan, scene, ob, img, loc, mesh, inputs, created, log) if plan is not None else None
     except BaseException:
         created.rollback()
         raise
-    select_only(view_layer, [ob], active=ob)
-    report = image_to_3d.make_report(
-        object_name=ob.name, mesh=mesh, category=req.category, category_passed=passed, size=req.size,
-        seconds=time.perf_counter() - t0, predict_seconds=predict_seconds, image=source,
-        weights=weights, refine=refine)
-    return ob, report
+    report_args = {"mesh": mesh, "category": req.category, "category_passed": passed, "size": req.size,
+                   "predict_seconds": predict_seconds, "image": source, "weights": weights}
+    return Started(ob, job, created, report_args, t0)
 
 
-__all__ = ["Created", "REFINE_CAMERA_ITEMS", "Request", "add_mesh_object", "read_inputs", "run", "select_only"]
+def run(scene: Any, collection: Any, location: Sequence[float], req: Request,
+        log: Callable[[str], None] = lambda s: None) -> Tuple[Any, Dict[str, Any]]:
+    """Predict, add the object and refine it, all at once (the batch command; the operator runs
+    the refine as a cancellable job). Returns (object, report dict; see
+    ``image_to_3d.make_report``).
+
+    Raises:
+        SceneError: bad input (nothing was added) or a failed refine (what was added is removed).
+    """
+    started = begin(scene, collection, location, req, log)
+    refine = None
+    try:
+        if started.refine is not None:
+            job = started.refine
+            out = run_fit(job.mesh, job.views, job.settings, progress=job.progress_logger(log))
+            refine = job.apply(out)
+    except BaseException:
+        started.abort()
+        raise
+    return started.finish(refine)
+
+
+__all__ = ["Created", "REFINE_CAMERA_ITEMS", "RefineJob", "Request", "Started", "add_mesh_object", "begin", "read_inputs",
+           "run", "select_only"]

@@ -45,6 +45,27 @@ def _cleanup(paths: List[str]) -> None:
             pass
 
 
+def _begin_modal(op: Any, context: Any, steps: int) -> set:
+    """Start a modal job's timer, progress bar and handler; the operator class is busy until
+    :func:`_end_modal`."""
+    type(op)._busy = True
+    wm = context.window_manager
+    op._timer = wm.event_timer_add(0.1, window=context.window)
+    wm.progress_begin(0, steps)
+    wm.modal_handler_add(op)
+    return {"RUNNING_MODAL"}
+
+
+def _end_modal(op: Any, context: Any) -> None:
+    """Remove a modal job's timer, progress bar and status text; the operator class is free again."""
+    wm = context.window_manager
+    if op._timer is not None:
+        wm.event_timer_remove(op._timer)
+    wm.progress_end()
+    context.workspace.status_text_set(None)
+    type(op)._busy = False
+
+
 class DIBR_OT_fit(bpy.types.Operator):
     """Fit the active mesh's shape, colours and texture to the reference image(s) with DIB-R"""
 
@@ -103,20 +124,10 @@ class DIBR_OT_fit(bpy.types.Operator):
         self._t0 = time.perf_counter()
         self._runner = Runner(lambda progress, stop, preview: run_fit(mesh, view_data, settings, progress, stop,
                                                                       preview)).start()
-        type(self)._busy = True
-        wm = context.window_manager
-        self._timer = wm.event_timer_add(0.1, window=context.window)
-        wm.progress_begin(0, settings.steps)
-        wm.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
+        return _begin_modal(self, context, settings.steps)
 
     def _finish(self, context: Any) -> None:
-        wm = context.window_manager
-        if self._timer is not None:
-            wm.event_timer_remove(self._timer)
-        wm.progress_end()
-        context.workspace.status_text_set(None)
-        type(self)._busy = False
+        _end_modal(self, context)
         _cleanup(getattr(self, "_temps", []))
 
     def _restore(self) -> None:
@@ -220,16 +231,85 @@ class DIBR_OT_image_to_3d(bpy.types.Operator):
             refine_steps=self.refine_steps if self.refine else 0, refine_camera=self.refine_camera,
             refine_resolution=self.refine_resolution, backend=preferences.backend(bpy.context))
 
+    _timer: Any = None
+    _runner: Optional[Runner] = None
+    _started: Optional[image_to_3d_scene.Started] = None
+    _busy: bool = False  # one interactive refine at a time
+
+    @classmethod
+    def poll(cls, context: Any) -> bool:
+        return not cls._busy
+
+    @staticmethod
+    def _log(line: str) -> None:
+        print(f"DIB-R Image to 3D: {line}", flush=True)
+
     def execute(self, context: Any) -> set:
         status.load_backend()
         scene = context.scene
         collection = context.collection or scene.collection
         try:
             ob, report = image_to_3d_scene.run(scene, collection, tuple(scene.cursor.location), self.request(),
-                                               log=lambda line: print(f"DIB-R Image to 3D: {line}", flush=True))
+                                               log=self._log)
         except SceneError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
+        self.report({"INFO"}, image_to_3d.summary(report))
+        return {"FINISHED"}
+
+    def invoke(self, context: Any, event: Any) -> set:
+        """With a refine in the UI: predict and add the object now, then run the refine as a job
+        with a progress bar; Esc removes everything this run added."""
+        if bpy.app.background or not self.refine:
+            return self.execute(context)
+        status.load_backend()
+        scene = context.scene
+        collection = context.collection or scene.collection
+        try:
+            started = image_to_3d_scene.begin(scene, collection, tuple(scene.cursor.location), self.request(),
+                                              log=self._log)
+        except SceneError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        job = started.refine
+        assert job is not None
+        self._started = started
+        self._runner = Runner(lambda progress, stop, preview: run_fit(job.mesh, job.views, job.settings, progress,
+                                                                      stop)).start()
+        return _begin_modal(self, context, job.settings.steps)
+
+    def _finish(self, context: Any) -> None:
+        _end_modal(self, context)
+
+    def modal(self, context: Any, event: Any) -> set:
+        runner, started = self._runner, self._started
+        assert runner is not None and started is not None and started.refine is not None
+        if event.type == "ESC":
+            runner.cancel()
+            runner.join()
+            started.abort()
+            self._finish(context)
+            self.report({"WARNING"}, "DIB-R Image to 3D cancelled; nothing was added")
+            return {"CANCELLED"}
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        st = runner.state()
+        context.window_manager.progress_update(st.step)
+        context.workspace.status_text_set(
+            f"DIB-R Image to 3D: refine step {st.step}/{st.total}  loss {st.loss:.4f}  (Esc to cancel)")
+        if not st.done:
+            return {"RUNNING_MODAL"}
+        try:
+            if st.error is not None:
+                raise SceneError(f"the refine failed: {st.error}")
+            refine = started.refine.apply(st.result)
+            _, report = started.finish(refine)
+        except (SceneError, ReferenceError) as exc:
+            started.abort()
+            self._finish(context)
+            self.report({"ERROR"}, f"{exc}; nothing was added")
+            return {"CANCELLED"}
+        self._finish(context)
         self.report({"INFO"}, image_to_3d.summary(report))
         return {"FINISHED"}
 

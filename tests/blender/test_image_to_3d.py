@@ -150,6 +150,52 @@ def test_failed_refine_removes_everything(addon, empty_scene, inputs, monkeypatc
     assert _counts() == before and bpy.context.scene.camera is None
 
 
+
+@pytest.mark.blender
+def test_cancelled_refine_job_removes_everything(addon, empty_scene, inputs) -> None:
+    """What the operator's modal refine does on Esc: the object and the refine camera that
+    begin() added are removed again, and the scene camera is restored."""
+    from dibr_blender.fit_job import run_fit
+    from dibr_blender.runner import Runner
+
+    scene = empty_scene
+    before = _counts()
+    req = image_to_3d_scene.Request(image_path=inputs["rgba"], texture_size=32, refine_steps=400,
+                                    refine_resolution=32)
+    started = image_to_3d_scene.begin(scene, scene.collection, (0.0, 0.0, 0.0), req)
+    job = started.refine
+    assert job is not None and job.camera_created and job.settings.steps == 400
+    assert _counts() != before                                   # the object and the camera are in
+    runner = Runner(lambda progress, stop, preview: run_fit(job.mesh, job.views, job.settings, progress,
+                                                            stop)).start()
+    while runner.state().step < 3 and not runner.state().done:
+        runner.join(0.01)
+    runner.cancel()
+    runner.join()
+    st = runner.state()
+    assert st.done and st.error is None and st.result.cancelled and st.result.steps < 400
+    started.abort()
+    assert _counts() == before and scene.camera is None
+
+
+@pytest.mark.blender
+def test_refine_job_finishes_like_the_batch_run(addon, empty_scene, inputs) -> None:
+    from dibr_blender.fit_job import run_fit
+
+    scene = empty_scene
+    req = image_to_3d_scene.Request(image_path=inputs["rgba"], texture_size=32, refine_steps=2,
+                                    refine_resolution=32)
+    started = image_to_3d_scene.begin(scene, scene.collection, (0.0, 0.0, 0.0), req)
+    job = started.refine
+    assert job is not None
+    steps = []
+    out = run_fit(job.mesh, job.views, job.settings, progress=lambda s, t, l: steps.append(s))
+    ob, report = started.finish(job.apply(out))
+    assert steps[-1] == 2 and report["refine"]["steps"] == 2 and report["refine"]["camera_created"]
+    assert bpy.context.view_layer.objects.active == ob and ob.name == report["object"]
+    assert len(ob.data.vertices) == V and tuple(_base_color_image(ob).size) == (32, 32)
+    assert not job.temps                                          # finish() removed the temporary files
+
 @pytest.mark.blender
 def test_refine_against_the_scene_camera(addon, empty_scene, inputs) -> None:
     import mathutils
