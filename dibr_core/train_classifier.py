@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from dibr_core.data.shapes import CATEGORIES
 from dibr_core.models.classifier import Classifier
 from dibr_core.train_predictor import ViewDataset
+from dibr_core.weights_io import half_floats, run_file, save_weights
 
 __all__ = ["labelled_split", "train_classifier", "evaluate_accuracy", "load_classifier", "export_classifier",
            "main"]
@@ -173,16 +174,9 @@ def load_classifier(path: Union[str, Path]) -> Classifier:
 
 def export_classifier(run: Union[str, Path], out: Union[str, Path], meta: Optional[Dict[str, object]] = None) -> Path:
     """Write a run's classifier as a small float16 weights file (with ``meta``)."""
-    p = Path(run)
-    if p.is_dir():
-        p = p / CHECKPOINT
-    state = torch.load(p, map_location="cpu", weights_only=False)
-    weights = {k: (v.half() if v.is_floating_point() else v) for k, v in state["model"].items()}
-    dst = Path(out)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": weights, "categories": state["categories"],
-                "meta": {"step": int(state["step"]), "args": state.get("args", {}), **(meta or {})}}, dst)
-    return dst
+    state = torch.load(run_file(run, CHECKPOINT), map_location="cpu", weights_only=False)
+    return save_weights({"model": half_floats(state["model"]), "categories": state["categories"],
+                         "meta": {"step": int(state["step"]), "args": state.get("args", {}), **(meta or {})}}, out)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

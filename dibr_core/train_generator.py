@@ -29,6 +29,7 @@ import torch
 from dibr_core.data.shapes import CATEGORIES
 from dibr_core.models.generator import Generator, file_sha256
 from dibr_core.models.predictor import Predictor
+from dibr_core.weights_io import half_floats, run_file, save_weights
 
 __all__ = ["encode_split", "fit_generator", "export_generator", "main"]
 
@@ -106,15 +107,9 @@ def fit_generator(predictor_path: Union[str, Path], data: Union[str, Path], out:
 
 def export_generator(run: Union[str, Path], out: Union[str, Path]) -> Path:
     """Write a run's ``generator.pt`` with float16 decoder weights (Gaussians stay float32)."""
-    p = Path(run)
-    if p.is_dir():
-        p = p / WEIGHTS
-    state = torch.load(p, map_location="cpu", weights_only=False)
-    state["decoder"] = {k: (v.half() if v.is_floating_point() else v) for k, v in state["decoder"].items()}
-    dst = Path(out)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, dst)
-    return dst
+    state = torch.load(run_file(run, WEIGHTS), map_location="cpu", weights_only=False)
+    state["decoder"] = half_floats(state["decoder"])
+    return save_weights(state, out)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -54,6 +54,7 @@ from dibr_core.camera import Camera
 from dibr_core.losses import flatten_loss, iou_loss, laplacian_loss, masked_l1, silhouette_iou
 from dibr_core.models.predictor import Predictor
 from dibr_core.render import Meshes, RenderSettings, render
+from dibr_core.weights_io import half_floats, run_file, save_weights
 
 __all__ = ["W_IOU", "W_COL", "W_LAP", "W_FLAT", "ViewDataset", "multiview_step_losses", "train", "main",
            "load_predictor", "export_weights", "make_cameras", "lr_at",
@@ -219,19 +220,11 @@ def export_weights(checkpoint: Union[str, Path], out: Union[str, Path], half: bo
     """Write a run's model (no optimizer or RNG state) as a small weights file that
     :func:`load_predictor` reads: float tensors in float16 when ``half``, plus ``meta`` (the
     training arguments and step are always included)."""
-    src = Path(checkpoint)
-    if src.is_dir():
-        src = src / CHECKPOINT
-    state = torch.load(src, map_location="cpu", weights_only=False)
-    weights = {k: (v.half() if half and v.is_floating_point() else v) for k, v in state["model"].items()}
+    state = torch.load(run_file(checkpoint, CHECKPOINT), map_location="cpu", weights_only=False)
+    weights = half_floats(state["model"]) if half else state["model"]
     info: Dict[str, object] = {"step": int(state["step"]), "args": state.get("args", {})}
     info.update(meta or {})
-    dst = Path(out)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_suffix(".tmp")
-    torch.save({"model": weights, "model_config": state.get("model_config", {}), "meta": info}, tmp)
-    tmp.replace(dst)
-    return dst
+    return save_weights({"model": weights, "model_config": state.get("model_config", {}), "meta": info}, out)
 
 
 def plot_losses(metrics_csv: Path, out_png: Path, size: Tuple[int, int] = (240, 400)) -> Path:
