@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import dibr_core
 from dibr_core.gen_metrics import inverted_faces, signed_volume, winding_numbers
@@ -167,3 +169,23 @@ def test_cpp_ray_distances_match_the_reference() -> None:
         ref = _ray_distance(v, f.long(), origins, dirs, skip, "reference")
         assert torch.equal(torch.isinf(cpp), torch.isinf(ref)) and torch.isfinite(ref).sum() > 50
         torch.testing.assert_close(cpp[torch.isfinite(cpp)], ref[torch.isfinite(ref)], atol=1e-12, rtol=0)
+
+
+@needs_cpp
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2 ** 31 - 1), st.sampled_from([0.05, 0.2, 0.6]), st.booleans())
+def test_fuzz_cpp_queries_and_fast_test_against_the_reference(seed: int, noise: float, snap: bool) -> None:
+    """Random crumplings of a small sphere (optionally snapped to a coarse grid, which makes
+    touching and coplanar faces): the C++ pairs equal the torch ones, the winding numbers agree,
+    and the fast inverted-face test decides as the brute-force judge."""
+    v, f, _ = icosphere(1, 1.0, dtype=torch.float64)
+    g = torch.Generator().manual_seed(seed)
+    v = v + noise * torch.randn(v.shape, generator=g, dtype=torch.float64)
+    if snap:
+        v = torch.round(v * 8) / 8
+    assert torch.equal(intersecting_face_pairs(v, f, backend="cpu"), intersecting_face_pairs(v, f, backend="reference"))
+    pts = torch.randn(50, 3, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(winding_numbers(v, f, pts, backend="cpu"), winding_numbers(v, f, pts, backend="reference"),
+                               atol=1e-9, rtol=0)
+    brute = inverted_faces(v, f)
+    assert bool(inverted_faces_fast(v, f).any()) == bool(brute.any())
