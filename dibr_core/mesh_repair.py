@@ -317,7 +317,8 @@ def untangle(vertices: torch.Tensor, faces: torch.Tensor, max_iters: int = 10, m
 
     Returns:
         ``(vertices, report)``: (V, 3) repaired vertices in the input's dtype and device (the
-        input itself when nothing was inverted), and an :class:`UntangleReport`.
+        input itself when nothing was inverted; otherwise a new tensor without gradient: the
+        repair is a discrete edit, not a differentiable op), and an :class:`UntangleReport`.
     """
     fn = "untangle"
     if max_iters < 0 or margin < 0 or max_step <= 0 or smooth_steps < 1:

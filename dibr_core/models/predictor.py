@@ -183,6 +183,7 @@ class Predictor(nn.Module):
 
 def repair_output(out: PredictorOutput, faces: torch.Tensor) -> PredictorOutput:
     """``out`` with every mesh's inside-out pockets removed by :func:`dibr_core.mesh_repair.untangle`
-    (``vertices`` (B, V, 3) repaired, everything else unchanged; ``faces`` (F, 3) the template's)."""
+    (``vertices`` (B, V, 3) repaired, everything else unchanged; ``faces`` (F, 3) the template's).
+    An inference step: a repaired mesh carries no gradient (train on the raw decoder output)."""
     verts = torch.stack([untangle(v, faces)[0] for v in out.vertices]) if out.vertices.shape[0] else out.vertices
     return replace(out, vertices=verts)
