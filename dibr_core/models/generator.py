@@ -141,7 +141,7 @@ class Generator(nn.Module):
         :func:`~dibr_core.mesh_repair.untangle`, which removes the inside-out pockets the decoder
         leaves where a thin part folds through itself (``vertices`` are the repaired ones;
         ``offsets`` stay the decoder's). A sample the repair cannot clear (a crumpled decode,
-        about 3 in 500) is redrawn from a seed derived from ``(seed, index, attempt)``, at most
+        about 1 in 500) is redrawn from a seed derived from ``(seed, index, attempt)``, at most
         :attr:`MAX_REDRAWS` times, so sample ``i`` depends only on ``seed`` and ``i``.
         ``repair=False`` gives the raw decoder output of the drawn codes."""
         codes = self.sample_codes(category, n, seed, temperature).to(self.means.device)

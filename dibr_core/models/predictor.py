@@ -15,7 +15,7 @@ Shape and colour are predicted in the canonical object frame; the camera is give
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -162,22 +162,28 @@ class Predictor(nn.Module):
         """(B, 4, S, S) RGBA in [0, 1] (channels first) -> :class:`PredictorOutput`."""
         return self.decode(self.encode(images))
 
-    def decode(self, z: torch.Tensor) -> PredictorOutput:
-        """(B, latent) code -> :class:`PredictorOutput` (the heads; also the generator's decoder)."""
+    def decode_vertices(self, z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(B, latent) code -> (vertices (B, V, 3), offsets (B, V, 3)): the shape half of
+        :meth:`decode`."""
         B = z.shape[0]
         offsets = self.offset_scale * torch.tanh(self.offset_head(z).view(B, -1, 3))
+        verts = self.template[None] + offsets
+        if self.normalize_bbox:
+            lo, hi = verts.min(dim=1, keepdim=True).values, verts.max(dim=1, keepdim=True).values
+            diag = (hi - lo).norm(dim=-1, keepdim=True).clamp_min(1e-6)
+            verts = (verts - 0.5 * (lo + hi)) / diag
+        return verts, offsets
+
+    def decode(self, z: torch.Tensor) -> PredictorOutput:
+        """(B, latent) code -> :class:`PredictorOutput` (the heads; also the generator's decoder)."""
+        verts, offsets = self.decode_vertices(z)
         texture: Optional[torch.Tensor] = None
         if self.texture_head is not None:
             texture = torch.sigmoid(self.texture_head(z))
             colors = self.vertex_colors(texture)
         else:
             assert self.color_head is not None
-            colors = torch.sigmoid(self.color_head(z).view(B, -1, 3))
-        verts = self.template[None] + offsets
-        if self.normalize_bbox:
-            lo, hi = verts.min(dim=1, keepdim=True).values, verts.max(dim=1, keepdim=True).values
-            diag = (hi - lo).norm(dim=-1, keepdim=True).clamp_min(1e-6)
-            verts = (verts - 0.5 * (lo + hi)) / diag
+            colors = torch.sigmoid(self.color_head(z).view(z.shape[0], -1, 3))
         return PredictorOutput(verts, colors, offsets, texture)
 
 
