@@ -66,6 +66,7 @@ import torch
 from dibr_core.data.dataset import default_data_dir, load_item
 from dibr_core.metrics3d import chamfer_and_fscore, iou_3d, normalize_unit_diagonal, sample_surface, voxelize_mesh
 from dibr_core.render import Meshes, RenderSettings, render
+from dibr_core.weights_io import portable_path
 
 __all__ = ["THRESHOLDS", "list_items", "evaluate_mesh", "medoid_index", "mean_occupancy", "voxel_boundary_mesh",
            "evaluate", "main"]
@@ -307,9 +308,9 @@ def evaluate(data: Union[str, Path], split: str = "test", weights: Optional[Unio
             per_item[name][cat].append(evaluate_mesh(v, f, it, n_points, seed * 1_000_003 + 2 * j, view,
                                                        gt_points=gt_points, occupancy=grid))
 
-    result: Dict[str, Any] = {"split": split, "data": str(data), "view": view, "points": n_points,
+    result: Dict[str, Any] = {"split": split, "data": portable_path(data), "view": view, "points": n_points,
                               "thresholds": list(THRESHOLDS), "gt_points": gt_points,
-                              "weights": str(weights) if weights else None, "repair": repair}
+                              "weights": portable_path(weights) if weights else None, "repair": repair}
     if model is not None:
         result["predictor"] = _aggregate(per_item["predictor"])
         result.update({k: v for k, v in result["predictor"].items()})

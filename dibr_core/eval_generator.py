@@ -120,6 +120,7 @@ def evaluate_generator(data: Union[str, Path], split: str = "test", weights: Opt
     from tqdm import tqdm
 
     from dibr_core.eval import list_items, mean_occupancy, voxel_boundary_mesh
+    from dibr_core.weights_io import portable_path
     from dibr_core.models.generator import load_generator
     from dibr_core.train_classifier import load_classifier
 
@@ -215,9 +216,9 @@ def evaluate_generator(data: Union[str, Path], split: str = "test", weights: Opt
         per_cat["generator"][cat]["valid_fraction_unrepaired"] = float(np.mean(raw_valid))
 
     held_f = torch.cat(feats["heldout"])
-    result: Dict[str, Any] = {"what": "generator", "split": split, "data": str(data), "per_category": per_category,
+    result: Dict[str, Any] = {"what": "generator", "split": split, "data": portable_path(data), "per_category": per_category,
                               "views": vids, "points": n_points, "seed": seed, "temperature": temperature,
-                              "weights": str(weights) if weights else "dibr_core/weights/generator.pt",
+                              "weights": portable_path(weights) if weights else "dibr_core/weights/generator.pt",
                               "classifier_accuracy_heldout": float(np.mean(heldout_acc)),
                               "feature_note": "classifier features of the in-project render classifier, "
                                               "not Inception: these are not FID/KID"}

@@ -1,13 +1,16 @@
 """Shared pieces of the training CLIs' ``--export``: find a run's file, store float tensors as
-float16, and write a weights file atomically (a half-written file never replaces a good one)."""
+float16, and write a weights file atomically (a half-written file never replaces a good one)
+with its metadata free of this machine's folders (:func:`portable_path`, which the eval
+reports use too)."""
 from __future__ import annotations
 
 from pathlib import Path
+import os
 from typing import Any, Dict, Union
 
 import torch
 
-__all__ = ["run_file", "half_floats", "save_weights"]
+__all__ = ["run_file", "half_floats", "portable_path", "portable_meta", "save_weights"]
 
 
 def run_file(run: Union[str, Path], name: str) -> Path:
@@ -21,8 +24,35 @@ def half_floats(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     return {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
 
 
+def portable_path(path: Union[str, Path]) -> str:
+    """A path as reports and weights files record it, without this machine's folders: under the
+    working directory relative to it, under the home folder as ``~/...``, else ``.../NAME``."""
+    p = Path(path).expanduser().resolve()
+    for base, prefix in ((Path.cwd().resolve(), ""), (Path.home().resolve(), "~/")):
+        try:
+            rel = p.relative_to(base).as_posix()
+        except ValueError:
+            continue
+        return prefix + rel if rel != "." else (prefix.rstrip("/") or ".")
+    return f".../{p.name}"
+
+
+def portable_meta(value: Any) -> Any:
+    """``value`` (nested dicts, lists, strings) with every absolute path string made portable."""
+    if isinstance(value, dict):
+        return {k: portable_meta(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(portable_meta(v) for v in value)
+    if isinstance(value, str) and os.path.isabs(value):
+        return portable_path(value)
+    return value
+
+
 def save_weights(obj: Any, out: Union[str, Path]) -> Path:
-    """``torch.save`` to a temporary file next to ``out``, then rename it over ``out``."""
+    """``torch.save`` to a temporary file next to ``out``, then rename it over ``out``; a dict's
+    ``meta`` entry goes through :func:`portable_meta`."""
+    if isinstance(obj, dict) and "meta" in obj:
+        obj = {**obj, "meta": portable_meta(obj["meta"])}
     dst = Path(out)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(dst.name + ".tmp")

@@ -145,3 +145,22 @@ def test_with_fresh_checkpoint(tiny: Path, tmp_path: Path, capsys: pytest.Captur
     assert set(res["predictor"]) >= set(res["baselines"]["sphere"]) - {"description"}
     # An untrained predictor outputs (almost) the template sphere.
     assert res["predictor"]["mean_iou"] == pytest.approx(res["baselines"]["sphere"]["mean_iou"], abs=0.05)
+
+
+def test_reports_record_portable_paths(tmp_path, monkeypatch) -> None:
+    from pathlib import Path
+
+    from dibr_core.weights_io import portable_meta, portable_path
+
+    home = tmp_path / "home"
+    (home / ".cache" / "dibr" / "data").mkdir(parents=True)
+    work = tmp_path / "work"
+    (work / "dibr_core" / "weights").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    assert portable_path(home / ".cache" / "dibr" / "data") == "~/.cache/dibr/data"
+    assert portable_path(work / "dibr_core" / "weights") == "dibr_core/weights"
+    assert portable_path(tmp_path / "elsewhere" / "gen.pt") == ".../gen.pt"
+    assert not portable_path(Path(tmp_path) / "x").startswith(str(tmp_path))
+    meta = portable_meta({"args": {"data": str(home / ".cache" / "dibr" / "data"), "steps": 3, "name": "a/b"}})
+    assert meta == {"args": {"data": "~/.cache/dibr/data", "steps": 3, "name": "a/b"}}
