@@ -1,7 +1,7 @@
 """Image -> textured mesh with the shipped predictor (:mod:`dibr_core.models.predictor`).
 
 The weights in ``dibr_core/weights/predictor.pt`` were trained by
-``python -m dibr_core.train_predictor`` on the procedural data set (see
+``python -m dibr_core.train predictor`` on the procedural data set (see
 ``dibr_core/weights/MODEL_CARD.md``). Inputs are framed like the training renders: the object's
 mask bounding box is centred and scaled so that its longer side covers :data:`FILL_FRACTION` of a
 64 x 64 image (the median over the training views), RGB is zero outside the (hard) mask.
@@ -22,8 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dibr_core.models.generator import file_sha256
-from dibr_core.models.predictor import Predictor, repair_output
+from dibr_core.models.checkpoints import file_sha256
+from dibr_core.models.predictor import Predictor, load_predictor, repair_output
 
 if TYPE_CHECKING:
     from dibr_core.models.generator import Generator
@@ -82,8 +82,6 @@ def load_shipped_predictor(path: Optional[Union[str, Path]] = None) -> Predictor
     Raises:
         FileNotFoundError: when the file does not exist.
     """
-    from dibr_core.train_predictor import load_predictor
-
     model: Predictor = _cached("load_shipped_predictor", path, PREDICTOR_WEIGHTS, lambda p: load_predictor(p).float())
     return model
 
@@ -197,7 +195,7 @@ def predict_mesh(image: ImageLike, mask: Optional[ImageLike] = None, model: Opti
             fitted_on = gen.meta.get("predictor_sha256")
             if fitted_on is not None and fitted_on != file_sha256(PREDICTOR_WEIGHTS):
                 raise ValueError("predict_mesh(): the shipped generator was fitted on another predictor; "
-                                 "refit it with python -m dibr_core.train_generator")
+                                 "refit it with python -m dibr_core.train generator")
     with torch.no_grad():
         z = net.encode(x[None])
         if gen is not None and category is not None:

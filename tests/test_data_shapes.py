@@ -12,7 +12,8 @@ from dibr_core.data import dataset as ds
 from dibr_core.data.__main__ import main as cli_main
 from dibr_core.data.shapes import (CATEGORIES, box, inside_parts, make_shape, occupancy, shape_bbox, shape_mesh,
                                    surface_points)
-from dibr_core.metrics3d import iou_3d, voxelize_mesh
+from dibr_core.eval.metrics3d import iou_3d
+from dibr_core.voxels import voxelize_mesh
 
 
 @pytest.mark.parametrize("category", CATEGORIES)

@@ -1,4 +1,4 @@
-"""Evaluation command of the image-to-3D predictor (dibr_core.eval)."""
+"""Evaluation command of the image-to-3D predictor (dibr_core.eval predictor) and its baselines."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,10 @@ import pytest
 import torch
 
 from dibr_core.data.dataset import generate, load_item
-from dibr_core.eval import evaluate_mesh, list_items, main, medoid_index
+from dibr_core.data.loaders import list_items
+from dibr_core.eval.__main__ import main
+from dibr_core.eval.baselines import medoid_index
+from dibr_core.eval.predictor import evaluate_mesh
 
 SIZE = 32
 CATS = ["chair", "car"]
@@ -67,7 +70,7 @@ def test_baselines_only(tiny: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_voxel_boundary_mesh() -> None:
-    from dibr_core.eval import voxel_boundary_mesh
+    from dibr_core.eval.baselines import voxel_boundary_mesh
     g = np.zeros((8, 8, 8), dtype=bool)
     g[2:5, 1:7, 3:6] = True                  # a 3 x 6 x 3 box ...
     g[5, 3, 3] = True                        # ... with a one-voxel bump
@@ -98,7 +101,7 @@ def test_oracle_gt_meshes_score_high(tiny: Path) -> None:
 
     The F-score oracle samples the GT mesh on both sides densely (20,000 points, one shape to keep
     the test fast): at the protocol's ~2,500 points the sampling spacing (~0.025 of the diagonal)
-    caps even the exact shape at F@0.01 ~ 0.5 (see dibr_core.eval's docstring).
+    caps even the exact shape at F@0.01 ~ 0.5 (see dibr_core.eval.predictor's docstring).
     """
     items = list_items(tiny, "test")
     first = True
@@ -134,7 +137,7 @@ def test_medoid_index() -> None:
 
 
 def test_with_fresh_checkpoint(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from dibr_core.train_predictor import train
+    from dibr_core.train.predictor import train
     run = tmp_path / "run"
     train(tiny, run, steps=1, batch=2, views=2, threads=1, progress=False, log_every=1)
     capsys.readouterr()
@@ -150,7 +153,7 @@ def test_with_fresh_checkpoint(tiny: Path, tmp_path: Path, capsys: pytest.Captur
 def test_reports_record_portable_paths(tmp_path, monkeypatch) -> None:
     from pathlib import Path
 
-    from dibr_core.weights_io import portable_meta, portable_path
+    from dibr_core.models.checkpoints import portable_meta, portable_path
 
     home = tmp_path / "home"
     (home / ".cache" / "dibr" / "data").mkdir(parents=True)

@@ -1,13 +1,15 @@
-"""Generator metrics (dibr_core.gen_metrics) on hand-made cases."""
+"""Generator metrics (dibr_core.eval.gen_metrics) and the winding-number queries they rest on
+(dibr_core.mesh_queries) on hand-made cases."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from dibr_core.gen_metrics import (chamfer_matrix, coverage_mmd, frechet_distance, inverted_faces, kernel_distance,
-                                   mean_pairwise, signed_volume, winding_numbers)
+from dibr_core.eval.gen_metrics import (chamfer_matrix, coverage_mmd, frechet_distance, kernel_distance, mean_pairwise,
+                                        signed_volume)
 from dibr_core.mesh import icosphere
+from dibr_core.mesh_queries import inverted_faces, winding_numbers
 
 
 def test_winding_numbers_of_a_sphere() -> None:

@@ -1,5 +1,5 @@
 """Class-conditional generator (dibr_core.models.generator), its fitting CLI, the render
-classifier (dibr_core.train_classifier) and ``python -m dibr_core.eval generator``."""
+classifier (dibr_core.train.classifier) and ``python -m dibr_core.eval generator``."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import torch
 
 from dibr_core.data.dataset import generate
 from dibr_core.data.shapes import CATEGORIES
-from dibr_core.gen_metrics import inverted_faces
+from dibr_core.mesh_queries import inverted_faces
 from dibr_core.models import Predictor
 from dibr_core.models.generator import Generator, load_generator
 
@@ -30,7 +30,7 @@ def all_cats(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_predictor(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from dibr_core.train_predictor import _save_checkpoint
+    from dibr_core.train.predictor import _save_checkpoint
 
     torch.manual_seed(0)
     m = Predictor(image_size=SIZE, texture_size=8, normalize_bbox=True)
@@ -121,7 +121,7 @@ def test_a_sample_the_repair_cannot_clear_is_redrawn(monkeypatch: pytest.MonkeyP
 def test_distill_repair_moves_only_the_offset_head(monkeypatch: pytest.MonkeyPatch) -> None:
     import dibr_core.mesh_repair as mesh_repair
     from dibr_core.mesh_repair import UntangleReport
-    from dibr_core.train_generator import distill_repair
+    from dibr_core.train.generator import distill_repair
 
     def squash(v: torch.Tensor, f: torch.Tensor):  # type: ignore[no-untyped-def]
         # stands in for a repair that moves every vertex: flatten the shape along z
@@ -164,9 +164,9 @@ def test_project_clamps_outliers_only() -> None:
 
 def test_train_generator_cli_and_eval(all_cats: Path, tiny_predictor: Path, tmp_path: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
-    from dibr_core import eval as ev
+    from dibr_core.eval.__main__ import main as eval_main
     from dibr_core.models.classifier import Classifier
-    from dibr_core.train_generator import main as gen_main
+    from dibr_core.train.generator import main as gen_main
 
     run = tmp_path / "gen"
     assert gen_main(["--predictor", str(tiny_predictor), "--data", str(all_cats), "--out", str(run),
@@ -183,7 +183,7 @@ def test_train_generator_cli_and_eval(all_cats: Path, tiny_predictor: Path, tmp_
     clf = Classifier(CATEGORIES)
     torch.save({"model": clf.state_dict(), "categories": list(CATEGORIES)}, tmp_path / "clf.pt")
     capsys.readouterr()
-    assert ev.main(["generator", "--json", "--data", str(all_cats), "--weights", str(tmp_path / "g16.pt"),
+    assert eval_main(["generator", "--json", "--data", str(all_cats), "--weights", str(tmp_path / "g16.pt"),
                     "--classifier", str(tmp_path / "clf.pt"), "--per-category", "2", "--points", "128",
                     "--categories", "chair", "car", "lamp", "--render-views", "0", "2",
                     "--no-progress"]) == 0
@@ -203,7 +203,8 @@ def test_train_generator_cli_and_eval(all_cats: Path, tiny_predictor: Path, tmp_
 
 
 def test_classifier_training_short_run(all_cats: Path, tmp_path: Path) -> None:
-    from dibr_core.train_classifier import export_classifier, load_classifier, main as clf_main
+    from dibr_core.models.classifier import load_classifier
+    from dibr_core.train.classifier import export_classifier, main as clf_main
 
     assert clf_main(["--data", str(all_cats), "--out", str(tmp_path / "c"), "--steps", "30", "--batch", "16",
                      "--threads", "1", "--no-progress"]) == 0

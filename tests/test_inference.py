@@ -79,7 +79,7 @@ def test_shipped_predictor_beats_the_sphere(tmp_path: Path) -> None:
     """The committed weights load, and on a small fresh test subset (2 shapes per category,
     seeds disjoint from training) their 3D IoU beats the template sphere's."""
     from dibr_core.data.dataset import generate
-    from dibr_core.eval import evaluate
+    from dibr_core.eval.predictor import evaluate
 
     torch.set_num_threads(1)
     model = load_shipped_predictor()

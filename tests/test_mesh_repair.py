@@ -1,4 +1,4 @@
-"""mesh_repair: intersecting faces, the fast inverted-face test against the brute-force one, and
+"""mesh_queries and mesh_repair: intersecting faces, the fast inverted-face test against the brute-force one, and
 untangling of inside-out pockets."""
 from pathlib import Path
 
@@ -8,9 +8,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dibr_core
-from dibr_core.gen_metrics import inverted_faces, signed_volume, winding_numbers
+from dibr_core.eval.gen_metrics import signed_volume
 from dibr_core.mesh import icosphere
-from dibr_core.mesh_repair import intersecting_face_pairs, inverted_faces_fast, untangle
+from dibr_core.mesh_queries import intersecting_face_pairs, inverted_faces, winding_numbers
+from dibr_core.mesh_repair import inverted_faces_fast, untangle
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "dibr_core" / "weights"
 needs_cpp = pytest.mark.skipif(not dibr_core.backend_info().cpu_kernels, reason="C++ extension not built")
@@ -156,7 +157,7 @@ def test_cpp_intersecting_pairs_and_fast_test_match_the_reference() -> None:
 
 @needs_cpp
 def test_cpp_ray_distances_match_the_reference() -> None:
-    from dibr_core.mesh_repair import _ray_distance
+    from dibr_core.mesh_queries import ray_distances
 
     g = torch.Generator().manual_seed(4)
     for v, f in _test_meshes():
@@ -165,8 +166,8 @@ def test_cpp_ray_distances_match_the_reference() -> None:
         dirs = dirs / dirs.norm(dim=-1, keepdim=True)
         skip = torch.where(torch.arange(200) % 2 == 0, idx, torch.full_like(idx, -1))
         origins = v[idx] + 1e-3 * dirs
-        cpp = _ray_distance(v, f.long(), origins, dirs, skip, "cpu")
-        ref = _ray_distance(v, f.long(), origins, dirs, skip, "reference")
+        cpp = ray_distances(v, f.long(), origins, dirs, skip, backend="cpu")
+        ref = ray_distances(v, f.long(), origins, dirs, skip, backend="reference")
         assert torch.equal(torch.isinf(cpp), torch.isinf(ref)) and torch.isfinite(ref).sum() > 50
         torch.testing.assert_close(cpp[torch.isfinite(cpp)], ref[torch.isfinite(ref)], atol=1e-12, rtol=0)
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from dibr_core.mesh import icosphere
-from dibr_core.metrics3d import (chamfer_and_fscore, iou_3d, mark_surface_voxels, nearest_distances,
-                                 normalize_unit_diagonal, sample_surface, voxelize_mesh, winding_numbers_z)
+from dibr_core.eval.metrics3d import chamfer_and_fscore, iou_3d, nearest_distances, normalize_unit_diagonal, sample_surface
+from dibr_core.voxels import mark_surface_voxels, voxelize_mesh, winding_numbers_z
 
 # Closed cube [-1, 1]^3, counter-clockwise seen from outside (outward normals).
 CUBE_V = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], dtype=np.float64)

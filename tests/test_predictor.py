@@ -1,4 +1,4 @@
-"""Single-image 3D predictor (dibr_core.models.predictor) and its training loop (dibr_core.train_predictor)."""
+"""Single-image 3D predictor (dibr_core.models.predictor) and its training loop (dibr_core.train.predictor)."""
 from __future__ import annotations
 
 import csv
@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from dibr_core.data.dataset import generate
+from dibr_core.data.loaders import ViewDataset
 from dibr_core.models import Predictor
-from dibr_core.train_predictor import ViewDataset, load_predictor, main, multiview_step_losses, train
+from dibr_core.models.predictor import load_predictor
+from dibr_core.train.predictor import main, multiview_step_losses, train
 
 SIZE = 32      # small renders keep the training tests fast; the model and loader take any multiple of 16
 
@@ -186,7 +188,7 @@ def test_checkpoint_resume_continues(tiny_data: Path, tmp_path: Path) -> None:
 
 
 def test_cosine_schedule() -> None:
-    from dibr_core.train_predictor import lr_at
+    from dibr_core.train.predictor import lr_at
     assert lr_at(0, 100, 1.0, "cosine", 10) == pytest.approx(0.1)
     assert lr_at(9, 100, 1.0, "cosine", 10) == pytest.approx(1.0)
     assert lr_at(10, 100, 1.0, "cosine", 10) == pytest.approx(1.0)
@@ -208,7 +210,7 @@ def test_torchrun_ddp_two_cpu_processes(tiny_data: Path, tmp_path: Path) -> None
     run = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "dibr_core.train_predictor", "--data", str(tiny_data), "--out", str(run), "--steps", "4",
+           "-m", "dibr_core.train", "predictor", "--data", str(tiny_data), "--out", str(run), "--steps", "4",
            "--batch", "2", "--views", "2", "--threads", "1", "--log-every", "1", "--ckpt-every", "2",
            "--no-progress"]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)

@@ -582,13 +582,13 @@ def occupancy(shape: Shape, res: int = 32, mark_surface: bool = True) -> np.ndar
 
     A voxel is occupied if its centre is inside any part (exact half-space test) or, when
     ``mark_surface`` (default, binvox-like, keeps parts thinner than a voxel), if a part's surface
-    passes through it (:func:`dibr_core.metrics3d.mark_surface_voxels`, the same routine that
-    :func:`dibr_core.metrics3d.voxelize_mesh` uses, so GT and predictions are voxelised alike).
+    passes through it (:func:`dibr_core.voxels.mark_surface_voxels`, the same routine that
+    :func:`dibr_core.voxels.voxelize_mesh` uses, so GT and predictions are voxelised alike).
     """
     centres = voxel_centers(res).reshape(-1, 3)
     occ = inside_parts(shape, centres).any(axis=0).reshape(res, res, res)
     if mark_surface:
-        from dibr_core.metrics3d import mark_surface_voxels
+        from dibr_core.voxels import mark_surface_voxels
 
         v, f, _ = shape_mesh(shape)
         occ |= mark_surface_voxels(v, f, res)

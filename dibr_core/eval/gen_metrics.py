@@ -1,13 +1,11 @@
 """Metrics for generated shapes: validity, distribution distances on classifier features, and
 3D coverage / minimum matching distance / diversity on Chamfer distances.
 
-* Validity: a face is *inverted* when the point just in front of it (its centroid moved by
-  ``eps`` times the mesh's bounding-box diagonal along its unit normal) has a generalised
-  winding number below -0.5, i.e. the face's front side lies in an inside-out region of the
-  surface. A closed, consistently oriented surface without self-intersections has winding
-  numbers in {0, 1} only; unions of outward-oriented closed parts (the procedural data) never
-  go below 0, so they are valid by this test. A sample is valid when it has no inverted face,
-  a positive enclosed volume and a non-empty silhouette.
+* Validity: a sample is valid when it has no inverted face
+  (:func:`dibr_core.mesh_queries.inverted_faces`: the front side of the face lies in an
+  inside-out region of the surface; the procedural data's unions of outward-oriented closed
+  parts are valid by this test), a positive enclosed volume (:func:`signed_volume`) and a
+  non-empty silhouette.
 * Distribution distances between two feature sets X (N, D) and Y (M, D): the Fréchet distance
   of Gaussians fitted to them, ``|mu_x - mu_y|^2 + tr(S_x + S_y - 2 (S_x S_y)^(1/2))``, and the
   kernel distance (KID): the unbiased squared MMD with the cubic polynomial kernel
@@ -26,68 +24,7 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
-__all__ = ["winding_numbers", "inverted_faces", "signed_volume", "frechet_distance", "kernel_distance",
-           "chamfer_matrix", "coverage_mmd", "mean_pairwise"]
-
-
-def winding_numbers(vertices: torch.Tensor, faces: torch.Tensor, points: torch.Tensor,
-                    chunk: int = 256, backend: str = "auto") -> torch.Tensor:
-    """Generalised winding numbers of a triangle mesh at query points (van Oosterom-Strackee
-    solid angles summed over the faces, divided by 4 pi).
-
-    Args:
-        vertices: (V, 3) float; faces: (F, 3) int, counter-clockwise seen from outside;
-        points: (P, 3) float.
-        chunk: query points per block of the reference path.
-        backend: ``"auto"`` (the C++ kernel when the extension is built), ``"cpu"`` or
-            ``"reference"`` (this function's torch code); there is no CUDA kernel, the C++
-            kernel computes on CPU copies.
-
-    Returns:
-        (P,) float64 (on the CPU with the C++ kernel): about 1 inside and 0 outside a closed
-        outward-oriented surface.
-    """
-    from dibr_core.backend import extension, resolve_cpu_op
-
-    fn = "winding_numbers"
-    if vertices.dim() != 2 or vertices.shape[1] != 3 or points.dim() != 2 or points.shape[1] != 3:
-        raise ValueError(f"{fn}(): vertices and points must have shape (N, 3), got {tuple(vertices.shape)} "
-                         f"and {tuple(points.shape)}")
-    if faces.dim() != 2 or faces.shape[1] != 3:
-        raise ValueError(f"{fn}(): faces must have shape (F, 3), got {tuple(faces.shape)}")
-    v = vertices.detach().double()
-    q = points.detach().double()
-    if resolve_cpu_op(fn, backend) == "cpu":
-        mod = extension()
-        assert mod is not None
-        return mod.winding_numbers(v.cpu().contiguous(), faces.detach().long().cpu().contiguous(), q.cpu().contiguous())
-    tri = v[faces.long()]                                       # (F, 3, 3)
-    out = []
-    for s in range(0, q.shape[0], chunk):
-        d = tri[None] - q[s:s + chunk, None, None, :]           # (p, F, 3, 3)
-        a, b, c = d[:, :, 0], d[:, :, 1], d[:, :, 2]
-        la, lb, lc = a.norm(dim=-1), b.norm(dim=-1), c.norm(dim=-1)
-        det = (a * torch.cross(b, c, dim=-1)).sum(-1)
-        den = la * lb * lc + (a * b).sum(-1) * lc + (b * c).sum(-1) * la + (c * a).sum(-1) * lb
-        out.append((2.0 * torch.atan2(det, den)).sum(dim=1) / (4.0 * np.pi))
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
-
-
-def inverted_faces(vertices: torch.Tensor, faces: torch.Tensor, eps: float = 1e-4, backend: str = "auto") -> torch.Tensor:
-    """(F,) bool: faces whose front side lies in an inside-out region (winding number < -0.5 at
-    the centroid moved ``eps`` x bbox diagonal along the normal), one query per face (the
-    judge of validity; :func:`dibr_core.mesh_repair.inverted_faces_fast` is the fast twin).
-    Degenerate faces are not counted as inverted. ``backend`` as :func:`winding_numbers`."""
-    v = vertices.detach().double()
-    tri = v[faces.long()]
-    n = torch.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=-1)
-    length = n.norm(dim=-1)
-    ok = length > 1e-12
-    unit = n / length.clamp_min(1e-300)[:, None]
-    diag = float((v.max(dim=0).values - v.min(dim=0).values).norm())
-    front = tri.mean(dim=1) + eps * max(diag, 1e-12) * unit
-    w = winding_numbers(v, faces, front, backend=backend).to(ok.device)
-    return ok & (w < -0.5)
+__all__ = ["signed_volume", "frechet_distance", "kernel_distance", "chamfer_matrix", "coverage_mmd", "mean_pairwise"]
 
 
 def signed_volume(vertices: torch.Tensor, faces: torch.Tensor) -> float:

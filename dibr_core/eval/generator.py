@@ -12,7 +12,7 @@ numbers:
 Each shape is rendered (64 x 64, unlit vertex colours, hard alpha, RGB zero outside the mask:
 the data set's image format; the predictor's colours carry the data's shading) in ``--views``
 of the data set's 24 cameras; held-out and training shapes use their stored renders of the same
-cameras. Metrics (see :mod:`dibr_core.gen_metrics` for the definitions):
+cameras. Metrics (see :mod:`dibr_core.eval.gen_metrics` for the definitions):
 
 * ``frechet_classifier_distance`` / ``kernel_classifier_distance``: between the features of all
   renders of the method and of the held-out renders (all categories pooled), from the
@@ -34,6 +34,7 @@ renders) and the time per generated object.
 """
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -41,15 +42,19 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from dibr_core.data.dataset import load_item
+from dibr_core.data.dataset import load_item, make_camera
+from dibr_core.data.loaders import list_items
 from dibr_core.data.shapes import CATEGORIES
-from dibr_core.gen_metrics import (chamfer_matrix, coverage_mmd, frechet_distance, inverted_faces, kernel_distance,
-                                   mean_pairwise, signed_volume)
+from dibr_core.eval.baselines import mean_occupancy, voxel_boundary_mesh
+from dibr_core.eval.gen_metrics import (chamfer_matrix, coverage_mmd, frechet_distance, kernel_distance, mean_pairwise,
+                                        signed_volume)
+from dibr_core.eval.metrics3d import sample_surface
+from dibr_core.mesh_queries import inverted_faces
 from dibr_core.mesh_repair import inverted_faces_fast
-from dibr_core.metrics3d import sample_surface
+from dibr_core.models.checkpoints import portable_path
 from dibr_core.render import Meshes, RenderSettings, render
 
-__all__ = ["evaluate_generator", "render_shapes", "shape_validity", "DEFAULT_VIEWS"]
+__all__ = ["evaluate_generator", "render_shapes", "shape_validity", "DEFAULT_VIEWS", "add_arguments", "run"]
 
 DEFAULT_VIEWS: Tuple[int, ...] = (1, 7, 13, 19)
 
@@ -62,11 +67,9 @@ def render_shapes(vertices: Sequence[torch.Tensor], faces: Sequence[torch.Tensor
         vertices / faces / colors: N tensors (V_i, 3) / (F_i, 3) / (V_i, 3).
         views: (K, 4, 4) world -> camera matrices of the data set.
     """
-    from dibr_core.train_predictor import make_cameras
-
     K = views.shape[0]
     out = []
-    cams = make_cameras(views.float().contiguous())
+    cams = make_camera(views.float().contiguous())
     for v, f, c in zip(vertices, faces, colors):
         with torch.no_grad():
             r = render(Meshes(v.float()[None].expand(K, -1, -1).contiguous(), f.long()), cams,
@@ -119,12 +122,10 @@ def evaluate_generator(data: Union[str, Path], split: str = "test", weights: Opt
 
     from tqdm import tqdm
 
-    from dibr_core.eval import list_items, mean_occupancy, voxel_boundary_mesh
-    from dibr_core.weights_io import portable_path
+    from dibr_core.models.classifier import load_classifier
     from dibr_core.models.generator import load_generator
-    from dibr_core.train_classifier import load_classifier
 
-    wdir = Path(__file__).resolve().parent / "weights"
+    wdir = Path(__file__).resolve().parent.parent / "weights"
     gen = load_generator(weights)
     clf = load_classifier(classifier_weights if classifier_weights is not None else wdir / "classifier.pt")
     cats = list(categories) if categories is not None else list(CATEGORIES)
@@ -239,3 +240,23 @@ def evaluate_generator(data: Union[str, Path], split: str = "test", weights: Opt
         else:
             result.setdefault("baselines", {})[name] = block
     return result
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``python -m dibr_core.eval generator`` (besides the shared ones)."""
+    p.add_argument("--weights", default=None, help="generator weights file (default: the shipped one)")
+    p.add_argument("--points", type=int, default=1024, help="surface samples per shape for the Chamfer distances")
+    p.add_argument("--per-category", type=int, default=20, help="samples (and held-out shapes) per category")
+    p.add_argument("--classifier", default=None, help="classifier weights (default: the shipped one)")
+    p.add_argument("--temperature", type=float, default=1.0, help="latent sampling temperature")
+    p.add_argument("--categories", nargs="+", default=None, help="evaluate only these categories")
+    p.add_argument("--render-views", type=int, nargs="+", default=None,
+                   help="data-set camera indices to render in (default 1 7 13 19)")
+
+
+def run(a: argparse.Namespace) -> Dict[str, Any]:
+    """The report of ``python -m dibr_core.eval generator`` (``a.data``: the resolved data root)."""
+    return evaluate_generator(a.data, a.split, a.weights, a.classifier, a.per_category, a.seed,
+                              views=tuple(a.render_views) if a.render_views else DEFAULT_VIEWS,
+                              n_points=a.points, temperature=a.temperature, categories=a.categories,
+                              progress=a.progress)

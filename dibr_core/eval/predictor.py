@@ -4,21 +4,19 @@ Usage::
 
     python -m dibr_core.eval predictor --split test --json [--data DIR] [--weights RUN_DIR_or_checkpoint]
         [--limit N] [--view 0] [--points 2500] [--seed 0] [--no-repair]
-    python -m dibr_core.eval generator --json [--data DIR] [--weights GEN.pt] [--per-category 20] [--seed 0]
-        (see dibr_core.eval_generator)
 
 Prints ONE JSON object on stdout (progress goes to stderr). For every method (the predictor when
 ``--weights`` is given, else ``"predictor": null``, and the baselines) and every test item, the
 input is view ``--view`` of the item and the metrics are (docs dibr-algorithm.md section 8,
-conventions of :mod:`dibr_core.metrics3d`):
+conventions of :mod:`dibr_core.eval.metrics3d`):
 
-* ``iou``: 3D IoU at 32^3 between :func:`~dibr_core.metrics3d.voxelize_mesh` of the predicted
+* ``iou``: 3D IoU at 32^3 between :func:`~dibr_core.voxels.voxelize_mesh` of the predicted
   mesh and the item's stored ground-truth occupancy. Both live in the dataset's canonical object
   frame: the predictor predicts in that frame (its meshes are rendered with the dataset's own
   view matrices during training), so no re-centring or re-scaling is applied.
 * ``fscore@0.01`` / ``fscore@0.02`` (and ``chamfer``): ``--points`` area samples
-  (:func:`~dibr_core.metrics3d.sample_surface`) of the predicted mesh against the GT points, both
-  mapped by :func:`~dibr_core.metrics3d.normalize_unit_diagonal` with the *GT mesh's* bounding
+  (:func:`~dibr_core.eval.metrics3d.sample_surface`) of the predicted mesh against the GT points, both
+  mapped by :func:`~dibr_core.eval.metrics3d.normalize_unit_diagonal` with the *GT mesh's* bounding
   box (= the union's), Euclidean thresholds. GT points (``--gt-points``): by default the item's
   stored ``surface_points`` (2048 samples of the union's outer surface); ``mesh`` samples the
   stored GT mesh instead, whose overlapping parts keep their interior faces (about half of its
@@ -54,52 +52,30 @@ and need the train split; without one they are ``null``.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
-from dibr_core.data.dataset import default_data_dir, load_item
-from dibr_core.metrics3d import chamfer_and_fscore, iou_3d, normalize_unit_diagonal, sample_surface, voxelize_mesh
+from dibr_core.data.dataset import load_item, make_camera
+from dibr_core.data.loaders import list_items
+from dibr_core.eval.baselines import Mesh, mean_occupancy, medoid_index, voxel_boundary_mesh
+from dibr_core.eval.metrics3d import chamfer_and_fscore, iou_3d, normalize_unit_diagonal, sample_surface
+from dibr_core.models.checkpoints import portable_path
 from dibr_core.render import Meshes, RenderSettings, render
-from dibr_core.weights_io import portable_path
+from dibr_core.voxels import voxelize_mesh
 
-__all__ = ["THRESHOLDS", "list_items", "evaluate_mesh", "medoid_index", "mean_occupancy", "voxel_boundary_mesh",
-           "evaluate", "main"]
+__all__ = ["THRESHOLDS", "evaluate_mesh", "evaluate", "add_arguments", "run"]
 
 THRESHOLDS: Tuple[float, float] = (0.01, 0.02)
 METRIC_KEYS = ["iou"] + [f"fscore@{t:g}" for t in THRESHOLDS] + ["chamfer", "silhouette_iou_2d"]
-
-Mesh = Tuple[torch.Tensor, torch.Tensor]          # (V, 3) float32, (F, 3) int64
-
-
-def list_items(root: Union[str, Path], split: str, limit: Optional[int] = None) -> Dict[str, List[Path]]:
-    """``{category: sorted .npz paths}`` under ``root/split``; ``limit`` caps items per category."""
-    base = Path(root) / split
-    out: Dict[str, List[Path]] = {}
-    if not base.is_dir():
-        return out
-    for cat_dir in sorted(p for p in base.iterdir() if p.is_dir()):
-        paths = sorted(p for p in cat_dir.glob("*.npz") if not p.name.endswith(".tmp.npz"))
-        if limit is not None:
-            paths = paths[:limit]
-        if paths:
-            out[cat_dir.name] = paths
-    return out
 
 
 def _gt_mesh(item: Dict[str, np.ndarray]) -> Mesh:
     return (torch.from_numpy(np.asarray(item["vertices"], dtype=np.float32)),
             torch.from_numpy(np.asarray(item["faces"], dtype=np.int64)))
-
-
-def _cameras(views: torch.Tensor) -> Any:
-    from dibr_core.train_predictor import make_cameras
-    return make_cameras(views)
 
 
 def silhouette_iou_2d(vertices: torch.Tensor, faces: torch.Tensor, item: Dict[str, np.ndarray],
@@ -112,7 +88,7 @@ def silhouette_iou_2d(vertices: torch.Tensor, faces: torch.Tensor, item: Dict[st
     B = len(held)
     v = vertices.float()[None].expand(B, -1, -1).contiguous()
     with torch.no_grad():
-        out = render(Meshes(v, faces.long()), _cameras(views), lighting=None,
+        out = render(Meshes(v, faces.long()), make_camera(views), lighting=None,
                      settings=RenderSettings(height=S, width=S))
     pred = out.mask.float() > 0.5
     gt = torch.from_numpy(images[held][..., 3] > 127)
@@ -158,61 +134,6 @@ def evaluate_mesh(vertices: torch.Tensor, faces: torch.Tensor, item: Dict[str, n
     return res
 
 
-def medoid_index(occupancies: Sequence[np.ndarray]) -> int:
-    """Index of the grid with the highest mean IoU to the other grids (ties: the first)."""
-    n = len(occupancies)
-    if n == 0:
-        raise ValueError("medoid_index(): no grids")
-    if n == 1:
-        return 0
-    flat = torch.from_numpy(np.stack([np.asarray(o, dtype=bool).reshape(-1) for o in occupancies])).double()
-    inter = flat @ flat.T
-    sizes = flat.sum(dim=1)
-    union = sizes[:, None] + sizes[None, :] - inter
-    iou = inter / (union + 1e-8)
-    iou.fill_diagonal_(0.0)
-    return int(torch.argmax(iou.sum(dim=1) / (n - 1)))
-
-
-def mean_occupancy(occupancies: Sequence[np.ndarray]) -> np.ndarray:
-    """The category-mean shape: (R, R, R) bool, voxels occupied in at least half of the grids."""
-    return np.mean(np.stack([np.asarray(o, dtype=np.float64) for o in occupancies]), axis=0) >= 0.5
-
-
-def voxel_boundary_mesh(occupancy: np.ndarray) -> Mesh:
-    """The exposed faces of an (R, R, R) bool grid over [-0.5, 0.5]^3 (axis i = coordinate i) as a
-    triangle mesh: (V, 3) float32 vertices (unshared, 4 per square), (F, 3) int64 faces (2 per square)."""
-    occ = np.asarray(occupancy, dtype=bool)
-    R = occ.shape[0]
-    pad = np.pad(occ, 1)
-    quads: List[np.ndarray] = []
-    for axis in range(3):
-        for side in (-1, 1):
-            nb = np.roll(pad, -side, axis=axis)[1:-1, 1:-1, 1:-1]
-            idx = np.argwhere(occ & ~nb).astype(np.float64)             # (Q, 3) voxel indices
-            if len(idx) == 0:
-                continue
-            u, w = [a for a in range(3) if a != axis]
-            base = idx.copy()
-            base[:, axis] += 1.0 if side > 0 else 0.0
-            corners = np.repeat(base[:, None, :], 4, axis=1)            # (Q, 4, 3)
-            corners[:, 1, u] += 1.0
-            corners[:, 2, u] += 1.0
-            corners[:, 2, w] += 1.0
-            corners[:, 3, w] += 1.0
-            if (u, w) != ((axis + 1) % 3, (axis + 2) % 3):
-                side = -side
-            # Counter-clockwise seen from outside (outward normals): reverse the -side quads.
-            quads.append(corners if side > 0 else corners[:, ::-1])
-    if not quads:
-        return torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.int64)
-    q = np.concatenate(quads) / R - 0.5                                 # (Q, 4, 3)
-    verts = torch.from_numpy(q.reshape(-1, 3).astype(np.float32))
-    o = np.arange(len(q))[:, None] * 4
-    faces = np.concatenate([o + np.array([0, 1, 2]), o + np.array([0, 2, 3])], axis=0)
-    return verts, torch.from_numpy(faces.astype(np.int64))
-
-
 def _aggregate(per_item: Dict[str, List[Dict[str, float]]]) -> Dict[str, Any]:
     per_cat: Dict[str, Dict[str, float]] = {}
     for cat, rows in per_item.items():
@@ -246,14 +167,13 @@ def evaluate(data: Union[str, Path], split: str = "test", weights: Optional[Unio
     the baselines; returns the JSON-ready dict."""
     from tqdm import tqdm
 
-    from dibr_core.models.predictor import Predictor, repair_output
+    from dibr_core.models.predictor import Predictor, load_predictor, repair_output
 
     items = list_items(data, split, limit)
     if not items:
         raise FileNotFoundError(f"evaluate(): no .npz items under {Path(data) / split}")
     model: Optional[Predictor] = None
     if weights is not None:
-        from dibr_core.train_predictor import load_predictor
         model = load_predictor(weights)
     template = model if model is not None else Predictor()
     sphere: Mesh = (template.template.detach().cpu().float(), template.faces.detach().cpu().long())
@@ -340,59 +260,20 @@ def evaluate(data: Union[str, Path], split: str = "test", weights: Optional[Unio
     return result
 
 
-def _clean(x: Any) -> Any:
-    """NaN / inf -> None so the output is strict JSON."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_clean(v) for v in x]
-    return x
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m dibr_core.eval", description=(__doc__ or "").split("\n")[0])
-    p.add_argument("what", choices=["predictor", "generator"], help="what to evaluate")
-    p.add_argument("--data", default=None, help="dataset root (default: $DIBR_DATA or ~/.cache/dibr/data)")
-    p.add_argument("--split", default="test")
-    p.add_argument("--weights", default=None, help="predictor: run directory or checkpoint.pt (default: none, "
-                   "baselines only); generator: weights file (default: the shipped one)")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``python -m dibr_core.eval predictor`` (besides the shared ones)."""
+    p.add_argument("--weights", default=None, help="run directory or checkpoint.pt (default: none, baselines only)")
     p.add_argument("--limit", type=int, default=None, help="at most N items per category")
     p.add_argument("--view", type=int, default=0, help="input view index")
-    p.add_argument("--points", type=int, default=None,
-                   help="surface samples per mesh (default 2500 for the predictor's F-score, 1024 for the generator)")
-    p.add_argument("--per-category", type=int, default=20, help="generator: samples (and held-out shapes) per category")
-    p.add_argument("--classifier", default=None, help="generator: classifier weights (default: the shipped one)")
-    p.add_argument("--temperature", type=float, default=1.0, help="generator: latent sampling temperature")
-    p.add_argument("--categories", nargs="+", default=None, help="generator: evaluate only these categories")
-    p.add_argument("--render-views", type=int, nargs="+", default=None,
-                   help="generator: data-set camera indices to render in (default 1 7 13 19)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--points", type=int, default=2500, help="surface samples per mesh for the F-score")
     p.add_argument("--gt-points", choices=["stored", "mesh"], default="stored",
                    help="GT point set: the stored union-surface samples (default) or samples of the GT mesh")
     p.add_argument("--medoid-pool", type=int, default=200, help="train items per category for the medoid")
     p.add_argument("--no-repair", action="store_true",
-                   help="predictor: measure the raw decoder output (default: repaired, as predict_mesh returns it)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    p.add_argument("--json", action="store_true", help="print the JSON object (the only output mode)")
-    p.add_argument("--no-progress", action="store_true")
-    a = p.parse_args(argv)
-    if a.threads > 0:
-        torch.set_num_threads(a.threads)
-    data = Path(a.data) if a.data else default_data_dir()
-    if a.what == "generator":
-        from dibr_core.eval_generator import DEFAULT_VIEWS, evaluate_generator
-        res = evaluate_generator(data, a.split, a.weights, a.classifier, a.per_category, a.seed,
-                                 views=tuple(a.render_views) if a.render_views else DEFAULT_VIEWS,
-                                 n_points=a.points or 1024, temperature=a.temperature, categories=a.categories,
-                                 progress=not a.no_progress)
-    else:
-        res = evaluate(data, a.split, a.weights, a.limit, a.view, a.points or 2500, a.seed, a.medoid_pool,
-                       not a.no_progress, gt_points=a.gt_points, repair=not a.no_repair)
-    print(json.dumps(_clean(res), indent=None if a.json else 2, allow_nan=False))
-    return 0
+                   help="measure the raw decoder output (default: repaired, as predict_mesh returns it)")
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def run(a: argparse.Namespace) -> Dict[str, Any]:
+    """The report of ``python -m dibr_core.eval predictor`` (``a.data``: the resolved data root)."""
+    return evaluate(a.data, a.split, a.weights, a.limit, a.view, a.points, a.seed, a.medoid_pool, a.progress,
+                    gt_points=a.gt_points, repair=not a.no_repair)

@@ -1,16 +1,22 @@
-"""Shared pieces of the training CLIs' ``--export``: find a run's file, store float tensors as
-float16, and write a weights file atomically (a half-written file never replaces a good one)
-with its metadata free of this machine's folders (:func:`portable_path`, which the eval
-reports use too)."""
+"""Checkpoint and weights files of the models: find a run's file (:data:`CHECKPOINT` in a run
+directory), store float tensors as float16, write a weights file atomically (a half-written file
+never replaces a good one) with its metadata free of this machine's folders
+(:func:`portable_path`, which the eval reports use too), and hash a file (:func:`file_sha256`,
+how a generator records the predictor it was fitted on). The loaders sit beside their models
+(:func:`dibr_core.models.predictor.load_predictor`, ...), the writers in the training commands."""
 from __future__ import annotations
 
-from pathlib import Path
+import functools
+import hashlib
 import os
+from pathlib import Path
 from typing import Any, Dict, Union
 
 import torch
 
-__all__ = ["run_file", "half_floats", "portable_path", "portable_meta", "save_weights"]
+__all__ = ["CHECKPOINT", "run_file", "half_floats", "portable_path", "portable_meta", "save_weights", "file_sha256"]
+
+CHECKPOINT = "checkpoint.pt"      # a training run's checkpoint, inside its run directory
 
 
 def run_file(run: Union[str, Path], name: str) -> Path:
@@ -59,3 +65,16 @@ def save_weights(obj: Any, out: Union[str, Path]) -> Path:
     torch.save(obj, tmp)
     tmp.replace(dst)
     return dst
+
+
+def file_sha256(path: Union[str, Path]) -> str:
+    """SHA-256 of a file (how a generator records the predictor it was fitted on), computed once
+    per file version (path, size, modification time)."""
+    p = Path(path).resolve()
+    st = p.stat()
+    return _sha256_of(str(p), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -6,12 +6,15 @@ reported as the *classifier* Fréchet / kernel distances, never as FID / KID.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from pathlib import Path
+from typing import Sequence, Union
 
 import torch
 from torch import nn
 
-__all__ = ["Classifier"]
+from dibr_core.models.checkpoints import CHECKPOINT, run_file
+
+__all__ = ["Classifier", "load_classifier"]
 
 
 class Classifier(nn.Module):
@@ -50,3 +53,11 @@ class Classifier(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.head(self.features(images))
         return out
+
+
+def load_classifier(path: Union[str, Path]) -> Classifier:
+    """A :class:`Classifier` (eval mode, float32) from a run directory, checkpoint or weights file."""
+    state = torch.load(run_file(path, CHECKPOINT), map_location="cpu", weights_only=False)
+    model = Classifier(state["categories"])
+    model.load_state_dict(state["model"])
+    return model.float().eval()

@@ -15,8 +15,6 @@ the repair cannot clear is redrawn.
 """
 from __future__ import annotations
 
-import functools
-import hashlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
@@ -27,20 +25,7 @@ from torch import nn
 from dibr_core.mesh_repair import untangle
 from dibr_core.models.predictor import Predictor, PredictorOutput
 
-__all__ = ["Generator", "load_generator", "file_sha256"]
-
-
-def file_sha256(path: Union[str, Path]) -> str:
-    """SHA-256 of a file (how a generator records the predictor it was fitted on), computed once
-    per file version (path, size, modification time)."""
-    p = Path(path).resolve()
-    st = p.stat()
-    return _sha256_of(str(p), st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=8)
-def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+__all__ = ["Generator", "load_generator"]
 
 
 def _redraw_seed(seed: int, index: int, attempt: int) -> int:

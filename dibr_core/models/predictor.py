@@ -15,16 +15,18 @@ Shape and colour are predicted in the canonical object frame; the camera is give
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import List, Optional, Tuple
+from pathlib import Path
+from typing import List, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
 from dibr_core.mesh import icosphere
 from dibr_core.mesh_repair import untangle
+from dibr_core.models.checkpoints import CHECKPOINT, run_file
 from dibr_core.texture import sample_texture
 
-__all__ = ["Predictor", "PredictorOutput", "TEMPLATE_LEVEL", "repair_output"]
+__all__ = ["Predictor", "PredictorOutput", "TEMPLATE_LEVEL", "repair_output", "load_predictor"]
 
 TEMPLATE_LEVEL = 3  # 642 vertices, 1280 faces (the DIB-R template)
 
@@ -193,3 +195,12 @@ def repair_output(out: PredictorOutput, faces: torch.Tensor) -> PredictorOutput:
     An inference step: a repaired mesh carries no gradient (train on the raw decoder output)."""
     verts = torch.stack([untangle(v, faces)[0] for v in out.vertices]) if out.vertices.shape[0] else out.vertices
     return replace(out, vertices=verts)
+
+
+def load_predictor(path: Union[str, Path], map_location: str = "cpu") -> Predictor:
+    """Rebuild a trained :class:`Predictor` (eval mode) from a run's ``checkpoint.pt`` (or its run
+    dir), or from a weights file written by ``python -m dibr_core.train predictor --export``."""
+    state = torch.load(run_file(path, CHECKPOINT), map_location=map_location, weights_only=False)
+    model = Predictor(**state.get("model_config", {}))
+    model.load_state_dict(state["model"])      # float16 weights files are cast to float32 here
+    return model.eval()

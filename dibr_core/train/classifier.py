@@ -7,9 +7,9 @@ reports its accuracy on the held-out split.
 
 Usage::
 
-    python -m dibr_core.train_classifier --data DIR --out RUN_DIR [--steps 1500 --batch 64 --lr 1e-3
+    python -m dibr_core.train classifier --data DIR --out RUN_DIR [--steps 1500 --batch 64 --lr 1e-3
         --threads T --seed S --resume]
-    python -m dibr_core.train_classifier --export RUN_DIR --out dibr_core/weights/classifier.pt
+    python -m dibr_core.train classifier --export RUN_DIR --out dibr_core/weights/classifier.pt
 
 ``RUN_DIR`` receives ``checkpoint.pt`` (every ``--ckpt-every`` steps and at the end) and
 ``metrics.csv``.
@@ -28,15 +28,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dibr_core.data.loaders import ViewDataset
 from dibr_core.data.shapes import CATEGORIES
+from dibr_core.models.checkpoints import CHECKPOINT, half_floats, run_file, save_weights
 from dibr_core.models.classifier import Classifier
-from dibr_core.train_predictor import ViewDataset
-from dibr_core.weights_io import half_floats, run_file, save_weights
 
-__all__ = ["labelled_split", "train_classifier", "evaluate_accuracy", "load_classifier", "export_classifier",
-           "main"]
-
-CHECKPOINT = "checkpoint.pt"
+__all__ = ["labelled_split", "train_classifier", "evaluate_accuracy", "export_classifier", "main"]
 
 
 def labelled_split(root: Union[str, Path], split: str) -> Tuple[np.ndarray, np.ndarray]:
@@ -161,17 +158,6 @@ def train_classifier(data: Union[str, Path], out: Union[str, Path], steps: int =
         torch.set_num_threads(old)
 
 
-def load_classifier(path: Union[str, Path]) -> Classifier:
-    """A :class:`Classifier` (eval mode, float32) from a run directory, checkpoint or weights file."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / CHECKPOINT
-    state = torch.load(p, map_location="cpu", weights_only=False)
-    model = Classifier(state["categories"])
-    model.load_state_dict(state["model"])
-    return model.float().eval()
-
-
 def export_classifier(run: Union[str, Path], out: Union[str, Path], meta: Optional[Dict[str, object]] = None) -> Path:
     """Write a run's classifier as a small float16 weights file (with ``meta``)."""
     state = torch.load(run_file(run, CHECKPOINT), map_location="cpu", weights_only=False)
@@ -180,7 +166,7 @@ def export_classifier(run: Union[str, Path], out: Union[str, Path], meta: Option
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m dibr_core.train_classifier", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m dibr_core.train classifier", description=__doc__.split("\n")[0])
     p.add_argument("--data", help="dataset root (see dibr_core.data); required unless --export")
     p.add_argument("--out", required=True, help="run directory, or with --export the weights file")
     p.add_argument("--export", metavar="RUN_DIR", default=None)

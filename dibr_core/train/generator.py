@@ -6,13 +6,13 @@ rank-``k`` latent Gaussian to its codes. Stage 3 (``--distill-epochs``, 0 skips 
 the decoder's offset head towards its own repaired samples (:func:`distill_repair`), so that
 fewer samples fold a thin part through itself. Then write ``generator.pt`` into the run directory.
 The predictor itself was trained through DIB-R renders only (``python -m
-dibr_core.train_predictor``), so the generator, too, never sees 3D supervision.
+dibr_core.train predictor``), so the generator, too, never sees 3D supervision.
 
 Usage::
 
-    python -m dibr_core.train_generator --predictor dibr_core/weights/predictor.pt --data DIR --out RUN_DIR
+    python -m dibr_core.train generator --predictor dibr_core/weights/predictor.pt --data DIR --out RUN_DIR
         [--rank 32 --views 8 --distill-epochs 10 --threads T --resume]
-    python -m dibr_core.train_generator --export RUN_DIR --out dibr_core/weights/generator.pt
+    python -m dibr_core.train generator --export RUN_DIR --out dibr_core/weights/generator.pt
 
 ``RUN_DIR`` receives ``codes.pt`` (the codes of the categories done so far; ``--resume`` skips
 them) and ``generator.pt`` (float32).
@@ -29,9 +29,9 @@ import numpy as np
 import torch
 
 from dibr_core.data.shapes import CATEGORIES
-from dibr_core.models.generator import Generator, file_sha256
-from dibr_core.models.predictor import Predictor
-from dibr_core.weights_io import half_floats, run_file, save_weights
+from dibr_core.models.checkpoints import file_sha256, half_floats, run_file, save_weights
+from dibr_core.models.generator import Generator
+from dibr_core.models.predictor import Predictor, load_predictor
 
 __all__ = ["encode_split", "fit_generator", "distill_repair", "export_generator", "main"]
 
@@ -47,9 +47,8 @@ def encode_split(predictor_path: Union[str, Path], data: Union[str, Path], out: 
     ``model``: the predictor loaded from ``predictor_path`` already (else it is loaded here)."""
     from tqdm import tqdm
 
-    from dibr_core.eval import list_items
     from dibr_core.data.dataset import load_item
-    from dibr_core.train_predictor import load_predictor
+    from dibr_core.data.loaders import list_items
 
     run = Path(out)
     run.mkdir(parents=True, exist_ok=True)
@@ -92,8 +91,6 @@ def fit_generator(predictor_path: Union[str, Path], data: Union[str, Path], out:
                   distill_per_category: int = 300) -> Path:
     """All stages (the third, :func:`distill_repair`, unless ``distill_epochs`` is 0); returns the
     path of ``out/generator.pt``."""
-    from dibr_core.train_predictor import load_predictor
-
     t0 = time.perf_counter()
     predictor = load_predictor(predictor_path).float()
     codes = encode_split(predictor_path, data, out, views, resume=resume, progress=progress, model=predictor)
@@ -190,7 +187,7 @@ def export_generator(run: Union[str, Path], out: Union[str, Path]) -> Path:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m dibr_core.train_generator", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m dibr_core.train generator", description=__doc__.split("\n")[0])
     p.add_argument("--predictor", help="trained predictor (weights file, checkpoint or run dir)")
     p.add_argument("--data", help="dataset root (see dibr_core.data)")
     p.add_argument("--out", required=True, help="run directory, or with --export the weights file")

@@ -24,11 +24,11 @@ appended, so a resumed run continues it); ``loss.png`` (loss curve of the whole 
 
 Usage::
 
-    python -m dibr_core.train_predictor --data DIR --out RUN_DIR [--split train --steps N --batch B
+    python -m dibr_core.train predictor --data DIR --out RUN_DIR [--split train --steps N --batch B
         --views 2 --lr 1e-4 --resume --threads T --seed S --log-every K --ckpt-every K
         --texture-size T --stream --schedule cosine --warmup 200 --clip 1.0]
 
-    torchrun --nproc_per_node 2 -m dibr_core.train_predictor ...   # DDP: gloo on CPU, nccl on GPU
+    torchrun --nproc_per_node 2 -m dibr_core.train predictor ...   # DDP: gloo on CPU, nccl on GPU
 
 
 On a shared 2-core machine use ``--threads 1``: with 2 threads and another busy process, a step
@@ -49,15 +49,14 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from dibr_core.data.dataset import FOV_Y_DEG, load_item
-from dibr_core.camera import Camera
+from dibr_core.data.dataset import make_camera
+from dibr_core.data.loaders import ViewDataset
 from dibr_core.losses import flatten_loss, iou_loss, laplacian_loss, masked_l1, silhouette_iou
+from dibr_core.models.checkpoints import CHECKPOINT, half_floats, run_file, save_weights
 from dibr_core.models.predictor import Predictor
 from dibr_core.render import Meshes, RenderSettings, render
-from dibr_core.weights_io import half_floats, run_file, save_weights
 
-__all__ = ["W_IOU", "W_COL", "W_LAP", "W_FLAT", "ViewDataset", "multiview_step_losses", "train", "main",
-           "load_predictor", "export_weights", "make_cameras", "lr_at",
+__all__ = ["W_IOU", "W_COL", "W_LAP", "W_FLAT", "multiview_step_losses", "train", "main", "export_weights", "lr_at",
            "METRIC_FIELDS"]
 
 W_IOU = 1.0
@@ -65,80 +64,6 @@ W_COL = 3.0
 W_LAP = 0.01 * 642      # [REIMPL] 0.01 * mean(...) * 3P  ==  0.01 * P * laplacian_loss
 W_FLAT = 0.001 * 1920   # [REIMPL] 0.001 * mean(...) * E  ==  0.001 * E * flatten_loss
 METRIC_FIELDS = ["step", "loss", "iou_loss", "color_l1", "lap", "flat", "iou", "seconds_per_step", "wall"]
-CHECKPOINT = "checkpoint.pt"
-
-
-class ViewDataset:
-    """The ``.npz`` items of one split, sampled as (objects x views) batches.
-
-    Args:
-        root: dataset root (``<root>/<split>/<category>/<index>.npz``, see
-            :mod:`dibr_core.data.dataset`), or a directory holding ``.npz`` files directly.
-        split: split sub-directory (ignored when ``root/split`` does not exist).
-        in_memory: hold every item's images in RAM (uint8: 24 x 64 x 64 x 4 = 393 KB per
-            object, so about 2.5 GB for 6,500 objects); False re-reads the sampled items'
-            ``.npz`` files at every step (slower, constant memory).
-
-    Attributes:
-        paths: the N files, sorted; image_size: S; n_views: K views per item;
-        images: (N, K, S, S, 4) uint8 RGBA and views: (N, K, 4, 4) float32 world -> camera
-        (only when ``in_memory``, else None).
-    """
-
-    def __init__(self, root: Union[str, Path], split: str = "train", in_memory: bool = True) -> None:
-        base = Path(root) / split if (Path(root) / split).is_dir() else Path(root)
-        self.paths: List[Path] = sorted(p for p in base.rglob("*.npz") if not p.name.endswith(".tmp.npz"))
-        if not self.paths:
-            raise FileNotFoundError(f"ViewDataset(): no .npz files under {base}")
-        self.images: Optional[np.ndarray] = None
-        self.views: Optional[np.ndarray] = None
-        first = self._load(0)
-        self.image_size = int(first[0].shape[1])
-        self.n_views = int(first[0].shape[0])
-        if in_memory:
-            items = [first] + [self._load(i) for i in range(1, len(self.paths))]
-            shapes = {im.shape for im, _ in items}
-            if len(shapes) != 1:
-                raise ValueError(f"ViewDataset(): items have different image shapes {shapes}")
-            self.images = np.stack([im for im, _ in items])
-            self.views = np.stack([v for _, v in items])
-
-    def _load(self, i: int) -> Tuple[np.ndarray, np.ndarray]:
-        """Item i -> images (K, S, S, 4) uint8, views (K, 4, 4) float32."""
-        it = load_item(self.paths[i])
-        fov = float(it.get("fov_y_deg", FOV_Y_DEG))
-        if abs(fov - FOV_Y_DEG) > 1e-4:
-            raise ValueError(f"ViewDataset(): {self.paths[i]} has fov_y_deg {fov}, expected {FOV_Y_DEG}")
-        return it["images"], it["views"].astype(np.float32)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def sample(self, rng: np.random.Generator, batch: int, views: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Sample ``batch`` objects (without replacement when possible) and ``views`` distinct views each.
-
-        Returns:
-            images (batch, views, 4, S, S) float32 RGBA in [0, 1] (channels first);
-            view matrices (batch, views, 4, 4) float32.
-        """
-        if views > self.n_views:
-            raise ValueError(f"sample(): views={views} but items have only {self.n_views}")
-        objs = rng.choice(len(self), size=batch, replace=batch > len(self))
-        vids = np.stack([rng.choice(self.n_views, size=views, replace=False) for _ in range(batch)])
-        if self.images is not None and self.views is not None:
-            ims = self.images[objs[:, None], vids]                   # (B, V, S, S, 4)
-            vm = self.views[objs[:, None], vids]                     # (B, V, 4, 4)
-        else:
-            loaded = [self._load(int(o)) for o in objs]
-            ims = np.stack([im[v] for (im, _), v in zip(loaded, vids)])
-            vm = np.stack([vw[v] for (_, vw), v in zip(loaded, vids)])
-        im_t = torch.from_numpy(ims).float().div_(255.0).permute(0, 1, 4, 2, 3).contiguous()
-        return im_t, torch.from_numpy(np.ascontiguousarray(vm))
-
-
-def make_cameras(views: torch.Tensor) -> Camera:
-    """Dataset cameras (30-degree perspective, as rendered) for (N, 4, 4) view matrices."""
-    return Camera.perspective(views, math.radians(FOV_Y_DEG), 1.0, near=0.1, far=100.0)
 
 
 def multiview_step_losses(model: Predictor, images: torch.Tensor, views: torch.Tensor,
@@ -172,7 +97,7 @@ def multiview_step_losses(model: Predictor, images: torch.Tensor, views: torch.T
         T = out.texture.shape[-1]
         tex = out.texture.view(B, V, 1, 3, T, T).expand(B, V, V, 3, T, T).reshape(B * V * V, 3, T, T).contiguous()
     st = settings or RenderSettings(height=S, width=S, perspective_correct=tex is not None)
-    r = render(Meshes(verts.contiguous(), model.faces), make_cameras(cam_v.contiguous()),
+    r = render(Meshes(verts.contiguous(), model.faces), make_camera(cam_v.contiguous()),
                colors=cols.contiguous(), face_uvs=model.face_uvs if tex is not None else None, texture=tex,
                lighting=None, settings=st)
     gt_rgb, gt_a = gt[..., :3].contiguous(), gt[..., 3].contiguous()
@@ -204,21 +129,10 @@ def _save_checkpoint(path: Path, model: Predictor, opt: torch.optim.Optimizer, s
     tmp.replace(path)
 
 
-def load_predictor(path: Union[str, Path], map_location: str = "cpu") -> Predictor:
-    """Rebuild a trained :class:`Predictor` (eval mode) from a run's ``checkpoint.pt`` (or its run dir)."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / CHECKPOINT
-    state = torch.load(p, map_location=map_location, weights_only=False)
-    model = Predictor(**state.get("model_config", {}))
-    model.load_state_dict(state["model"])      # float16 weights files are cast to float32 here
-    return model.eval()
-
-
 def export_weights(checkpoint: Union[str, Path], out: Union[str, Path], half: bool = True,
                    meta: Optional[Dict[str, object]] = None) -> Path:
     """Write a run's model (no optimizer or RNG state) as a small weights file that
-    :func:`load_predictor` reads: float tensors in float16 when ``half``, plus ``meta`` (the
+    :func:`dibr_core.models.predictor.load_predictor` reads: float tensors in float16 when ``half``, plus ``meta`` (the
     training arguments and step are always included)."""
     state = torch.load(run_file(checkpoint, CHECKPOINT), map_location="cpu", weights_only=False)
     weights = half_floats(state["model"]) if half else state["model"]
@@ -433,7 +347,7 @@ def _checkpoint(path: Path, model: Predictor, opt: torch.optim.Optimizer, step: 
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m dibr_core.train_predictor", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m dibr_core.train predictor", description=__doc__.split("\n")[0])
     p.add_argument("--data", help="dataset root (see dibr_core.data); required unless --export")
     p.add_argument("--out", required=True, help="run directory (checkpoint, metrics.csv, loss.png), or with "
                    "--export the weights file to write")
