@@ -10,6 +10,8 @@ no import cycle between modules. To add a rule, add a :class:`Rule` to ``RULES``
 from __future__ import annotations
 
 import ast
+import importlib.util
+import sys
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -196,6 +198,25 @@ def test_every_module_is_in_a_layer_and_imports_point_down(graph: Graph) -> None
 
 def test_no_import_cycles(graph: Graph) -> None:
     assert cycles(graph) == []
+
+
+def test_the_blender_wheel_holds_everything_the_extension_imports(graph: Graph) -> None:
+    """tools/package.py leaves dibr_core's train/ and eval/ out of the extension's wheel: every
+    dibr_core module imported by a shipped module or by dibr_blender must be shipped too."""
+    spec = importlib.util.spec_from_file_location("dibr_tools_package_layering", ROOT / "tools" / "package.py")
+    assert spec is not None and spec.loader is not None
+    tool = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = tool
+    spec.loader.exec_module(tool)
+    files = module_files()
+    shipped = {m for m, p in files.items() if "dibr_core/" + p.relative_to(ROOT / "dibr_core").as_posix()
+               in {name for name, _ in tool._core_files()}}
+    assert "dibr_core.inference" in shipped and "dibr_core.models.predictor" in shipped
+    assert not any(m.startswith(("dibr_core.train", "dibr_core.eval")) for m in shipped)
+    blender = import_graph(("dibr_blender",))
+    needed = {d for m in shipped for d in graph[m]} | {d for ds in blender.values() for d in ds}
+    missing = sorted(d for d in needed if d in graph and d not in shipped)
+    assert missing == []
 
 
 def test_the_checker_reports_what_it_should() -> None:

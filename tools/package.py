@@ -284,8 +284,15 @@ def dependency_wheels(plat: Platform, torch_version: str, refresh: bool = False)
 # ----------------------------------------------------------------------------- the dibr_core wheel
 
 
+# Subpackages of dibr_core the extension never imports: the training and evaluation commands
+# (docs/architecture.md: only entry points import them; tests/test_layering.py checks that what
+# the wheel ships and what dibr_blender imports never needs them).
+CORE_LEFT_OUT = ("train", "eval")
+
+
 def _core_files() -> Iterable[Tuple[str, Path]]:
-    """(archive name, file) of every file of the dibr_core package except build outputs and caches.
+    """(archive name, file) of every file of the dibr_core package except build outputs, caches
+    and the subpackages of :data:`CORE_LEFT_OUT`.
 
     Python modules, kernel sources (csrc/, hashed by _ext.source_hash at run time, so all of them
     go in) and data such as weights/ when present.
@@ -297,6 +304,8 @@ def _core_files() -> Iterable[Tuple[str, Path]]:
         parts = rel.parts
         if parts[0].startswith("_build"):
             continue  # build trees (kernels are added explicitly)
+        if len(parts) > 1 and parts[0] in CORE_LEFT_OUT:
+            continue
         if any(p == "__pycache__" or p.startswith(".") for p in parts):
             continue
         if path.suffix in (".pyc", ".pyo", ".so", ".pyd", ".o", ".obj", ".dylib"):
