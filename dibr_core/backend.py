@@ -103,7 +103,7 @@ def resolve(fn: str, backend: str, device: torch.device) -> str:
 
 def resolve_cpu_op(fn: str, backend: str) -> str:
     """``"cpu"`` or ``"reference"`` for an op that has C++ kernels but no CUDA kernel (the mesh
-    queries of :mod:`dibr_core.mesh_repair`, which run on the CPU whatever the input's device)."""
+    queries of :mod:`dibr_core.mesh_queries`, which run on the CPU whatever the input's device)."""
     if backend == "cuda":
         raise ValueError(f"{fn}(): there is no CUDA kernel for this op; backend must be 'auto', 'cpu' or 'reference'")
     return resolve(fn, backend, torch.device("cpu"))

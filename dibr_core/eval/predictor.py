@@ -15,9 +15,9 @@ conventions of :mod:`dibr_core.eval.metrics3d`):
   frame: the predictor predicts in that frame (its meshes are rendered with the dataset's own
   view matrices during training), so no re-centring or re-scaling is applied.
 * ``fscore@0.01`` / ``fscore@0.02`` (and ``chamfer``): ``--points`` area samples
-  (:func:`~dibr_core.eval.metrics3d.sample_surface`) of the predicted mesh against the GT points, both
-  mapped by :func:`~dibr_core.eval.metrics3d.normalize_unit_diagonal` with the *GT mesh's* bounding
-  box (= the union's), Euclidean thresholds. GT points (``--gt-points``): by default the item's
+  (:func:`~dibr_core.eval.metrics3d.sample_surface`) of the predicted mesh against the GT
+  points, both mapped by :func:`~dibr_core.eval.metrics3d.normalize_unit_diagonal` with the
+  *GT mesh's* bounding box (= the union's), Euclidean thresholds. GT points (``--gt-points``): by default the item's
   stored ``surface_points`` (2048 samples of the union's outer surface); ``mesh`` samples the
   stored GT mesh instead, whose overlapping parts keep their interior faces (about half of its
   area), which a predictor of the outer surface cannot match. The sampling RNG is seeded per
