@@ -1,8 +1,8 @@
 // CPU mesh queries used to find and repair self-intersections: generalised winding numbers at
 // query points, the first hit along rays, and the pairs of faces that intersect other than at
 // a shared corner. The
-// Python reference twins are dibr_core.gen_metrics.winding_numbers and
-// dibr_core.mesh_repair's torch path; the decisions follow the same formulas in the same order.
+// Python reference twins are in dibr_core/reference/mesh_queries.py (dispatch in
+// dibr_core/mesh_queries.py); the decisions follow the same formulas in the same order.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
