@@ -5,7 +5,9 @@ dibr_core's layers, bottom to top: the library, then models and data, then train
 evaluation, then the entry points. A module imports only its own layer or the layers below; no
 module imports an entry point; training and evaluation do not import each other; and there is
 no import cycle between modules. To add a rule, add a :class:`Rule` to ``RULES`` (or a layer to
-``LAYERS``); the checker and its self-tests below need no change.
+``LAYERS``); the checker and its self-tests below need no change. Checking another package (such
+as dibr_blender, whose ``jobs/`` must not import ``bpy`` or ``scene/``) means naming it in
+``PACKAGES`` and giving its modules layers (above dibr_core's) or rules.
 """
 from __future__ import annotations
 
@@ -50,15 +52,18 @@ def _tree(pkg: str) -> Tuple[str, str]:
     return pkg, pkg + ".*"
 
 
+ENTRY_POINTS = ("dibr_core.bench", "dibr_core.demo", "dibr_core.*.__main__")
+
 # Top first. The library is the catch-all, so a new top-level module starts there.
 LAYERS: List[Layer] = [
-    Layer("entry points", ("dibr_core.bench", "dibr_core.demo", "dibr_core.*.__main__"), peers=False),
+    Layer("entry points", ENTRY_POINTS, peers=False),
     Layer("training and evaluation", _tree("dibr_core.train") + _tree("dibr_core.eval")),
     Layer("models and data", _tree("dibr_core.models") + _tree("dibr_core.data") + ("dibr_core.inference",)),
     Layer("library", _tree("dibr_core")),
 ]
 
 RULES: List[Rule] = [
+    Rule("no module imports an entry point", ("*",), ENTRY_POINTS),
     Rule("training does not import evaluation", _tree("dibr_core.train"), _tree("dibr_core.eval")),
     Rule("evaluation does not import training", _tree("dibr_core.eval"), _tree("dibr_core.train")),
     Rule("only dibr_blender imports bpy", _tree("dibr_core"), _tree("bpy")),
@@ -122,7 +127,8 @@ def import_graph(packages: Sequence[str] = PACKAGES) -> Graph:
 
 
 def violations(graph: Graph, layers: Sequence[Layer] = LAYERS, rules: Sequence[Rule] = RULES) -> List[str]:
-    """One line per import that breaks the layering or a rule, or per module outside every layer."""
+    """One line per import that breaks the layering or a rule (the first reason found), and one per
+    module outside every layer."""
     out: List[str] = []
     for mod in sorted(graph):
         here = layer_of(mod, layers)
@@ -134,9 +140,10 @@ def violations(graph: Graph, layers: Sequence[Layer] = LAYERS, rules: Sequence[R
             if there is not None and (there > here or (there == here and not layers[len(layers) - 1 - here].peers)):
                 out.append(f"{mod} ({layers[len(layers) - 1 - here].name}) imports {dep} "
                            f"({layers[len(layers) - 1 - there].name})")
-            for rule in rules:
-                if _matches(mod, rule.importers) and _matches(dep, rule.forbidden):
-                    out.append(f"{mod} imports {dep}: {rule.why}")
+                continue
+            broken = [r for r in rules if _matches(mod, r.importers) and _matches(dep, r.forbidden)]
+            if broken:
+                out.append(f"{mod} imports {dep}: {broken[0].why}")
     return out
 
 
@@ -229,6 +236,7 @@ def test_the_checker_reports_what_it_should() -> None:
         "dibr_core.bench": {"dibr_core.demo"},                              # entry point -> entry point
         "dibr_core.demo": {"bpy"},
         "dibr_core.mesh": set(),
+        "dibr_blender.ui": {"dibr_core.bench"},                             # outside the layers' order
     }
     found = violations(fake)
     assert any(v.startswith("dibr_core.render (library) imports dibr_core.models.predictor") for v in found)
@@ -238,6 +246,11 @@ def test_the_checker_reports_what_it_should() -> None:
                for v in found)
     assert any(v.startswith("dibr_core.bench (entry points) imports dibr_core.demo") for v in found)
     assert any("only dibr_blender imports bpy" in v for v in found)
-    assert len(found) == 6
+    assert "dibr_blender.ui: in no layer (add it to LAYERS)" in found
+    assert len(found) == 7
+    # A layer above the entry points may not import them either (the rule, not the order, says so).
+    above = violations(fake, [Layer("blender", ("dibr_blender.*",))] + LAYERS)
+    assert sorted(above) == sorted([v for v in found if not v.startswith("dibr_blender.ui")]
+                                   + ["dibr_blender.ui imports dibr_core.bench: no module imports an entry point"])
     assert cycles(fake) == [["dibr_core.models.predictor", "dibr_core.render", "dibr_core.train.predictor"]]
     assert cycles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
