@@ -16,6 +16,8 @@ pipeline's per-item call uses them):
              the repair of inside-out pockets), cycling through the 13 categories
   Both include mesh_repair's queries: backend ``cpu`` runs them in the C++ kernels,
   ``reference`` in torch.
+  remesh     one remesh round (dibr_core.remesh, numpy, so measured once, on the reference row)
+             of a 5120-face icosphere jittered by 0.2 edge lengths, at its own edge length
 Passes: ``forward`` (projection, rasterize, soft mask, interpolated RGB) and ``backward``
 (the same plus the backward of an L2 loss to the vertices and the vertex colours).
 Each (workload, backend) runs in its own process so the reported peak memory is its own.
@@ -44,7 +46,7 @@ WORKLOADS: Dict[str, Tuple[int, int, int]] = {
     "huge": (1, 8, 1024),
 }
 GPU_ONLY = {"huge"}
-MODEL_WORKLOADS = ("inference", "generate")
+MODEL_WORKLOADS = ("inference", "generate", "remesh")
 
 
 def _cpu_model() -> str:
@@ -82,6 +84,20 @@ def make_model_case(workload: str) -> Callable[[bool], None]:
             gen.sample(gen.categories[counter[0] % len(gen.categories)], 1, seed=counter[0])
 
         return run_generate
+    if workload == "remesh":
+        from dibr_core.mesh import icosphere, mesh_edges
+        from dibr_core.remesh import remesh
+
+        v, f, _ = icosphere(4, dtype=torch.float64)
+        e = mesh_edges(f)
+        length = float((v[e[:, 0]] - v[e[:, 1]]).norm(dim=1).mean())
+        jittered = v + 0.2 * length * torch.randn(v.shape, generator=torch.Generator().manual_seed(0),
+                                                  dtype=torch.float64)
+
+        def run_remesh(backward: bool) -> None:
+            remesh(jittered, f, length, iterations=1)
+
+        return run_remesh
     raise ValueError(f"make_model_case(): unknown workload {workload!r}")
 
 
@@ -216,6 +232,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 skip = "GPU-only workload"
             elif w in MODEL_WORKLOADS and b == "cuda":
                 skip = "model workloads run on the CPU (reference: torch mesh queries; cpu: the C++ ones)"
+            elif w == "remesh" and b != "reference":
+                skip = "remesh is numpy code: measured once, on the reference row"
             elif b == "cpu" and not info.cpu_kernels:
                 skip = "C++ kernels unavailable: " + info.reason
             if skip:

@@ -458,12 +458,12 @@ def _split_pass(s: _State) -> int:
     s.X = np.concatenate([s.X, 0.5 * (s.X[a[chosen]] + s.X[b[chosen]])])
     s.A = np.concatenate([s.A, 0.5 * (s.A[a[chosen]] + s.A[b[chosen]])])
     h = topo.he[chosen].reshape(-1)                               # both half-edges of each edge
-    m = np.repeat(mid, 2)
+    vm = np.repeat(mid, 2)
     f, k = h // 3, h % 3
     va, vb, vc = s.F[f, k], s.F[f, (k + 1) % 3], s.F[f, (k + 2) % 3]
     F = s.F.copy()
-    F[f] = np.stack([va, m, vc], axis=1)
-    s.F = np.concatenate([F, np.stack([m, vb, vc], axis=1)])
+    F[f] = np.stack([va, vm, vc], axis=1)
+    s.F = np.concatenate([F, np.stack([vm, vb, vc], axis=1)])
     s.splits += n
     return n
 
@@ -589,8 +589,8 @@ def _relax(s: _State, step: float) -> None:
     src = F.reshape(-1)
     dst = F[:, [1, 2, 0]].reshape(-1)
     deg = np.bincount(src, minlength=nv).astype(np.float64)
-    centroid = np.stack([np.bincount(src, weights=X[dst, k], minlength=nv) for k in range(3)], axis=1)
-    centroid /= np.maximum(deg, 1.0)[:, None]
+    centroid: NDArray = np.stack([np.bincount(src, weights=X[dst, k], minlength=nv) for k in range(3)], axis=1)
+    centroid = centroid / np.maximum(deg, 1.0)[:, None]
     fn = _tri_normals(X, F)
     normal = np.zeros_like(X)
     for k in range(3):
