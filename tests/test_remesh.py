@@ -190,6 +190,23 @@ def test_face_budget_below_what_the_genus_allows_is_an_error() -> None:
         remesh(v, f, 0.1, max_faces=8)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_crumpled_meshes_with_uneven_targets_stay_closed_manifolds(seed: int) -> None:
+    """Fit-like input: a sphere or torus crumpled by noise (faces folded over, self-intersecting)
+    and a per-vertex target varying by 6x."""
+    g = torch.Generator().manual_seed(seed)
+    v, f = icosphere(2, dtype=torch.float64)[:2] if seed % 2 == 0 else _torus(16, 8)
+    before = check_closed_manifold(f, v.shape[0])
+    L = float(_edge_lengths(v, f).mean())
+    v = v + 0.6 * L * torch.randn(v.shape, generator=g, dtype=torch.float64)
+    target = L * (0.3 + 1.5 * torch.rand(v.shape[0], generator=g, dtype=torch.float64))
+    r = remesh(v, f, target, iterations=2)
+    after = check_closed_manifold(r.faces, r.vertices.shape[0])
+    assert after.ok, after.problems()
+    assert after.genus == before.genus
+    assert bool(torch.isfinite(r.vertices).all())
+
+
 # ---------------------------------------------------------------------------------------------
 # remesh: attributes, geometry, quality, determinism
 # ---------------------------------------------------------------------------------------------
@@ -213,6 +230,32 @@ def test_attributes_follow_splits_and_collapses() -> None:
     assert rows.numel() > 0
     torch.testing.assert_close(r.attributes["block"][rows], block[cols], atol=0, rtol=0)
     torch.testing.assert_close(r.attributes["ident"][rows], ident[cols], atol=0, rtol=0)
+
+
+def test_adam_continues_after_a_remesh_with_its_state_carried() -> None:
+    """The recipe of remesh's docstring: moments remapped, the step count kept."""
+    v, f, _ = icosphere(2, dtype=torch.float32)
+    x = torch.nn.Parameter(v.clone())
+    opt = torch.optim.Adam([x], lr=0.01)
+    for _ in range(3):
+        opt.zero_grad()
+        (x - 1.2 * v).pow(2).sum().backward()                  # grow the sphere
+        opt.step()
+    st = opt.state[x]
+    r = remesh(x.detach(), f, 0.1, attributes={"exp_avg": st["exp_avg"], "exp_avg_sq": st["exp_avg_sq"]})
+    assert r.faces.shape[0] > f.shape[0]
+    x2 = torch.nn.Parameter(r.vertices)
+    opt2 = torch.optim.Adam([x2], lr=0.01)
+    opt2.state[x2] = {"step": st["step"], "exp_avg": r.attributes["exp_avg"], "exp_avg_sq": r.attributes["exp_avg_sq"]}
+    # The moments of a radial pull stay radial (outward) at the new vertices.
+    radial = (r.attributes["exp_avg"] * r.vertices).sum(dim=1)
+    assert bool((radial < 0).all())                           # gradient of the loss points inward
+    opt2.zero_grad()
+    target = 1.2 * r.vertices / r.vertices.norm(dim=1, keepdim=True)
+    (x2 - target).pow(2).sum().backward()
+    opt2.step()
+    assert float(opt2.state[x2]["step"]) == 4.0
+    assert x2.shape == r.vertices.shape and bool(torch.isfinite(x2).all())
 
 
 @pytest.mark.parametrize("target", [0.1, 0.35])
