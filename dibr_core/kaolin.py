@@ -19,6 +19,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as tnf
 
+from dibr_core.camera import transform_points
 from dibr_core.checks import check_tensor
 from dibr_core.ops import interpolate
 from dibr_core.ops import rasterize as _rasterize
@@ -161,8 +162,8 @@ def generate_perspective_projection(fovyangle: float, ratio: float = 1.0, dtype:
 
 def rotate_translate_points(points: torch.Tensor, camera_rot: torch.Tensor, camera_trans: torch.Tensor) -> torch.Tensor:
     """``R (p - c)``: points (B, N, 3), rotations (B, 3, 3) whose rows are the camera axes,
-    camera centres (B, 3) -> (B, N, 3) camera-space points."""
-    return (points - camera_trans.view(-1, 1, 3)) @ camera_rot.transpose(1, 2)
+    camera centres (B, 3) -> (B, N, 3) camera-space points (elementwise, see ``transform_points``)."""
+    return transform_points(points - camera_trans.view(-1, 1, 3), camera_rot)
 
 
 def perspective_camera(points: torch.Tensor, camera_proj: torch.Tensor) -> torch.Tensor:
@@ -213,7 +214,8 @@ def prepare_vertices(
     else:
         if camera_rot is not None or camera_trans is not None:
             raise ValueError(f"{fn}(): camera_rot and camera_trans must be None when camera_transform is given")
-        vertices_camera = tnf.pad(vertices, (0, 1), value=1.0) @ camera_transform
+        check_tensor(fn, "camera_transform", camera_transform, (None, 4, 3), None, vertices.dtype, vertices.device)
+        vertices_camera = transform_points(vertices, camera_transform[:, :3].transpose(1, 2), camera_transform[:, 3])
     vertices_image = perspective_camera(vertices_camera, camera_proj)
     fvc = index_vertices_by_faces(vertices_camera, faces)
     fvi = index_vertices_by_faces(vertices_image, faces)

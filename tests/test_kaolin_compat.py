@@ -162,6 +162,7 @@ def test_tutorial_pipeline_gradients(backend: str) -> None:
         assert float(dk.mask_iou(soft2, t_sil)) < float(dk.mask_iou(soft.detach(), t_sil))
 
 
+@pytest.mark.float_sensitive
 def test_kaolin_api_agrees_with_render() -> None:
     """The same scene through dibr_core.kaolin and through render(): with the same culling the
     face index, soft mask and interpolated colours are equal."""
@@ -180,7 +181,9 @@ def test_kaolin_api_agrees_with_render() -> None:
     soft = dk.dibr_soft_mask(fvi, idx)
     assert int((idx >= 0).sum()) > 300
     assert torch.equal(idx, out.face_idx)
-    # float32: the two paths compute the NDC corners in a different order (R (p - c) vs view @ p).
+    # The two paths compute the NDC corners with different formulas (R (p - c) vs R p + t), both
+    # elementwise (dibr_core.camera.transform_points), so the face index is the same on every
+    # CPU; the corners differ by a few ulps, which sigmainv turns into < 1e-4 of soft mask.
     assert_close(soft, out.alpha, atol=1e-4, rtol=0, msg="soft mask")
     assert_close(feats, out.rgb, atol=1e-5, rtol=0, msg="colours")
 

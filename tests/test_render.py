@@ -53,13 +53,25 @@ def _all_outputs(out: RenderOutput) -> Dict[str, torch.Tensor]:
     return {k: getattr(out, k) for k in ("rgb", "alpha", "depth", "normals", "face_idx", "mask")}
 
 
-def _assert_outputs_equal(a: RenderOutput, b: RenderOutput, atol: float = 1e-6, msg: str = "") -> None:
+def _assert_outputs_equal(a: RenderOutput, b: RenderOutput, msg: str = "") -> None:
+    """Bit-for-bit equality of every output.
+
+    Exact equality is right here, not a tolerance: rendering a mesh alone or inside a (padded)
+    batch runs the same correctly rounded operations on the same numbers. The projection and
+    the lighting sums are elementwise, never a batched matmul or einsum (dibr_core.camera), the
+    C++ kernels work pixel by pixel, and the reference kernels loop over the batch (taking exp on
+    the same pixel blocks alone or batched). Any
+    difference, even in the last bit, means some step depends on the batch shape, which on
+    another CPU becomes a tolerance failure (sigmainv amplifies one ulp of a vertex position
+    to about 1e-5 in alpha). These tests are marked float_sensitive and rerun under other CPU
+    code paths by ``build.py test``.
+    """
     for k, va in _all_outputs(a).items():
         vb = getattr(b, k)
-        if k == "face_idx":
-            assert torch.equal(va, vb), f"{msg}: face_idx differs at {int((va != vb).sum())} pixels"
-        else:
-            assert_close(va, vb, atol=atol, rtol=0, msg=f"{msg}: {k}")
+        assert va.shape == vb.shape and va.dtype == vb.dtype, f"{msg}: {k} {va.shape} {va.dtype} vs {vb.shape} {vb.dtype}"
+        bad = va != vb
+        assert not bool(bad.any()), (f"{msg}: {k} differs at {int(bad.sum())} pixels, max abs diff "
+                                     f"{float((va.double() - vb.double()).abs().max()):.3g}")
 
 
 # =============================================================================================
@@ -160,7 +172,10 @@ def _write_golden(case: str, out: RenderOutput, backend: str) -> None:
         _PROVENANCE.format(backend=backend, torch=torch.__version__, date=date))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+# Golden images were written on one CPU; the cpu backend's renders are rerun under other code
+# paths (the reference backend's are too slow for that, and share the torch code around them).
+@pytest.mark.parametrize("backend", [pytest.param(b, marks=pytest.mark.float_sensitive) if b == "cpu" else b
+                                     for b in BACKENDS])
 @pytest.mark.parametrize("case", GOLDEN_CASES)
 def test_golden_images(case: str, backend: str) -> None:
     _need(backend)
@@ -207,6 +222,7 @@ def _batch_scene(dtype: torch.dtype = torch.float32) -> Tuple[torch.Tensor, torc
     return torch.stack([v1, v2]), f, torch.stack([vertex_colors(v1), vertex_colors(v2).flip(-1)])
 
 
+@pytest.mark.float_sensitive
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_batch_equals_individual_renders(backend: str) -> None:
     _need(backend)
@@ -230,6 +246,7 @@ def test_batch_equals_individual_renders(backend: str) -> None:
     assert not torch.equal(both.face_idx[0], both.face_idx[1])
 
 
+@pytest.mark.float_sensitive
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_from_list_with_different_sizes(backend: str) -> None:
     _need(backend)
@@ -251,6 +268,7 @@ def test_from_list_with_different_sizes(backend: str) -> None:
                               msg=f"mesh {b}")
 
 
+@pytest.mark.float_sensitive
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_per_mesh_faces(backend: str) -> None:
     _need(backend)
@@ -272,6 +290,7 @@ def test_per_mesh_faces(backend: str) -> None:
     assert torch.equal(perm[same.face_idx[0][covered]], one0.face_idx[0][covered])
 
 
+@pytest.mark.float_sensitive
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_one_camera_broadcast_to_batch(backend: str) -> None:
     _need(backend)
@@ -371,6 +390,7 @@ def test_backface_culling_from_inside_a_sphere(backend: str) -> None:
     assert float(off.rgb.min()) == 1.0  # white albedo, unlit
 
 
+@pytest.mark.float_sensitive
 @pytest.mark.parametrize("dtype", [torch.float32, F64])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_near_and_far_faces_are_culled_not_clipped(backend: str, dtype: torch.dtype) -> None:
@@ -404,7 +424,7 @@ def test_near_and_far_faces_are_culled_not_clipped(backend: str, dtype: torch.dt
     assert int(out.face_idx.max()) < F
     alone = render(Meshes(verts[:, :V], f), cam, colors=cols[:, :V], lighting=golden_lights("phong", dtype),
                    settings=s)
-    _assert_outputs_equal(out.detach(), alone, atol=1e-6, msg="sphere + culled faces vs sphere")
+    _assert_outputs_equal(out.detach(), alone, msg="sphere + culled faces vs sphere")
     # Without the near/far rules the 'beyond far' triangle would cover the whole background.
     inside_far = render(Meshes(extra_v[None, 9:] * torch.tensor([1.0, 1.0, 0.4], dtype=dtype),
                                torch.tensor([[0, 1, 2]])), cam, settings=s)
