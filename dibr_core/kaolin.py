@@ -128,15 +128,36 @@ def dibr_rasterization(
 
 
 def texture_mapping(texture_coordinates: torch.Tensor, texture_maps: torch.Tensor, mode: str = "nearest") -> torch.Tensor:
-    """Kaolin's ``texture_mapping``: UVs (B, H, W, 2) in [0, 1] (clamped; v = 0 at the bottom),
-    textures (B, C, h, w) -> (B, H, W, C), with ``grid_sample`` (``align_corners=False``)."""
+    """Kaolin's ``texture_mapping``: sample textures at UV coordinates, dense or sparse.
+
+    As in Kaolin: UVs are clamped to [0, 1] (v = 0 is the bottom row of the texture), texel
+    centres sit at ``(i + 0.5) / size`` (``grid_sample`` with ``align_corners=False``) and samples
+    beyond the outer texel centres take the edge texel (``padding_mode="border"``), so a
+    bilinear lookup at u = 0 gives the first texel, not half of it blended with black.
+
+    Args:
+        texture_coordinates: (B, H, W, 2) per-pixel UVs, or (B, N, 2) UVs of N points (any
+            (B, ..., 2)).
+        texture_maps: (B, C, h, w) float textures.
+        mode: ``"nearest"`` (Kaolin's default) or ``"bilinear"``.
+    Returns:
+        (B, H, W, C) or (B, N, C): the coordinates' shape with the last axis replaced by C.
+    """
     fn = "texture_mapping"
-    check_tensor(fn, "texture_coordinates", texture_coordinates, ("B", None, None, 2), None, "float")
-    check_tensor(fn, "texture_maps", texture_maps, (texture_coordinates.shape[0], None, None, None), None, "float")
-    uv = texture_coordinates.clamp(0.0, 1.0) * 2 - 1
-    grid = torch.stack([uv[..., 0], -uv[..., 1]], dim=-1)
-    out = tnf.grid_sample(texture_maps, grid, mode=mode, align_corners=False)
-    return out.permute(0, 2, 3, 1)
+    check_tensor(fn, "texture_maps", texture_maps, ("B", "C", "h", "w"), None, "float", nonempty=("C", "h", "w"))
+    uv = check_tensor(fn, "texture_coordinates", texture_coordinates, None, None, texture_maps.dtype,
+                      texture_maps.device)
+    B = int(texture_maps.shape[0])
+    if uv.dim() < 3 or uv.shape[0] != B or uv.shape[-1] != 2:
+        raise ValueError(f"{fn}(): texture_coordinates must have shape ({B}, H, W, 2) or ({B}, N, 2) to match "
+                         f"texture_maps {tuple(texture_maps.shape)}, got {tuple(uv.shape)}")
+    if mode not in ("nearest", "bilinear"):
+        raise ValueError(f"{fn}(): mode must be 'nearest' or 'bilinear', got {mode!r}")
+    flat = uv.reshape(B, -1, 1, 2).clamp(0.0, 1.0)
+    # [0, 1] UVs with v up -> grid_sample's [-1, 1] with y down.
+    grid = torch.cat([flat[..., :1] * 2 - 1, 1 - flat[..., 1:] * 2], dim=-1)
+    out = tnf.grid_sample(texture_maps, grid, mode=mode, padding_mode="border", align_corners=False)
+    return out[..., 0].transpose(1, 2).reshape(*uv.shape[:-1], texture_maps.shape[1])
 
 
 def spherical_harmonic_lighting(imnormal: torch.Tensor, lights: torch.Tensor) -> torch.Tensor:
