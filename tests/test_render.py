@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime
 import math
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Dict, List, Tuple
 
@@ -750,3 +751,30 @@ def test_assert_close_helper_reports_the_worst_element() -> None:
         assert_close(a, b.T, atol=1, rtol=0)
     with pytest.raises(AssertionError, match=r"NaN mismatch at index \(0, 0\)"):
         assert_close(torch.full((2, 3), float("nan")), a, atol=1, rtol=0)
+
+
+def test_render_settings_accept_numpy_ints_and_validate() -> None:
+    s = RenderSettings(np.int64(24), np.int32(16), knum=np.int64(5))
+    assert (s.height, s.width, s.knum) == (24, 16, 5) and type(s.height) is int and type(s.knum) is int
+    v, f = _small_mesh()
+    out = render(Meshes(v, f), scenes.default_camera(), settings=replace(s, backend="reference"))
+    assert out.rgb.shape == (1, 24, 16, 3)
+    with pytest.raises(ValueError, match=r"RenderSettings\(\): height must be an int >= 1, got 64\.0 \(float\)"):
+        RenderSettings(64.0, 64)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"RenderSettings\(\): width must be an int >= 1, got 0 \(int\)"):
+        RenderSettings(64, 0)
+    with pytest.raises(ValueError, match=r"RenderSettings\(\): knum must be an int in \[1, 4096\], got True \(bool\)"):
+        RenderSettings(knum=True)
+    with pytest.raises(ValueError, match=r"RenderSettings\(\): sigmainv must be a finite positive number, got nan"):
+        RenderSettings(sigmainv=float("nan"))
+    with pytest.raises(ValueError, match=r"RenderSettings\(\): texture_filter must be 'bilinear' or 'nearest'"):
+        RenderSettings(texture_filter="cubic")
+    with pytest.raises(ValueError, match=r"RenderSettings\(\): texture_wrap must be 'repeat' or 'clamp'"):
+        RenderSettings(texture_wrap="mirror")
+    # rasterize itself names the type of a non-integer size.
+    from dibr_core.ops import rasterize
+    fvi = torch.rand(1, 2, 3, 2)
+    with pytest.raises(ValueError, match=r"rasterize\(\): height and width must be positive ints, got 8\.0 \(float\) "
+                                         r"x 8 \(int\)"):
+        rasterize(fvi, -torch.rand(1, 2, 3), 8.0, 8)  # type: ignore[arg-type]
+    assert rasterize(fvi, -torch.rand(1, 2, 3), np.int64(8), np.int16(8), backend="reference").face_idx.shape == (1, 8, 8)
