@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -241,3 +242,23 @@ def test_shipped_generator_samples_are_valid_and_deterministic() -> None:
     # the repair is what makes them all valid: the raw decoder still folds some lamps' thin parts
     raw = gen.sample("lamp", 10, seed=0, repair=False)
     assert any(bool(inverted_faces(v, faces).any()) for v in raw.vertices)
+
+
+def test_sample_arguments_are_checked_by_name() -> None:
+    gen = _fitted()
+    with pytest.raises(ValueError, match=r"Generator\.sample\(\): temperature must be a finite non-negative number, "
+                                         r"got nan"):
+        gen.sample("a", 1, temperature=float("nan"))
+    with pytest.raises(ValueError, match=r"Generator\.sample\(\): seed must be an int in \[0, 2\*\*64\), "
+                                         r"got 18446744073709551616 \(int\)"):
+        gen.sample("a", 1, seed=2 ** 64)
+    with pytest.raises(ValueError, match=r"Generator\.sample\(\): seed must be an int in \[0, 2\*\*64\), got -1"):
+        gen.sample("a", 1, seed=-1)
+    with pytest.raises(ValueError, match=r"Generator\.sample\(\): n must be an int >= 1, got 2\.5 \(float\)"):
+        gen.sample("a", 2.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"Generator\.sample_codes\(\): temperature must be a finite non-negative"):
+        gen.sample_codes("a", 1, temperature=-1.0)
+    # The largest seed works, and numpy integers are ints.
+    top = gen.sample_codes("a", 2, seed=2 ** 64 - 1)
+    assert top.shape == (2, gen.latent_dim)
+    assert torch.equal(gen.sample_codes("a", np.int64(2), seed=np.uint64(7)), gen.sample_codes("a", 2, seed=7))
