@@ -2,7 +2,8 @@
 """Project tasks. Each sets up the pinned environment `.venv/` first (creating or reusing it).
 
     python3 build.py demo            # the main job: fit a sphere to a Cycles render of the default scene
-    python3 build.py test            # the whole test suite (and mypy)
+    python3 build.py test            # the whole test suite (and mypy), then the float-sensitive tests
+                                     # again under two other CPU code paths (--no-code-paths skips them)
     python3 build.py ext [--sanitize]  # build the C++ kernels ahead of time (ninja + torch cpp_extension)
     python3 build.py package [--platform linux-x64|windows-x64|macos-arm64|macos-x64 ...]
                                      # Blender extension zips in dist/ (tools/package.py --help)
@@ -138,13 +139,48 @@ def build_ext(sanitize: bool = False, verbose: bool = False) -> None:
     log(f"C++ extension built in {time.time() - t0:.0f} s -> {build_dir.relative_to(ROOT)}")
 
 
-def cmd_test(extra: list) -> int:
+# The tests marked float_sensitive run again under these CPU code paths, so that a machine whose
+# MKL or ATen picks other SIMD kernels (an AVX-512 Xeon, an old CPU) cannot break the suite
+# unnoticed: MKL's AVX2 kernels, then SSE4.2 kernels with ATen's scalar (non-vectorised) code.
+CODE_PATHS = [
+    {"MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+    {"MKL_ENABLE_INSTRUCTIONS": "SSE4_2", "ATEN_CPU_CAPABILITY": "default"},
+]
+FLOAT_MARK = "float_sensitive"
+PYTEST_NO_TESTS = 5  # pytest's exit code when the selection holds no test
+
+
+def code_path_args(extra: list) -> list:
+    """pytest arguments of a code-path pass: the caller's selection, narrowed to FLOAT_MARK."""
+    args = list(extra)
+    for i, a in enumerate(args):
+        if a == "-m" and i + 1 < len(args):
+            args[i + 1] = f"({args[i + 1]}) and {FLOAT_MARK}"
+            return args
+        if a.startswith("-m") and len(a) > 2:
+            args[i] = f"-m({a[2:]}) and {FLOAT_MARK}"
+            return args
+    return args + ["-m", FLOAT_MARK]
+
+
+def cmd_test(extra: list, code_paths: bool = True) -> int:
     build_ext()
     env = dict(os.environ)
     env.setdefault("PYTHONHASHSEED", "0")
     t0 = time.time()
     rc = subprocess.run([str(VENV_PY), "-m", "pytest", "-q", *extra], cwd=ROOT, env=env).returncode
     log(f"pytest finished with exit code {rc} in {time.time() - t0:.0f} s")
+    if not code_paths:
+        return rc
+    for forced in CODE_PATHS:
+        label = " ".join(f"{k}={v}" for k, v in forced.items())
+        t1 = time.time()
+        p = subprocess.run([str(VENV_PY), "-m", "pytest", "-q", "-p", "no:cacheprovider", *code_path_args(extra)],
+                           cwd=ROOT, env={**env, **forced}).returncode
+        if p == PYTEST_NO_TESTS:
+            p = 0  # the caller's selection holds no float-sensitive test
+        log(f"float-sensitive tests under {label}: exit code {p} in {time.time() - t1:.0f} s")
+        rc = rc or p
     return rc
 
 
@@ -165,6 +201,8 @@ def main() -> int:
     parser.add_argument("task", choices=["demo", "test", "ext", "env", "package"])
     parser.add_argument("--sanitize", action="store_true", help="ext: build with ASan + UBSan")
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--no-code-paths", action="store_true",
+                        help="test: skip the reruns of the float-sensitive tests under other CPU code paths")
     args, extra = parser.parse_known_args()
     reexec_in_venv()
     if args.task == "env":
@@ -173,7 +211,7 @@ def main() -> int:
         build_ext(sanitize=args.sanitize, verbose=args.verbose)
         return 0
     if args.task == "test":
-        return cmd_test(extra)
+        return cmd_test(extra, code_paths=not args.no_code_paths)
     if args.task == "package":
         return cmd_package(extra)
     return cmd_demo(extra)

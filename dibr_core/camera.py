@@ -4,6 +4,13 @@ Convention (docs/conventions.md): the camera looks down its -Z axis with +Y up a
 as a Blender camera does. The projection is an OpenGL-style 4x4 matrix: ``clip = P @ [x, y, z, 1]``,
 NDC ``x = clip_x / clip_w`` (-1 left, +1 right), ``y = clip_y / clip_w`` (+1 top, -1 bottom),
 ``z = clip_z / clip_w`` (-1 at the near plane, +1 at the far plane). Image row 0 is the top row.
+
+Points are transformed with :func:`transform_points`, written elementwise (multiplies and adds
+in a fixed order) rather than as a batched matmul: each result is the same correctly rounded
+sum whatever the batch shape, the SIMD width or the BLAS library, so a mesh renders bit for bit
+the same alone or padded into a batch, on any CPU. (A batched float32 matmul lets MKL choose
+its summation order per shape and per CPU; the soft mask's sigmainv turns that last-bit change
+into a 1e-5 change of alpha.)
 """
 from __future__ import annotations
 
@@ -26,6 +33,32 @@ def _as_batch3(fn: str, name: str, v: Vec3, dtype: torch.dtype, device: Optional
     return t
 
 
+def transform_points(points: torch.Tensor, linear: torch.Tensor, offset: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Affine map of 3-vectors, bitwise independent of batch shape and BLAS.
+
+    ``out[b, n, r] = ((p_x * M[b, r, 0] + p_y * M[b, r, 1]) + p_z * M[b, r, 2]) + offset[b, r]``,
+    each product and sum a separate (correctly rounded, never fused) elementwise operation.
+
+    Args:
+        points: (B, N, 3) float.
+        linear: (B, R, 3) or (1, R, 3) float, one row per output coordinate.
+        offset: (B, R) or (1, R) float, or None for no offset.
+    Returns:
+        (B, N, R) float.
+    """
+    m = linear[:, None]                                    # (B, 1, R, 3)
+    out = points[..., 0:1] * m[..., 0] + points[..., 1:2] * m[..., 1]
+    out = out + points[..., 2:3] * m[..., 2]
+    if offset is not None:
+        out = out + offset[:, None, :]
+    return out
+
+
+def _dot3(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(..., 3) . (..., 3) -> (...), summed left to right elementwise."""
+    return (a[..., 0] * b[..., 0] + a[..., 1] * b[..., 1]) + a[..., 2] * b[..., 2]
+
+
 def look_at(eye: Vec3, at: Vec3 = (0.0, 0.0, 0.0), up: Vec3 = (0.0, 1.0, 0.0),
             dtype: torch.dtype = torch.float32, device: Optional[torch.device] = None) -> torch.Tensor:
     """View matrices of cameras at ``eye`` looking at ``at``.
@@ -46,17 +79,28 @@ def look_at(eye: Vec3, at: Vec3 = (0.0, 0.0, 0.0), up: Vec3 = (0.0, 1.0, 0.0),
     e, a, u = e.expand(B, 3), a.expand(B, 3), u.expand(B, 3)
     z = e - a
     zn = z.norm(dim=-1, keepdim=True)
+    bad = ~torch.isfinite(z).all(-1) | ~torch.isfinite(zn[..., 0])
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise ValueError(f"{fn}(): eye - at overflows {dtype} (camera {i}: eye={e[i].tolist()}, "
+                         f"at={a[i].tolist()}); use a smaller scene scale or dtype=torch.float64")
     if bool((zn <= 0).any()):
         raise ValueError(f"{fn}(): eye and at must differ, got identical points")
     z = z / zn
-    x = torch.cross(u, z, dim=-1)
+    un = u.norm(dim=-1)
+    if bool((un <= 0).any()) or not bool(torch.isfinite(un).all()):
+        raise ValueError(f"{fn}(): up must be a non-zero vector whose length is finite in {dtype}, got {u.tolist()}")
+    x = torch.cross(u / un[:, None], z, dim=-1)
     xn = x.norm(dim=-1, keepdim=True)
     if bool((xn < 1e-12).any()):
         raise ValueError(f"{fn}(): up is parallel to the viewing direction; choose another up vector")
     x = x / xn
     y = torch.cross(z, x, dim=-1)
     R = torch.stack([x, y, z], dim=1)  # (B, 3, 3)
-    t = -(R @ e.unsqueeze(-1)).squeeze(-1)
+    t = -torch.stack([_dot3(x, e), _dot3(y, e), _dot3(z, e)], dim=-1)
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{fn}(): the camera translation overflows {dtype} (eye={e.tolist()}); "
+                         "use a smaller scene scale or dtype=torch.float64")
     view = torch.zeros(B, 4, 4, dtype=e.dtype, device=e.device)
     view[:, :3, :3] = R
     view[:, :3, 3] = t
@@ -171,17 +215,17 @@ class Camera:
     def center(self) -> torch.Tensor:
         """(B, 3) camera centres in world space."""
         R = self.view[:, :3, :3]
-        t = self.view[:, :3, 3:]
-        return -(R.transpose(1, 2) @ t).squeeze(-1)
+        t = self.view[:, None, :3, 3]
+        return -transform_points(t, R.transpose(1, 2))[:, 0]
 
     def to_camera(self, points: torch.Tensor) -> torch.Tensor:
         """(B, N, 3) world points -> (B, N, 3) camera-space points (visible ones have z < 0)."""
-        return points @ self.view[:, :3, :3].transpose(1, 2) + self.view[:, None, :3, 3]
+        return transform_points(points, self.view[:, :3, :3], self.view[:, :3, 3])
 
     def to_clip(self, points_camera: torch.Tensor) -> torch.Tensor:
         """(B, N, 3) camera-space points -> (B, N, 4) clip coordinates."""
-        P = self.projection.expand(points_camera.shape[0], 4, 4)
-        return points_camera @ P[:, :, :3].transpose(1, 2) + P[:, None, :, 3]
+        P = self.projection
+        return transform_points(points_camera, P[:, :, :3], P[:, :, 3])
 
 
 def clip_to_ndc(clip: torch.Tensor) -> torch.Tensor:

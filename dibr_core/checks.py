@@ -8,6 +8,7 @@ later arguments must agree with earlier ones.
 """
 from __future__ import annotations
 
+import operator
 from typing import Dict, Optional, Sequence, Union
 
 import torch
@@ -127,6 +128,22 @@ def check_index_range(fn: str, name: str, idx: torch.Tensor, upper: int, what: s
             f"{fn}(): {name} holds index {bad}, outside [0, {upper}) for {upper} {what} "
             f"(shape {_fmt_got(idx.shape)})"
         )
+
+
+def as_index(value: object) -> Optional[int]:
+    """``value`` as a Python int when it is an integer (int, numpy integer, integer 0-d tensor;
+    not bool), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def describe(value: object) -> str:
+    """``repr`` of a scalar argument with its type, for messages: ``64.0 (float)``."""
+    return f"{value!r} ({type(value).__name__})"
 
 
 def check_positive(fn: str, name: str, value: float, allow_zero: bool = False) -> None:

@@ -16,7 +16,7 @@ from typing import Callable, List, Optional
 import torch
 
 from dibr_core.camera import Camera
-from dibr_core.checks import check_index_range, check_tensor
+from dibr_core.checks import as_index, check_index_range, check_positive, check_tensor, describe
 from dibr_core.losses import edge_length_loss, flatten_loss, iou_loss, laplacian_loss, masked_l1, silhouette_iou
 from dibr_core.render import DirectionalLights, Meshes, RenderOutput, RenderSettings, SHLighting, render
 
@@ -81,6 +81,32 @@ class FitOptions:
     halo_start_px: float = 2.0
     perspective_correct: bool = True
     backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        """Validate the fields (integer fields accept numpy integers, stored as int)."""
+        fn = "FitOptions"
+        for name, lo in (("steps", 0), ("texture_size", 1)):
+            value = getattr(self, name)
+            v = as_index(value)
+            if v is None or v < lo:
+                raise ValueError(f"{fn}(): {name} must be an int >= {lo}, got {describe(value)}")
+            object.__setattr__(self, name, v)
+        if self.lighting not in LIGHTING_MODELS:
+            raise ValueError(f"{fn}(): lighting must be one of {LIGHTING_MODELS}, got {self.lighting!r}")
+        for name in ("lr_vertices", "lr_colors", "lr_texture", "lr_lighting", "w_silhouette", "w_color",
+                     "w_laplacian", "w_flatten", "w_edge"):
+            check_positive(fn, name, getattr(self, name), allow_zero=True)
+        # The halo narrows geometrically from halo_start_px to halo_px: both must be positive.
+        check_positive(fn, "halo_px", self.halo_px)
+        check_positive(fn, "halo_start_px", self.halo_start_px)
+
+    def optimized(self) -> List[str]:
+        """Names of the parameter groups this fit moves (empty: nothing to optimise)."""
+        groups = [name for name, on in (("vertices", self.optimize_vertices), ("colors", self.optimize_colors),
+                                        ("texture", self.optimize_texture)) if on]
+        if self.optimize_lighting and self.lighting != "none":
+            groups.append("lighting")
+        return groups
 
 
 @dataclass
@@ -176,6 +202,10 @@ def fit(
         raise ValueError(f"{fn}(): optimising a texture needs face_uvs (F, 3, 2)")
     if options.steps < 0:
         raise ValueError(f"{fn}(): options.steps must be >= 0, got {options.steps}")
+    if options.steps > 0 and not options.optimized():
+        raise ValueError(f"{fn}(): nothing to optimise: options.optimize_vertices, optimize_colors and "
+                         f"optimize_texture are off, and optimize_lighting={options.optimize_lighting} with "
+                         f"lighting={options.lighting!r}; switch one on, or use steps=0 to evaluate only")
     for k, view in enumerate(views):
         vd: dict = {}
         check_tensor(fn, f"views[{k}].image", view.image, ("H", "W", 3), vd, "float", finite=True)

@@ -86,21 +86,56 @@ def load_shipped_predictor(path: Optional[Union[str, Path]] = None) -> Predictor
     return model
 
 
-def _as_float_image(fn: str, name: str, image: ImageLike) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(image) if not isinstance(image, torch.Tensor) else image)
-    if t.dtype == torch.uint8:
-        t = t.float() / 255.0
-    elif not t.is_floating_point():
-        raise TypeError(f"{fn}(): {name} must be uint8 or float, got {t.dtype}")
-    t = t.detach().to("cpu", torch.float32)
-    if not torch.isfinite(t).all():
-        raise ValueError(f"{fn}(): {name} has NaN or infinite values")
+# Float inputs may stray this far outside [0, 1] (colour conversions); further means another range.
+_RANGE_SLACK = 1e-3
+
+
+def _as_image_tensor(fn: str, name: str, image: ImageLike) -> torch.Tensor:
+    """``image`` as a CPU tensor in its own dtype (uint8, bool or float), sharing memory with a
+    numpy array where possible; float values are checked to be finite and in [0, 1] without a
+    float copy of the whole image."""
+    if isinstance(image, torch.Tensor):
+        t = image.detach().cpu()
+    else:
+        a = np.asarray(image)
+        if any(st < 0 for st in a.strides):
+            a = np.ascontiguousarray(a)
+        t = torch.as_tensor(a)
+    if t.dtype not in (torch.uint8, torch.bool) and not t.is_floating_point():
+        raise TypeError(f"{fn}(): {name} must be uint8, bool or float, got {t.dtype}")
+    if t.is_floating_point() and t.numel() > 0:
+        lo, hi = (float(x) for x in torch.aminmax(t))
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise ValueError(f"{fn}(): {name} has NaN or infinite values (shape {tuple(t.shape)})")
+        if lo < -_RANGE_SLACK or hi > 1 + _RANGE_SLACK:
+            hint = " (0..255 values: divide by 255, or pass uint8)" if hi > 1.5 else ""
+            raise ValueError(f"{fn}(): {name} is {str(t.dtype).replace('torch.', '')} with values in "
+                             f"[{lo:.4g}, {hi:.4g}]; float images must be in [0, 1]{hint}")
     return t
+
+
+def _unit_float(t: torch.Tensor) -> torch.Tensor:
+    """uint8 (0..255), bool or float [0, 1] values as float32 in [0, 1]."""
+    if t.dtype == torch.uint8:
+        return t.to(torch.float32) / 255.0
+    return t.to(torch.float32).clamp(0.0, 1.0)
+
+
+def _foreground(t: torch.Tensor) -> torch.Tensor:
+    """(H, W) bool: alpha or mask above 0.5, computed in the input's dtype (no float copy)."""
+    if t.dtype == torch.bool:
+        return t
+    if t.dtype == torch.uint8:
+        return t > 127                                   # v / 255 > 0.5
+    return t > 0.5
 
 
 def prepare_image(image: ImageLike, mask: Optional[ImageLike] = None, size: int = 64,
                   fill: float = FILL_FRACTION) -> torch.Tensor:
     """Frame a photo or render like the training data.
+
+    Only the square window around the object is converted to float, so the memory used scales
+    with the object, not with the photo (the input stays in its own dtype).
 
     Args:
         image: (H, W, 4) RGBA or (H, W, 3) RGB, float in [0, 1] or uint8, rows top to bottom.
@@ -113,51 +148,56 @@ def prepare_image(image: ImageLike, mask: Optional[ImageLike] = None, size: int 
         (4, size, size) float32: RGB (zero outside the mask) and the hard mask (0 or 1).
 
     Raises:
-        ValueError: on bad shapes, a missing mask for RGB input, or an empty mask.
+        ValueError: on bad shapes, float values outside [0, 1] (e.g. 0..255 floats), NaN, a
+            missing mask for RGB input, or an empty mask.
     """
     fn = "prepare_image"
-    img = _as_float_image(fn, "image", image)
+    img = _as_image_tensor(fn, "image", image)
     if img.dim() != 3 or img.shape[-1] not in (3, 4) or img.shape[0] < 2 or img.shape[1] < 2:
         raise ValueError(f"{fn}(): image must have shape (H, W, 3 or 4), got {tuple(img.shape)}")
+    if img.dtype == torch.bool:
+        raise TypeError(f"{fn}(): image must be uint8 or float, got {img.dtype}")
     H, W = int(img.shape[0]), int(img.shape[1])
     if mask is not None:
-        m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask)
-        if m.dtype == torch.bool:
-            m = m.float()
-        m = _as_float_image(fn, "mask", m)
+        m = _as_image_tensor(fn, "mask", mask)
         if m.dim() == 3 and m.shape[-1] == 1:
             m = m[..., 0]
         if tuple(m.shape) != (H, W):
             raise ValueError(f"{fn}(): mask must have shape ({H}, {W}), got {tuple(m.shape)}")
-        alpha = m
+        alpha_src = m
     elif img.shape[-1] == 4:
-        alpha = img[..., 3]
+        alpha_src = img[..., 3]
     else:
         raise ValueError(f"{fn}(): an RGB image of shape {tuple(img.shape)} needs a mask (H, W)")
-    alpha = alpha.clamp(0.0, 1.0)
-    fg = alpha > 0.5
-    if not bool(fg.any()):
-        raise ValueError(f"{fn}(): the mask (or alpha channel) of the {H}x{W} image is empty")
+    fg = _foreground(alpha_src)
     rows = torch.nonzero(fg.any(dim=1)).flatten()
+    if rows.numel() == 0:
+        raise ValueError(f"{fn}(): the mask (or alpha channel) of the {H}x{W} image is empty")
     cols = torch.nonzero(fg.any(dim=0)).flatten()
+    del fg
     y0, y1 = int(rows[0]), int(rows[-1]) + 1
     x0, x1 = int(cols[0]), int(cols[-1]) + 1
     side = max(y1 - y0, x1 - x0) / fill                      # source pixels of the square window
     cy, cx = 0.5 * (y0 + y1), 0.5 * (x0 + x1)
-    # Premultiplied RGB and alpha on a canvas padded so that the window always fits.
-    pm = torch.cat([img[..., :3] * alpha[..., None], alpha[..., None]], dim=-1).permute(2, 0, 1)
-    pad = int(np.ceil(side)) + 2
-    canvas = F.pad(pm, (pad, pad, pad, pad))
-    top = int(round(cy - side / 2)) + pad
-    left = int(round(cx - side / 2)) + pad
+    top = int(round(cy - side / 2))
+    left = int(round(cx - side / 2))
     n = max(int(round(side)), 1)
-    crop = canvas[:, top:top + n, left:left + n][None]
-    out = F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False,
+    # The window's part inside the image, converted to premultiplied float RGBA on an (n, n)
+    # canvas that is zero outside the image.
+    r0, r1 = max(top, 0), min(top + n, H)
+    c0, c1 = max(left, 0), min(left + n, W)
+    alpha = _unit_float(alpha_src[r0:r1, c0:c1])
+    rgb = _unit_float(img[r0:r1, c0:c1, :3])
+    canvas = torch.zeros(4, n, n, dtype=torch.float32)
+    canvas[:3, r0 - top:r1 - top, c0 - left:c1 - left] = (rgb * alpha[..., None]).permute(2, 0, 1)
+    canvas[3, r0 - top:r1 - top, c0 - left:c1 - left] = alpha
+    del rgb, alpha
+    out = F.interpolate(canvas[None], size=(size, size), mode="bilinear", align_corners=False,
                         antialias=n > size)[0]
     a = out[3]
     hard = (a > 0.5).float()
-    rgb = (out[:3] / a.clamp_min(1e-6)).clamp(0.0, 1.0) * hard
-    return torch.cat([rgb, hard[None]], dim=0).contiguous()
+    rgb_out = (out[:3] / a.clamp_min(1e-6)).clamp(0.0, 1.0) * hard
+    return torch.cat([rgb_out, hard[None]], dim=0).contiguous()
 
 
 def load_shipped_generator(path: Optional[Union[str, Path]] = None) -> "Generator":

@@ -19,6 +19,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as tnf
 
+from dibr_core.camera import transform_points
 from dibr_core.checks import check_tensor
 from dibr_core.ops import interpolate
 from dibr_core.ops import rasterize as _rasterize
@@ -127,15 +128,36 @@ def dibr_rasterization(
 
 
 def texture_mapping(texture_coordinates: torch.Tensor, texture_maps: torch.Tensor, mode: str = "nearest") -> torch.Tensor:
-    """Kaolin's ``texture_mapping``: UVs (B, H, W, 2) in [0, 1] (clamped; v = 0 at the bottom),
-    textures (B, C, h, w) -> (B, H, W, C), with ``grid_sample`` (``align_corners=False``)."""
+    """Kaolin's ``texture_mapping``: sample textures at UV coordinates, dense or sparse.
+
+    As in Kaolin: UVs are clamped to [0, 1] (v = 0 is the bottom row of the texture), texel
+    centres sit at ``(i + 0.5) / size`` (``grid_sample`` with ``align_corners=False``) and samples
+    beyond the outer texel centres take the edge texel (``padding_mode="border"``), so a
+    bilinear lookup at u = 0 gives the first texel, not half of it blended with black.
+
+    Args:
+        texture_coordinates: (B, H, W, 2) per-pixel UVs, or (B, N, 2) UVs of N points (any
+            (B, ..., 2)).
+        texture_maps: (B, C, h, w) float textures.
+        mode: ``"nearest"`` (Kaolin's default) or ``"bilinear"``.
+    Returns:
+        (B, H, W, C) or (B, N, C): the coordinates' shape with the last axis replaced by C.
+    """
     fn = "texture_mapping"
-    check_tensor(fn, "texture_coordinates", texture_coordinates, ("B", None, None, 2), None, "float")
-    check_tensor(fn, "texture_maps", texture_maps, (texture_coordinates.shape[0], None, None, None), None, "float")
-    uv = texture_coordinates.clamp(0.0, 1.0) * 2 - 1
-    grid = torch.stack([uv[..., 0], -uv[..., 1]], dim=-1)
-    out = tnf.grid_sample(texture_maps, grid, mode=mode, align_corners=False)
-    return out.permute(0, 2, 3, 1)
+    check_tensor(fn, "texture_maps", texture_maps, ("B", "C", "h", "w"), None, "float", nonempty=("C", "h", "w"))
+    uv = check_tensor(fn, "texture_coordinates", texture_coordinates, None, None, texture_maps.dtype,
+                      texture_maps.device)
+    B = int(texture_maps.shape[0])
+    if uv.dim() < 3 or uv.shape[0] != B or uv.shape[-1] != 2:
+        raise ValueError(f"{fn}(): texture_coordinates must have shape ({B}, H, W, 2) or ({B}, N, 2) to match "
+                         f"texture_maps {tuple(texture_maps.shape)}, got {tuple(uv.shape)}")
+    if mode not in ("nearest", "bilinear"):
+        raise ValueError(f"{fn}(): mode must be 'nearest' or 'bilinear', got {mode!r}")
+    flat = uv.reshape(B, -1, 1, 2).clamp(0.0, 1.0)
+    # [0, 1] UVs with v up -> grid_sample's [-1, 1] with y down.
+    grid = torch.cat([flat[..., :1] * 2 - 1, 1 - flat[..., 1:] * 2], dim=-1)
+    out = tnf.grid_sample(texture_maps, grid, mode=mode, padding_mode="border", align_corners=False)
+    return out[..., 0].transpose(1, 2).reshape(*uv.shape[:-1], texture_maps.shape[1])
 
 
 def spherical_harmonic_lighting(imnormal: torch.Tensor, lights: torch.Tensor) -> torch.Tensor:
@@ -161,8 +183,8 @@ def generate_perspective_projection(fovyangle: float, ratio: float = 1.0, dtype:
 
 def rotate_translate_points(points: torch.Tensor, camera_rot: torch.Tensor, camera_trans: torch.Tensor) -> torch.Tensor:
     """``R (p - c)``: points (B, N, 3), rotations (B, 3, 3) whose rows are the camera axes,
-    camera centres (B, 3) -> (B, N, 3) camera-space points."""
-    return (points - camera_trans.view(-1, 1, 3)) @ camera_rot.transpose(1, 2)
+    camera centres (B, 3) -> (B, N, 3) camera-space points (elementwise, see ``transform_points``)."""
+    return transform_points(points - camera_trans.view(-1, 1, 3), camera_rot)
 
 
 def perspective_camera(points: torch.Tensor, camera_proj: torch.Tensor) -> torch.Tensor:
@@ -213,7 +235,8 @@ def prepare_vertices(
     else:
         if camera_rot is not None or camera_trans is not None:
             raise ValueError(f"{fn}(): camera_rot and camera_trans must be None when camera_transform is given")
-        vertices_camera = tnf.pad(vertices, (0, 1), value=1.0) @ camera_transform
+        check_tensor(fn, "camera_transform", camera_transform, (None, 4, 3), None, vertices.dtype, vertices.device)
+        vertices_camera = transform_points(vertices, camera_transform[:, :3].transpose(1, 2), camera_transform[:, 3])
     vertices_image = perspective_camera(vertices_camera, camera_proj)
     fvc = index_vertices_by_faces(vertices_camera, faces)
     fvi = index_vertices_by_faces(vertices_image, faces)

@@ -33,6 +33,11 @@ def _check_image3(fn: str, name: str, t: torch.Tensor, dims: Dict[str, int], dev
     check_tensor(fn, name, t, shape=("B", "H", "W", 3), dims=dims, dtype="float", finite=True, device=device)
 
 
+def _dot3(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(..., 3) . (..., 3) -> (..., 1), summed left to right elementwise (no reduction kernel)."""
+    return (a[..., 0:1] * b[..., 0:1] + a[..., 1:2] * b[..., 1:2]) + a[..., 2:3] * b[..., 2:3]
+
+
 def normalize(v: torch.Tensor) -> torch.Tensor:
     """Normalise 3-vectors as ``v / (|v| + 1e-15)`` (zero vectors stay zero, no NaN).
 
@@ -80,8 +85,13 @@ def lambertian(
     check_tensor(fn, "ambient", ambient, shape=("B", 3), dims=dims, dtype="float", finite=True, device=dev)
     check_same_dtype(fn, albedo=albedo, normals=normals, directions=directions, colors=colors, ambient=ambient)
 
-    cos = torch.einsum("bhwc,blc->bhwl", normals, directions).clamp_min(0.0)
-    light = torch.einsum("bhwl,blc->bhwc", cos, colors) + ambient[:, None, None, :]
+    # Sums written out elementwise in a fixed order (no einsum/BLAS): the result does not depend
+    # on the batch shape or the CPU's SIMD width (see dibr_core.camera).
+    light = ambient[:, None, None, :]
+    for k in range(directions.shape[1]):
+        d = directions[:, k, None, None, :]
+        cos = _dot3(normals, d)
+        light = light + cos.clamp_min(0.0) * colors[:, k, None, None, :]
     return albedo * light
 
 
@@ -129,9 +139,9 @@ def phong(
         raise ValueError(f"{fn}(): shininess must be > 0 everywhere, got minimum {float(shininess.min())!r}")
 
     l_ = light_dir[:, None, None, :]
-    cos_t = (normals * l_).sum(dim=-1, keepdim=True).clamp(0.0, 1.0)
+    cos_t = _dot3(normals, l_).clamp(0.0, 1.0)
     reflect = 2.0 * cos_t * normals - l_
-    cos_a = (reflect * view_dirs).sum(dim=-1, keepdim=True).clamp(_PHONG_MIN_COS, 1.0)
+    cos_a = _dot3(reflect, view_dirs).clamp(_PHONG_MIN_COS, 1.0)
     k_amb = material[:, None, None, 0, :]
     k_dif = material[:, None, None, 1, :]
     k_spec = material[:, None, None, 2, :]
@@ -198,8 +208,9 @@ def spherical_harmonics(albedo: torch.Tensor, normals: torch.Tensor, coeffs: tor
     check_same_dtype(fn, albedo=albedo, normals=normals, coeffs=coeffs)
 
     basis = sh_basis(normals)  # (B, H, W, 9)
-    if coeffs.dim() == 2:
-        shade = torch.einsum("bhwk,bk->bhw", basis, coeffs)[..., None]
-    else:
-        shade = torch.einsum("bhwk,bck->bhwc", basis, coeffs)
+    # (B, 1, 1, 1 or 3, 9); summed term by term elementwise (no einsum/BLAS), see lambertian.
+    c = (coeffs[:, None, :] if coeffs.dim() == 2 else coeffs)[:, None, None]
+    shade = basis[..., None, 0] * c[..., 0]
+    for k in range(1, 9):
+        shade = shade + basis[..., None, k] * c[..., k]
     return albedo * shade

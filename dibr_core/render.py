@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 
 from dibr_core.camera import Camera, clip_to_ndc
-from dibr_core.checks import check_index_range, check_tensor
+from dibr_core.checks import as_index, check_index_range, check_positive, check_tensor, describe
 from dibr_core.lighting import lambertian, normalize, phong, spherical_harmonics
 from dibr_core.mesh import gather_faces_unchecked
 from dibr_core.ops import Fragments, interpolate, rasterize, soft_mask
@@ -132,6 +132,24 @@ class RenderSettings:
     texture_filter: str = "bilinear"
     texture_wrap: str = "repeat"
     backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        """Validate the fields; integer fields accept numpy integers (stored as int)."""
+        fn = "RenderSettings"
+        for name, lo, hi in (("height", 1, None), ("width", 1, None), ("knum", 1, 4096)):
+            value = getattr(self, name)
+            v = as_index(value)
+            if v is None or v < lo or (hi is not None and v > hi):
+                bound = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+                raise ValueError(f"{fn}(): {name} must be an int {bound}, got {describe(value)}")
+            object.__setattr__(self, name, v)
+        for name in ("sigmainv", "boxlen", "multiplier"):
+            check_positive(fn, name, getattr(self, name))
+        check_positive(fn, "eps", self.eps, allow_zero=True)
+        if self.texture_filter not in ("bilinear", "nearest"):
+            raise ValueError(f"{fn}(): texture_filter must be 'bilinear' or 'nearest', got {self.texture_filter!r}")
+        if self.texture_wrap not in ("repeat", "clamp"):
+            raise ValueError(f"{fn}(): texture_wrap must be 'repeat' or 'clamp', got {self.texture_wrap!r}")
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -65,6 +66,7 @@ def test_fit_recovers_mean_and_spread() -> None:
     torch.testing.assert_close(codes.mean(0), mu, atol=0.2, rtol=0)
 
 
+@pytest.mark.float_sensitive
 def test_sampling_is_deterministic_per_seed() -> None:
     gen = _fitted()
     a = gen.sample("a", 3, seed=5)
@@ -73,9 +75,11 @@ def test_sampling_is_deterministic_per_seed() -> None:
     assert torch.equal(a.vertices, b.vertices) and a.texture is not None and b.texture is not None
     assert torch.equal(a.texture, b.texture)
     assert not torch.equal(a.vertices, c.vertices)
-    # Sample i of a batch does not depend on the batch size.
+    # Sample i of a batch does not depend on the batch size, up to rounding: the decoder's
+    # matmuls may sum in another order for another batch size (MKL picks kernels per shape and
+    # per CPU), a relative change of a few float32 ulps per layer; samples differ by ~1e-3.
     one = gen.sample("a", 1, seed=5)
-    torch.testing.assert_close(one.vertices[0], a.vertices[0])
+    torch.testing.assert_close(one.vertices[0], a.vertices[0], atol=1e-5, rtol=1e-5)
     assert a.vertices.shape == (3, 642, 3) and a.colors.shape == (3, 642, 3)
     assert (gen.sample_codes("b", 10, seed=0) >= 0).all()           # codes live where ReLU outputs do
     with pytest.raises(ValueError, match="unknown category"):
@@ -85,6 +89,7 @@ def test_sampling_is_deterministic_per_seed() -> None:
 
 
 
+@pytest.mark.float_sensitive
 def test_a_sample_the_repair_cannot_clear_is_redrawn(monkeypatch: pytest.MonkeyPatch) -> None:
     import dibr_core.models.generator as generator_module
     from dibr_core.mesh_repair import UntangleReport, untangle
@@ -100,7 +105,9 @@ def test_a_sample_the_repair_cannot_clear_is_redrawn(monkeypatch: pytest.MonkeyP
     def failing_on_sample_1(v: torch.Tensor, f: torch.Tensor):  # type: ignore[no-untyped-def]
         out, report = untangle(v, f)
         calls.append(1)
-        if torch.equal(v, target):
+        # Recognise sample 1 up to rounding (the batch of 2 below may decode it through other
+        # matmul kernels than the batch of 3); distinct samples differ by ~1e-3.
+        if v.shape == target.shape and bool(torch.allclose(v, target, atol=1e-5, rtol=0)):
             return out, UntangleReport(5, 5, 10, 0, 0.0)
         return out, report
 
@@ -113,7 +120,8 @@ def test_a_sample_the_repair_cannot_clear_is_redrawn(monkeypatch: pytest.MonkeyP
     assert not torch.equal(redone.texture[1], plain.texture[1])          # the whole sample is redrawn
     again = gen.sample("a", 3, seed=5)
     assert torch.equal(again.vertices, redone.vertices)                  # still deterministic
-    # the redraw of sample 1 depends on the seed and the index only, not on the batch
+    # the redraw of sample 1 depends on the seed and the index only, not on the batch (it is
+    # decoded alone, a batch of one, in both calls: equal bit for bit)
     two = gen.sample("a", 2, seed=5)
     assert torch.equal(two.vertices[1], redone.vertices[1])
 
@@ -235,3 +243,23 @@ def test_shipped_generator_samples_are_valid_and_deterministic() -> None:
     # the repair is what makes them all valid: the raw decoder still folds some lamps' thin parts
     raw = gen.sample("lamp", 10, seed=0, repair=False)
     assert any(bool(inverted_faces(v, faces).any()) for v in raw.vertices)
+
+
+def test_sample_arguments_are_checked_by_name() -> None:
+    gen = _fitted()
+    with pytest.raises(ValueError, match=r"Generator\.sample\(\): temperature must be a finite non-negative number, "
+                                         r"got nan"):
+        gen.sample("a", 1, temperature=float("nan"))
+    with pytest.raises(ValueError, match=r"Generator\.sample\(\): seed must be an int in \[0, 2\*\*64\), "
+                                         r"got 18446744073709551616 \(int\)"):
+        gen.sample("a", 1, seed=2 ** 64)
+    with pytest.raises(ValueError, match=r"Generator\.sample\(\): seed must be an int in \[0, 2\*\*64\), got -1"):
+        gen.sample("a", 1, seed=-1)
+    with pytest.raises(ValueError, match=r"Generator\.sample\(\): n must be an int >= 1, got 2\.5 \(float\)"):
+        gen.sample("a", 2.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"Generator\.sample_codes\(\): temperature must be a finite non-negative"):
+        gen.sample_codes("a", 1, temperature=-1.0)
+    # The largest seed works, and numpy integers are ints.
+    top = gen.sample_codes("a", 2, seed=2 ** 64 - 1)
+    assert top.shape == (2, gen.latent_dim)
+    assert torch.equal(gen.sample_codes("a", np.int64(2), seed=np.uint64(7)), gen.sample_codes("a", 2, seed=7))

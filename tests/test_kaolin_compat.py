@@ -5,6 +5,7 @@ import inspect
 import math
 from typing import Any, Dict, List, Tuple
 
+import numpy as np
 import pytest
 import torch
 
@@ -162,6 +163,7 @@ def test_tutorial_pipeline_gradients(backend: str) -> None:
         assert float(dk.mask_iou(soft2, t_sil)) < float(dk.mask_iou(soft.detach(), t_sil))
 
 
+@pytest.mark.float_sensitive
 def test_kaolin_api_agrees_with_render() -> None:
     """The same scene through dibr_core.kaolin and through render(): with the same culling the
     face index, soft mask and interpolated colours are equal."""
@@ -180,7 +182,9 @@ def test_kaolin_api_agrees_with_render() -> None:
     soft = dk.dibr_soft_mask(fvi, idx)
     assert int((idx >= 0).sum()) > 300
     assert torch.equal(idx, out.face_idx)
-    # float32: the two paths compute the NDC corners in a different order (R (p - c) vs view @ p).
+    # The two paths compute the NDC corners with different formulas (R (p - c) vs R p + t), both
+    # elementwise (dibr_core.camera.transform_points), so the face index is the same on every
+    # CPU; the corners differ by a few ulps, which sigmainv turns into < 1e-4 of soft mask.
     assert_close(soft, out.alpha, atol=1e-4, rtol=0, msg="soft mask")
     assert_close(feats, out.rgb, atol=1e-5, rtol=0, msg="colours")
 
@@ -226,3 +230,121 @@ def test_nvdiffrast_backend_is_rejected() -> None:
     # Kaolin's default 'cuda' runs on CPU tensors here (the best backend for the device).
     feats, idx = dk.rasterize(4, 4, z - 1.0, fvi, torch.ones(1, 1, 3, 1))
     assert int((idx == 0).sum()) > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# texture_mapping: Kaolin's semantics (clamped UVs, border padding, dense or sparse coordinates)
+# ---------------------------------------------------------------------------------------------
+def _texture_lookup_np(uv: np.ndarray, tex: np.ndarray, mode: str) -> np.ndarray:
+    """Independent statement of Kaolin's texture_mapping for one texture: uv (N, 2), tex (C, h, w)
+    -> (N, C). UVs clamp to [0, 1], v = 0 is the bottom row, texel i's centre is at (i + 0.5) / size,
+    positions beyond the outer centres take the edge texel."""
+    C, h, w = tex.shape
+    u = np.clip(uv[:, 0].astype(np.float64), 0.0, 1.0)
+    v = np.clip(uv[:, 1].astype(np.float64), 0.0, 1.0)
+    x = np.clip(u * w - 0.5, 0.0, w - 1.0)
+    y = np.clip((1.0 - v) * h - 0.5, 0.0, h - 1.0)
+    if mode == "nearest":
+        return tex[:, np.rint(y).astype(int), np.rint(x).astype(int)].T
+    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+    fx, fy = x - x0, y - y0
+    return (tex[:, y0, x0] * (1 - fx) * (1 - fy) + tex[:, y0, x1] * fx * (1 - fy)
+            + tex[:, y1, x0] * (1 - fx) * fy + tex[:, y1, x1] * fx * fy).T
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_texture_mapping_matches_kaolins_semantics(mode: str) -> None:
+    g = torch.Generator().manual_seed(2)
+    tex = torch.rand(2, 3, 5, 7, generator=g, dtype=torch.float64)
+    uv = torch.rand(2, 6, 4, 2, generator=g, dtype=torch.float64) * 1.4 - 0.2   # some outside [0, 1]
+    out = dk.texture_mapping(uv, tex, mode=mode)
+    assert out.shape == (2, 6, 4, 3)
+    for b in range(2):
+        expected = _texture_lookup_np(uv[b].reshape(-1, 2).numpy(), tex[b].numpy(), mode)
+        np.testing.assert_allclose(out[b].reshape(-1, 3).numpy(), expected, atol=1e-12, rtol=0)
+    # Sparse coordinates (B, N, 2), as Kaolin accepts them: the same values, shape (B, N, C).
+    sparse = dk.texture_mapping(uv.reshape(2, 24, 2), tex, mode=mode)
+    assert sparse.shape == (2, 24, 3)
+    assert torch.equal(sparse, out.reshape(2, 24, 3))
+
+
+def test_texture_mapping_border_and_clamp() -> None:
+    tex = torch.tensor([[[1.0, 2.0, 3.0, 4.0]]]).expand(1, 1, 2, 4)          # columns 1..4, 2 rows
+    uv = torch.tensor([[[0.0, 0.5], [1.0, 0.5], [-0.3, 0.5], [1.7, 2.0], [0.125, 0.0], [0.25, 0.5]]])
+    out = dk.texture_mapping(uv, tex, mode="bilinear")[0, :, 0]
+    # u = 0 and u = 1 are the outer texels themselves (border padding), not blends with 0;
+    # outside UVs clamp to the edge; u = 0.125 is texel 0's centre; 0.25 is halfway to texel 1.
+    assert out.tolist() == [1.0, 4.0, 1.0, 4.0, 1.0, 1.5]
+    near = dk.texture_mapping(uv, tex)[0, :, 0]
+    assert near.tolist() == [1.0, 4.0, 1.0, 4.0, 1.0, 1.0]
+
+
+def test_texture_mapping_rejects_bad_shapes() -> None:
+    tex = torch.rand(2, 3, 4, 4)
+    with pytest.raises(ValueError, match=r"texture_mapping\(\): texture_coordinates must have shape \(2, H, W, 2\) "
+                                         r"or \(2, N, 2\) to match texture_maps \(2, 3, 4, 4\), got \(2, 5, 3\)"):
+        dk.texture_mapping(torch.rand(2, 5, 3), tex)
+    with pytest.raises(ValueError, match=r"got \(1, 5, 2\)"):
+        dk.texture_mapping(torch.rand(1, 5, 2), tex)
+    with pytest.raises(ValueError, match=r"texture_mapping\(\): mode must be 'nearest' or 'bilinear'"):
+        dk.texture_mapping(torch.rand(2, 5, 2), tex, mode="bicubic")
+    with pytest.raises(ValueError, match=r"texture_mapping\(\): texture_maps must have shape \(B, C, h, w\)"):
+        dk.texture_mapping(torch.rand(2, 5, 2), torch.rand(2, 4, 4))
+
+
+def _kaolin_two_quads(height: int, width: int) -> Dict[str, torch.Tensor]:
+    """Kaolin's rasterization test scene (tests/python/kaolin/render/mesh/test_rasterization.py,
+    class TestDIBR): two quads seen from z = 4, UVs 0.001..0.999, an 8 x 8 'jet' texture whose
+    rows are all the same (colour depends on u only)."""
+    verts = torch.tensor([[[-1, -1, -1], [1, -1, 0], [1, 1, -1], [-1, 1, 0]],
+                          [[-1, -1, 0], [1, -1, -1], [1, 1, 0], [-1, 1, -1]]], dtype=torch.float64)
+    faces = torch.tensor([[0, 1, 2], [0, 2, 3]])
+    e = 0.001
+    uvs = torch.tensor([[[e, e], [1 - e, e], [1 - e, 1 - e], [e, 1 - e]]], dtype=torch.float64).repeat(2, 1, 1)
+    jet = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.5, 1.0], [0.0, 1.0, 1.0], [0.5, 1.0, 0.5],
+                        [1.0, 1.0, 0.0], [1.0, 0.5, 0.0], [1.0, 0.0, 0.0], [0.5, 0.0, 0.0]], dtype=torch.float64)
+    tex = jet.T[None, :, None, :].expand(2, 3, 8, 8).contiguous()
+    proj = torch.tensor([[2.5 / (width / height)], [2.5], [-1.0]], dtype=torch.float64)
+    rot = torch.eye(3, dtype=torch.float64).expand(2, 3, 3)
+    trans = torch.tensor([[0.0, 0.0, 4.0]], dtype=torch.float64).expand(2, 3)
+    return dict(verts=verts, faces=faces, uvs=uvs, tex=tex, proj=proj, rot=rot, trans=trans)
+
+
+def test_kaolin_two_quad_bilinear_texture() -> None:
+    """Kaolin's test_render_texture recipe: rasterize [ones, uv], bilinear texture_mapping, times
+    the mask. Each pixel must equal the texture looked up at the UV interpolated linearly in screen
+    space from the corners (computed here independently, in numpy); along the quads' edges
+    (u or v = 0.001) that is the edge texel itself: with zero padding the colour there was
+    halved, or quartered at the corners (a 0.74 difference, the reported mismatch)."""
+    H, W = 64, 128
+    s = _kaolin_two_quads(H, W)
+    fvc, fvi, fn = dk.prepare_vertices(s["verts"], s["faces"], s["proj"], camera_rot=s["rot"],
+                                       camera_trans=s["trans"])
+    face_uvs = dk.index_vertices_by_faces(s["uvs"], s["faces"])
+    (texmask, texcoord), soft, face_idx = dk.dibr_rasterization(
+        H, W, fvc[..., 2], fvi, [torch.ones(*face_uvs.shape[:-1], 1, dtype=torch.float64), face_uvs], fn[..., 2])
+    image = dk.texture_mapping(texcoord, s["tex"], mode="bilinear") * texmask
+    assert image.shape == (2, H, W, 3)
+    # Pixel centres in NDC (row 0 at the top), screen-linear barycentrics of the covering face.
+    ys, xs = torch.meshgrid((H - 2 * torch.arange(H, dtype=torch.float64) - 1) / H,
+                            (2 * torch.arange(W, dtype=torch.float64) + 1 - W) / W, indexing="ij")
+    for b in range(2):
+        covered = face_idx[b] >= 0
+        assert int(covered.sum()) > 0.1 * H * W
+        f = face_idx[b][covered]
+        p = fvi[b][f]                                                   # (P, 3, 2)
+        px, py = xs[covered], ys[covered]
+        d = lambda i, j: (p[:, i, 0] - px) * (p[:, j, 1] - py) - (p[:, i, 1] - py) * (p[:, j, 0] - px)  # noqa: E731
+        w = torch.stack([d(1, 2), d(2, 0), d(0, 1)], dim=-1)
+        w = w / w.sum(-1, keepdim=True)
+        assert bool((w > -1e-9).all()), "the covering face must contain the pixel centre"
+        uv = (w[..., None] * face_uvs[b][f]).sum(1).numpy()
+        expected = _texture_lookup_np(uv, s["tex"][b].numpy(), "bilinear")
+        np.testing.assert_allclose(image[b][covered].numpy(), expected, atol=1e-9, rtol=0)
+        assert bool((image[b][~covered] == 0).all())
+    # The pixels at the quads' u = 0.001 edge are the first jet colour (blue) itself.
+    left = (texcoord[..., 0] < 1 / 16) & (face_idx >= 0)
+    assert int(left.sum()) > 20
+    blue = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+    assert_close(image[left], blue.expand(int(left.sum()), 3), atol=1e-9, rtol=0)

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
+from dibr_core.checks import as_index, check_positive, describe
 from dibr_core.mesh_repair import untangle
 from dibr_core.models.predictor import Predictor, PredictorOutput
 
@@ -31,6 +32,18 @@ __all__ = ["Generator", "load_generator"]
 def _redraw_seed(seed: int, index: int, attempt: int) -> int:
     """Seed of the ``attempt``-th redraw of sample ``index`` of a call with ``seed``."""
     return (int(seed) * 0x9E3779B1 + (index + 1) * 0x85EBCA77 + attempt * 0xC2B2AE3D) % (2 ** 63)
+
+
+def _check_sample_args(fn: str, n: object, seed: object, temperature: float) -> Tuple[int, int]:
+    """(n, seed) as ints after checking n >= 1, seed in [0, 2**64) (what a torch generator takes)
+    and a finite temperature >= 0."""
+    n_, seed_ = as_index(n), as_index(seed)
+    if n_ is None or n_ < 1:
+        raise ValueError(f"{fn}(): n must be an int >= 1, got {describe(n)}")
+    if seed_ is None or not 0 <= seed_ < 2 ** 64:
+        raise ValueError(f"{fn}(): seed must be an int in [0, 2**64), got {describe(seed)}")
+    check_positive(fn, "temperature", temperature, allow_zero=True)
+    return n_, seed_
 
 
 class Generator(nn.Module):
@@ -105,13 +118,11 @@ class Generator(nn.Module):
             self.scales[c, :k] = std.float()
 
     def sample_codes(self, category: Union[str, int], n: int, seed: int = 0, temperature: float = 1.0) -> torch.Tensor:
-        """(n, D) codes of one category, deterministic for ``seed``."""
-        if n < 1:
-            raise ValueError(f"Generator.sample_codes(): n must be >= 1, got {n}")
-        if temperature < 0:
-            raise ValueError(f"Generator.sample_codes(): temperature must be >= 0, got {temperature}")
+        """(n, D) codes of one category, deterministic for ``seed`` (an int in [0, 2**64)).
+        ``temperature`` scales the spread: a finite number >= 0."""
+        n, seed = _check_sample_args("Generator.sample_codes", n, seed, temperature)
         c = self.category_index(category)
-        g = torch.Generator().manual_seed(int(seed))
+        g = torch.Generator().manual_seed(seed)
         eps = torch.randn(n, self.rank, generator=g, dtype=torch.float32)
         z = self.means[c] + (eps * (temperature * self.scales[c])) @ self.bases[c].T
         return torch.relu(z)
@@ -129,6 +140,7 @@ class Generator(nn.Module):
         about 1 in 500) is redrawn from a seed derived from ``(seed, index, attempt)``, at most
         :attr:`MAX_REDRAWS` times, so sample ``i`` depends only on ``seed`` and ``i``.
         ``repair=False`` gives the raw decoder output of the drawn codes."""
+        n, seed = _check_sample_args("Generator.sample", n, seed, temperature)
         codes = self.sample_codes(category, n, seed, temperature).to(self.means.device)
         out = self.decoder.decode(codes)
         if not repair:

@@ -7,7 +7,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 
 from dibr_core import backend as _backend
-from dibr_core.checks import check_positive, check_tensor
+from dibr_core.checks import as_index, check_positive, check_tensor, describe
 from dibr_core.ops.determinism import deterministic_enabled
 from dibr_core.reference import rasterize_reference
 
@@ -107,8 +107,10 @@ def rasterize(
                  finite=finite)
     if valid_faces is not None:
         check_tensor(fn, "valid_faces", valid_faces, ("B", "F"), dims, "bool", dev)
-    if not isinstance(height, int) or not isinstance(width, int) or height <= 0 or width <= 0:
-        raise ValueError(f"{fn}(): height and width must be positive ints, got {height!r} x {width!r}")
+    h, w = as_index(height), as_index(width)
+    if h is None or w is None or h <= 0 or w <= 0:
+        raise ValueError(f"{fn}(): height and width must be positive ints, got {describe(height)} x {describe(width)}")
+    height, width = h, w
     check_positive(fn, "multiplier", multiplier)
     check_positive(fn, "eps", eps, allow_zero=True)
     if which == "reference":
