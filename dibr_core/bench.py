@@ -2,6 +2,7 @@
 
     python -m dibr_core.bench [--workload predictor fit large huge] [--backend reference cpu cuda]
                               [--pass forward backward] [--repeats N] [--load N]
+                              [--threads N] [--torch-threads N]
 
 Workloads (icospheres, each mesh of a batch seen from its own camera, filling about half of
 the image):
@@ -19,6 +20,12 @@ pipeline's per-item call uses them):
 Passes: ``forward`` (projection, rasterize, soft mask, interpolated RGB) and ``backward``
 (the same plus the backward of an L2 loss to the vertices and the vertex colours).
 Each (workload, backend) runs in its own process so the reported peak memory is its own.
+
+Threads: the C++ kernels use all usable cores (``--threads``). For the kernel workloads on the
+compiled backends, torch's own ops (camera, gathers, loss, their backward) run on one thread
+(``--torch-threads``, 0 for torch's default), the setting ``dibr_core.backend.use_threads``
+recommends for rendering loops on small images; the reference backend (all torch) and the model
+workloads (networks) keep torch's default. Rows record both counts under ``machine``.
 
 ``--load N`` measures each pass twice in the same process, on a quiet machine and beside N busy
 processes (``while True: pass``, started and always stopped by the benchmark), in alternating
