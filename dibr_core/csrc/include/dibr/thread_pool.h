@@ -15,7 +15,9 @@
 // its own outputs, which is how the kernels use it (see parallel.h).
 #pragma once
 
-#include <pthread.h>
+#if !defined(_WIN32)
+#include <pthread.h>  // pthread_atfork (there is no fork() on Windows)
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -44,8 +46,10 @@ class ThreadPool {
   static ThreadPool& instance() {
     ThreadPool* p = global().load(std::memory_order_acquire);
     if (p != nullptr) return *p;
+#if !defined(_WIN32)
     static std::once_flag atfork_once;
     std::call_once(atfork_once, [] { pthread_atfork(nullptr, nullptr, &ThreadPool::after_fork_in_child); });
+#endif
     ThreadPool* fresh = new ThreadPool();
     if (global().compare_exchange_strong(p, fresh, std::memory_order_acq_rel)) return *fresh;
     delete fresh;  // another thread installed one first (no workers were started in ours)
