@@ -1,7 +1,8 @@
 """Benchmark of the DIB-R kernels: one JSON line per (workload, backend, pass).
 
     python -m dibr_core.bench [--workload predictor fit large huge] [--backend reference cpu cuda]
-                              [--pass forward backward] [--repeats N]
+                              [--pass forward backward] [--repeats N] [--load N]
+                              [--threads N] [--torch-threads N]
 
 Workloads (icospheres, each mesh of a batch seen from its own camera, filling about half of
 the image):
@@ -21,20 +22,36 @@ pipeline's per-item call uses them):
 Passes: ``forward`` (projection, rasterize, soft mask, interpolated RGB) and ``backward``
 (the same plus the backward of an L2 loss to the vertices and the vertex colours).
 Each (workload, backend) runs in its own process so the reported peak memory is its own.
+
+Threads: the C++ kernels use all usable cores (``--threads``). For the kernel workloads on the
+compiled backends, torch's own ops (camera, gathers, loss, their backward) run on one thread
+(``--torch-threads``, 0 for torch's default), the setting ``dibr_core.backend.use_threads``
+recommends for rendering loops on small images; the reference backend (all torch) and the model
+workloads (networks) keep torch's default. Rows record both counts under ``machine``.
+
+``--load N`` measures each pass twice in the same process, on a quiet machine and beside N busy
+processes (``while True: pass``, started and always stopped by the benchmark), in alternating
+blocks of repeats so that drift of the machine affects both alike. It prints a row per load
+(``"load": 0`` and ``"load": N``) and, at the end, a table of the loaded medians and 90th
+percentiles next to the quiet ones with their ratios (on stderr, so stdout stays JSON lines).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import platform
 import resource
+import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from types import TracebackType
+from typing import Callable, Dict, List, Optional, Tuple, Type
 
 import torch
 
@@ -58,6 +75,83 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+# A busy process: one core's worth of Python bytecode until its parent is gone (so that even a
+# benchmark killed with SIGKILL leaves no busy loop behind for more than a fraction of a second).
+_BUSY_LOOP = """
+import os, sys
+parent = int(sys.argv[1])
+try:  # Linux: die with the parent even if it cannot clean up (SIGKILL)
+    import ctypes
+    ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+except Exception:
+    pass
+sys.stdout.write("r")
+sys.stdout.flush()
+while os.getppid() == parent:
+    for _ in range(200000):
+        pass
+"""
+
+
+class BusyLoad:
+    """Context manager owning ``n`` busy processes (one ``while True: pass`` each).
+
+    They start paused; :meth:`set` resumes (``SIGCONT``) or pauses (``SIGSTOP``) them, so that
+    quiet and loaded blocks can alternate without process start-up in between. Leaving the
+    context always ends them (also on errors and Ctrl-C), and they end by themselves when the
+    process that started them is gone.
+    """
+
+    SETTLE_S = 0.05  # after resuming, the busy loops get this long to be running everywhere
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.procs: List[subprocess.Popen] = []
+        self.running = False
+
+    def __enter__(self) -> "BusyLoad":
+        try:
+            for _ in range(self.n):
+                self.procs.append(subprocess.Popen(
+                    [sys.executable, "-c", _BUSY_LOOP, str(os.getpid())],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL))
+            for p in self.procs:  # each writes one byte when its loop starts
+                assert p.stdout is not None
+                if p.stdout.read(1) != b"r":
+                    raise RuntimeError("BusyLoad: a busy process failed to start")
+            self.running = True
+            self.set(False)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def set(self, running: bool) -> None:
+        """Resume (True) or pause (False) the busy processes."""
+        if running == self.running:
+            return
+        for p in self.procs:
+            p.send_signal(signal.SIGCONT if running else signal.SIGSTOP)
+        self.running = running
+        if running:
+            time.sleep(self.SETTLE_S)
+
+    def close(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()  # SIGKILL also ends a paused process
+        for p in self.procs:
+            p.wait()
+            if p.stdout is not None:
+                p.stdout.close()
+        self.procs = []
+        self.running = False
+
+    def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None:
+        self.close()
 
 
 def make_model_case(workload: str) -> Callable[[bool], None]:
@@ -140,22 +234,82 @@ def make_case(workload: str, backend: str, device: torch.device) -> Callable[[bo
     return run
 
 
-def measure(workload: str, backend: str, passes: List[str], repeats: Optional[int]) -> List[dict]:
-    if workload not in MODEL_WORKLOADS:
-        return _measure(workload, backend, passes, repeats)
-    # The models are torch code; the backend chooses how the mesh repair's queries run.
-    saved = os.environ.get("DIBR_BACKEND")
-    os.environ["DIBR_BACKEND"] = "reference" if backend == "reference" else "auto"
+def thread_plan(workload: str, backend: str, threads: Optional[int] = None,
+                torch_threads: Optional[int] = None) -> Tuple[int, Optional[int]]:
+    """(threads of the C++ kernels, torch's intra-op threads or None to keep torch's default)
+    for one configuration: by default the kernels use all usable cores and, for the kernel
+    workloads on the compiled backends, torch's own ops one thread, the setting that
+    ``dibr_core.backend.use_threads`` recommends for rendering loops on small images. The
+    reference backend (all torch) and the model workloads (networks) keep torch's default."""
+    from dibr_core.backend import usable_cores
+
+    kernels = threads if threads else usable_cores()
+    if torch_threads is None:
+        return kernels, (1 if backend != "reference" and workload in WORKLOADS else None)
+    return kernels, (torch_threads if torch_threads > 0 else None)
+
+
+def measure(workload: str, backend: str, passes: List[str], repeats: Optional[int], load: int = 0,
+            threads: Optional[int] = None, torch_threads: Optional[int] = None) -> List[dict]:
+    """Rows of one (workload, backend): one per pass, two with ``load`` (quiet and loaded)."""
+    from dibr_core.backend import threads as thread_settings
+
+    kernels, torch_ops = thread_plan(workload, backend, threads, torch_threads)
+    with thread_settings(kernels, torch_ops):
+        if workload not in MODEL_WORKLOADS:
+            return _measure(workload, backend, passes, repeats, load)
+        # The models are torch code; the backend chooses how the mesh repair's queries run.
+        saved = os.environ.get("DIBR_BACKEND")
+        os.environ["DIBR_BACKEND"] = "reference" if backend == "reference" else "auto"
+        try:
+            return _measure(workload, backend, passes, repeats, load)
+        finally:
+            if saved is None:
+                del os.environ["DIBR_BACKEND"]
+            else:
+                os.environ["DIBR_BACKEND"] = saved
+
+
+def summarize(times: List[float]) -> Dict[str, float]:
+    """Median, quartiles, 90th percentile, min, mean and max (ms) of a list of timings (ms)."""
+    t = sorted(times)
+    n = len(t)
+    return {
+        "median_ms": round(statistics.median(t), 3),
+        "q1_ms": round(t[n // 4], 3),
+        "q3_ms": round(t[(3 * n) // 4], 3),
+        "p90_ms": round(t[(9 * n) // 10], 3),
+        "min_ms": round(t[0], 3),
+        "mean_ms": round(statistics.fmean(t), 3),
+        "max_ms": round(t[-1], 3),
+    }
+
+
+def time_runs(run: Callable[[], None], n: int, load: Optional[BusyLoad] = None,
+              block: int = 5) -> Tuple[List[float], List[float]]:
+    """Timings (ms) of ``n`` calls of ``run`` on a quiet machine and, with ``load``, of ``n``
+    more beside its busy processes, in alternating blocks of ``block`` calls."""
+    quiet: List[float] = []
+    loaded: List[float] = []
+    phases = ((False, quiet), (True, loaded)) if load is not None else ((False, quiet),)
+    if load is None:
+        block = n
     try:
-        return _measure(workload, backend, passes, repeats)
+        while any(len(out) < n for _, out in phases):
+            for busy, out in phases:
+                if load is not None:
+                    load.set(busy)
+                for _ in range(min(block, n - len(out))):
+                    t0 = time.perf_counter()
+                    run()
+                    out.append((time.perf_counter() - t0) * 1000)
     finally:
-        if saved is None:
-            del os.environ["DIBR_BACKEND"]
-        else:
-            os.environ["DIBR_BACKEND"] = saved
+        if load is not None:
+            load.set(False)
+    return quiet, loaded
 
 
-def _measure(workload: str, backend: str, passes: List[str], repeats: Optional[int]) -> List[dict]:
+def _measure(workload: str, backend: str, passes: List[str], repeats: Optional[int], load: int = 0) -> List[dict]:
     import dibr_core
 
     device = torch.device("cuda" if backend == "cuda" else "cpu")
@@ -165,48 +319,68 @@ def _measure(workload: str, backend: str, passes: List[str], repeats: Optional[i
     else:
         run = make_case(workload, backend, device)
     rows = []
-    for p in passes:
-        bwd = p == "backward"
-        run(bwd)  # warm-up (JIT caches, allocator)
-        t0 = time.perf_counter()
-        run(bwd)
-        one = time.perf_counter() - t0
-        n = repeats if repeats is not None else max(3, min(50, int(2.0 / max(one, 1e-4))))
-        times = []
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        for _ in range(n):
+    busy = BusyLoad(load) if load > 0 else None
+    with busy if busy is not None else contextlib.nullcontext():
+        for p in passes:
+            bwd = p == "backward"
+            run(bwd)  # warm-up (JIT caches, allocator)
             t0 = time.perf_counter()
             run(bwd)
-            times.append((time.perf_counter() - t0) * 1000)
-        times.sort()
-        q1 = times[len(times) // 4]
-        q3 = times[(3 * len(times)) // 4]
-        peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
-                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-        rows.append({
-            "workload": workload,
-            "backend": backend,
-            "pass": "forward" if not bwd else "forward+backward",
-            "median_ms": round(statistics.median(times), 3),
-            "q1_ms": round(q1, 3),
-            "q3_ms": round(q3, 3),
-            "min_ms": round(times[0], 3),
-            "mean_ms": round(statistics.fmean(times), 3),
-            "max_ms": round(times[-1], 3),
-            "repeats": n,
-            "peak_memory_mb": round(peak, 1),
-            "peak_memory_kind": "cuda_max_allocated" if device.type == "cuda" else "process_max_rss",
-            "machine": {
-                "cpu": _cpu_model(),
-                "cpu_cores": os.cpu_count(),
-                "torch_threads": torch.get_num_threads(),
-                "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            },
-            "versions": {"dibr_core": dibr_core.__version__, "torch": torch.__version__,
-                         "python": platform.python_version()},
-        })
+            one = time.perf_counter() - t0
+            n = repeats if repeats is not None else max(3, min(50, int(2.0 / max(one, 1e-4))))
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            quiet, loaded = time_runs(lambda: run(bwd), n, busy)
+            peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
+                    else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+            for n_busy, times in ((0, quiet), (load, loaded)) if busy is not None else ((0, quiet),):
+                rows.append({
+                    "workload": workload,
+                    "backend": backend,
+                    "pass": "forward" if not bwd else "forward+backward",
+                    **summarize(times),
+                    "repeats": n,
+                    "load": n_busy,
+                    "peak_memory_mb": round(peak, 1),
+                    "peak_memory_kind": "cuda_max_allocated" if device.type == "cuda" else "process_max_rss",
+                    "machine": {
+                        "cpu": _cpu_model(),
+                        "cpu_cores": os.cpu_count(),
+                        "torch_threads": torch.get_num_threads(),
+                        "kernel_threads": dibr_core.backend.get_num_threads(),
+                        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                    },
+                    "versions": {"dibr_core": dibr_core.__version__, "torch": torch.__version__,
+                                 "python": platform.python_version()},
+                })
     return rows
+
+
+def load_table(rows: List[dict]) -> str:
+    """Markdown table of the loaded rows next to the quiet ones (medians and 90th percentiles,
+    ms) with their ratios, and the reference's time over this backend's where both ran."""
+    quiet = {(r["workload"], r["backend"], r["pass"]): r for r in rows if r.get("load") == 0 and "median_ms" in r}
+    lines = ["| workload | backend | pass | load | quiet median | loaded median | ratio | quiet p90 | loaded p90 "
+             "| ratio | reference / this, quiet / loaded |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        key = (r.get("workload"), r.get("backend"), r.get("pass"))
+        q = quiet.get(key)
+        if not r.get("load") or q is None:
+            continue
+        ref_q = quiet.get((key[0], "reference", key[2]))
+        ref_l = next((x for x in rows if x.get("load") == r["load"] and "median_ms" in x
+                      and (x["workload"], x["backend"], x["pass"]) == (key[0], "reference", key[2])), None)
+        vs_ref = (f"{ref_q['median_ms'] / q['median_ms']:.0f}x / {ref_l['median_ms'] / r['median_ms']:.0f}x"
+                  if ref_q is not None and ref_l is not None and key[1] != "reference" else "")
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {r['load']} | {q['median_ms']:.1f} | {r['median_ms']:.1f} "
+                     f"| {r['median_ms'] / q['median_ms']:.2f} | {q['p90_ms']:.1f} | {r['p90_ms']:.1f} "
+                     f"| {r['p90_ms'] / q['p90_ms']:.2f} | {vs_ref} |")
+    return "\n".join(lines)
+
+
+def _raise_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -219,7 +393,32 @@ def main(argv: Optional[List[str]] = None) -> int:
                         choices=["forward", "backward"])
     parser.add_argument("--repeats", type=int, default=None, help="timed runs (default: about 2 s worth)")
     parser.add_argument("--in-process", action="store_true", help="do not spawn a process per configuration")
+    parser.add_argument("--load", type=int, default=0, metavar="N",
+                        help="also measure beside N busy processes (started and stopped here); print both and ratios")
+    parser.add_argument("--threads", type=int, default=0, metavar="N",
+                        help="threads of the C++ kernels (default: all usable cores)")
+    parser.add_argument("--torch-threads", type=int, default=None, metavar="N",
+                        help="torch's intra-op threads, 0: torch's default (default: 1 for the kernel workloads on "
+                             "the compiled backends, as dibr_core.backend.use_threads recommends; else torch's)")
     args = parser.parse_args(argv)
+    if args.load < 0 or args.threads < 0 or (args.torch_threads or 0) < 0:
+        parser.error("--load, --threads and --torch-threads must be >= 0")
+    rows: List[dict] = []
+    # SIGTERM ends the run through the normal exit path, so that the busy processes are ended.
+    restore = (signal.signal(signal.SIGTERM, _raise_on_sigterm)
+               if args.load and threading.current_thread() is threading.main_thread() else None)
+    try:
+        _run_all(args, rows)
+    finally:
+        if restore is not None:
+            signal.signal(signal.SIGTERM, restore)
+    if args.load:
+        print(load_table(rows), file=sys.stderr, flush=True)
+    return 0
+
+
+def _run_all(args: argparse.Namespace, rows: List[dict]) -> None:
+    """Measure every (workload, backend) of ``args``; print the rows and append them to ``rows``."""
     import dibr_core
 
     info = dibr_core.backend_info()
@@ -240,21 +439,27 @@ def main(argv: Optional[List[str]] = None) -> int:
                 print(json.dumps({"workload": w, "backend": b, "skipped": skip}), flush=True)
                 continue
             if args.in_process:
-                for row in measure(w, b, args.passes, args.repeats):
+                for row in measure(w, b, args.passes, args.repeats, args.load, args.threads, args.torch_threads):
+                    rows.append(row)
                     print(json.dumps(row), flush=True)
                 continue
             cmd = [sys.executable, "-m", "dibr_core.bench", "--in-process", "--workload", w, "--backend", b,
-                   "--pass", *args.passes]
+                   "--pass", *args.passes, "--load", str(args.load)]
             if args.repeats is not None:
                 cmd += ["--repeats", str(args.repeats)]
+            if args.threads:
+                cmd += ["--threads", str(args.threads)]
+            if args.torch_threads is not None:
+                cmd += ["--torch-threads", str(args.torch_threads)]
             out = subprocess.run(cmd, capture_output=True, text=True)
             if out.returncode != 0:
                 print(json.dumps({"workload": w, "backend": b, "error": out.stderr.strip().splitlines()[-1:]}),
                       flush=True)
                 continue
+            # The child prints only JSON lines on stdout (its table goes to stderr and is dropped).
+            rows += [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
             sys.stdout.write(out.stdout)
             sys.stdout.flush()
-    return 0
 
 
 if __name__ == "__main__":

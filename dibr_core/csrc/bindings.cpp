@@ -8,6 +8,7 @@
 
 #include "cpu_kernels.h"
 #include "dibr/binning.h"
+#include "dibr/parallel.h"
 
 #ifdef WITH_CUDA
 // c10's stream and allocator headers, not ATen/cuda/CUDAContext.h: that one also needs the
@@ -501,4 +502,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("intersecting_face_pairs", &intersecting_face_pairs,
         "face pairs (P, 2), i < j, that intersect other than at a shared corner (CPU, float64)");
   m.def("with_cuda", &with_cuda, "whether the CUDA kernels were compiled in");
+  m.def("set_num_threads", &dibr::set_kernel_threads, "threads of the CPU kernels (0: torch.get_num_threads())");
+  m.def("get_num_threads", &dibr::kernel_threads, "threads the CPU kernels use on this thread now");
 }

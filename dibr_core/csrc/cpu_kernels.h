@@ -1,5 +1,6 @@
 // CPU kernels of dibr_core. They take the plain parameter structs of dibr/params.h and use
-// at::parallel_for for threading; results are deterministic for any number of threads.
+// dibr's own thread pool (dibr/parallel.h) for threading; results are deterministic for any
+// number of threads.
 #pragma once
 
 #include <cstdint>

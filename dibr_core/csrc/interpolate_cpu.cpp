@@ -1,6 +1,5 @@
 // CPU attribute interpolation: out = sum_k w_k attr[vertex of corner k], with a deterministic
 // backward (attribute gradients accumulated per mesh in pixel order).
-#include <ATen/Parallel.h>
 
 #include "cpu_kernels.h"
 #include "dibr/parallel.h"
@@ -11,7 +10,7 @@ template <typename T>
 void interpolate_fwd_cpu(const InterpolateParams<T>& p) {
   const int64_t n_pix = static_cast<int64_t>(p.B) * p.H * p.W;
   const int D = p.D;
-  at::parallel_for(0, n_pix, 2048, [&](int64_t q0, int64_t q1) {
+  parallel_for(0, n_pix, 2048, [&](int64_t q0, int64_t q1) {
     for (int64_t pix = q0; pix < q1; ++pix) {
       T* o = p.out + pix * D;
       const int64_t f = p.face_idx[pix];
@@ -36,7 +35,7 @@ void interpolate_bwd_cpu(const InterpolateParams<T>& p) {
   const int64_t n_pix = static_cast<int64_t>(p.B) * p.H * p.W;
   const int D = p.D;
   if (p.grad_bary != nullptr) {
-    at::parallel_for(0, n_pix, 2048, [&](int64_t q0, int64_t q1) {
+    parallel_for(0, n_pix, 2048, [&](int64_t q0, int64_t q1) {
       for (int64_t pix = q0; pix < q1; ++pix) {
         T* gb = p.grad_bary + pix * 3;
         gb[0] = gb[1] = gb[2] = T(0);

@@ -3,7 +3,6 @@
 // a shared corner. The
 // Python reference twins are in dibr_core/reference/mesh_queries.py (dispatch in
 // dibr_core/mesh_queries.py); the decisions follow the same formulas in the same order.
-#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
@@ -20,7 +19,7 @@ namespace dibr {
 void winding_numbers_cpu(const double* vertices, const int64_t* faces, int64_t n_faces, const double* points,
                          int64_t n_points, double* out) {
   const double inv_4pi = 1.0 / (4.0 * M_PI);
-  at::parallel_for(0, n_points, 8, [&](int64_t q0, int64_t q1) {
+  parallel_for(0, n_points, 8, [&](int64_t q0, int64_t q1) {
     for (int64_t q = q0; q < q1; ++q) {
       const double* p = points + 3 * q;
       double sum = 0.0;
@@ -35,7 +34,7 @@ void winding_numbers_cpu(const double* vertices, const int64_t* faces, int64_t n
 
 void ray_distances_cpu(const double* vertices, const int64_t* faces, int64_t n_faces, const double* origins,
                        const double* directions, const int64_t* skip_vertex, int64_t n_rays, double* out) {
-  at::parallel_for(0, n_rays, 4, [&](int64_t r0, int64_t r1) {
+  parallel_for(0, n_rays, 4, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       double best = INFINITY;
       for (int64_t f = 0; f < n_faces; ++f) {

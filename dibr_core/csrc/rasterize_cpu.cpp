@@ -2,7 +2,6 @@
 // Faces are binned per 8x8 tile in face order; inside a tile, faces are visited in that order
 // and each updates the pixels of its box, so every pixel sees its candidate faces in the same
 // order as a loop over all faces: the result equals the reference exactly.
-#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <limits>
@@ -22,7 +21,7 @@ constexpr int kFaceStride = 10;
 template <typename T>
 void prepare_faces(const T* fvi, int64_t n_faces, T M, std::vector<T>& out) {
   out.resize(static_cast<size_t>(n_faces) * kFaceStride);
-  at::parallel_for(0, n_faces, 4096, [&](int64_t f0, int64_t f1) {
+  parallel_for(0, n_faces, 4096, [&](int64_t f0, int64_t f1) {
     for (int64_t f = f0; f < f1; ++f) {
       T* o = out.data() + f * kFaceStride;
       for (int c = 0; c < 6; ++c) o[c] = fvi[f * 6 + c] * M;
@@ -114,7 +113,7 @@ void rasterize_bwd_cpu(const RasterizeBwdParams<T>& p) {
   const int64_t n_pix = static_cast<int64_t>(B) * H * W;
   // Pass 1 (parallel over pixels): each covered pixel's contribution to its face's corners.
   std::vector<T> contrib(static_cast<size_t>(n_pix) * 6);
-  at::parallel_for(0, n_pix, 1024, [&](int64_t q0, int64_t q1) {
+  parallel_for(0, n_pix, 1024, [&](int64_t q0, int64_t q1) {
     for (int64_t pix = q0; pix < q1; ++pix) {
       T* out = contrib.data() + pix * 6;
       for (int c = 0; c < 6; ++c) out[c] = T(0);

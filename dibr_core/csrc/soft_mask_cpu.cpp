@@ -5,7 +5,6 @@
 // faces. When gradients are needed the forward keeps the candidates of the uncovered pixels
 // that have any (never B*H*W*knum slots); the backward uses prefix/suffix products over them,
 // so it stays exact when a factor reaches 0.
-#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
@@ -42,7 +41,7 @@ struct SoftSetup {
     per_b = static_cast<int64_t>(tx_n) * ty_n;
     const int64_t n_faces = static_cast<int64_t>(p.B) * p.F;
     faces.resize(static_cast<size_t>(n_faces) * kFaceStride);
-    at::parallel_for(0, n_faces, 4096, [&](int64_t f0, int64_t f1) {
+    parallel_for(0, n_faces, 4096, [&](int64_t f0, int64_t f1) {
       for (int64_t f = f0; f < f1; ++f) {
         T* o = faces.data() + f * kFaceStride;
         for (int c = 0; c < 6; ++c) o[c] = p.face_vertices_image[f * 6 + c] * M;
