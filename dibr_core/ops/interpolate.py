@@ -48,7 +48,9 @@ def _interpolate_reference(attr: torch.Tensor, faces: Optional[torch.Tensor], fa
     return out * (face_idx >= 0).unsqueeze(-1).to(out.dtype)
 
 
-class _InterpolateCpu(torch.autograd.Function):
+class _InterpolateFn(torch.autograd.Function):
+    """The compiled kernels (interpolate_fwd / interpolate_bwd) on the inputs' device, CPU or CUDA."""
+
     @staticmethod
     def forward(ctx: Any, attr: torch.Tensor, bary: torch.Tensor, faces: Optional[torch.Tensor],
                 face_idx: torch.Tensor) -> torch.Tensor:
@@ -118,6 +120,6 @@ def interpolate(
     which = _backend.resolve(fn, backend, dev)
     if which == "reference":
         return _interpolate_reference(attr, faces, fragments.face_idx, bary)
-    out: torch.Tensor = _InterpolateCpu.apply(attr.contiguous(), bary.contiguous(), faces,
-                                              fragments.face_idx.contiguous())
+    out: torch.Tensor = _InterpolateFn.apply(attr.contiguous(), bary.contiguous(), faces,
+                                             fragments.face_idx.contiguous())
     return out
