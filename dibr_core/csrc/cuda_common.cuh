@@ -21,9 +21,9 @@
 //   wins ties) and the soft-mask candidates (the first knum faces, product in face order) are
 //   the CPU's.
 // - Backward: atomicAdd into the gradients, or (deterministic) per-contribution buffers grouped
+//   by target with a stable sort and summed sequentially in the CPU's order.
 #pragma once
 
-//   by target with a stable sort and summed sequentially in the CPU's order.
 #include <cuda_runtime.h>
 
 #include <cub/device/device_radix_sort.cuh>
