@@ -29,8 +29,14 @@ import torch
 PACKAGE_DIR = Path(__file__).resolve().parent
 CSRC = PACKAGE_DIR / "csrc"
 MODULE_NAME = "dibr_core_C"
-CPU_SOURCES = ["bindings.cpp", "rasterize_cpu.cpp", "soft_mask_cpu.cpp", "interpolate_cpu.cpp", "mesh_cpu.cpp"]
-CUDA_SOURCES: List[str] = ["kernels_cuda.cu"]
+# Per op: torch glue (torch_*.cpp), CPU kernels (*_cpu.cpp), CUDA kernels (*_cuda.cu); bindings.cpp
+# holds the module table. Basenames stay unique: cpp_extension names each object after its source.
+CPU_SOURCES = [
+    "bindings.cpp",
+    "torch_rasterize.cpp", "torch_soft_mask.cpp", "torch_interpolate.cpp", "torch_mesh.cpp",
+    "rasterize_cpu.cpp", "soft_mask_cpu.cpp", "interpolate_cpu.cpp", "mesh_cpu.cpp",
+]
+CUDA_SOURCES: List[str] = ["rasterize_cuda.cu", "soft_mask_cuda.cu", "interpolate_cuda.cu"]
 CFLAGS = ["-O3", "-std=c++17", "-ffp-contract=off", "-fopenmp"]
 LDFLAGS = ["-fopenmp"]
 # --fmad=false: no FMA contraction, so that the CUDA kernels round as the CPU ones
@@ -90,7 +96,8 @@ def cuda_build_enabled(sanitize: bool = False) -> bool:
 
 
 def source_files() -> List[Path]:
-    files = sorted(CSRC.rglob("*.h")) + sorted(CSRC.rglob("*.cpp")) + sorted(CSRC.rglob("*.cu"))
+    files = (sorted(CSRC.rglob("*.h")) + sorted(CSRC.rglob("*.cuh")) + sorted(CSRC.rglob("*.cpp"))
+             + sorted(CSRC.rglob("*.cu")))
     return files
 
 

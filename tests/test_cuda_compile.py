@@ -59,14 +59,19 @@ def test_cuda_sources_are_listed_in_the_build() -> None:
     assert sorted(f.name for f in CU_FILES) == sorted(_ext.CUDA_SOURCES)
 
 
+def test_cpp_sources_are_listed_in_the_build() -> None:
+    # A per-op file left out of the build would only show as an undefined symbol at import.
+    assert sorted(f.name for f in CSRC.glob("*.cpp")) == sorted(_ext.CPU_SOURCES)
+
+
 def test_cuda_sources_include_no_torch_header() -> None:
     for cu in CU_FILES:
         for f in local_closure(cu):
             m = TORCH_INCLUDE.search(f.read_text())
             assert m is None, f"{cu.name} includes {f.name}, which includes a torch header: {m.group(0).strip()}"
-    header = CSRC / "cuda_kernels.h"
-    for f in local_closure(header):
-        assert TORCH_INCLUDE.search(f.read_text()) is None, f"cuda_kernels.h pulls in a torch header via {f.name}"
+    for name in ("cuda_kernels.h", "cuda_common.cuh"):
+        for f in local_closure(CSRC / name):
+            assert TORCH_INCLUDE.search(f.read_text()) is None, f"{name} pulls in a torch header via {f.name}"
 
 
 def test_cuda_stems_differ_from_cpp_stems() -> None:

@@ -1,9 +1,10 @@
 // CUDA kernels of dibr_core: launch functions for float and double.
 //
-// Plain C++ (no torch header): the torch-facing layer (bindings.cpp, built with WITH_CUDA) fills
-// the parameter structs of dibr/params.h with device pointers and calls these on its current
-// stream. Every launcher checks each CUDA call and kernel launch and throws std::runtime_error
-// with the CUDA error string on failure.
+// Plain C++ (no torch header): the torch glue (torch_<op>.cpp, built with WITH_CUDA) fills the
+// parameter structs of dibr/params.h with device pointers and calls these on its current
+// stream. They are defined in <op>_cuda.cu, one file per op, on the code of cuda_common.cuh.
+// Every launcher checks each CUDA call and kernel launch and throws std::runtime_error with the
+// CUDA error string on failure.
 //
 // Semantics are those of the CPU kernels (cpu_kernels.h), computed with the same math
 // (dibr/math.h): the same face index per pixel, exactly; the same candidate faces, in the same

@@ -9,6 +9,7 @@ from dibr_core import backend as _backend
 from dibr_core.checks import check_index_range, check_tensor
 from dibr_core.ops.determinism import deterministic_enabled
 from dibr_core.ops.rasterize import Fragments
+from dibr_core.reference import interpolate_reference
 
 
 def perspective_correct(bary: torch.Tensor, face_idx: torch.Tensor, face_vertices_w: torch.Tensor) -> torch.Tensor:
@@ -32,23 +33,9 @@ def perspective_correct(bary: torch.Tensor, face_idx: torch.Tensor, face_vertice
     return torch.where(covered, q / s, torch.zeros_like(q))
 
 
-def _interpolate_reference(attr: torch.Tensor, faces: Optional[torch.Tensor], face_idx: torch.Tensor,
-                           bary: torch.Tensor) -> torch.Tensor:
-    B, H, W = face_idx.shape
-    fidx = face_idx.clamp(min=0).view(B, H * W)
-    if faces is None:
-        vidx = fidx[..., None] * 3 + torch.arange(3, device=fidx.device)
-    elif faces.dim() == 2:
-        vidx = faces[fidx]
-    else:
-        vidx = torch.gather(faces, 1, fidx[..., None].expand(-1, -1, 3))
-    D = attr.shape[-1]
-    corners = torch.gather(attr, 1, vidx.reshape(B, H * W * 3, 1).expand(-1, -1, D)).view(B, H, W, 3, D)
-    out = (corners * bary.unsqueeze(-1)).sum(dim=3)
-    return out * (face_idx >= 0).unsqueeze(-1).to(out.dtype)
+class _InterpolateFn(torch.autograd.Function):
+    """The compiled kernels (interpolate_fwd / interpolate_bwd) on the inputs' device, CPU or CUDA."""
 
-
-class _InterpolateCpu(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, attr: torch.Tensor, bary: torch.Tensor, faces: Optional[torch.Tensor],
                 face_idx: torch.Tensor) -> torch.Tensor:
@@ -117,7 +104,7 @@ def interpolate(
         bary = perspective_correct(bary, fragments.face_idx, face_vertices_w.to(bary.dtype))
     which = _backend.resolve(fn, backend, dev)
     if which == "reference":
-        return _interpolate_reference(attr, faces, fragments.face_idx, bary)
-    out: torch.Tensor = _InterpolateCpu.apply(attr.contiguous(), bary.contiguous(), faces,
-                                              fragments.face_idx.contiguous())
+        return interpolate_reference(attr, faces, fragments.face_idx, bary)
+    out: torch.Tensor = _InterpolateFn.apply(attr.contiguous(), bary.contiguous(), faces,
+                                             fragments.face_idx.contiguous())
     return out

@@ -37,7 +37,9 @@ class Fragments:
         return Fragments(self.face_idx, self.bary.detach())
 
 
-class _RasterizeCpu(torch.autograd.Function):
+class _RasterizeFn(torch.autograd.Function):
+    """The compiled kernels (rasterize_fwd / rasterize_bwd) on the inputs' device, CPU or CUDA."""
+
     @staticmethod
     def forward(ctx: Any, fvi: torch.Tensor, fvz: torch.Tensor, valid: Optional[torch.Tensor], height: int,
                 width: int, multiplier: float, eps: float) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -119,7 +121,7 @@ def rasterize(
         )
     else:
         valid_u8 = valid_faces.to(torch.uint8).contiguous() if valid_faces is not None else None
-        face_idx, bary = _RasterizeCpu.apply(
+        face_idx, bary = _RasterizeFn.apply(
             face_vertices_image.contiguous(), face_vertices_z.contiguous(), valid_u8, height, width,
             float(multiplier), float(eps),
         )

@@ -13,7 +13,9 @@ from dibr_core.reference import soft_mask_reference
 EDGE_EPS = 1e-7
 
 
-class _SoftMaskCpu(torch.autograd.Function):
+class _SoftMaskFn(torch.autograd.Function):
+    """The compiled kernels (soft_mask_fwd / soft_mask_bwd(_recompute)) on the inputs' device, CPU or CUDA."""
+
     @staticmethod
     def forward(ctx: Any, fvi: torch.Tensor, face_idx: torch.Tensor, valid: Optional[torch.Tensor], sigmainv: float,
                 boxlen: float, knum: int, multiplier: float) -> torch.Tensor:
@@ -101,7 +103,7 @@ def soft_mask(
             face_vertices_image, face_idx, float(sigmainv), float(boxlen), knum, float(multiplier), valid_faces, EDGE_EPS
         )
     valid_u8 = valid_faces.to(torch.uint8).contiguous() if valid_faces is not None else None
-    out: torch.Tensor = _SoftMaskCpu.apply(
+    out: torch.Tensor = _SoftMaskFn.apply(
         face_vertices_image.contiguous(), face_idx.contiguous(), valid_u8, float(sigmainv), float(boxlen), knum,
         float(multiplier),
     )

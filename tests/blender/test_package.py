@@ -108,7 +108,7 @@ def test_zip_contents(built_zip: Path, package_tool: ModuleType) -> None:
     # dibr_core: Python files, every kernel source, the prebuilt kernel built for the bundled torch.
     assert {"dibr_core/__init__.py", "dibr_core/_ext.py", "dibr_core/_build/dibr_core_C.so"} <= core_names
     sources = {"dibr_core/" + p.relative_to(ROOT / "dibr_core").as_posix()
-               for p in (ROOT / "dibr_core" / "csrc").rglob("*") if p.suffix in (".h", ".cpp", ".cu")}
+               for p in (ROOT / "dibr_core" / "csrc").rglob("*") if p.suffix in (".h", ".cuh", ".cpp", ".cu")}
     assert sources and sources <= core_names
     assert info["torch"] == torch_wheel.split("-")[1]
     assert not any(n.startswith("dibr_core/_build/") and n.endswith(".o") for n in core_names)
