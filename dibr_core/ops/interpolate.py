@@ -8,6 +8,7 @@ import torch
 from dibr_core import backend as _backend
 from dibr_core.checks import check_index_range, check_tensor
 from dibr_core.ops.determinism import deterministic_enabled
+from dibr_core.ops.first_order import first_order_only
 from dibr_core.ops.rasterize import Fragments
 
 
@@ -35,6 +36,10 @@ def perspective_correct(bary: torch.Tensor, face_idx: torch.Tensor, face_vertice
 def _interpolate_reference(attr: torch.Tensor, faces: Optional[torch.Tensor], face_idx: torch.Tensor,
                            bary: torch.Tensor) -> torch.Tensor:
     B, H, W = face_idx.shape
+    D = attr.shape[-1]
+    n_faces = attr.shape[1] // 3 if faces is None else faces.shape[-2]
+    if n_faces == 0:  # every pixel is background
+        return (bary.sum(-1, keepdim=True) * attr.sum()).mul(0).expand(B, H, W, D).contiguous()
     fidx = face_idx.clamp(min=0).view(B, H * W)
     if faces is None:
         vidx = fidx[..., None] * 3 + torch.arange(3, device=fidx.device)
@@ -42,10 +47,10 @@ def _interpolate_reference(attr: torch.Tensor, faces: Optional[torch.Tensor], fa
         vidx = faces[fidx]
     else:
         vidx = torch.gather(faces, 1, fidx[..., None].expand(-1, -1, 3))
-    D = attr.shape[-1]
     corners = torch.gather(attr, 1, vidx.reshape(B, H * W * 3, 1).expand(-1, -1, D)).view(B, H, W, 3, D)
-    out = (corners * bary.unsqueeze(-1)).sum(dim=3)
-    return out * (face_idx >= 0).unsqueeze(-1).to(out.dtype)
+    # Background pixels gathered face 0's corners: zero them (not multiply by 0, which keeps a NaN).
+    corners = torch.where((face_idx >= 0)[..., None, None], corners, torch.zeros_like(corners))
+    return (corners * bary.unsqueeze(-1)).sum(dim=3)
 
 
 class _InterpolateCpu(torch.autograd.Function):
@@ -66,7 +71,9 @@ class _InterpolateCpu(torch.autograd.Function):
         need_attr, need_bary = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         g_attr, g_bary = mod.interpolate_bwd(grad.contiguous(), attr, faces, face_idx, bary, need_attr, need_bary,
                                              deterministic_enabled())
-        return (g_attr if need_attr else None), (g_bary if need_bary else None), None, None
+        g_attr = first_order_only("interpolate", g_attr if need_attr else None, attr, bary, grad)
+        g_bary = first_order_only("interpolate", g_bary if need_bary else None, attr, bary, grad)
+        return g_attr, g_bary, None, None
 
 
 def interpolate(
@@ -95,10 +102,12 @@ def interpolate(
     """
     fn = "interpolate"
     dims: Dict[str, int] = {}
-    B, H, W = fragments.face_idx.shape
-    dims["B"] = B
-    bary = fragments.bary
-    dev = bary.device
+    if not isinstance(fragments, Fragments):
+        raise TypeError(f"{fn}(): fragments must be the Fragments of rasterize(), got {type(fragments).__name__}")
+    face_idx = check_tensor(fn, "fragments.face_idx", fragments.face_idx, ("B", "H", "W"), dims, torch.int64)
+    dev = face_idx.device
+    bary = check_tensor(fn, "fragments.bary", fragments.bary, ("B", "H", "W", 3), dims, "float", dev)
+    B = dims["B"]
     if faces is None:
         check_tensor(fn, "attributes", attributes, ("B", "F", 3, "D"), dims, "float", dev)
         attr = attributes.reshape(B, -1, attributes.shape[-1])
@@ -111,13 +120,21 @@ def interpolate(
         check_index_range(fn, "faces", faces, dims["V"], "vertices")
         faces = faces.long().contiguous()
         attr = attributes
+    # face_idx indexes the faces: it must come from rasterizing exactly these F faces.
+    n_faces = dims["F"]
+    what = "attributes" if faces is None else "faces"
+    if fragments.num_faces is not None and fragments.num_faces != n_faces:
+        shown = attributes.shape if faces is None else faces.shape
+        raise ValueError(f"{fn}(): {what} has F={n_faces} faces (shape {tuple(shown)}) but the fragments come "
+                         f"from rasterizing {fragments.num_faces} faces; they must be the same faces")
+    if fragments.num_faces is None or dev.type == "cpu":  # hand-built fragments, or a cheap check
+        check_index_range(fn, "fragments.face_idx", face_idx, n_faces, f"faces in {what}", lower=-1)
     attr = attr.to(bary.dtype)
     if face_vertices_w is not None:
-        check_tensor(fn, "face_vertices_w", face_vertices_w, ("B", None, 3), dims, "float", dev)
+        check_tensor(fn, "face_vertices_w", face_vertices_w, ("B", "F", 3), dims, "float", dev)
         bary = perspective_correct(bary, fragments.face_idx, face_vertices_w.to(bary.dtype))
     which = _backend.resolve(fn, backend, dev)
     if which == "reference":
-        return _interpolate_reference(attr, faces, fragments.face_idx, bary)
-    out: torch.Tensor = _InterpolateCpu.apply(attr.contiguous(), bary.contiguous(), faces,
-                                              fragments.face_idx.contiguous())
+        return _interpolate_reference(attr, faces, face_idx, bary)
+    out: torch.Tensor = _InterpolateCpu.apply(attr.contiguous(), bary.contiguous(), faces, face_idx.contiguous())
     return out

@@ -7,8 +7,9 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 
 from dibr_core import backend as _backend
-from dibr_core.checks import check_positive, check_tensor
+from dibr_core.checks import check_positive, check_scaled_range, check_tensor
 from dibr_core.ops.determinism import deterministic_enabled
+from dibr_core.ops.first_order import first_order_only
 from dibr_core.reference import rasterize_reference
 
 
@@ -23,10 +24,13 @@ class Fragments:
         bary: (B, H, W, 3) float, the barycentric weights of that face's corners at the pixel
             centre (screen-space, as DIB-R); 0 on background. Differentiable w.r.t. the face
             corners' image positions.
+        num_faces: F, the number of faces rasterized (None when unknown, e.g. for fragments
+            built by hand): :func:`interpolate` checks its attributes against it.
     """
 
     face_idx: torch.Tensor
     bary: torch.Tensor
+    num_faces: Optional[int] = None
 
     @property
     def mask(self) -> torch.Tensor:
@@ -34,7 +38,7 @@ class Fragments:
         return self.face_idx >= 0
 
     def detach(self) -> "Fragments":
-        return Fragments(self.face_idx, self.bary.detach())
+        return Fragments(self.face_idx, self.bary.detach(), self.num_faces)
 
 
 class _RasterizeCpu(torch.autograd.Function):
@@ -56,7 +60,7 @@ class _RasterizeCpu(torch.autograd.Function):
         assert mod is not None
         multiplier, eps = ctx.params
         grad = mod.rasterize_bwd(g_bary.contiguous(), fvi, face_idx, multiplier, eps, deterministic_enabled())
-        return grad, None, None, None, None, None, None
+        return first_order_only("rasterize", grad, fvi, g_bary), None, None, None, None, None, None
 
 
 def rasterize(
@@ -101,16 +105,15 @@ def rasterize(
     dev = face_vertices_image.device
     which = _backend.resolve(fn, backend, dev)
     # The C++ CPU kernels check NaN/Inf themselves (same message), without extra tensor passes.
-    finite = which != "cpu"
-    check_tensor(fn, "face_vertices_image", face_vertices_image, None, None, None, finite=finite)
     check_tensor(fn, "face_vertices_z", face_vertices_z, ("B", "F", 3), dims, face_vertices_image.dtype, dev,
-                 finite=finite)
+                 finite=which != "cpu")
     if valid_faces is not None:
         check_tensor(fn, "valid_faces", valid_faces, ("B", "F"), dims, "bool", dev)
     if not isinstance(height, int) or not isinstance(width, int) or height <= 0 or width <= 0:
         raise ValueError(f"{fn}(): height and width must be positive ints, got {height!r} x {width!r}")
     check_positive(fn, "multiplier", multiplier)
     check_positive(fn, "eps", eps, allow_zero=True)
+    check_scaled_range(fn, "face_vertices_image", face_vertices_image, multiplier)
     if which == "reference":
         face_idx, bary = rasterize_reference(
             face_vertices_image, face_vertices_z, height, width, valid_faces, float(multiplier), float(eps)
@@ -121,4 +124,4 @@ def rasterize(
             face_vertices_image.contiguous(), face_vertices_z.contiguous(), valid_u8, height, width,
             float(multiplier), float(eps),
         )
-    return Fragments(face_idx, bary)
+    return Fragments(face_idx, bary, int(face_vertices_image.shape[1]))

@@ -99,4 +99,6 @@ def soft_mask_reference(
         if vals:
             mask_b = mask_b.index_put((pix,), torch.cat(vals))
         out.append(mask_b.view(H, W))
+    if not out:  # empty batch
+        return face_vertices_image.new_zeros(0, H, W) + 0 * face_vertices_image.sum()
     return torch.stack(out)
