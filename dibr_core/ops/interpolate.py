@@ -24,7 +24,7 @@ def perspective_correct(bary: torch.Tensor, face_idx: torch.Tensor, face_vertice
         (B, H, W, 3): w_k / W_k normalised to sum 1 (0 on background).
     """
     B, H, W, _ = bary.shape
-    idx = face_idx.clamp(min=0).view(B, H * W, 1).expand(-1, -1, 3)
+    idx = face_idx.clamp(min=0).reshape(B, H * W, 1).expand(-1, -1, 3)
     wk = torch.gather(face_vertices_w, 1, idx).view(B, H, W, 3)
     q = bary / wk
     s = q.sum(-1, keepdim=True)
@@ -40,7 +40,7 @@ def _interpolate_reference(attr: torch.Tensor, faces: Optional[torch.Tensor], fa
     n_faces = attr.shape[1] // 3 if faces is None else faces.shape[-2]
     if n_faces == 0:  # every pixel is background
         return (bary.sum(-1, keepdim=True) * attr.sum()).mul(0).expand(B, H, W, D).contiguous()
-    fidx = face_idx.clamp(min=0).view(B, H * W)
+    fidx = face_idx.clamp(min=0).reshape(B, H * W)
     if faces is None:
         vidx = fidx[..., None] * 3 + torch.arange(3, device=fidx.device)
     elif faces.dim() == 2:
