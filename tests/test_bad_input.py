@@ -261,3 +261,16 @@ def test_backends_raise_the_same_messages() -> None:
                 case(be)
             errs.append((info.type, str(info.value)))
         assert errs[0] == errs[1]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_outputs_stay_differentiable_when_nothing_is_covered_or_everything_is(backend: str) -> None:
+    """A loss on bary or the soft mask can be backpropagated whatever the coverage (zero gradient)."""
+    x = torch.tensor([[[[2.0, 2.0], [3.0, 2.0], [2.0, 3.0]]]], requires_grad=True)  # off screen
+    rasterize(x, -torch.ones(1, 1, 3), 4, 4, backend=backend).bary.sum().backward()
+    assert torch.equal(x.grad, torch.zeros_like(x))
+    y = torch.tensor([[[[-3.0, -3.0], [3.0, -3.0], [0.0, 3.0]]]], requires_grad=True)  # covers every pixel
+    fr = rasterize(y.detach(), -torch.ones(1, 1, 3), 4, 4, backend=backend)
+    assert (fr.face_idx == 0).all()
+    soft_mask(y, fr.face_idx, backend=backend).sum().backward()
+    assert torch.equal(y.grad, torch.zeros_like(y))

@@ -24,11 +24,14 @@ def perspective_correct(bary: torch.Tensor, face_idx: torch.Tensor, face_vertice
         (B, H, W, 3): w_k / W_k normalised to sum 1 (0 on background).
     """
     B, H, W, _ = bary.shape
+    covered = (face_idx >= 0).unsqueeze(-1)
+    if face_vertices_w.shape[1] == 0:  # no faces: every pixel is background
+        return torch.zeros_like(bary)
     idx = face_idx.clamp(min=0).reshape(B, H * W, 1).expand(-1, -1, 3)
-    wk = torch.gather(face_vertices_w, 1, idx).view(B, H, W, 3)
+    # Background pixels gathered face 0's w: replace it by 1 so that it cannot give 0 / 0.
+    wk = torch.where(covered, torch.gather(face_vertices_w, 1, idx).view(B, H, W, 3), torch.ones_like(bary))
     q = bary / wk
     s = q.sum(-1, keepdim=True)
-    covered = (face_idx >= 0).unsqueeze(-1)
     s = torch.where(covered, s, torch.ones_like(s))
     return torch.where(covered, q / s, torch.zeros_like(q))
 
