@@ -129,9 +129,9 @@ def check_index_range(fn: str, name: str, idx: torch.Tensor, upper: int, what: s
         )
 
 
-# Largest |coordinate| * multiplier (scaled units) the kernels' arithmetic is exact enough for
-# without overflow: the soft mask squares a cross product of two coordinate differences (up to
-# 64 L^4 for coordinates up to L), the rasterizer sums three such products (24 L^2).
+# Largest max(|NDC coordinate|, 1) * multiplier (scaled units, L) for which the kernels'
+# arithmetic cannot overflow: the soft mask squares a cross product of coordinate differences
+# (up to 64 L^4), the rasterizer sums three such cross products (up to 24 L^2).
 SCALED_LIMIT = {torch.float32: 1e9, torch.float64: 1e75}
 
 

@@ -101,7 +101,12 @@ def interpolate(
         backend: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"reference"``.
 
     Returns:
-        (B, H, W, D) float, 0 on background pixels.
+        (B, H, W, D) float, 0 on background pixels. Second-order gradients: reference backend only.
+
+    Raises:
+        ValueError: when the faces (or per-corner attributes) are not the F faces the fragments
+            were rasterized from, or ``fragments.face_idx`` holds an index outside [-1, F);
+            ValueError, TypeError: on other bad shapes or dtypes.
     """
     fn = "interpolate"
     dims: Dict[str, int] = {}

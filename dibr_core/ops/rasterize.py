@@ -96,15 +96,22 @@ def rasterize(
         backend: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"reference"``.
 
     Returns:
-        :class:`Fragments` with ``face_idx`` (B, H, W) and ``bary`` (B, H, W, 3). Gradients flow
-        from ``bary`` to ``face_vertices_image``; ``face_vertices_z`` only selects faces.
+        :class:`Fragments` with ``face_idx`` (B, H, W), ``bary`` (B, H, W, 3) and ``num_faces`` F.
+        Gradients flow from ``bary`` to ``face_vertices_image``; ``face_vertices_z`` only selects
+        faces. Second-order gradients: the reference backend only (autograd); through the C++ and
+        CUDA kernels, differentiating a gradient taken with ``create_graph=True`` raises.
+
+    Raises:
+        ValueError, TypeError: on bad shapes, dtypes or parameters, NaN/Inf coordinates, or
+            coordinates beyond ``max(|x|, 1) * multiplier <= 1e9`` in float32 (``1e75`` in
+            float64), where the arithmetic would overflow.
     """
     fn = "rasterize"
     dims: Dict[str, int] = {}
     check_tensor(fn, "face_vertices_image", face_vertices_image, ("B", "F", 3, 2), dims, "float")
     dev = face_vertices_image.device
     which = _backend.resolve(fn, backend, dev)
-    # The C++ CPU kernels check NaN/Inf themselves (same message), without extra tensor passes.
+    # The C++ CPU kernels check face_vertices_z for NaN/Inf themselves (same message), without an extra pass.
     check_tensor(fn, "face_vertices_z", face_vertices_z, ("B", "F", 3), dims, face_vertices_image.dtype, dev,
                  finite=which != "cpu")
     if valid_faces is not None:

@@ -80,7 +80,12 @@ def soft_mask(
         backend: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"reference"``.
 
     Returns:
-        (B, H, W) float in [0, 1], differentiable w.r.t. ``face_vertices_image``.
+        (B, H, W) float in [0, 1], differentiable w.r.t. ``face_vertices_image`` (second order:
+        reference backend only, as for :func:`rasterize`).
+
+    Raises:
+        ValueError, TypeError: on bad shapes, dtypes or parameters, NaN/Inf coordinates, or
+            coordinates beyond the range :func:`rasterize` documents.
     """
     fn = "soft_mask"
     dims: Dict[str, int] = {}
