@@ -119,8 +119,8 @@ def check_index_range(fn: str, name: str, idx: torch.Tensor, upper: int, what: s
     """Integer tensor ``idx`` must hold values in ``[lower, upper)``."""
     if idx.numel() == 0:
         return
-    lo = int(idx.min())
-    hi = int(idx.max())
+    lo_t, hi_t = torch.aminmax(idx)  # one pass
+    lo, hi = int(lo_t), int(hi_t)
     if lo < lower or hi >= upper:
         bad = lo if lo < lower else hi
         raise ValueError(
