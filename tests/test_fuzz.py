@@ -256,7 +256,7 @@ def test_rasterize_and_soft_mask_bad_input_raise_documented_errors(case, mutatio
     elif m == "fvi_last_dim":
         fvi = torch.cat([fvi, fvi[..., :1]], dim=3)
     elif m == "fvz_faces":
-        fvz = torch.cat([fvz, fvz[:, :1] * 0 - 1], dim=1)
+        fvz = torch.cat([fvz, torch.full((B, 1, 3), -1.0)], dim=1)
     elif m == "fvz_batch":
         fvz = torch.cat([fvz, fvz])
     elif m == "fvz_dtype":
