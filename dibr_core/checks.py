@@ -116,16 +116,16 @@ def check_same_dtype(fn: str, **tensors: torch.Tensor) -> torch.dtype:
     return first.dtype
 
 
-def check_index_range(fn: str, name: str, idx: torch.Tensor, upper: int, what: str) -> None:
-    """Integer tensor ``idx`` must hold values in ``[0, upper)``."""
+def check_index_range(fn: str, name: str, idx: torch.Tensor, upper: int, what: str, lower: int = 0) -> None:
+    """Integer tensor ``idx`` must hold values in ``[lower, upper)``."""
     if idx.numel() == 0:
         return
-    lo = int(idx.min())
-    hi = int(idx.max())
-    if lo < 0 or hi >= upper:
-        bad = lo if lo < 0 else hi
+    lo_t, hi_t = torch.aminmax(idx)  # one pass
+    lo, hi = int(lo_t), int(hi_t)
+    if lo < lower or hi >= upper:
+        bad = lo if lo < lower else hi
         raise ValueError(
-            f"{fn}(): {name} holds index {bad}, outside [0, {upper}) for {upper} {what} "
+            f"{fn}(): {name} holds index {bad}, outside [{lower}, {upper}) for {upper} {what} "
             f"(shape {_fmt_got(idx.shape)})"
         )
 
@@ -144,6 +144,28 @@ def as_index(value: object) -> Optional[int]:
 def describe(value: object) -> str:
     """``repr`` of a scalar argument with its type, for messages: ``64.0 (float)``."""
     return f"{value!r} ({type(value).__name__})"
+# Largest max(|NDC coordinate|, 1) * multiplier (scaled units, L) for which the kernels'
+# arithmetic cannot overflow: the soft mask squares a cross product of coordinate differences
+# (up to 64 L^4), the rasterizer sums three such cross products (up to 24 L^2).
+SCALED_LIMIT = {torch.float32: 1e9, torch.float64: 1e75}
+
+
+def check_scaled_range(fn: str, name: str, t: torch.Tensor, multiplier: float) -> None:
+    """NDC coordinates ``t`` (any shape) must be finite, and ``max(|t|, 1) * multiplier`` (the
+    pixel centres reach ``multiplier``) must stay within :data:`SCALED_LIMIT` of ``t``'s dtype."""
+    limit = SCALED_LIMIT.get(t.dtype, SCALED_LIMIT[torch.float32])
+    amax = float(t.detach().abs().amax()) if t.numel() > 0 else 0.0
+    if not amax < float("inf"):
+        raise ValueError(f"{fn}(): {name} contains NaN or Inf values (shape {_fmt_got(t.shape)})")
+    m = float(multiplier)
+    if max(amax, 1.0) * m > limit:
+        dt = str(t.dtype).replace("torch.", "")
+        raise ValueError(
+            f"{fn}(): {name} (shape {_fmt_got(t.shape)}) reaches |x| = {amax:.3g} NDC with multiplier {m:.3g}; "
+            f"the {dt} kernels need max(|x|, 1) * multiplier <= {limit:.0e} (overflow beyond): "
+            f"{'use float64, ' if t.dtype == torch.float32 else ''}cull or clip faces this far out, "
+            f"or lower the multiplier"
+        )
 
 
 def check_positive(fn: str, name: str, value: float, allow_zero: bool = False) -> None:

@@ -39,7 +39,8 @@ def _dot3(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def normalize(v: torch.Tensor) -> torch.Tensor:
-    """Normalise 3-vectors as ``v / (|v| + 1e-15)`` (zero vectors stay zero, no NaN).
+    """Normalise 3-vectors as ``v / (|v| + 1e-15)`` (zero vectors stay zero, no NaN; no overflow
+    for vectors as long as the dtype can hold).
 
     Args:
         v: (..., 3) float.
@@ -50,8 +51,20 @@ def normalize(v: torch.Tensor) -> torch.Tensor:
     check_tensor("normalize", "v", v, dtype="float")
     if v.dim() == 0 or v.shape[-1] != 3:
         raise ValueError(f"normalize(): v must have shape (..., 3), got {tuple(v.shape)}")
-    length: torch.Tensor = torch.linalg.vector_norm(v, dim=-1, keepdim=True)
-    return v / (length + _NORMALIZE_EPS)
+    # Computed on v / s, s the power of two at or above max |v_i| (exact scaling, so the result is
+    # bitwise that of the formula) so that |v| cannot overflow or underflow. s does not change the
+    # function's value, so it takes no gradient.
+    s = pow2_scale(v.detach().abs().amax(dim=-1, keepdim=True))
+    u = v / s
+    length: torch.Tensor = torch.linalg.vector_norm(u, dim=-1, keepdim=True)
+    return u / (length + _NORMALIZE_EPS / s)
+
+
+def pow2_scale(m: torch.Tensor) -> torch.Tensor:
+    """The power of two 2^e with m <= 2^e < 2 m for positive finite m (1 where m is 0 or not finite)."""
+    _, e = torch.frexp(m)
+    s = torch.ldexp(torch.ones_like(m), e)
+    return torch.where((m > 0) & torch.isfinite(m), s, torch.ones_like(m))
 
 
 def lambertian(

@@ -13,8 +13,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 
 from dibr_core.camera import Camera, clip_to_ndc
-from dibr_core.checks import as_index, check_index_range, check_positive, check_tensor, describe
-from dibr_core.lighting import lambertian, normalize, phong, spherical_harmonics
+from dibr_core.checks import as_index, check_index_range, check_positive, check_scaled_range, check_tensor, describe
+from dibr_core.lighting import lambertian, normalize, phong, pow2_scale, spherical_harmonics
 from dibr_core.mesh import gather_faces_unchecked
 from dibr_core.ops import Fragments, interpolate, rasterize, soft_mask
 from dibr_core.texture import sample_texture
@@ -214,7 +214,7 @@ def render(
         camera: B cameras, or one camera (batch 1) shared by all meshes.
         colors: (B, V, 3) per-vertex RGB in [0, 1], optional.
         face_uvs: (B, F, 3, 2) or (F, 3, 2) per-corner UVs (OpenGL: v = 0 at the bottom).
-        texture: (B, C, Ht, Wt) or (1, C, Ht, Wt) texture (C = 3); needs ``face_uvs``.
+        texture: (B, 3, Ht, Wt) or (1, 3, Ht, Wt) RGB texture; needs ``face_uvs``.
         lighting: None, :class:`DirectionalLights`, :class:`PhongLight` or :class:`SHLighting`.
         settings: :class:`RenderSettings`.
 
@@ -271,6 +271,7 @@ def render(
     else:
         key = fv_cam[..., 2]
     key = torch.where(visible[..., None], key, torch.zeros_like(key))
+    check_scaled_range(fn, "meshes.vertices projected to NDC", fvi, settings.multiplier)
     frags: Fragments = rasterize(fvi, key.detach(), H, W, drawable, multiplier=settings.multiplier,
                                  eps=settings.eps, backend=settings.backend)
     alpha = soft_mask(fvi, frags.face_idx, sigmainv=settings.sigmainv, boxlen=settings.boxlen, knum=settings.knum,
@@ -279,7 +280,12 @@ def render(
 
     # Attributes: per-vertex ones in one interpolation, per-corner ones (flat normals, UVs) in another.
     fv_world = _gather(verts, faces)                     # (B, F, 3, 3)
-    face_n = torch.cross(fv_world[:, :, 1] - fv_world[:, :, 0], fv_world[:, :, 2] - fv_world[:, :, 0], dim=-1)
+    e1 = fv_world[:, :, 1] - fv_world[:, :, 0]
+    e2 = fv_world[:, :, 2] - fv_world[:, :, 0]
+    # Edges divided by a power of two per mesh (exact) near its longest edge, so that the cross
+    # product cannot overflow on huge scenes; normals are normalised, so the scale cancels.
+    edge_scale = pow2_scale(torch.maximum(e1.detach().abs().amax(dim=(1, 2)), e2.detach().abs().amax(dim=(1, 2))))
+    face_n = torch.cross(e1 / edge_scale[:, None, None], e2 / edge_scale[:, None, None], dim=-1)
     vert_feats: List[torch.Tensor] = [-p_cam[..., 2:], verts]
     corner_feats: List[torch.Tensor] = []
     if settings.smooth_normals:
@@ -292,9 +298,9 @@ def render(
     if texture is not None:
         if face_uvs is None:
             raise ValueError(f"{fn}(): texture needs face_uvs (B, F, 3, 2)")
-        check_tensor(fn, "texture", texture, (None, "C", None, None), dims, dt, dev, finite=True)
+        check_tensor(fn, "texture", texture, (None, 3, None, None), dims, dt, dev, finite=True)
         if texture.shape[0] not in (1, B):
-            raise ValueError(f"{fn}(): texture must have shape (1 or {B}, C, Ht, Wt), got {tuple(texture.shape)}")
+            raise ValueError(f"{fn}(): texture must have shape (1 or {B}, 3, Ht, Wt), got {tuple(texture.shape)}")
     if face_uvs is not None:
         if face_uvs.dim() == 3:
             check_tensor(fn, "face_uvs", face_uvs, ("F", 3, 2), dims, dt, dev, finite=True)
@@ -319,7 +325,6 @@ def render(
         assert cattr is not None
         uv = cattr[..., -2:]
         albedo = sample_texture(texture, uv, settings.texture_filter, settings.texture_wrap)  # type: ignore[arg-type]
-        albedo = albedo[..., :3]
     elif vcolors is not None:
         albedo = vcolors
     else:

@@ -1,5 +1,5 @@
 """The C++ kernels under AddressSanitizer and UndefinedBehaviorSanitizer: build them with
-`build.py ext --sanitize` and run the kernel, fuzz and mesh-repair tests against that build in a
+`build.py ext --sanitize` and run the kernel, fuzz, bad-input and mesh-repair tests against that build in a
 subprocess with the ASan runtime preloaded. Any sanitizer report fails the run."""
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ def test_kernels_under_asan_and_ubsan() -> None:
                ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1",
                UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1", PYTHONHASHSEED="0")
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
-                          "tests/test_kernels.py", "tests/test_fuzz.py", "tests/test_mesh_repair.py",
+                          "tests/test_kernels.py", "tests/test_fuzz.py", "tests/test_bad_input.py",
+                          "tests/test_mesh_repair.py",
                           "-k", "not without_compiler"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
     out = run.stdout[-4000:] + run.stderr[-4000:]

@@ -8,6 +8,7 @@ import torch
 from dibr_core import backend as _backend
 from dibr_core.checks import check_index_range, check_tensor
 from dibr_core.ops.determinism import deterministic_enabled
+from dibr_core.ops.first_order import first_order_only
 from dibr_core.ops.rasterize import Fragments
 from dibr_core.reference import interpolate_reference
 
@@ -24,11 +25,14 @@ def perspective_correct(bary: torch.Tensor, face_idx: torch.Tensor, face_vertice
         (B, H, W, 3): w_k / W_k normalised to sum 1 (0 on background).
     """
     B, H, W, _ = bary.shape
-    idx = face_idx.clamp(min=0).view(B, H * W, 1).expand(-1, -1, 3)
-    wk = torch.gather(face_vertices_w, 1, idx).view(B, H, W, 3)
+    covered = (face_idx >= 0).unsqueeze(-1)
+    if face_vertices_w.shape[1] == 0:  # no faces: every pixel is background
+        return torch.zeros_like(bary)
+    idx = face_idx.clamp(min=0).reshape(B, H * W, 1).expand(-1, -1, 3)
+    # Background pixels gathered face 0's w: replace it by 1 so that it cannot give 0 / 0.
+    wk = torch.where(covered, torch.gather(face_vertices_w, 1, idx).view(B, H, W, 3), torch.ones_like(bary))
     q = bary / wk
     s = q.sum(-1, keepdim=True)
-    covered = (face_idx >= 0).unsqueeze(-1)
     s = torch.where(covered, s, torch.ones_like(s))
     return torch.where(covered, q / s, torch.zeros_like(q))
 
@@ -53,7 +57,9 @@ class _InterpolateFn(torch.autograd.Function):
         need_attr, need_bary = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         g_attr, g_bary = mod.interpolate_bwd(grad.contiguous(), attr, faces, face_idx, bary, need_attr, need_bary,
                                              deterministic_enabled())
-        return (g_attr if need_attr else None), (g_bary if need_bary else None), None, None
+        g_attr = first_order_only("interpolate", g_attr if need_attr else None, attr, bary, grad)
+        g_bary = first_order_only("interpolate", g_bary if need_bary else None, attr, bary, grad)
+        return g_attr, g_bary, None, None
 
 
 def interpolate(
@@ -78,14 +84,21 @@ def interpolate(
         backend: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"reference"``.
 
     Returns:
-        (B, H, W, D) float, 0 on background pixels.
+        (B, H, W, D) float, 0 on background pixels. Second-order gradients: reference backend only.
+
+    Raises:
+        ValueError: when the faces (or per-corner attributes) are not the F faces the fragments
+            were rasterized from, or ``fragments.face_idx`` holds an index outside [-1, F);
+            ValueError, TypeError: on other bad shapes or dtypes.
     """
     fn = "interpolate"
     dims: Dict[str, int] = {}
-    B, H, W = fragments.face_idx.shape
-    dims["B"] = B
-    bary = fragments.bary
-    dev = bary.device
+    if not isinstance(fragments, Fragments):
+        raise TypeError(f"{fn}(): fragments must be the Fragments of rasterize(), got {type(fragments).__name__}")
+    face_idx = check_tensor(fn, "fragments.face_idx", fragments.face_idx, ("B", "H", "W"), dims, torch.int64)
+    dev = face_idx.device
+    bary = check_tensor(fn, "fragments.bary", fragments.bary, ("B", "H", "W", 3), dims, "float", dev)
+    B = dims["B"]
     if faces is None:
         check_tensor(fn, "attributes", attributes, ("B", "F", 3, "D"), dims, "float", dev)
         attr = attributes.reshape(B, -1, attributes.shape[-1])
@@ -98,13 +111,21 @@ def interpolate(
         check_index_range(fn, "faces", faces, dims["V"], "vertices")
         faces = faces.long().contiguous()
         attr = attributes
+    # face_idx indexes the faces: it must come from rasterizing exactly these F faces.
+    n_faces = dims["F"]
+    what = "attributes" if faces is None else "faces"
+    if fragments.num_faces is not None and fragments.num_faces != n_faces:
+        shown = attributes.shape if faces is None else faces.shape
+        raise ValueError(f"{fn}(): {what} has F={n_faces} faces (shape {tuple(shown)}) but the fragments come "
+                         f"from rasterizing {fragments.num_faces} faces; they must be the same faces")
+    if fragments.num_faces is None or dev.type == "cpu":  # hand-built fragments, or a cheap check
+        check_index_range(fn, "fragments.face_idx", face_idx, n_faces, f"faces in {what}", lower=-1)
     attr = attr.to(bary.dtype)
     if face_vertices_w is not None:
-        check_tensor(fn, "face_vertices_w", face_vertices_w, ("B", None, 3), dims, "float", dev)
+        check_tensor(fn, "face_vertices_w", face_vertices_w, ("B", "F", 3), dims, "float", dev)
         bary = perspective_correct(bary, fragments.face_idx, face_vertices_w.to(bary.dtype))
     which = _backend.resolve(fn, backend, dev)
     if which == "reference":
-        return interpolate_reference(attr, faces, fragments.face_idx, bary)
-    out: torch.Tensor = _InterpolateFn.apply(attr.contiguous(), bary.contiguous(), faces,
-                                             fragments.face_idx.contiguous())
+        return interpolate_reference(attr, faces, face_idx, bary)
+    out: torch.Tensor = _InterpolateFn.apply(attr.contiguous(), bary.contiguous(), faces, face_idx.contiguous())
     return out

@@ -7,8 +7,9 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 
 from dibr_core import backend as _backend
-from dibr_core.checks import as_index, check_positive, check_tensor, describe
+from dibr_core.checks import as_index, check_positive, check_scaled_range, check_tensor, describe
 from dibr_core.ops.determinism import deterministic_enabled
+from dibr_core.ops.first_order import first_order_only
 from dibr_core.reference import rasterize_reference
 
 
@@ -23,10 +24,13 @@ class Fragments:
         bary: (B, H, W, 3) float, the barycentric weights of that face's corners at the pixel
             centre (screen-space, as DIB-R); 0 on background. Differentiable w.r.t. the face
             corners' image positions.
+        num_faces: F, the number of faces rasterized (None when unknown, e.g. for fragments
+            built by hand): :func:`interpolate` checks its attributes against it.
     """
 
     face_idx: torch.Tensor
     bary: torch.Tensor
+    num_faces: Optional[int] = None
 
     @property
     def mask(self) -> torch.Tensor:
@@ -34,7 +38,7 @@ class Fragments:
         return self.face_idx >= 0
 
     def detach(self) -> "Fragments":
-        return Fragments(self.face_idx, self.bary.detach())
+        return Fragments(self.face_idx, self.bary.detach(), self.num_faces)
 
 
 class _RasterizeFn(torch.autograd.Function):
@@ -58,7 +62,7 @@ class _RasterizeFn(torch.autograd.Function):
         assert mod is not None
         multiplier, eps = ctx.params
         grad = mod.rasterize_bwd(g_bary.contiguous(), fvi, face_idx, multiplier, eps, deterministic_enabled())
-        return grad, None, None, None, None, None, None
+        return first_order_only("rasterize", grad, fvi, g_bary), None, None, None, None, None, None
 
 
 def rasterize(
@@ -94,19 +98,24 @@ def rasterize(
         backend: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"reference"``.
 
     Returns:
-        :class:`Fragments` with ``face_idx`` (B, H, W) and ``bary`` (B, H, W, 3). Gradients flow
-        from ``bary`` to ``face_vertices_image``; ``face_vertices_z`` only selects faces.
+        :class:`Fragments` with ``face_idx`` (B, H, W), ``bary`` (B, H, W, 3) and ``num_faces`` F.
+        Gradients flow from ``bary`` to ``face_vertices_image``; ``face_vertices_z`` only selects
+        faces. Second-order gradients: the reference backend only (autograd); through the C++ and
+        CUDA kernels, differentiating a gradient taken with ``create_graph=True`` raises.
+
+    Raises:
+        ValueError, TypeError: on bad shapes, dtypes or parameters, NaN/Inf coordinates, or
+            coordinates beyond ``max(|x|, 1) * multiplier <= 1e9`` in float32 (``1e75`` in
+            float64), where the arithmetic would overflow.
     """
     fn = "rasterize"
     dims: Dict[str, int] = {}
     check_tensor(fn, "face_vertices_image", face_vertices_image, ("B", "F", 3, 2), dims, "float")
     dev = face_vertices_image.device
     which = _backend.resolve(fn, backend, dev)
-    # The C++ CPU kernels check NaN/Inf themselves (same message), without extra tensor passes.
-    finite = which != "cpu"
-    check_tensor(fn, "face_vertices_image", face_vertices_image, None, None, None, finite=finite)
+    # The C++ CPU kernels check face_vertices_z for NaN/Inf themselves (same message), without an extra pass.
     check_tensor(fn, "face_vertices_z", face_vertices_z, ("B", "F", 3), dims, face_vertices_image.dtype, dev,
-                 finite=finite)
+                 finite=which != "cpu")
     if valid_faces is not None:
         check_tensor(fn, "valid_faces", valid_faces, ("B", "F"), dims, "bool", dev)
     h, w = as_index(height), as_index(width)
@@ -115,6 +124,7 @@ def rasterize(
     height, width = h, w
     check_positive(fn, "multiplier", multiplier)
     check_positive(fn, "eps", eps, allow_zero=True)
+    check_scaled_range(fn, "face_vertices_image", face_vertices_image, multiplier)
     if which == "reference":
         face_idx, bary = rasterize_reference(
             face_vertices_image, face_vertices_z, height, width, valid_faces, float(multiplier), float(eps)
@@ -125,4 +135,4 @@ def rasterize(
             face_vertices_image.contiguous(), face_vertices_z.contiguous(), valid_u8, height, width,
             float(multiplier), float(eps),
         )
-    return Fragments(face_idx, bary)
+    return Fragments(face_idx, bary, int(face_vertices_image.shape[1]))

@@ -6,8 +6,9 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 
 from dibr_core import backend as _backend
-from dibr_core.checks import check_positive, check_tensor
+from dibr_core.checks import check_positive, check_scaled_range, check_tensor
 from dibr_core.ops.determinism import deterministic_enabled
+from dibr_core.ops.first_order import first_order_only
 from dibr_core.reference import soft_mask_reference
 
 EDGE_EPS = 1e-7
@@ -43,11 +44,11 @@ class _SoftMaskFn(torch.autograd.Function):
             fvi, face_idx, valid = ctx.saved_tensors
             g = mod.soft_mask_bwd_recompute(grad.contiguous(), fvi, face_idx, valid, sigmainv, boxlen, knum, multiplier,
                                             EDGE_EPS, deterministic_enabled())
-            return g, None, None, None, None, None, None
+            return first_order_only("soft_mask", g, fvi, grad), None, None, None, None, None, None
         fvi, face_idx, offsets, pixel, face, typ, prob = ctx.saved_tensors
         g = mod.soft_mask_bwd(grad.contiguous(), fvi, face_idx, sigmainv, multiplier, EDGE_EPS, offsets, pixel, face,
                               typ, prob)
-        return g, None, None, None, None, None, None
+        return first_order_only("soft_mask", g, fvi, grad), None, None, None, None, None, None
 
 
 def soft_mask(
@@ -81,21 +82,25 @@ def soft_mask(
         backend: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"reference"``.
 
     Returns:
-        (B, H, W) float in [0, 1], differentiable w.r.t. ``face_vertices_image``.
+        (B, H, W) float in [0, 1], differentiable w.r.t. ``face_vertices_image`` (second order:
+        reference backend only, as for :func:`rasterize`).
+
+    Raises:
+        ValueError, TypeError: on bad shapes, dtypes or parameters, NaN/Inf coordinates, or
+            coordinates beyond the range :func:`rasterize` documents.
     """
     fn = "soft_mask"
     dims: Dict[str, int] = {}
     check_tensor(fn, "face_vertices_image", face_vertices_image, ("B", "F", 3, 2), dims, "float")
     dev = face_vertices_image.device
     which = _backend.resolve(fn, backend, dev)
-    # The C++ CPU kernels check NaN/Inf themselves (same message), without extra tensor passes.
-    check_tensor(fn, "face_vertices_image", face_vertices_image, None, None, None, finite=which != "cpu")
     check_tensor(fn, "face_idx", face_idx, ("B", "H", "W"), dims, torch.int64, dev)
     if valid_faces is not None:
         check_tensor(fn, "valid_faces", valid_faces, ("B", "F"), dims, "bool", dev)
     check_positive(fn, "sigmainv", sigmainv)
     check_positive(fn, "boxlen", boxlen, allow_zero=True)
     check_positive(fn, "multiplier", multiplier)
+    check_scaled_range(fn, "face_vertices_image", face_vertices_image, multiplier)
     if not isinstance(knum, int) or knum < 1 or knum > 4096:
         raise ValueError(f"{fn}(): knum must be an int in [1, 4096], got {knum!r}")
     if which == "reference":

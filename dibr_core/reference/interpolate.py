@@ -21,14 +21,18 @@ def interpolate_reference(attr: torch.Tensor, faces: Optional[torch.Tensor], fac
         (B, H, W, D), 0 on background pixels.
     """
     B, H, W = face_idx.shape
-    fidx = face_idx.clamp(min=0).view(B, H * W)
+    D = attr.shape[-1]
+    n_faces = attr.shape[1] // 3 if faces is None else faces.shape[-2]
+    if n_faces == 0:  # every pixel is background
+        return (bary.sum(-1, keepdim=True) * attr.sum()).mul(0).expand(B, H, W, D).contiguous()
+    fidx = face_idx.clamp(min=0).reshape(B, H * W)
     if faces is None:
         vidx = fidx[..., None] * 3 + torch.arange(3, device=fidx.device)
     elif faces.dim() == 2:
         vidx = faces[fidx]
     else:
         vidx = torch.gather(faces, 1, fidx[..., None].expand(-1, -1, 3))
-    D = attr.shape[-1]
     corners = torch.gather(attr, 1, vidx.reshape(B, H * W * 3, 1).expand(-1, -1, D)).view(B, H, W, 3, D)
-    out = (corners * bary.unsqueeze(-1)).sum(dim=3)
-    return out * (face_idx >= 0).unsqueeze(-1).to(out.dtype)
+    # Background pixels gathered face 0's corners: zero them (not multiply by 0, which keeps a NaN).
+    corners = torch.where((face_idx >= 0)[..., None, None], corners, torch.zeros_like(corners))
+    return (corners * bary.unsqueeze(-1)).sum(dim=3)

@@ -61,4 +61,6 @@ def rasterize_reference(
         v_sel = face_vertices_image[bi, fi] * multiplier  # (N, 3, 2)
         w_sel, _ = barycentric(v_sel, px[pi], py[pi], eps)
         bary = bary.index_put((bi, pi), w_sel)
+    elif face_vertices_image.requires_grad:  # nothing covered: stay on the graph (zero gradient), as the kernels do
+        bary = bary + 0 * face_vertices_image.sum()
     return face_idx.view(B, height, width), bary.view(B, height, width, 3)

@@ -99,4 +99,8 @@ def soft_mask_reference(
         if vals:
             mask_b = mask_b.index_put((pix,), torch.cat(vals))
         out.append(mask_b.view(H, W))
-    return torch.stack(out)
+    res = torch.stack(out) if out else face_vertices_image.new_zeros(0, H, W)
+    if face_vertices_image.requires_grad and not res.requires_grad:
+        # No uncovered pixel had a candidate: keep the output on the graph (zero gradient), as the kernels do.
+        res = res + 0 * face_vertices_image.sum()
+    return res
