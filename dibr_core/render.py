@@ -282,9 +282,14 @@ def render(
     fv_world = _gather(verts, faces)                     # (B, F, 3, 3)
     e1 = fv_world[:, :, 1] - fv_world[:, :, 0]
     e2 = fv_world[:, :, 2] - fv_world[:, :, 0]
-    # Edges divided by a power of two per mesh (exact) near its longest edge, so that the cross
-    # product cannot overflow on huge scenes; normals are normalised, so the scale cancels.
-    edge_scale = pow2_scale(torch.maximum(e1.detach().abs().amax(dim=(1, 2)), e2.detach().abs().amax(dim=(1, 2))))
+    # On meshes whose edges are so long (or short) that their cross products would overflow (or
+    # underflow), the edges are divided by a power of two per mesh (exact) near the longest edge;
+    # normals are normalised, so the scale cancels. Other meshes are left unscaled, so their normals
+    # stay bitwise independent of faces added to the mesh (normalize's epsilon is not scale-free).
+    longest = torch.maximum(e1.detach().abs().amax(dim=(1, 2)), e2.detach().abs().amax(dim=(1, 2)))
+    info = torch.finfo(longest.dtype)
+    extreme = (longest > info.max ** 0.5 / 64) | ((longest > 0) & (longest < info.tiny ** 0.5 * 64))
+    edge_scale = torch.where(extreme, pow2_scale(longest), torch.ones_like(longest))
     face_n = torch.cross(e1 / edge_scale[:, None, None], e2 / edge_scale[:, None, None], dim=-1)
     vert_feats: List[torch.Tensor] = [-p_cam[..., 2:], verts]
     corner_feats: List[torch.Tensor] = []
