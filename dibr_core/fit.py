@@ -1,8 +1,11 @@
 """Fitting a mesh to reference images through DIB-R: a pure optimisation loop (no threads,
 no I/O, no Blender), used by the Blender extension and runnable on its own.
 
-The mesh's vertices move by offsets (regularised by the uniform Laplacian, normal consistency
-and edge-length evenness), its vertex colours and/or a UV texture are optimised, and so,
+The mesh's vertices move either by the large-step method (default, ``optimizer="large_steps"``:
+Nicolet et al. 2021, see :mod:`dibr_core.large_steps`; the optimiser works on ``u = (I + lambda L) x``
+with a uniform-rate Adam, so every step is a smooth deformation) or by Adam on free offsets
+(``optimizer="adam"``, the original method). Both can add penalties: the uniform Laplacian of the
+offsets, normal consistency and edge-length evenness. The vertex colours and/or a UV texture are optimised, and so,
 optionally, is the lighting (spherical harmonics, or one sun: direction and strength). Each
 view is a camera with a reference image whose alpha is the silhouette.
 """
@@ -17,10 +20,12 @@ import torch
 
 from dibr_core.camera import Camera
 from dibr_core.checks import check_index_range, check_tensor
+from dibr_core.large_steps import LaplacianSystem, UniformAdam
 from dibr_core.losses import edge_length_loss, flatten_loss, iou_loss, laplacian_loss, masked_l1, silhouette_iou
 from dibr_core.render import DirectionalLights, Meshes, RenderOutput, RenderSettings, SHLighting, render
 
 LIGHTING_MODELS = ("none", "sh", "sun")
+OPTIMIZERS = ("large_steps", "adam")
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,13 @@ class FitOptions:
             the hard edge about half a halo inside the target).
         perspective_correct: perspective-correct interpolation (recommended with textures).
         backend: kernel backend.
+        optimizer: how the vertices move: ``"large_steps"`` (default; ``u = (I + lambda L) x`` with
+            the uniform-rate Adam of :class:`dibr_core.large_steps.UniformAdam`) or ``"adam"``
+            (Adam on free offsets, step ``lr_vertices``; the penalties then do all the smoothing).
+        large_steps_lambda: lambda of ``I + lambda L`` (``L`` the combinatorial Laplacian): larger
+            is smoother; 0 gives plain uniform-rate steps on the positions.
+        lr_large_steps: step size of the large-step optimiser, relative to the mesh's size (the
+            largest entry of a step on ``u`` is about this times the bounding-box diagonal).
     """
 
     steps: int = 300
@@ -81,6 +93,9 @@ class FitOptions:
     halo_start_px: float = 2.0
     perspective_correct: bool = True
     backend: str = "auto"
+    optimizer: str = "large_steps"
+    large_steps_lambda: float = 19.0
+    lr_large_steps: float = 0.01
 
 
 @dataclass
@@ -174,6 +189,11 @@ def fit(
         raise ValueError(f"{fn}(): options.lighting must be one of {LIGHTING_MODELS}, got {options.lighting!r}")
     if options.optimize_texture and face_uvs is None:
         raise ValueError(f"{fn}(): optimising a texture needs face_uvs (F, 3, 2)")
+    if options.optimizer not in OPTIMIZERS:
+        raise ValueError(f"{fn}(): options.optimizer must be one of {OPTIMIZERS}, got {options.optimizer!r}")
+    if not (options.large_steps_lambda >= 0.0 and math.isfinite(options.large_steps_lambda)):
+        raise ValueError(f"{fn}(): options.large_steps_lambda must be a finite number >= 0, "
+                         f"got {options.large_steps_lambda}")
     if options.steps < 0:
         raise ValueError(f"{fn}(): options.steps must be >= 0, got {options.steps}")
     for k, view in enumerate(views):
@@ -188,7 +208,20 @@ def fit(
     base = vertices.detach().clone()
     scale = float((base.max(0).values - base.min(0).values).norm().clamp(min=1e-6))
 
-    offsets = torch.zeros_like(base, requires_grad=True)
+    large_steps = options.optimize_vertices and options.optimizer == "large_steps"
+    offsets = torch.zeros_like(base, requires_grad=not large_steps)
+    system: Optional[LaplacianSystem] = None
+    u: Optional[torch.Tensor] = None
+    if large_steps:
+        system = LaplacianSystem(faces, V, options.large_steps_lambda, dtype=dt, device=dev)
+        u = system.apply(base).detach().requires_grad_(True)
+
+    def positions() -> torch.Tensor:
+        """(V, 3) current vertex positions."""
+        if system is not None:
+            assert u is not None
+            return system.inverse(u)
+        return base + offsets
     col0 = colors.detach().clamp(0.02, 0.98) if colors is not None else torch.full((V, 3), 0.5, dtype=dt, device=dev)
     color_logits = torch.logit(col0).clone().requires_grad_(True)
     use_texture = texture is not None or options.optimize_texture
@@ -210,7 +243,11 @@ def fit(
         t.requires_grad_(True)
 
     groups = []
-    if options.optimize_vertices:
+    uniform_opt: Optional[UniformAdam] = None
+    if large_steps:
+        assert u is not None
+        uniform_opt = UniformAdam([u], lr=options.lr_large_steps * scale)
+    elif options.optimize_vertices:
         groups.append({"params": [offsets], "lr": options.lr_vertices * scale})
     if options.optimize_colors:
         groups.append({"params": [color_logits], "lr": options.lr_colors})
@@ -238,8 +275,7 @@ def fit(
             return DirectionalLights(d.view(1, 1, 3), sun_strength.view(1, 1, 3), ambient.view(1, 3))
         return None
 
-    def render_view(k: int, halo_px: float) -> RenderOutput:
-        verts = (base + offsets)[None]
+    def render_view(k: int, halo_px: float, verts: torch.Tensor) -> RenderOutput:
         tex = torch.sigmoid(tex_logits).permute(2, 0, 1)[None] if tex_logits is not None else None
         return render(Meshes(verts, faces), views[k].camera, colors=torch.sigmoid(color_logits)[None],
                       face_uvs=uvs if tex is not None else None, texture=tex, lighting=lighting_now(),
@@ -253,39 +289,45 @@ def fit(
         if should_stop is not None and should_stop():
             cancelled = True
             break
-        assert opt is not None or options.steps == 0
+        assert opt is not None or uniform_opt is not None or options.steps == 0
         loss = vertices.new_zeros(())
+        verts_now = positions()[None]
         for k, view in enumerate(views):
-            out = render_view(k, halo_at(step))
+            out = render_view(k, halo_at(step), verts_now)
             loss = loss + options.w_silhouette * iou_loss(out.alpha, view.mask[None])
             if options.w_color > 0:
                 loss = loss + options.w_color * masked_l1(out.rgb, view.image[None], view.mask[None] * out.mask)
         loss = loss / len(views)
-        verts_now = (base + offsets)[None]
         if options.optimize_vertices:
             if options.w_laplacian > 0:
-                loss = loss + options.w_laplacian * laplacian_loss(offsets[None] / scale, faces)
+                loss = loss + options.w_laplacian * laplacian_loss((verts_now - base) / scale, faces)
             if options.w_flatten > 0:
                 loss = loss + options.w_flatten * flatten_loss(verts_now, faces)
             if options.w_edge > 0:
                 loss = loss + options.w_edge * edge_length_loss(verts_now / scale, faces)
-        if opt is None:
+        if opt is None and uniform_opt is None:
             result_losses.append(float(loss.detach()))
             break
-        opt.zero_grad(set_to_none=True)
+        for o in (opt, uniform_opt):
+            if o is not None:
+                o.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        for o in (opt, uniform_opt):
+            if o is not None:
+                o.step()
         result_losses.append(float(loss.detach()))
         if progress is not None:
             progress(step + 1, options.steps, result_losses[-1])
         if preview is not None and (step + 1) % max(1, preview_every) == 0:
-            preview(step + 1, (base + offsets).detach().clone())
+            with torch.no_grad():
+                preview(step + 1, positions().detach().clone())
     seconds = time.perf_counter() - t_start
 
     metrics = []
     with torch.no_grad():
+        final = positions().detach()
         for k, view in enumerate(views):
-            out = render_view(k, options.halo_px)
+            out = render_view(k, options.halo_px, final[None])
             iou = float(silhouette_iou(out.mask, (view.mask[None] > 0.5).to(dt))[0])
             l1 = float(masked_l1(out.rgb, view.image[None], (view.mask[None] > 0.5).to(dt) * out.mask))
             metrics.append(ViewMetrics(view.name, iou, l1))
@@ -294,7 +336,7 @@ def fit(
         d = (sun_dir / sun_dir.norm().clamp(min=1e-8)).detach()
         sun = (d, sun_strength.detach().clone(), ambient.detach().clone())
     return FitResult(
-        vertices=(base + offsets).detach(),
+        vertices=final.clone(),
         colors=torch.sigmoid(color_logits).detach(),
         texture=torch.sigmoid(tex_logits).detach() if tex_logits is not None else None,
         sh=sh.detach()[0] if options.lighting == "sh" else None,
