@@ -157,17 +157,15 @@ SCENES: Dict[str, Callable[[], Tuple[torch.Tensor, torch.Tensor]]] = {
 
 def ring_cameras(n: int, elevation_deg: float = 15.0) -> Camera:
     """``n`` cameras on a ring around +Y at ``elevation_deg``, looking at the origin."""
-    el = math.radians(elevation_deg)
-    eyes = [[_DISTANCE * math.cos(el) * math.sin(2 * math.pi * k / n), _DISTANCE * math.sin(el),
-             _DISTANCE * math.cos(el) * math.cos(2 * math.pi * k / n)] for k in range(n)]
-    return Camera.perspective(look_at(torch.tensor(eyes)), _FOV)
+    return _cameras([(360.0 * k / n, elevation_deg) for k in range(n)])
 
 
 def _cameras(angles: Sequence[Tuple[float, float]]) -> Camera:
     eyes = []
     for az, el in angles:
         a, e = math.radians(az), math.radians(el)
-        eyes.append([_DISTANCE * math.cos(e) * math.sin(a), _DISTANCE * math.sin(e), _DISTANCE * math.cos(e) * math.cos(a)])
+        eyes.append([_DISTANCE * math.cos(e) * math.sin(a), _DISTANCE * math.sin(e),
+                     _DISTANCE * math.cos(e) * math.cos(a)])
     return Camera.perspective(look_at(torch.tensor(eyes)), _FOV)
 
 
@@ -197,7 +195,7 @@ def run_case(scene: str, optimizer: str, views: int = 8, size: int = 128, steps:
     rgb, mask = _render_masks(tv, tf, cams, size, colours)
     fviews = [FitView(c, rgb[k], mask[k], f"ring{k}") for k, c in enumerate(_split(cams))]
     opts = options if options is not None else FitOptions()
-    opts = replace(opts, optimizer=optimizer, **({"steps": steps} if steps is not None else {}))
+    opts = replace(opts, optimizer=optimizer, steps=opts.steps if steps is None else steps)
     v0, f0, _ = icosphere(3, 0.7)
     res = fit(v0, f0, fviews, opts)
     v = res.vertices

@@ -41,7 +41,7 @@ from dibr_core.mesh import mesh_edges
 
 __all__ = ["combinatorial_laplacian", "LaplacianSystem", "UniformAdam", "DENSE_MAX"]
 
-DENSE_MAX = 4096        # largest vertex count factorised densely (V^2 floats of memory)
+DENSE_MAX = 3000        # largest vertex count factorised densely (V^2 floats of memory, O(V^2) solves)
 _CG_TOL = 1e-7           # relative residual at which the conjugate gradient stops
 _CG_MAX_ITERS = 2000
 
@@ -87,12 +87,13 @@ class LaplacianSystem:
         lam: lambda >= 0 (0 makes ``M`` the identity).
         dtype, device: of the system (the solves take and return this dtype).
         dense_max: meshes with at most this many vertices use a dense Cholesky factor, larger
-            ones the preconditioned conjugate gradient.
+            ones the preconditioned conjugate gradient (default: the module's ``DENSE_MAX``).
         method: ``"auto"`` (by ``dense_max``), ``"cholesky"`` or ``"cg"``.
     """
 
     def __init__(self, faces: torch.Tensor, num_vertices: int, lam: float, dtype: torch.dtype = torch.float32,
-                 device: Optional[torch.device] = None, dense_max: int = DENSE_MAX, method: str = "auto") -> None:
+                 device: Optional[torch.device] = None, dense_max: Optional[int] = None,
+                 method: str = "auto") -> None:
         fn = "LaplacianSystem"
         if not (lam >= 0.0) or lam != lam or lam == float("inf"):
             raise ValueError(f"{fn}(): lam must be a finite number >= 0, got {lam}")
@@ -111,10 +112,10 @@ class LaplacianSystem:
         self.matrix = m64.to(dtype).to_sparse_csr()          # (V, V) for products
         self._diag = (1.0 + self.lam * _sparse_diagonal(L)).to(dtype)   # (V,) Jacobi preconditioner
         if method == "auto":
-            method = "cholesky" if num_vertices <= dense_max else "cg"
+            method = "cholesky" if num_vertices <= (DENSE_MAX if dense_max is None else dense_max) else "cg"
         self.method = method
         self._factor: Optional[torch.Tensor] = None
-        self._last: Optional[torch.Tensor] = None
+        self._last: Dict[str, torch.Tensor] = {}   # warm starts of the conjugate gradient, per slot
         if method == "cholesky":
             # Factorise in float64 (the solve then runs in the system's dtype).
             self._factor = torch.linalg.cholesky(m64.to_dense()).to(dtype)
@@ -123,16 +124,21 @@ class LaplacianSystem:
         """``M x`` for x (V, C)."""
         return self.matrix @ x
 
-    def solve(self, b: torch.Tensor) -> torch.Tensor:
-        """``M^-1 b`` for b (V, C) (no gradient; see :meth:`inverse`)."""
+    def solve(self, b: torch.Tensor, slot: str = "default") -> torch.Tensor:
+        """``M^-1 b`` for b (V, C) (no gradient; see :meth:`inverse`).
+
+        ``slot`` names a sequence of related right-hand sides: the conjugate gradient starts
+        from the previous solution of the same slot (the fit's positions and its gradients are
+        two such sequences).
+        """
         if b.dim() != 2 or b.shape[0] != self.num_vertices:
             raise ValueError(f"LaplacianSystem.solve(): b must have shape (V={self.num_vertices}, C), "
                              f"got {tuple(b.shape)}")
         b = b.detach().to(self.dtype)
         if self._factor is not None:
             return torch.cholesky_solve(b, self._factor)
-        x = _pcg(self.matrix, self._diag, b, self._last)
-        self._last = x
+        x = _pcg(self.matrix, self._diag, b, self._last.get(slot))
+        self._last[slot] = x
         return x
 
     def inverse(self, u: torch.Tensor) -> torch.Tensor:
@@ -174,11 +180,11 @@ class _SolveFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, u: torch.Tensor, system: LaplacianSystem) -> torch.Tensor:  # type: ignore[override]
         ctx.system = system
-        return system.solve(u).to(u.dtype)
+        return system.solve(u, "forward").to(u.dtype)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> Tuple[Optional[torch.Tensor], None]:  # type: ignore[override]
-        return ctx.system.solve(grad).to(grad.dtype), None
+        return ctx.system.solve(grad, "backward").to(grad.dtype), None
 
 
 class UniformAdam(torch.optim.Optimizer):
