@@ -217,6 +217,9 @@ def fit(
         check_tensor(fn, f"views[{k}].mask", view.mask, ("H", "W"), vd, "float", finite=True)
         if view.camera.batch_size != 1:
             raise ValueError(f"{fn}(): views[{k}].camera must hold one camera, got {view.camera.batch_size}")
+        if not bool((view.mask > 0.5).any()):
+            raise ValueError(f"{fn}(): views[{k}] ({view.name!r}): the reference silhouette (mask) is empty; "
+                             "give an image whose alpha covers the object")
     dev, dt = vertices.device, vertices.dtype
     faces = faces.long()
     V = vertices.shape[0]
@@ -301,6 +304,13 @@ def fit(
         return render(Meshes(verts, faces), cam, colors=torch.sigmoid(color_logits)[None],
                       face_uvs=uvs if tex is not None else None, texture=tex, lighting=lighting_now(),
                       settings=_settings_for(views[k], options, halo_px))
+
+    with torch.no_grad():
+        start = positions()[None]
+        for k, view in enumerate(views):
+            if not bool((render_view(k, options.halo_px, start).mask > 0).any()):
+                raise ValueError(f"{fn}(): views[{k}] ({view.name!r}): the camera sees nothing of the mesh; "
+                                 "aim it at the object")
 
     result_losses: List[float] = []
     cancelled = False

@@ -72,7 +72,7 @@ def test_inverse_gradient_is_the_transposed_solve() -> None:
     w = torch.randn(42, 3, dtype=torch.float64)
     (ga,) = torch.autograd.grad((system.inverse(u) * w).sum(), u)
     (gb,) = torch.autograd.grad((cg.inverse(u) * w).sum(), u)
-    assert torch.allclose(ga, gb, atol=1e-6)
+    assert float((ga - gb).norm() / ga.norm()) < 1e-3   # the gradient solve stops at 1e-4
 
 
 def test_system_rejects_bad_arguments() -> None:
@@ -181,3 +181,14 @@ def test_benchmark_cli(capsys: pytest.CaptureFixture) -> None:
     for key in ("chamfer_pct", "heldout_iou", "self_intersecting_faces", "roughness_ratio", "seconds"):
         assert key in out["rows"][0]
     assert fit_benchmark.main(["--scenes", "teapot"]) == 2
+
+
+def test_fit_rejects_views_that_cannot_work() -> None:
+    tv, tf = fit_benchmark.head_mesh()
+    views = _views(tv, tf, 2, 32)
+    v0, f0, _ = icosphere(1, 0.7)
+    empty = FitView(views[1].camera, views[1].image, torch.zeros_like(views[1].mask), "Camera.002")
+    with pytest.raises(ValueError, match=r"fit\(\): views\[1\] \('Camera.002'\): the reference silhouette"):
+        fit(v0, f0, [views[0], empty], FitOptions(steps=1))
+    with pytest.raises(ValueError, match=r"fit\(\): views\[0\] \('v0'\): the camera sees nothing"):
+        fit(v0 + torch.tensor([0.0, 50.0, 0.0]), f0, views, FitOptions(steps=1))
