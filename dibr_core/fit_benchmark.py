@@ -22,8 +22,8 @@ and -25 degrees elevation). References are the target rendered unlit with smooth
 colours at ``--size`` squared; the silhouette is the hard coverage.
 
 Each optimiser runs with its own defaults: ``large_steps`` with :class:`FitOptions`' defaults,
-``adam`` with them except ``OLD_DEFAULTS`` (the final halo of 0.3 px that was the default before
-the large steps; at 0.1 px the original optimiser crumples more).
+``adam`` with them except the final halo, ``OLD_HALO_PX`` = 0.3 px, its default before the large
+steps (at 0.1 px the original optimiser crumples more).
 
 Metrics per fit:
 
@@ -60,12 +60,12 @@ from dibr_core.mesh import edge_face_adjacency, face_normals, icosphere
 from dibr_core.metrics3d import nearest_distances, sample_surface
 from dibr_core.render import Meshes, RenderSettings, render
 
-__all__ = ["main", "SCENES", "OLD_DEFAULTS", "self_intersecting_faces", "mean_dihedral_angle", "ring_cameras", "run_case"]
+__all__ = ["main", "SCENES", "OLD_HALO_PX", "self_intersecting_faces", "mean_dihedral_angle", "ring_cameras", "run_case"]
 
 _FOV = math.radians(40.0)
 _DISTANCE = 3.0
 _EXTENT = 0.9
-OLD_DEFAULTS = {"halo_px": 0.3}   # the original optimiser's setting that changed with the large steps
+OLD_HALO_PX = 0.3   # the original optimiser's final halo before the large steps (the one default that changed)
 _HELD_OUT = ((22.5, 40.0), (112.5, -25.0), (202.5, 40.0), (292.5, -25.0))   # (azimuth, elevation) degrees
 
 
@@ -202,7 +202,7 @@ def run_case(scene: str, optimizer: str, views: int = 8, size: int = 128, steps:
     rgb, mask = _render_masks(tv, tf, cams, size, colours)
     fviews = [FitView(c, rgb[k], mask[k], f"ring{k}") for k, c in enumerate(_split(cams))]
     if options is None:   # each optimiser with its own defaults
-        options = replace(FitOptions(), **OLD_DEFAULTS) if optimizer == "adam" else FitOptions()
+        options = FitOptions(halo_px=OLD_HALO_PX) if optimizer == "adam" else FitOptions()
     opts = replace(options, optimizer=optimizer, steps=options.steps if steps is None else steps)
     v0, f0, _ = icosphere(3, 0.7)
     cpu0 = time.process_time()
