@@ -22,7 +22,7 @@ import torch
 from dibr_core.camera import Camera
 from dibr_core.camera_refine import CameraCorrection, CameraParams
 from dibr_core.checks import check_index_range, check_tensor
-from dibr_core.large_steps import LaplacianSystem, UniformAdam
+from dibr_core.large_steps import STEP_TOL, LaplacianSystem, UniformAdam
 from dibr_core.losses import edge_length_loss, flatten_loss, iou_loss, laplacian_loss, masked_l1, silhouette_iou
 from dibr_core.render import DirectionalLights, Meshes, RenderOutput, RenderSettings, SHLighting, render
 
@@ -234,11 +234,11 @@ def fit(
         system = LaplacianSystem(faces, V, options.large_steps_lambda, dtype=dt, device=dev)
         u = system.apply(base).detach().requires_grad_(True)
 
-    def positions() -> torch.Tensor:
-        """(V, 3) current vertex positions."""
+    def positions(final: bool = False) -> torch.Tensor:
+        """(V, 3) current vertex positions (``final``: solved to full precision)."""
         if system is not None:
             assert u is not None
-            return system.inverse(u)
+            return system.inverse(u) if final else system.inverse(u, STEP_TOL)
         return base + offsets
     col0 = colors.detach().clamp(0.02, 0.98) if colors is not None else torch.full((V, 3), 0.5, dtype=dt, device=dev)
     color_logits = torch.logit(col0).clone().requires_grad_(True)
@@ -356,7 +356,7 @@ def fit(
 
     metrics = []
     with torch.no_grad():
-        final = positions().detach()
+        final = positions(final=True).detach()
         for k, view in enumerate(views):
             out = render_view(k, options.halo_px, final[None])
             iou = float(silhouette_iou(out.mask, (view.mask[None] > 0.5).to(dt))[0])

@@ -42,11 +42,12 @@ import torch
 from dibr_core.checks import check_index_range, check_tensor
 from dibr_core.mesh import mesh_edges
 
-__all__ = ["combinatorial_laplacian", "LaplacianSystem", "UniformAdam", "DENSE_MAX"]
+__all__ = ["combinatorial_laplacian", "LaplacianSystem", "UniformAdam", "DENSE_MAX", "STEP_TOL"]
 
 DENSE_MAX = 1500        # largest vertex count factorised densely (V^2 floats of memory, O(V^2) solves)
 _CG_TOL = 1e-6           # relative residual at which the conjugate gradient stops (positions)
-_CG_GRAD_TOL = 1e-4      # the same for gradients (the uniform Adam only needs their direction)
+_CG_GRAD_TOL = 1e-3      # the same for gradients (the uniform Adam only needs their direction)
+STEP_TOL = 1e-4          # forward tolerance during a fit's steps (its final positions use _CG_TOL)
 _CG_CHECK_EVERY = 4      # iterations between convergence checks (each check synchronises)
 _CG_MAX_ITERS = 2000
 
@@ -147,10 +148,12 @@ class LaplacianSystem:
         self._last[slot] = x
         return x
 
-    def inverse(self, u: torch.Tensor) -> torch.Tensor:
+    def inverse(self, u: torch.Tensor, tol: float = _CG_TOL) -> torch.Tensor:
         """Differentiable ``x = M^-1 u`` for u (V, C); the backward is another solve (M is
-        symmetric), to a relative residual of 1e-4 on the conjugate-gradient path."""
-        out: torch.Tensor = _SolveFn.apply(u, self)
+        symmetric). On the conjugate-gradient path the forward solve stops at the relative
+        residual ``tol``, the backward one at 1e-3 (an optimiser step does not need more; a fit
+        can take its steps at a looser ``tol`` and solve its final positions at the default)."""
+        out: torch.Tensor = _SolveFn.apply(u, self, tol)
         return out
 
 
@@ -186,13 +189,14 @@ def _pcg(matrix: torch.Tensor, diag: torch.Tensor, b: torch.Tensor, x0: Optional
 
 class _SolveFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, u: torch.Tensor, system: LaplacianSystem) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, u: torch.Tensor, system: LaplacianSystem,  # type: ignore[override]
+                tol: float) -> torch.Tensor:
         ctx.system = system
-        return system.solve(u, "forward").to(u.dtype)
+        return system.solve(u, "forward", tol).to(u.dtype)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> Tuple[Optional[torch.Tensor], None]:  # type: ignore[override]
-        return ctx.system.solve(grad, "backward", _CG_GRAD_TOL).to(grad.dtype), None
+    def backward(ctx: Any, grad: torch.Tensor) -> Tuple[Optional[torch.Tensor], None, None]:  # type: ignore[override]
+        return ctx.system.solve(grad, "backward", _CG_GRAD_TOL).to(grad.dtype), None, None
 
 
 class UniformAdam(torch.optim.Optimizer):
