@@ -3,7 +3,6 @@ camera turned by 5 degrees and moved by 5 % of its distance."""
 from __future__ import annotations
 
 import math
-from typing import Iterator
 
 import pytest
 import torch
@@ -12,15 +11,10 @@ from dibr_core import fit_benchmark
 from dibr_core.camera import Camera
 from dibr_core.camera_refine import CameraParams, axis_angle_matrix
 from dibr_core.fit import FitOptions, FitView, fit
+from helpers import one_torch_thread  # noqa: F401  (fixture)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """These small fits run faster on one thread than on two on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # small fits: faster on one thread
 
 
 def _rotation_error_deg(a: Camera, b: Camera) -> float:

@@ -5,26 +5,20 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from typing import Iterator
 
 import pytest
 import torch
 
 from dibr_core import fit_benchmark, large_steps
 from dibr_core.fit import FitOptions, FitView, fit
+from helpers import one_torch_thread  # noqa: F401  (fixture)
 from dibr_core.large_steps import LaplacianSystem, UniformAdam, combinatorial_laplacian
 from dibr_core.mesh import icosphere
 
 warnings.filterwarnings("ignore", message="Sparse")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """These small fits run faster on one thread than on two on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")   # small fits: faster on one thread
 
 
 def _system_dense(faces: torch.Tensor, n: int, lam: float) -> torch.Tensor:
