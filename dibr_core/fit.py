@@ -72,7 +72,10 @@ class FitOptions:
             the uniform-rate Adam of :class:`dibr_core.large_steps.UniformAdam`) or ``"adam"``
             (Adam on free offsets, step ``lr_vertices``; the penalties then do all the smoothing).
         large_steps_lambda: lambda of ``I + lambda L`` (``L`` the combinatorial Laplacian): larger
-            is smoother; 0 gives plain uniform-rate steps on the positions.
+            is smoother; 0 gives plain uniform-rate steps on the positions. It acts per edge, so
+            on a finer mesh the same lambda smooths over a shorter distance (10 was tuned on the
+            642-vertex icosphere; docs/benchmarks.md). The penalties (``w_laplacian`` etc.)
+            apply with either optimiser; with large steps they change little.
         lr_large_steps: step size of the large-step optimiser, relative to the mesh's size (the
             largest entry of a step on ``u`` is about this times the bounding-box diagonal).
         optimize_cameras: refine every view's camera pose jointly (see
