@@ -1,10 +1,14 @@
 """Fitting a mesh to reference images through DIB-R: a pure optimisation loop (no threads,
 no I/O, no Blender), used by the Blender extension and runnable on its own.
 
-The mesh's vertices move by offsets (regularised by the uniform Laplacian, normal consistency
-and edge-length evenness), its vertex colours and/or a UV texture are optimised, and so,
-optionally, is the lighting (spherical harmonics, or one sun: direction and strength). Each
-view is a camera with a reference image whose alpha is the silhouette.
+The mesh's vertices move either by the large-step method (the default,
+``optimizer="large_steps"``: Nicolet et al. 2021, see :mod:`dibr_core.large_steps`; the optimiser
+works on ``u = (I + lambda L) x`` with a uniform-rate Adam, so every step is a smooth
+deformation) or by Adam on free offsets (``optimizer="adam"``, the original method). Both can
+add penalties: the uniform Laplacian of the offsets, normal consistency and edge-length
+evenness. The vertex colours and/or a UV texture are optimised, and so, optionally, is the
+lighting (spherical harmonics, or one sun: direction and strength). Each view is a camera with
+a reference image whose alpha is the silhouette.
 """
 from __future__ import annotations
 
@@ -16,11 +20,14 @@ from typing import Callable, List, Optional
 import torch
 
 from dibr_core.camera import Camera
+from dibr_core.camera_refine import CameraCorrection, CameraParams
 from dibr_core.checks import as_index, check_index_range, check_positive, check_tensor, describe
+from dibr_core.large_steps import STEP_TOL, LaplacianSystem, UniformAdam
 from dibr_core.losses import edge_length_loss, flatten_loss, iou_loss, laplacian_loss, masked_l1, silhouette_iou
 from dibr_core.render import DirectionalLights, Meshes, RenderOutput, RenderSettings, SHLighting, render
 
 LIGHTING_MODELS = ("none", "sh", "sun")
+OPTIMIZERS = ("large_steps", "adam")
 
 
 @dataclass(frozen=True)
@@ -55,10 +62,26 @@ class FitOptions:
         w_silhouette, w_color, w_laplacian, w_flatten, w_edge: loss weights.
         halo_px: width in pixels at which the soft silhouette falls to 0.5 at the end of the fit
             (sets sigmainv); the fit starts at ``halo_start_px`` and narrows geometrically, which
-            gives a wide capture range first and an unbiased edge at the end (a wide halo leaves
-            the hard edge about half a halo inside the target).
+            gives a wide capture range first and a nearly unbiased edge at the end (a wide halo
+            leaves the hard edge about half a halo inside the target; at 0.3 px that still shrank
+            a 60 px object by about 1 %, which held silhouette IoUs near 0.975 and biased
+            refined cameras by about 1 % of their distance, hence 0.1).
         perspective_correct: perspective-correct interpolation (recommended with textures).
         backend: kernel backend.
+        optimizer: how the vertices move: ``"large_steps"`` (default; ``u = (I + lambda L) x`` with
+            the uniform-rate Adam of :class:`dibr_core.large_steps.UniformAdam`) or ``"adam"``
+            (Adam on free offsets, step ``lr_vertices``; the penalties then do all the smoothing).
+        large_steps_lambda: lambda of ``I + lambda L`` (``L`` the combinatorial Laplacian): larger
+            is smoother; 0 gives plain uniform-rate steps on the positions. It acts per edge, so
+            on a finer mesh the same lambda smooths over a shorter distance (10 was tuned on the
+            642-vertex icosphere; docs/benchmarks.md). The penalties (``w_laplacian`` etc.)
+            apply with either optimiser; with large steps they change little.
+        lr_large_steps: step size of the large-step optimiser, relative to the mesh's size (the
+            largest entry of a step on ``u`` is about this times the bounding-box diagonal).
+        optimize_cameras: refine every view's camera pose jointly (see
+            :mod:`dibr_core.camera_refine`); ``optimize_focal`` also its focal length.
+        lr_cameras: Adam step of the camera corrections (radians, and fractions of the camera's
+            distance to the mesh; log focal scale).
     """
 
     steps: int = 300
@@ -77,10 +100,16 @@ class FitOptions:
     w_laplacian: float = 5.0
     w_flatten: float = 0.02
     w_edge: float = 0.0
-    halo_px: float = 0.3
+    halo_px: float = 0.1
     halo_start_px: float = 2.0
     perspective_correct: bool = True
     backend: str = "auto"
+    optimizer: str = "large_steps"
+    large_steps_lambda: float = 10.0
+    lr_large_steps: float = 0.01
+    optimize_cameras: bool = False
+    optimize_focal: bool = False
+    lr_cameras: float = 0.002
 
     def __post_init__(self) -> None:
         """Validate the fields (integer fields accept numpy integers, stored as int)."""
@@ -93,8 +122,8 @@ class FitOptions:
             object.__setattr__(self, name, v)
         if self.lighting not in LIGHTING_MODELS:
             raise ValueError(f"{fn}(): lighting must be one of {LIGHTING_MODELS}, got {self.lighting!r}")
-        for name in ("lr_vertices", "lr_colors", "lr_texture", "lr_lighting", "w_silhouette", "w_color",
-                     "w_laplacian", "w_flatten", "w_edge"):
+        for name in ("lr_vertices", "lr_colors", "lr_texture", "lr_lighting", "lr_large_steps", "lr_cameras",
+                     "large_steps_lambda", "w_silhouette", "w_color", "w_laplacian", "w_flatten", "w_edge"):
             check_positive(fn, name, getattr(self, name), allow_zero=True)
         # The halo narrows geometrically from halo_start_px to halo_px: both must be positive.
         check_positive(fn, "halo_px", self.halo_px)
@@ -106,6 +135,8 @@ class FitOptions:
                                         ("texture", self.optimize_texture)) if on]
         if self.optimize_lighting and self.lighting != "none":
             groups.append("lighting")
+        if self.optimize_cameras or self.optimize_focal:
+            groups.append("cameras")
         return groups
 
 
@@ -127,6 +158,8 @@ class FitResult:
         sh: (3, 9) SH coefficients, or None; sun: (direction (3,), strength (3,), ambient (3,)), or None.
         losses: loss per step; steps: steps run; seconds: wall time; cancelled: stopped early.
         views: metrics per view after the fit.
+        cameras: the views' cameras after the fit (refined when ``optimize_cameras``, else as given).
+        camera_corrections: per view, how far refinement moved its camera (empty without it).
     """
 
     vertices: torch.Tensor
@@ -139,6 +172,8 @@ class FitResult:
     seconds: float = 0.0
     cancelled: bool = False
     views: List[ViewMetrics] = field(default_factory=list)
+    cameras: List[Camera] = field(default_factory=list)
+    camera_corrections: List[CameraCorrection] = field(default_factory=list)
 
     @property
     def final_loss(self) -> float:
@@ -200,6 +235,11 @@ def fit(
         raise ValueError(f"{fn}(): options.lighting must be one of {LIGHTING_MODELS}, got {options.lighting!r}")
     if options.optimize_texture and face_uvs is None:
         raise ValueError(f"{fn}(): optimising a texture needs face_uvs (F, 3, 2)")
+    if options.optimizer not in OPTIMIZERS:
+        raise ValueError(f"{fn}(): options.optimizer must be one of {OPTIMIZERS}, got {options.optimizer!r}")
+    if not (options.large_steps_lambda >= 0.0 and math.isfinite(options.large_steps_lambda)):
+        raise ValueError(f"{fn}(): options.large_steps_lambda must be a finite number >= 0, "
+                         f"got {options.large_steps_lambda}")
     if options.steps < 0:
         raise ValueError(f"{fn}(): options.steps must be >= 0, got {options.steps}")
     if options.steps > 0 and not options.optimized():
@@ -212,13 +252,29 @@ def fit(
         check_tensor(fn, f"views[{k}].mask", view.mask, ("H", "W"), vd, "float", finite=True)
         if view.camera.batch_size != 1:
             raise ValueError(f"{fn}(): views[{k}].camera must hold one camera, got {view.camera.batch_size}")
+        if not bool((view.mask > 0.5).any()):
+            raise ValueError(f"{fn}(): views[{k}] ({view.name!r}): the reference silhouette (mask) is empty; "
+                             "give an image whose alpha covers the object")
     dev, dt = vertices.device, vertices.dtype
     faces = faces.long()
     V = vertices.shape[0]
     base = vertices.detach().clone()
     scale = float((base.max(0).values - base.min(0).values).norm().clamp(min=1e-6))
 
-    offsets = torch.zeros_like(base, requires_grad=True)
+    large_steps = options.optimize_vertices and options.optimizer == "large_steps"
+    offsets = torch.zeros_like(base, requires_grad=not large_steps)
+    system: Optional[LaplacianSystem] = None
+    u: Optional[torch.Tensor] = None
+    if large_steps:
+        system = LaplacianSystem(faces, V, options.large_steps_lambda, dtype=dt, device=dev)
+        u = system.apply(base).detach().requires_grad_(True)
+
+    def positions(final: bool = False) -> torch.Tensor:
+        """(V, 3) current vertex positions (``final``: solved to full precision)."""
+        if system is not None:
+            assert u is not None
+            return system.inverse(u) if final else system.inverse(u, STEP_TOL)
+        return base + offsets
     col0 = colors.detach().clamp(0.02, 0.98) if colors is not None else torch.full((V, 3), 0.5, dtype=dt, device=dev)
     color_logits = torch.logit(col0).clone().requires_grad_(True)
     use_texture = texture is not None or options.optimize_texture
@@ -240,7 +296,11 @@ def fit(
         t.requires_grad_(True)
 
     groups = []
-    if options.optimize_vertices:
+    uniform_opt: Optional[UniformAdam] = None
+    if large_steps:
+        assert u is not None
+        uniform_opt = UniformAdam([u], lr=options.lr_large_steps * scale)
+    elif options.optimize_vertices:
         groups.append({"params": [offsets], "lr": options.lr_vertices * scale})
     if options.optimize_colors:
         groups.append({"params": [color_logits], "lr": options.lr_colors})
@@ -251,6 +311,11 @@ def fit(
         groups.append({"params": [sh], "lr": options.lr_lighting})
     if options.optimize_lighting and options.lighting == "sun":
         groups.append({"params": [sun_dir, sun_strength, ambient], "lr": options.lr_lighting})
+    cam_params: List[CameraParams] = []
+    if options.optimize_cameras:
+        centre = (base.max(0).values + base.min(0).values) / 2
+        cam_params = [CameraParams(v.camera, centre, options.optimize_focal) for v in views]
+        groups.append({"params": [p for c in cam_params for p in c.parameters()], "lr": options.lr_cameras})
     opt = torch.optim.Adam(groups) if groups else None
     def halo_at(step: int) -> float:
         if options.steps <= 1:
@@ -268,12 +333,19 @@ def fit(
             return DirectionalLights(d.view(1, 1, 3), sun_strength.view(1, 1, 3), ambient.view(1, 3))
         return None
 
-    def render_view(k: int, halo_px: float) -> RenderOutput:
-        verts = (base + offsets)[None]
+    def render_view(k: int, halo_px: float, verts: torch.Tensor) -> RenderOutput:
         tex = torch.sigmoid(tex_logits).permute(2, 0, 1)[None] if tex_logits is not None else None
-        return render(Meshes(verts, faces), views[k].camera, colors=torch.sigmoid(color_logits)[None],
+        cam = cam_params[k].current() if cam_params else views[k].camera
+        return render(Meshes(verts, faces), cam, colors=torch.sigmoid(color_logits)[None],
                       face_uvs=uvs if tex is not None else None, texture=tex, lighting=lighting_now(),
                       settings=_settings_for(views[k], options, halo_px))
+
+    with torch.no_grad():
+        start = positions()[None]
+        for k, view in enumerate(views):
+            if not bool((render_view(k, options.halo_px, start).mask > 0).any()):
+                raise ValueError(f"{fn}(): views[{k}] ({view.name!r}): the camera sees nothing of the mesh; "
+                                 "aim it at the object")
 
     result_losses: List[float] = []
     cancelled = False
@@ -283,39 +355,45 @@ def fit(
         if should_stop is not None and should_stop():
             cancelled = True
             break
-        assert opt is not None or options.steps == 0
+        assert opt is not None or uniform_opt is not None or options.steps == 0
         loss = vertices.new_zeros(())
+        verts_now = positions()[None]
         for k, view in enumerate(views):
-            out = render_view(k, halo_at(step))
+            out = render_view(k, halo_at(step), verts_now)
             loss = loss + options.w_silhouette * iou_loss(out.alpha, view.mask[None])
             if options.w_color > 0:
                 loss = loss + options.w_color * masked_l1(out.rgb, view.image[None], view.mask[None] * out.mask)
         loss = loss / len(views)
-        verts_now = (base + offsets)[None]
         if options.optimize_vertices:
             if options.w_laplacian > 0:
-                loss = loss + options.w_laplacian * laplacian_loss(offsets[None] / scale, faces)
+                loss = loss + options.w_laplacian * laplacian_loss((verts_now - base) / scale, faces)
             if options.w_flatten > 0:
                 loss = loss + options.w_flatten * flatten_loss(verts_now, faces)
             if options.w_edge > 0:
                 loss = loss + options.w_edge * edge_length_loss(verts_now / scale, faces)
-        if opt is None:
+        if opt is None and uniform_opt is None:
             result_losses.append(float(loss.detach()))
             break
-        opt.zero_grad(set_to_none=True)
+        for o in (opt, uniform_opt):
+            if o is not None:
+                o.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        for o in (opt, uniform_opt):
+            if o is not None:
+                o.step()
         result_losses.append(float(loss.detach()))
         if progress is not None:
             progress(step + 1, options.steps, result_losses[-1])
         if preview is not None and (step + 1) % max(1, preview_every) == 0:
-            preview(step + 1, (base + offsets).detach().clone())
+            with torch.no_grad():
+                preview(step + 1, positions().detach().clone())
     seconds = time.perf_counter() - t_start
 
     metrics = []
     with torch.no_grad():
+        final = positions(final=True).detach()
         for k, view in enumerate(views):
-            out = render_view(k, options.halo_px)
+            out = render_view(k, options.halo_px, final[None])
             iou = float(silhouette_iou(out.mask, (view.mask[None] > 0.5).to(dt))[0])
             l1 = float(masked_l1(out.rgb, view.image[None], (view.mask[None] > 0.5).to(dt) * out.mask))
             metrics.append(ViewMetrics(view.name, iou, l1))
@@ -324,7 +402,7 @@ def fit(
         d = (sun_dir / sun_dir.norm().clamp(min=1e-8)).detach()
         sun = (d, sun_strength.detach().clone(), ambient.detach().clone())
     return FitResult(
-        vertices=(base + offsets).detach(),
+        vertices=final.clone(),
         colors=torch.sigmoid(color_logits).detach(),
         texture=torch.sigmoid(tex_logits).detach() if tex_logits is not None else None,
         sh=sh.detach()[0] if options.lighting == "sh" else None,
@@ -334,4 +412,6 @@ def fit(
         seconds=seconds,
         cancelled=cancelled,
         views=metrics,
+        cameras=[c.final() for c in cam_params] if cam_params else [v.camera for v in views],
+        camera_corrections=[c.correction(v.name) for c, v in zip(cam_params, views)],
     )

@@ -6,8 +6,9 @@ Imported by the test modules as ``from helpers import ...`` (pytest puts ``tests
 from __future__ import annotations
 
 import math
-from typing import Sequence, Tuple, Union
+from typing import Iterator, Sequence, Tuple, Union
 
+import pytest
 import torch
 
 from dibr_core.camera import Camera, look_at
@@ -144,3 +145,13 @@ def tiny_mesh(seed: int, dtype: torch.dtype = torch.float64) -> Tuple[torch.Tens
     uv_v = torch.tensor([[0.5, 0.5], [0.9, 0.2], [0.8, 0.9], [0.15, 0.85], [0.2, 0.1]], dtype=dtype)
     uv_v = uv_v + 0.03 * torch.randn(uv_v.shape, generator=g, dtype=dtype)
     return v[None], faces, uv_v[faces]
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Run a test on one torch thread (small fits run faster so on a busy 2-core machine); use
+    it with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")`` after importing it."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
