@@ -94,7 +94,10 @@ def mip_pyramid(texture: torch.Tensor) -> List[torch.Tensor]:
     levels = [texture]
     while levels[-1].shape[2] > 1 or levels[-1].shape[3] > 1:
         h, w = levels[-1].shape[2:]
-        levels.append(F_nn.adaptive_avg_pool2d(levels[-1], (max(1, h // 2), max(1, w // 2))))
+        if h % 2 == 0 and w % 2 == 0:
+            levels.append(F_nn.avg_pool2d(levels[-1], 2))
+        else:
+            levels.append(F_nn.adaptive_avg_pool2d(levels[-1], (max(1, h // 2), max(1, w // 2))))
     return levels
 
 
