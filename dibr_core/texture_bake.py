@@ -13,12 +13,11 @@ from __future__ import annotations
 from typing import Dict, Optional, Tuple, Union
 
 import torch
-import torch.nn.functional as F_nn
 
 from dibr_core.checks import check_index_range, check_tensor
 from dibr_core.ops import Fragments, interpolate, rasterize
 
-__all__ = ["bake_vertex_colors", "pad_texture_islands", "uv_coverage"]
+__all__ = ["bake_vertex_colors", "island_padding_index", "pad_texture_islands", "uv_coverage"]
 
 Size = Union[int, Tuple[int, int]]
 
@@ -54,32 +53,81 @@ def uv_coverage(face_uvs: torch.Tensor, size: Size, *, backend: str = "auto") ->
     return _rasterize_uvs("uv_coverage", face_uvs, ht, wt, backend).face_idx[0] >= 0
 
 
+# Neighbour offsets (row, column) in the order a padded texel looks at them: sides, then corners.
+_OFFSETS = ((0, -1), (0, 1), (-1, 0), (1, 0), (-1, -1), (-1, 1), (1, -1), (1, 1))
+
+
+def _shifted(src: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """out[i, j] = src[i + dy, j + dx], -1 outside the texture."""
+    ht, wt = src.shape
+    out = torch.full_like(src, -1)
+    out[max(0, -dy):ht - max(0, dy), max(0, -dx):wt - max(0, dx)] = \
+        src[max(0, dy):ht - max(0, -dy), max(0, dx):wt - max(0, -dx)]
+    return out
+
+
+def island_padding_index(coverage: torch.Tensor, pixels: int = 4) -> torch.Tensor:
+    """For every texel, the island texel whose value it takes when the islands are padded.
+
+    ``pixels`` rounds of dilation: an uncovered texel next to (8-neighbourhood) a texel that was
+    covered or reached in an earlier round takes that neighbour's source (sides before
+    corners), so a texel ``d <= pixels`` texels (Chebyshev) from an island copies an island
+    texel about ``d`` away, the nearest one up to ties.
+
+    Args:
+        coverage: (Ht, Wt) bool island texels (e.g. :func:`uv_coverage`).
+        pixels: dilation width in texels (>= 0).
+
+    Returns:
+        (Ht, Wt) int64: the flat index ``row * Wt + col`` of the source texel (the texel itself
+        on the islands), -1 for texels farther than ``pixels`` from every island.
+    """
+    fn = "island_padding_index"
+    check_tensor(fn, "coverage", coverage, ("Ht", "Wt"), None, "bool")
+    if isinstance(pixels, bool) or not isinstance(pixels, int) or pixels < 0:
+        raise ValueError(f"{fn}(): pixels must be a non-negative int, got {pixels!r}")
+    ht, wt = coverage.shape
+    flat = torch.arange(ht * wt, device=coverage.device).reshape(ht, wt)
+    src = torch.where(coverage, flat, torch.full_like(flat, -1))
+    for _ in range(pixels):
+        grown = src.clone()
+        for dy, dx in _OFFSETS:
+            nb = _shifted(src, dy, dx)
+            grown = torch.where((grown < 0) & (nb >= 0), nb, grown)
+        if torch.equal(grown, src):
+            break
+        src = grown
+    return src
+
+
 def pad_texture_islands(
     texture: torch.Tensor,
     face_uvs: Optional[torch.Tensor] = None,
     pixels: int = 4,
     *,
     coverage: Optional[torch.Tensor] = None,
+    index: Optional[torch.Tensor] = None,
     fill: Optional[float] = None,
     backend: str = "auto",
 ) -> torch.Tensor:
-    """Fill the texels around the UV islands with the islands' own colours.
+    """Fill the texels around the UV islands with the nearest island texel's colour.
 
-    Dilation, ``pixels`` rounds: every uncovered texel with a covered texel among its 8
-    neighbours takes the mean of those neighbours and becomes covered. So a texel up to
-    ``pixels`` texels from an island gets (approximately) the nearest island texel's colour, and
-    bilinear or mip-mapped lookups near island borders no longer blend in the background. Covered
-    texels keep their values. Differentiable: a padded texel's gradient flows to the island
-    texels it was copied from.
+    Every texel up to ``pixels`` texels from an island takes the value of an island texel
+    (:func:`island_padding_index`), so bilinear or mip-mapped lookups near island borders no
+    longer blend in the background. Island texels keep their values. Differentiable (a gather):
+    a padded texel's gradient flows to the island texel it copies. In an optimisation loop,
+    compute ``index`` once and pass it, so each call is a single gather.
 
     Args:
         texture: (B, C, Ht, Wt) float.
         face_uvs: (F, 3, 2) float UVs whose triangles make the islands (see :func:`uv_coverage`);
-            not needed when ``coverage`` is given.
+            needed unless ``coverage`` or ``index`` is given.
         pixels: dilation width in texels (>= 0). Mip level ``k`` needs about ``2^k`` texels.
         coverage: (Ht, Wt) bool, optional: the island texels, instead of rasterizing
             ``face_uvs`` (e.g. the texels a fit's views saw).
-        fill: value for texels still uncovered after the dilation; None keeps the input's.
+        index: (Ht, Wt) int64, optional: a precomputed :func:`island_padding_index` (then
+            ``face_uvs``, ``coverage`` and ``pixels`` are not used).
+        fill: value for texels farther than ``pixels`` from every island; None keeps the input's.
         backend: the rasterizer's backend.
 
     Returns:
@@ -88,28 +136,25 @@ def pad_texture_islands(
     fn = "pad_texture_islands"
     dims: Dict[str, int] = {}
     check_tensor(fn, "texture", texture, ("B", "C", "Ht", "Wt"), dims, "float", finite=True)
-    if isinstance(pixels, bool) or not isinstance(pixels, int) or pixels < 0:
-        raise ValueError(f"{fn}(): pixels must be a non-negative int, got {pixels!r}")
     ht, wt = dims["Ht"], dims["Wt"]
-    if coverage is None:
-        if face_uvs is None:
-            raise ValueError(f"{fn}(): give face_uvs (F, 3, 2) or coverage (Ht, Wt)")
-        check_tensor(fn, "face_uvs", face_uvs, ("F", 3, 2), None, texture.dtype, texture.device)
-        coverage = _rasterize_uvs(fn, face_uvs, ht, wt, backend).face_idx[0] >= 0
+    if index is None:
+        if isinstance(pixels, bool) or not isinstance(pixels, int) or pixels < 0:
+            raise ValueError(f"{fn}(): pixels must be a non-negative int, got {pixels!r}")
+        if coverage is None:
+            if face_uvs is None:
+                raise ValueError(f"{fn}(): give face_uvs (F, 3, 2), coverage (Ht, Wt) or index (Ht, Wt)")
+            check_tensor(fn, "face_uvs", face_uvs, ("F", 3, 2), None, texture.dtype, texture.device)
+            coverage = _rasterize_uvs(fn, face_uvs, ht, wt, backend).face_idx[0] >= 0
+        else:
+            check_tensor(fn, "coverage", coverage, ("Ht", "Wt"), dims, "bool", texture.device)
+        index = island_padding_index(coverage, pixels)
     else:
-        check_tensor(fn, "coverage", coverage, ("Ht", "Wt"), dims, "bool", texture.device)
-    mask = coverage.to(texture.dtype)[None, None]
-    val = texture * mask
-    for _ in range(pixels):
-        total = F_nn.avg_pool2d(val, 3, stride=1, padding=1, count_include_pad=True) * 9.0
-        count = F_nn.avg_pool2d(mask, 3, stride=1, padding=1, count_include_pad=True) * 9.0
-        grow = (count > 0.5) & (mask < 0.5)
-        if not bool(grow.any()):
-            break
-        val = torch.where(grow, total / count.clamp_min(1.0), val)
-        mask = torch.where(grow, torch.ones_like(mask), mask)
+        check_tensor(fn, "index", index, ("Ht", "Wt"), dims, torch.int64, texture.device)
+    b, c = dims["B"], dims["C"]
+    src = index.reshape(-1)
+    gathered = texture.reshape(b, c, ht * wt)[:, :, src.clamp_min(0)].reshape(b, c, ht, wt)
     rest = texture if fill is None else torch.full_like(texture, float(fill))
-    return torch.where(mask > 0.5, val, rest)
+    return torch.where(index >= 0, gathered, rest)
 
 
 def bake_vertex_colors(

@@ -11,7 +11,7 @@ from dibr_core.camera import Camera, look_at
 from dibr_core.mesh import icosphere
 from dibr_core.render import Meshes, RenderSettings, render
 from dibr_core.texture import sample_texture
-from dibr_core.texture_bake import bake_vertex_colors, pad_texture_islands, uv_coverage
+from dibr_core.texture_bake import bake_vertex_colors, island_padding_index, pad_texture_islands, uv_coverage
 from dibr_core.uv import auto_uvs
 
 F64 = torch.float64
@@ -61,8 +61,14 @@ def test_padding_grows_islands_by_the_given_width() -> None:
     lo, hi = float(tex[0, 1][cov].min()), float(tex[0, 1][cov].max())
     ring = padded[0, 1][(dist >= 1) & (dist <= 2)]
     assert bool(((ring >= lo) & (ring <= hi)).all())
-    # The texel straight above the island's top-left corner copies it; fill replaces the rest.
-    assert float(padded[0, 1, 3, 5]) == pytest.approx(float(tex[0, 1, 4, 5:7].mean()))
+    # Each padded texel copies one island texel: the one straight below or beside it when there
+    # is one (sides before corners), a corner texel diagonally; fill replaces the rest.
+    assert float(padded[0, 1, 3, 6]) == float(tex[0, 1, 4, 6])
+    assert float(padded[0, 1, 5, 9]) == float(tex[0, 1, 5, 7])
+    assert float(padded[0, 1, 2, 3]) == float(tex[0, 1, 4, 5])
+    index = island_padding_index(cov, 2)
+    assert int(index[3, 6]) == 4 * 12 + 6 and int(index[0, 0]) == -1 and int(index[4, 5]) == 4 * 12 + 5
+    torch.testing.assert_close(pad_texture_islands(tex, index=index), padded)
     assert bool((pad_texture_islands(tex, pixels=2, coverage=cov, fill=0.25)[0, 0][dist > 2] == 0.25).all())
 
 
@@ -138,10 +144,12 @@ def test_bad_inputs() -> None:
     with pytest.raises(ValueError, match=r"bake_vertex_colors\(\): size must be positive"):
         bake_vertex_colors(faces, colors, fuv, 0)
     tex = torch.rand(1, 3, 8, 8, dtype=F64)
-    with pytest.raises(ValueError, match=r"pad_texture_islands\(\): give face_uvs \(F, 3, 2\) or coverage"):
+    with pytest.raises(ValueError, match=r"pad_texture_islands\(\): give face_uvs \(F, 3, 2\), coverage \(Ht, Wt\) or index"):
         pad_texture_islands(tex)
     with pytest.raises(ValueError, match=r"pad_texture_islands\(\): coverage must have shape \(Ht, Wt\) with Ht=8, Wt=8, got \(8, 7\)"):
         pad_texture_islands(tex, coverage=torch.ones(8, 7, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"pad_texture_islands\(\): index must have shape \(Ht, Wt\) with Ht=8, Wt=8, got \(8, 9\)"):
+        pad_texture_islands(tex, index=torch.zeros(8, 9, dtype=torch.int64))
     with pytest.raises(ValueError, match=r"pad_texture_islands\(\): pixels must be a non-negative int"):
         pad_texture_islands(tex, fuv, pixels=-1)
     with pytest.raises(ValueError, match=r"pad_texture_islands\(\): texture must have shape \(B, C, Ht, Wt\), got \(3, 8, 8\)"):
