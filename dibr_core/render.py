@@ -17,7 +17,7 @@ from dibr_core.checks import as_index, check_index_range, check_positive, check_
 from dibr_core.lighting import lambertian, normalize, phong, pow2_scale, spherical_harmonics
 from dibr_core.mesh import gather_faces_unchecked
 from dibr_core.ops import Fragments, interpolate, rasterize, soft_mask
-from dibr_core.texture import sample_texture
+from dibr_core.texture import face_texture_lod, pixel_lod, sample_texture
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,10 @@ class RenderSettings:
         smooth_normals: interpolate area-weighted vertex normals (else flat face normals).
         sigmainv, boxlen, knum: soft-mask parameters (see ``soft_mask``).
         multiplier, eps: rasterizer arithmetic (see ``rasterize``).
-        texture_filter: ``"bilinear"`` or ``"nearest"``; texture_wrap: ``"repeat"`` or ``"clamp"``.
+        texture_filter: ``"bilinear"``, ``"nearest"`` or ``"mipmap"`` (trilinear over a mip pyramid,
+            with a per-face level of detail from :func:`dibr_core.texture.face_texture_lod`'s
+            ``"max"`` rule, held constant for the gradients); texture_wrap: ``"repeat"`` or
+            ``"clamp"``.
         backend: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"reference"``.
     """
 
@@ -146,8 +149,9 @@ class RenderSettings:
         for name in ("sigmainv", "boxlen", "multiplier"):
             check_positive(fn, name, getattr(self, name))
         check_positive(fn, "eps", self.eps, allow_zero=True)
-        if self.texture_filter not in ("bilinear", "nearest"):
-            raise ValueError(f"{fn}(): texture_filter must be 'bilinear' or 'nearest', got {self.texture_filter!r}")
+        if self.texture_filter not in ("bilinear", "nearest", "mipmap"):
+            raise ValueError(f"{fn}(): texture_filter must be 'bilinear', 'nearest' or 'mipmap', "
+                             f"got {self.texture_filter!r}")
         if self.texture_wrap not in ("repeat", "clamp"):
             raise ValueError(f"{fn}(): texture_wrap must be 'repeat' or 'clamp', got {self.texture_wrap!r}")
 
@@ -329,7 +333,13 @@ def render(
     if texture is not None:
         assert cattr is not None
         uv = cattr[..., -2:]
-        albedo = sample_texture(texture, uv, settings.texture_filter, settings.texture_wrap)  # type: ignore[arg-type]
+        lod = None
+        if settings.texture_filter == "mipmap":
+            assert face_uvs is not None
+            flod = face_texture_lod(fvi.detach(), face_uvs.detach(), (H, W), (texture.shape[2], texture.shape[3]))
+            lod = pixel_lod(flod, frags.face_idx)
+        albedo = sample_texture(texture, uv, settings.texture_filter,  # type: ignore[arg-type]
+                                settings.texture_wrap, lod=lod)  # type: ignore[arg-type]
     elif vcolors is not None:
         albedo = vcolors
     else:

@@ -1,10 +1,15 @@
 """Tests for dibr_core.texture."""
 from __future__ import annotations
 
+import math
+from typing import Tuple
+
 import pytest
 import torch
 
-from dibr_core.texture import sample_texture
+from dibr_core.camera import Camera, look_at, orthographic_projection
+from dibr_core.render import Meshes, RenderOutput, RenderSettings, render
+from dibr_core.texture import face_texture_lod, mip_pyramid, pixel_lod, sample_texture
 
 F64 = torch.float64
 
@@ -134,3 +139,157 @@ def test_bad_inputs() -> None:
         sample_texture(tex, torch.rand(2, 5, 2, dtype=F64))
     with pytest.raises(ValueError, match=r"sample_texture\(\): uv contains NaN"):
         sample_texture(tex, torch.full((2, 5, 2), float("nan")))
+
+
+# --- mip-mapping -------------------------------------------------------------------------------
+
+
+def test_mip_pyramid_levels_are_box_means() -> None:
+    tex = torch.arange(2 * 8 * 4, dtype=F64).reshape(1, 2, 8, 4)
+    levels = mip_pyramid(tex)
+    assert [tuple(lv.shape[2:]) for lv in levels] == [(8, 4), (4, 2), (2, 1), (1, 1)]
+    for fine, coarse in zip(levels[:2], levels[1:3]):
+        blocks = fine.reshape(1, 2, fine.shape[2] // 2, 2, fine.shape[3] // 2, 2).mean((3, 5))
+        torch.testing.assert_close(coarse, blocks)
+    torch.testing.assert_close(levels[-1][0, :, 0, 0], tex.mean((2, 3))[0])
+    # An odd size still reaches 1 x 1.
+    assert tuple(mip_pyramid(torch.rand(1, 1, 5, 3))[-1].shape) == (1, 1, 1, 1)
+
+
+def test_mipmap_lod_zero_is_bilinear_and_integer_lod_is_that_level() -> None:
+    torch.manual_seed(2)
+    tex = torch.rand(2, 3, 16, 8, dtype=F64)
+    uv = torch.rand(2, 5, 7, 2, dtype=F64) * 1.2 - 0.1
+    zero = torch.zeros(2, 5, 7, dtype=F64)
+    for wrap in ("repeat", "clamp"):
+        bil = sample_texture(tex, uv, wrap=wrap)  # type: ignore[arg-type]
+        torch.testing.assert_close(sample_texture(tex, uv, "mipmap", wrap, lod=zero), bil)  # type: ignore[arg-type]
+        # Negative levels clamp to the base level.
+        torch.testing.assert_close(sample_texture(tex, uv, "mipmap", wrap, lod=zero - 3.0), bil)  # type: ignore[arg-type]
+    levels = mip_pyramid(tex)
+    for k in (1, 2):
+        torch.testing.assert_close(sample_texture(tex, uv, "mipmap", lod=zero + k), sample_texture(levels[k], uv))
+    # Fractional levels blend the two levels around them; beyond the last level: the 1 x 1 mean.
+    blend = sample_texture(tex, uv, "mipmap", lod=zero + 1.25)
+    torch.testing.assert_close(blend, 0.75 * sample_texture(levels[1], uv) + 0.25 * sample_texture(levels[2], uv))
+    top = sample_texture(tex, uv, "mipmap", lod=zero + 20.0)
+    torch.testing.assert_close(top, tex.mean((2, 3))[:, None, None, :].expand_as(top))
+
+
+def test_gradcheck_mipmap() -> None:
+    torch.manual_seed(3)
+    tex = torch.rand(1, 2, 4, 4, dtype=F64, requires_grad=True)
+    uv = (torch.rand(2, 3, 2, dtype=F64) * 0.8 + 0.1).requires_grad_(True)
+    lod = torch.tensor([[0.3, 1.4, 2.6], [0.7, 1.1, 1.9]], dtype=F64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t, u, q: sample_texture(t, u, "mipmap", lod=q), (tex, uv, lod))
+
+
+def test_face_texture_lod_by_hand() -> None:
+    # A right triangle 10 x 10 pixels on a 20 x 20 image (NDC span 1 = 10 px), mapped to UVs
+    # spanning 40 x 10 texels of a 40 x 40 texture: 4 texels per pixel along x, 1 along y.
+    fvi = torch.tensor([[[[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]]], dtype=F64)
+    fuv = torch.tensor([[[[0.0, 0.0], [1.0, 0.0], [0.0, 0.25]]]], dtype=F64)
+    lod_max = face_texture_lod(fvi, fuv, (20, 20), (40, 40))
+    lod_area = face_texture_lod(fvi, fuv, (20, 20), (40, 40), rule="area")
+    torch.testing.assert_close(lod_max, torch.tensor([[2.0]], dtype=F64))
+    torch.testing.assert_close(lod_area, torch.tensor([[1.0]], dtype=F64))
+    # Renumbering the corners, or mirroring the UVs (flipped winding), changes nothing.
+    torch.testing.assert_close(face_texture_lod(fvi.flip(2), fuv.flip(2), (20, 20), (40, 40)), lod_max)
+    mirrored = fuv * torch.tensor([-1.0, 1.0], dtype=F64)
+    torch.testing.assert_close(face_texture_lod(fvi, mirrored, (20, 20), (40, 40)), lod_max)
+    # A screen triangle collapsed to a segment gets a huge level (clamped by sample_texture), no NaN.
+    flat = torch.tensor([[[[0.0, 0.0], [1.0, 0.0], [2.0, 0.0]]]], dtype=F64)
+    assert bool(torch.isfinite(face_texture_lod(flat, fuv, (20, 20), (40, 40))).all())
+    assert float(face_texture_lod(flat, fuv, (20, 20), (40, 40))) > 100
+    face_idx = torch.tensor([[[0, -1]]])
+    torch.testing.assert_close(pixel_lod(lod_max, face_idx), torch.tensor([[[2.0, 0.0]]], dtype=F64))
+
+
+def _plane(n: int, dtype: torch.dtype = F64) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """An n x n grid on y = 0, x and z in [-1, 1], facing +y; UVs span [0, 1]^2."""
+    t = torch.linspace(0, 1, n + 1, dtype=dtype)
+    u, w = torch.meshgrid(t, t, indexing="xy")
+    verts = torch.stack([2 * u - 1, torch.zeros_like(u), 1 - 2 * w], -1).reshape(-1, 3)
+    uvs = torch.stack([u, w], -1).reshape(-1, 2)
+    idx = torch.arange((n + 1) ** 2).reshape(n + 1, n + 1)
+    a, b, c, d = idx[:-1, :-1], idx[:-1, 1:], idx[1:, :-1], idx[1:, 1:]
+    faces = torch.cat([torch.stack([a, b, d], -1).reshape(-1, 3), torch.stack([a, d, c], -1).reshape(-1, 3)])
+    return verts, faces, uvs[faces]
+
+
+def _checker(n: int) -> torch.Tensor:
+    i = torch.arange(n)
+    return ((i[:, None] + i[None, :]) % 2).to(F64)[None, None].expand(1, 3, n, n).contiguous()
+
+
+def _render_plane(camera: Camera, size: int, tex: torch.Tensor, filt: str, n: int = 8) -> RenderOutput:
+    v, f, fuv = _plane(n)
+    settings = RenderSettings(height=size, width=size, texture_filter=filt, perspective_correct=True,
+                              backface_culling=False)
+    return render(Meshes(v[None], f), camera, face_uvs=fuv, texture=tex, settings=settings)
+
+
+def _error_vs_supersampled(camera: Camera, size: int, tex: torch.Tensor, ss: int = 4) -> Tuple[float, float]:
+    """Mean absolute error of bilinear and of mipmap renders against a bilinear render at ``ss``
+    times the resolution box-filtered down, over pixels the plane covers fully."""
+    ref = _render_plane(camera, size * ss, tex, "bilinear")
+    ref_rgb = torch.nn.functional.avg_pool2d(ref.rgb.permute(0, 3, 1, 2), ss).permute(0, 2, 3, 1)
+    full = torch.nn.functional.avg_pool2d(ref.mask[:, None], ss)[:, 0] > 0.999
+    errs = []
+    for filt in ("bilinear", "mipmap"):
+        out = _render_plane(camera, size, tex, filt)
+        covered = full & (out.mask > 0)
+        assert int(covered.sum()) > size * size // 8
+        errs.append(float((out.rgb - ref_rgb)[covered].abs().mean()))
+    return errs[0], errs[1]
+
+
+def test_mipmap_checkerboard_at_a_grazing_angle() -> None:
+    # 128 x 128 checker texels seen from low over the plane: far texels are much smaller than a pixel.
+    camera = Camera.perspective(look_at((0.0, 0.35, 1.6), (0.0, 0.0, -0.4), dtype=F64), math.radians(50))
+    bilinear, mipmap = _error_vs_supersampled(camera, 32, _checker(128))
+    # Measured: bilinear 0.12, mipmap 0.009 (0.005 against an 8x reference).
+    assert bilinear > 0.08
+    assert mipmap < 0.02 and mipmap < 0.2 * bilinear
+
+
+def test_mipmap_checkerboard_from_far_away() -> None:
+    # Looking straight down from far: about 6 texels per pixel, bilinear samples alias badly.
+    camera = Camera.perspective(look_at((0.0, 6.0, 0.0), up=(0.0, 0.0, -1.0), dtype=F64), math.radians(30))
+    bilinear, mipmap = _error_vs_supersampled(camera, 32, _checker(128))
+    # Measured: bilinear 0.11, mipmap 0.008 (0.001 against an 8x reference).
+    assert bilinear > 0.08
+    assert mipmap < 0.02 and mipmap < 0.2 * bilinear
+
+
+def test_mipmap_equals_bilinear_at_one_texel_per_pixel() -> None:
+    # An orthographic camera straight down on the plane, which fills the 32 x 32 image exactly:
+    # one texel per pixel, so the level of detail is 0 and mipmap is the bilinear lookup.
+    torch.manual_seed(4)
+    tex = torch.rand(1, 3, 32, 32, dtype=F64)
+    view = look_at((0.0, 3.0, 0.0), up=(0.0, 0.0, -1.0), dtype=F64)
+    camera = Camera(view, orthographic_projection(1.0, 1.0, 0.1, 10.0, dtype=F64), 0.1, 10.0)
+    bil = _render_plane(camera, 32, tex, "bilinear")
+    mip = _render_plane(camera, 32, tex, "mipmap")
+    assert float(bil.mask.mean()) == 1.0
+    torch.testing.assert_close(mip.rgb, bil.rgb, atol=1e-9, rtol=0)
+    torch.testing.assert_close(bil.rgb[0].permute(2, 0, 1), tex[0], atol=1e-9, rtol=0)
+
+
+def test_mipmap_bad_inputs() -> None:
+    tex = torch.rand(1, 3, 4, 4)
+    uv = torch.rand(1, 5, 2)
+    with pytest.raises(ValueError, match=r"sample_texture\(\): mode 'mipmap' needs lod with shape \(1, 5\)"):
+        sample_texture(tex, uv, "mipmap")
+    with pytest.raises(ValueError, match=r"sample_texture\(\): lod must have shape \(B, N\) with B=1, N=5, got \(1, 4\)"):
+        sample_texture(tex, uv, "mipmap", lod=torch.zeros(1, 4))
+    with pytest.raises(ValueError, match=r"sample_texture\(\): lod is only used by mode 'mipmap'"):
+        sample_texture(tex, uv, lod=torch.zeros(1, 5))
+    with pytest.raises(TypeError, match=r"sample_texture\(\): lod has dtype float64 but texture has float32"):
+        sample_texture(tex, uv, "mipmap", lod=torch.zeros(1, 5, dtype=F64))
+    with pytest.raises(ValueError, match=r"face_texture_lod\(\): rule must be"):
+        face_texture_lod(torch.zeros(1, 1, 3, 2), torch.zeros(1, 1, 3, 2), (4, 4), (4, 4), rule="min")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"face_texture_lod\(\): face_uvs must have shape \(B, F, 3, 2\) with B=1, F=1, got \(1, 2, 3, 2\)"):
+        face_texture_lod(torch.zeros(1, 1, 3, 2), torch.zeros(1, 2, 3, 2), (4, 4), (4, 4))
+    with pytest.raises(ValueError, match=r"mip_pyramid\(\): texture must have shape \(Bt, C, Ht, Wt\)"):
+        mip_pyramid(torch.zeros(3, 4, 4))
