@@ -122,6 +122,8 @@ class FitOptions:
             object.__setattr__(self, name, v)
         if self.lighting not in LIGHTING_MODELS:
             raise ValueError(f"{fn}(): lighting must be one of {LIGHTING_MODELS}, got {self.lighting!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"{fn}(): optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         for name in ("lr_vertices", "lr_colors", "lr_texture", "lr_lighting", "lr_large_steps", "lr_cameras",
                      "large_steps_lambda", "w_silhouette", "w_color", "w_laplacian", "w_flatten", "w_edge"):
             check_positive(fn, name, getattr(self, name), allow_zero=True)
@@ -235,11 +237,6 @@ def fit(
         raise ValueError(f"{fn}(): options.lighting must be one of {LIGHTING_MODELS}, got {options.lighting!r}")
     if options.optimize_texture and face_uvs is None:
         raise ValueError(f"{fn}(): optimising a texture needs face_uvs (F, 3, 2)")
-    if options.optimizer not in OPTIMIZERS:
-        raise ValueError(f"{fn}(): options.optimizer must be one of {OPTIMIZERS}, got {options.optimizer!r}")
-    if not (options.large_steps_lambda >= 0.0 and math.isfinite(options.large_steps_lambda)):
-        raise ValueError(f"{fn}(): options.large_steps_lambda must be a finite number >= 0, "
-                         f"got {options.large_steps_lambda}")
     if options.steps < 0:
         raise ValueError(f"{fn}(): options.steps must be >= 0, got {options.steps}")
     if options.steps > 0 and not options.optimized():

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from dibr_core import fit_benchmark
+from dibr_core.eval import fit as fit_benchmark
 from dibr_core.camera import Camera
 from dibr_core.camera_refine import CameraParams, axis_angle_matrix
 from dibr_core.fit import FitOptions, FitView, fit

@@ -35,7 +35,9 @@ def test_fit_options_are_validated() -> None:
 
 
 def _view() -> FitView:
-    return FitView(scenes.default_camera(), torch.full((16, 16, 3), 0.5), torch.zeros(16, 16))
+    mask = torch.zeros(16, 16)
+    mask[4:12, 4:12] = 1.0  # a silhouette in the middle of the frame, where the default camera sees the sphere
+    return FitView(scenes.default_camera(), torch.full((16, 16, 3), 0.5), mask)
 
 
 def test_fit_with_nothing_to_optimise_says_so() -> None:

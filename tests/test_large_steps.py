@@ -9,7 +9,9 @@ import warnings
 import pytest
 import torch
 
-from dibr_core import fit_benchmark, large_steps
+from dibr_core import large_steps
+from dibr_core.eval import fit as fit_benchmark
+from dibr_core.eval.__main__ import main as eval_main
 from dibr_core.fit import FitOptions, FitView, fit
 from helpers import one_torch_thread  # noqa: F401  (fixture)
 from dibr_core.large_steps import LaplacianSystem, UniformAdam, combinatorial_laplacian
@@ -165,12 +167,12 @@ def test_fit_options_are_checked() -> None:
     tv, tf = fit_benchmark.head_mesh()
     views = _views(tv, tf, 1, 32)
     v0, f0, _ = icosphere(1, 0.7)
-    with pytest.raises(ValueError, match=r"fit\(\): options.optimizer"):
-        fit(v0, f0, views, FitOptions(steps=1, optimizer="sgd"))
-    with pytest.raises(ValueError, match=r"fit\(\): options.large_steps_lambda"):
-        fit(v0, f0, views, FitOptions(steps=1, large_steps_lambda=-1.0))
-    with pytest.raises(ValueError, match=r"fit\(\): options.large_steps_lambda"):
-        fit(v0, f0, views, FitOptions(steps=1, large_steps_lambda=math.inf))
+    with pytest.raises(ValueError, match=r"FitOptions\(\): optimizer must be one of"):
+        FitOptions(steps=1, optimizer="sgd")
+    with pytest.raises(ValueError, match=r"FitOptions\(\): large_steps_lambda"):
+        FitOptions(steps=1, large_steps_lambda=-1.0)
+    with pytest.raises(ValueError, match=r"FitOptions\(\): large_steps_lambda"):
+        FitOptions(steps=1, large_steps_lambda=math.inf)
     # The old optimiser still runs, and lambda 0 is plain uniform-rate steps.
     for o in (FitOptions(steps=2, optimizer="adam"), FitOptions(steps=2, large_steps_lambda=0.0)):
         res = fit(v0, f0, views, o)
@@ -178,13 +180,14 @@ def test_fit_options_are_checked() -> None:
 
 
 def test_benchmark_cli(capsys: pytest.CaptureFixture) -> None:
-    assert fit_benchmark.main(["--json", "--scenes", "torus", "--views", "2", "--size", "32", "--steps", "3",
+    assert eval_main(["fit", "--json", "--scenes", "torus", "--views", "2", "--size", "32", "--steps", "3",
                                "--threads", "0"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert [r["optimizer"] for r in out["rows"]] == ["large_steps", "adam"]
     for key in ("chamfer_pct", "heldout_iou", "self_intersecting_faces", "roughness_ratio", "seconds"):
         assert key in out["rows"][0]
-    assert fit_benchmark.main(["--scenes", "teapot"]) == 2
+    assert eval_main(["fit", "--scenes", "teapot"]) == 2
+    assert eval_main(["fit", "--optimizers", "sgd"]) == 2
 
 
 def test_fit_rejects_views_that_cannot_work() -> None:

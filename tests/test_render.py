@@ -767,7 +767,7 @@ def test_render_settings_accept_numpy_ints_and_validate() -> None:
         RenderSettings(knum=True)
     with pytest.raises(ValueError, match=r"RenderSettings\(\): sigmainv must be a finite positive number, got nan"):
         RenderSettings(sigmainv=float("nan"))
-    with pytest.raises(ValueError, match=r"RenderSettings\(\): texture_filter must be 'bilinear' or 'nearest'"):
+    with pytest.raises(ValueError, match=r"RenderSettings\(\): texture_filter must be 'bilinear', 'nearest' or 'mipmap'"):
         RenderSettings(texture_filter="cubic")
     with pytest.raises(ValueError, match=r"RenderSettings\(\): texture_wrap must be 'repeat' or 'clamp'"):
         RenderSettings(texture_wrap="mirror")

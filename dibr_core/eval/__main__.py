@@ -28,6 +28,7 @@ __all__ = ["COMMANDS", "main"]
 COMMANDS: Dict[str, Tuple[str, str]] = {
     "predictor": ("dibr_core.eval.predictor", "the single-image 3D predictor and its baselines on a data split"),
     "generator": ("dibr_core.eval.generator", "the class-conditional generator against held-out shapes"),
+    "fit": ("dibr_core.eval.fit", "reconstruction from multi-view silhouettes: large steps vs the old optimiser"),
 }
 
 
@@ -65,7 +66,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         torch.set_num_threads(a.threads)
     a.data = Path(a.data) if a.data else default_data_dir()
     a.progress = not a.no_progress
-    report = modules[a.command].run(a)
+    try:
+        report = modules[a.command].run(a)
+    except ValueError as exc:  # bad options found by the command: one line, exit code 2
+        print(f"python -m dibr_core.eval {a.command}: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(_clean(report), indent=None if a.json else 2, allow_nan=False))
     return 0
 

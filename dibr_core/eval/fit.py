@@ -4,8 +4,10 @@ large-step optimiser and the original one (Adam on free offsets plus penalties) 
 
 Usage::
 
-    python -m dibr_core.fit_benchmark [--json] [--scenes head,bumpy] [--views 8] [--size 128]
+    python -m dibr_core.eval fit [--json] [--scenes head,bumpy] [--views 8] [--size 128]
         [--steps N] [--optimizers large_steps,adam] [--single-view] [--threads 1]
+
+(``--threads 1`` gives steadier timings on a busy machine; 0, the default, keeps torch's.)
 
 Scenes (targets of 1,280 faces, the fit's own face count, so the roughness ratio compares
 meshes of the same resolution; each scaled so its farthest vertex is 0.9 from the origin):
@@ -38,7 +40,7 @@ Metrics per fit:
   the process's CPU time over the whole :func:`fit` call (steadier than wall time on a shared
   machine).
 
-Prints a table on stderr and, with ``--json``, one JSON object on stdout.
+Prints a table on stderr and one JSON object on stdout (on one line with ``--json``).
 """
 from __future__ import annotations
 
@@ -54,13 +56,13 @@ import torch
 
 from dibr_core import scenes
 from dibr_core.camera import Camera, look_at
-from dibr_core.fit import FitOptions, FitView, fit
+from dibr_core.fit import OPTIMIZERS, FitOptions, FitView, fit
 from dibr_core.losses import silhouette_iou
 from dibr_core.mesh import edge_face_adjacency, face_normals, icosphere
-from dibr_core.metrics3d import nearest_distances, sample_surface
+from dibr_core.eval.metrics3d import nearest_distances, sample_surface
 from dibr_core.render import Meshes, RenderSettings, render
 
-__all__ = ["main", "SCENES", "OLD_HALO_PX", "self_intersecting_faces", "mean_dihedral_angle", "ring_cameras", "run_case"]
+__all__ = ["add_arguments", "run", "SCENES", "OLD_HALO_PX", "self_intersecting_faces", "mean_dihedral_angle", "ring_cameras", "run_case"]
 
 _FOV = math.radians(40.0)
 _DISTANCE = 3.0
@@ -237,46 +239,41 @@ def _table(rows: List[Dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m dibr_core.fit_benchmark", description=__doc__.split("\n\n")[0])
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The fit benchmark's own options (``python -m dibr_core.eval fit``)."""
     p.add_argument("--scenes", default="head,bumpy", help=f"comma-separated, from {sorted(SCENES)}")
     p.add_argument("--views", type=int, default=8)
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--steps", type=int, default=None, help="default: FitOptions().steps")
-    p.add_argument("--optimizers", default="large_steps,adam")
+    p.add_argument("--optimizers", default="large_steps,adam", help=f"comma-separated, from {OPTIMIZERS}")
     p.add_argument("--single-view", action="store_true", help="also fit the first scene from one view")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1 gives steadier timings on a busy machine)")
-    a = p.parse_args(argv)
+
+
+def run(a: argparse.Namespace) -> Dict[str, object]:
+    """Run every (scene, optimiser) case; a table goes to stderr, the report is returned.
+
+    Raises:
+        ValueError: an unknown scene or optimiser, fewer than 1 view or a size under 16.
+    """
     names = [s for s in a.scenes.split(",") if s]
     bad = [s for s in names if s not in SCENES]
     if bad or not names:
-        print(f"fit_benchmark: unknown scene(s) {bad}; choose from {sorted(SCENES)}", file=sys.stderr)
-        return 2
+        raise ValueError(f"eval fit: unknown scene(s) {bad} in --scenes; choose from {sorted(SCENES)}")
     optimizers = [o for o in a.optimizers.split(",") if o]
+    bad = [o for o in optimizers if o not in OPTIMIZERS]
+    if bad or not optimizers:
+        raise ValueError(f"eval fit: unknown optimiser(s) {bad} in --optimizers; choose from {OPTIMIZERS}")
     if a.views < 1 or a.size < 16:
-        print("fit_benchmark: --views must be >= 1 and --size >= 16", file=sys.stderr)
-        return 2
-    if a.threads > 0:
-        torch.set_num_threads(a.threads)
+        raise ValueError(f"eval fit: --views must be >= 1 and --size >= 16, got {a.views} and {a.size}")
     t0 = time.perf_counter()
     rows = []
     cases = [(s, a.views) for s in names] + ([(names[0], 1)] if a.single_view else [])
     for scene, n_views in cases:
         for opt in optimizers:
-            try:
-                row = run_case(scene, opt, n_views, a.size, a.steps)
-            except ValueError as exc:
-                print(f"fit_benchmark: {exc}", file=sys.stderr)
-                return 2
+            row = run_case(scene, opt, n_views, a.size, a.steps)
             rows.append(row)
-            print(json.dumps(row), file=sys.stderr, flush=True)
+            if a.progress:
+                print(json.dumps(row), file=sys.stderr, flush=True)
     print(_table(rows), file=sys.stderr)
-    if a.json:
-        print(json.dumps({"benchmark": "fit", "threads": torch.get_num_threads(), "rows": rows,
-                          "total_seconds": round(time.perf_counter() - t0, 1)}))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return {"benchmark": "fit", "threads": torch.get_num_threads(), "rows": rows,
+            "total_seconds": round(time.perf_counter() - t0, 1)}
