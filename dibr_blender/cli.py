@@ -70,7 +70,7 @@ def build_parser(inside_blender: bool) -> argparse.ArgumentParser:
     f.add_argument("--lighting", choices=["none", "sun", "sh"], default="none")
     f.add_argument("--fit-lighting", action="store_true", help="optimise the lighting too")
     f.add_argument("--apply", action="store_true", help="write positions into the mesh, not a shape key")
-    from .image_to_3d import CATEGORIES
+    from .jobs.image_to_3d import CATEGORIES
 
     i = sub.add_parser("image-to-3d", help="predict a textured mesh from one image and add it to a scene")
     i.add_argument("--image", required=True, help="image of one object; its alpha is the silhouette")
@@ -86,7 +86,7 @@ def build_parser(inside_blender: bool) -> argparse.ArgumentParser:
     i.add_argument("--output", help="write the result .blend here")
     i.add_argument("--export", help="export the new object as glTF binary (.glb) here")
     i.add_argument("--report", help="write a JSON report here")
-    from .generate import ALL, MAX_COUNT
+    from .jobs.generate import ALL, MAX_COUNT
 
     g = sub.add_parser("generate", help="generate textured objects of a category on a grid at the 3D cursor")
     g.add_argument("--category", required=True, choices=[*CATEGORIES, ALL],
@@ -151,7 +151,7 @@ def _check_scene_outputs(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def _parse_generate(args: argparse.Namespace) -> argparse.Namespace:
-    from .generate import check_settings
+    from .jobs.generate import check_settings
 
     if args.texture_size > 8192:
         raise BadInput(f"--texture-size must be 0 (native) to 8192, got {args.texture_size}")
@@ -209,9 +209,9 @@ def parse(argv: Sequence[str], inside_blender: bool) -> argparse.Namespace:
 def run_fit_command(args: argparse.Namespace) -> int:
     import bpy
 
-    from .arrays import SceneError
-    from .fit_job import FitSettings, run_fit
-    from . import pipeline
+    from .jobs.fit import FitSettings, run_fit
+    from .jobs.records import SceneError
+    from .scene import fit as scene_fit
 
     if args.blend:
         try:
@@ -222,7 +222,7 @@ def run_fit_command(args: argparse.Namespace) -> int:
                            optimize_colors=not args.no_colors, optimize_texture=args.texture,
                            optimize_lighting=args.fit_lighting, lighting=args.lighting)
     try:
-        ob, mesh, views = pipeline.gather(bpy.context.scene, args.object, args.views, settings)
+        ob, mesh, views = scene_fit.gather(bpy.context.scene, args.object, args.views, settings)
     except SceneError as exc:
         raise BadInput(str(exc)) from None
     print(f"dibr fit: object '{ob.name}' ({mesh.vertices.shape[0]} vertices, {mesh.faces.shape[0]} triangles), "
@@ -239,7 +239,7 @@ def run_fit_command(args: argparse.Namespace) -> int:
         out = run_fit(mesh, views, settings, progress=progress)
     except SceneError as exc:
         raise BadInput(str(exc)) from None
-    pipeline.apply_result(ob, out, settings, apply_geometry=args.apply)
+    scene_fit.apply_result(ob, out, settings, apply_geometry=args.apply)
     seconds = time.perf_counter() - t0
     if args.output:
         bpy.ops.wm.save_as_mainfile(filepath=args.output, copy=True)
@@ -293,8 +293,9 @@ def _write_outputs(args: argparse.Namespace, report: Dict[str, Any], log: Callab
 def run_image_to_3d_command(args: argparse.Namespace, inside_blender: bool) -> int:
     import bpy
 
-    from . import image_to_3d, image_to_3d_scene
-    from .arrays import SceneError
+    from .jobs import image_to_3d
+    from .jobs.records import SceneError
+    from .scene import image_to_3d as image_to_3d_scene
 
     def log(line: str) -> None:
         print(f"dibr image-to-3d: {line}", flush=True)
@@ -315,8 +316,9 @@ def run_image_to_3d_command(args: argparse.Namespace, inside_blender: bool) -> i
 
 
 def run_generate_command(args: argparse.Namespace, inside_blender: bool) -> int:
-    from . import generate, generate_scene
-    from .arrays import SceneError
+    from .jobs import generate
+    from .jobs.records import SceneError
+    from .scene import generate as generate_scene
 
     def log(line: str) -> None:
         print(f"dibr generate: {line}", flush=True)

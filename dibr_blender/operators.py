@@ -8,10 +8,15 @@ from typing import Any, List, Optional, Tuple
 
 import bpy
 
-from . import generate, generate_scene, image_to_3d, image_to_3d_scene, pipeline, preferences, scene_io, status
-from .arrays import SceneError
-from .fit_job import FitOutput, run_fit
-from .runner import Runner
+from . import preferences
+from .jobs import generate, image_to_3d, status
+from .jobs.fit import FitOutput, run_fit
+from .jobs.records import SceneError
+from .jobs.runner import Runner
+from .scene import fit as scene_fit
+from .scene import generate as generate_scene
+from .scene import image_to_3d as image_to_3d_scene
+from .scene import io as scene_io
 
 _last_losses: List[float] = []
 
@@ -25,7 +30,7 @@ def _views_from_props(context: Any) -> Tuple[List[Tuple[Optional[str], str, Opti
     if s.image_path:
         views.append((None, bpy.path.abspath(s.image_path), mask))
     elif s.image is not None:
-        path, tmp = pipeline.image_path_of(s.image)
+        path, tmp = scene_fit.image_path_of(s.image)
         views.append((None, path, mask))
         if tmp:
             temps.append(path)
@@ -88,7 +93,7 @@ class DIBR_OT_fit(bpy.types.Operator):
         temps: List[str] = []
         try:
             views, temps = _views_from_props(context)
-            ob, mesh, view_data = pipeline.gather(context.scene, context.active_object.name, views, settings)
+            ob, mesh, view_data = scene_fit.gather(context.scene, context.active_object.name, views, settings)
             t0 = time.perf_counter()
 
             def progress(step: int, total: int, loss: float) -> None:
@@ -96,7 +101,7 @@ class DIBR_OT_fit(bpy.types.Operator):
                     print(f"DIB-R fit: step {step}/{total} loss {loss:.5f}", flush=True)
 
             out = run_fit(mesh, view_data, settings, progress=progress)
-            pipeline.apply_result(ob, out, settings, context.scene.dibr.apply_shape)
+            scene_fit.apply_result(ob, out, settings, context.scene.dibr.apply_shape)
         except SceneError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -113,7 +118,7 @@ class DIBR_OT_fit(bpy.types.Operator):
         settings = context.scene.dibr.to_fit_settings()
         try:
             views, self._temps = _views_from_props(context)
-            ob, mesh, view_data = pipeline.gather(context.scene, context.active_object.name, views, settings)
+            ob, mesh, view_data = scene_fit.gather(context.scene, context.active_object.name, views, settings)
         except SceneError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -168,7 +173,7 @@ class DIBR_OT_fit(bpy.types.Operator):
         out: FitOutput = st.result
         try:
             self._restore()  # drop the live preview key, then write the result for real
-            pipeline.apply_result(ob, out, self._settings, context.scene.dibr.apply_shape)
+            scene_fit.apply_result(ob, out, self._settings, context.scene.dibr.apply_shape)
         except SceneError as exc:
             self._restore()
             self._finish(context)
@@ -372,22 +377,22 @@ class DIBR_OT_preview(bpy.types.Operator):
     bl_options = {"REGISTER"}
 
     def execute(self, context: Any) -> set:
-        from . import preview
+        from .jobs import preview
 
         temps: List[str] = []
         try:
             views, temps = _views_from_props(context)
             settings = context.scene.dibr.to_fit_settings()
-            ob, mesh, view_data = pipeline.gather(context.scene, context.active_object.name, views[:1], settings)
+            ob, mesh, view_data = scene_fit.gather(context.scene, context.active_object.name, views[:1], settings)
             img = preview.side_by_side(mesh, view_data[0])
         except SceneError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         finally:
             _cleanup(temps)
-        preview.to_image_datablock("DIB-R Preview", img)
+        scene_io.write_image("DIB-R Preview", img)
         if _last_losses:
-            preview.to_image_datablock("DIB-R Loss", preview.loss_curve(_last_losses))
+            scene_io.write_image("DIB-R Loss", preview.loss_curve(_last_losses))
         self.report({"INFO"}, "DIB-R preview written to the image 'DIB-R Preview'")
         return {"FINISHED"}
 

@@ -11,7 +11,7 @@ from typing import Any, List, Optional, Type
 
 import bpy
 
-from . import deps, status
+from .jobs import deps, status
 
 BACKEND_ITEMS = [
     ("auto", "Auto", "Compiled kernels for the tensors' device when available, else the reference path"),

@@ -5,9 +5,10 @@ from typing import Any
 
 import bpy
 
-from . import generate, image_to_3d, preferences
-from .fit_job import FitSettings
-from .image_to_3d_scene import REFINE_CAMERA_ITEMS
+from . import preferences
+from .jobs import generate, image_to_3d
+from .jobs.fit import FitSettings
+from .scene.image_to_3d import REFINE_CAMERA_ITEMS
 
 
 class DIBR_PG_view(bpy.types.PropertyGroup):

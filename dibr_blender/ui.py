@@ -5,7 +5,7 @@ from typing import Any
 
 import bpy
 
-from . import status
+from .jobs import status
 
 
 class DIBR_PT_main(bpy.types.Panel):

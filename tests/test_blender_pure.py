@@ -9,8 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from dibr_blender import cli, convert
-from dibr_blender.runner import Runner
+from dibr_blender import cli
+from dibr_blender.jobs import convert
+from dibr_blender.jobs.runner import Runner
 
 
 def test_projection_matches_known_blender_matrix() -> None:

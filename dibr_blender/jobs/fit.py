@@ -7,7 +7,7 @@ from typing import Callable, List, Optional
 
 import numpy as np
 
-from .arrays import MeshData, SceneError, ViewData
+from .records import MeshData, SceneError, ViewData
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from typing import Any, List, Optional, Sequence, Tuple
 import bpy
 import numpy as np
 
-from . import convert, scene_io
-from .arrays import MeshData, SceneError, ViewData
-from .fit_job import FitOutput, FitSettings
+from ..jobs.fit import FitOutput, FitSettings
+from ..jobs.records import MeshData, SceneError, ViewData
+from . import io
 
 
 def image_path_of(img: Any) -> Tuple[str, bool]:
@@ -42,7 +42,7 @@ def gather(scene: Any, object_name: Optional[str], views: Sequence[Tuple[Any, ..
     Raises:
         SceneError with a one-line message naming what is wrong.
     """
-    ob = scene_io.get_object(object_name)
+    ob = io.get_object(object_name)
     if not views:
         raise SceneError("no reference image given")
     view_data = []
@@ -57,9 +57,9 @@ def gather(scene: Any, object_name: Optional[str], views: Sequence[Tuple[Any, ..
             cam = scene.camera
             if cam is None:
                 raise SceneError("the scene has no active camera")
-        view_data.append(scene_io.read_view(cam, scene, path, settings.max_side, mask))
-    mesh = scene_io.read_mesh(ob, with_texture=settings.optimize_texture)
-    lights, ambient = scene_io.read_lights(scene, mesh.vertices.mean(0))
+        view_data.append(io.read_view(cam, scene, path, settings.max_side, mask))
+    mesh = io.read_mesh(ob, with_texture=settings.optimize_texture)
+    lights, ambient = io.read_lights(scene, mesh.vertices.mean(0))
     if lights:  # the scene's lights, merged into one sun for the "sun" lighting model
         dirs = np.array([d * float(np.linalg.norm(c)) for d, c in lights]).sum(0)
         direction = dirs / max(float(np.linalg.norm(dirs)), 1e-9)
@@ -77,21 +77,21 @@ def apply_result(ob: Any, out: FitOutput, settings: FitSettings, apply_geometry:
     """Write the fit into ordinary Blender data. Returns True when the "DIB-R Fit" key was created."""
     created = False
     if settings.optimize_vertices:
-        created = scene_io.write_shape_key(ob, out.vertices, apply=apply_geometry)
+        created = io.write_shape_key(ob, out.vertices, apply=apply_geometry)
     if out.colors is not None:
-        scene_io.write_colors(ob, out.colors)
+        io.write_colors(ob, out.colors)
         if out.texture is None:
-            scene_io.wire_vertex_colors(ob)
+            io.wire_vertex_colors(ob)
     if out.texture is not None:
         if out.face_uvs is not None:
-            scene_io.ensure_uv_map(ob, out.face_uvs)
-        scene_io.write_texture(ob, out.texture, pack=texture_path is None, path=texture_path)
+            io.ensure_uv_map(ob, out.face_uvs)
+        io.write_texture(ob, out.texture, pack=texture_path is None, path=texture_path)
     return created
 
 
 def preview_vertices(ob: Any, vertices_world: np.ndarray) -> None:
     """Show intermediate positions live (through the "DIB-R Fit" key)."""
-    scene_io.write_shape_key(ob, vertices_world, apply=False)
+    io.write_shape_key(ob, vertices_world, apply=False)
 
 
-__all__ = ["apply_result", "gather", "image_path_of", "preview_vertices", "convert"]
+__all__ = ["apply_result", "gather", "image_path_of", "preview_vertices"]

@@ -12,9 +12,9 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import bpy
 
-from . import generate
-from .arrays import SceneError
-from .image_to_3d_scene import Created, add_mesh_object, select_only
+from ..jobs import generate
+from ..jobs.records import SceneError
+from .objects import Created, add_mesh_object, select_only
 
 
 @dataclass

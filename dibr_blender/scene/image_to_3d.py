@@ -11,14 +11,16 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import bpy
 import numpy as np
 
-from . import convert, image_to_3d, pipeline, scene_io
-from .arrays import CameraData, SceneError, ViewData
-from .fit_job import FitOutput, FitSettings, run_fit
+from ..jobs import convert, image_to_3d, meshes
+from ..jobs.fit import FitOutput, FitSettings, run_fit
+from ..jobs.records import CameraData, SceneError, ViewData
+from . import fit, io
+from .objects import Created, add_mesh_object, select_only
 
 REFINE_CAMERA_ITEMS = [
     ("AUTO", "Auto", "The scene camera when there is one, else a new camera at the matching training view"),
@@ -66,13 +68,13 @@ def read_inputs(req: Request) -> Inputs:
     path = _abspath(req.image_path)
     img: Any = None
     if path:
-        rgba, has_alpha = scene_io.load_image_display(path)
+        rgba, has_alpha = io.load_image_display(path)
         label = path
     elif req.image_name:
         img = bpy.data.images.get(req.image_name)
         if img is None:
             raise SceneError(f"no image named '{req.image_name}'")
-        rgba, has_alpha = scene_io.image_display_values(img), scene_io.image_has_alpha(img)
+        rgba, has_alpha = io.image_display_values(img), io.image_has_alpha(img)
         label = f"image '{img.name}'"
     else:
         raise SceneError("no input image: give an image file or an image datablock")
@@ -80,13 +82,13 @@ def read_inputs(req: Request) -> Inputs:
     mpath = _abspath(req.mask_path)
     mimg: Any = None
     if mpath:
-        m, m_alpha = scene_io.load_image_display(mpath)
+        m, m_alpha = io.load_image_display(mpath)
         mask = image_to_3d.silhouette(m, m_alpha)
     elif req.mask_name:
         mimg = bpy.data.images.get(req.mask_name)
         if mimg is None:
             raise SceneError(f"no mask image named '{req.mask_name}'")
-        mask = image_to_3d.silhouette(scene_io.image_display_values(mimg), scene_io.image_has_alpha(mimg))
+        mask = image_to_3d.silhouette(io.image_display_values(mimg), io.image_has_alpha(mimg))
     elif not has_alpha:
         raise SceneError(f"{label} has no alpha channel; give a mask image for the silhouette")
     if mask is not None and mask.shape != rgba.shape[:2]:
@@ -107,7 +109,7 @@ class _Plan:
     reference: Optional[np.ndarray] = None     # (4, N, N) framed display RGBA (NEW)
 
 
-def _plan_refine(req: Request, scene: Any, inputs: Inputs, pred: Any, mesh: image_to_3d.BlenderMesh) -> _Plan:
+def _plan_refine(req: Request, scene: Any, inputs: Inputs, pred: Any, mesh: meshes.BlenderMesh) -> _Plan:
     mode = req.refine_camera.upper()
     if mode not in ("AUTO", "SCENE", "NEW"):
         raise SceneError(f"refine camera must be AUTO, SCENE or NEW, got {req.refine_camera!r}")
@@ -116,7 +118,7 @@ def _plan_refine(req: Request, scene: Any, inputs: Inputs, pred: Any, mesh: imag
     if mode == "SCENE":
         if scene.camera is None:
             raise SceneError("the scene has no active camera to refine against")
-        scene_io.read_camera(scene.camera, scene, req.refine_resolution)  # refuses odd cameras now
+        io.read_camera(scene.camera, scene, req.refine_resolution)  # refuses odd cameras now
         return _Plan("SCENE")
     from dibr_core.inference import prepare_image
 
@@ -126,33 +128,10 @@ def _plan_refine(req: Request, scene: Any, inputs: Inputs, pred: Any, mesh: imag
     return _Plan("NEW", view=view, reference=ref)
 
 
-class Created:
-    """Datablocks added by one run, removed again on failure (shared with Generate)."""
-
-    def __init__(self, scene: Any) -> None:
-        self.scene = scene
-        self.old_camera = scene.camera
-        self.items: List[Tuple[Any, Any]] = []
-
-    def add(self, collection: Any, block: Any) -> Any:
-        self.items.append((collection, block))
-        return block
-
-    def rollback(self) -> None:
-        if self.scene.camera is not self.old_camera:
-            self.scene.camera = self.old_camera
-        for collection, block in reversed(self.items):
-            try:
-                collection.remove(block)
-            except (ReferenceError, RuntimeError):
-                pass
-        self.items.clear()
-
-
 @dataclass
 class RefineJob:
     """The refine of a just-added object: ``settings``, ``mesh`` and ``views`` for
-    :func:`~dibr_blender.fit_job.run_fit` (which may run on a worker thread; it touches no
+    :func:`~dibr_blender.jobs.fit.run_fit` (which may run on a worker thread; it touches no
     Blender data), then :meth:`apply` on the main thread."""
 
     settings: FitSettings
@@ -160,7 +139,7 @@ class RefineJob:
     views: List[ViewData]
     ob: Any
     img: Any
-    blender_mesh: image_to_3d.BlenderMesh
+    blender_mesh: meshes.BlenderMesh
     camera_name: str
     camera_created: bool
     resolution: int
@@ -189,15 +168,15 @@ class RefineJob:
         """Write the fitted shape, texture and colours into the object; returns the report's
         ``refine`` block."""
         ob, img, mesh = self.ob, self.img, self.blender_mesh
-        scene_io.write_shape_key(ob, out.vertices, apply=True)
+        io.write_shape_key(ob, out.vertices, apply=True)
         if out.texture is not None and img is not None:
             n = int(img.size[0])
-            scene_io.set_texture_pixels(img, image_to_3d.texture_pixels(convert.linear_to_srgb(out.texture), n))
+            io.set_texture_pixels(img, meshes.texture_pixels(convert.linear_to_srgb(out.texture), n))
             faces = np.asarray(mesh.faces)
-            colors = image_to_3d.vertex_colors_from_texture(out.texture, faces, mesh.face_uvs, len(mesh.vertices))
-            scene_io.write_colors(ob, colors)
+            colors = meshes.vertex_colors_from_texture(out.texture, faces, mesh.face_uvs, len(mesh.vertices))
+            io.write_colors(ob, colors)
         elif out.colors is not None:
-            scene_io.write_colors(ob, out.colors)
+            io.write_colors(ob, out.colors)
         return {"camera": self.camera_name, "camera_created": self.camera_created, "steps": out.steps,
                 "resolution": self.resolution, "final_loss": out.final_loss,
                 "silhouette_iou": out.views[0]["silhouette_iou"], "color_l1": out.views[0]["color_l1"],
@@ -205,7 +184,7 @@ class RefineJob:
 
 
 def _refine_job(req: Request, plan: _Plan, scene: Any, ob: Any, img: Any, location: np.ndarray,
-                mesh: image_to_3d.BlenderMesh, inputs: Inputs, created: Created,
+                mesh: meshes.BlenderMesh, inputs: Inputs, created: Created,
                 log: Callable[[str], None]) -> RefineJob:
     has_tex = img is not None
     settings = FitSettings(steps=req.refine_steps, max_side=req.refine_resolution, optimize_vertices=True,
@@ -218,15 +197,15 @@ def _refine_job(req: Request, plan: _Plan, scene: Any, ob: Any, img: Any, locati
         if plan.mode == "SCENE":
             path = inputs.image_path
             if path is None:
-                path, tmp = pipeline.image_path_of(inputs.image)
+                path, tmp = fit.image_path_of(inputs.image)
                 if tmp:
                     temps.append(path)
             mask_path = inputs.mask_file
             if mask_path is None and inputs.mask_image is not None:
-                mask_path, tmp = pipeline.image_path_of(inputs.mask_image)
+                mask_path, tmp = fit.image_path_of(inputs.mask_image)
                 if tmp:
                     temps.append(mask_path)
-            _, fit_mesh, views = pipeline.gather(scene, ob.name, [(None, path, mask_path)], settings)
+            _, fit_mesh, views = fit.gather(scene, ob.name, [(None, path, mask_path)], settings)
             cam_name = scene.camera.name
         else:
             assert plan.view is not None and plan.reference is not None
@@ -241,7 +220,7 @@ def _refine_job(req: Request, plan: _Plan, scene: Any, ob: Any, img: Any, locati
             image = convert.srgb_to_linear(np.transpose(ref[:3], (1, 2, 0))).astype(np.float32)
             views = [ViewData(cam, image, np.ascontiguousarray(ref[3], dtype=np.float32),
                               os.path.basename(inputs.label))]
-            fit_mesh = scene_io.read_mesh(ob, with_texture=has_tex)
+            fit_mesh = io.read_mesh(ob, with_texture=has_tex)
             extra = {"azimuth_deg": plan.view.azimuth_deg, "elevation_deg": plan.view.elevation_deg,
                      "lens_mm": round(plan.view.lens, 3), "initial_silhouette_iou": round(plan.view.iou, 4)}
     except BaseException:
@@ -276,47 +255,6 @@ def _add_camera(view: image_to_3d.ProtocolView, scale: float, location: np.ndarr
     if created.scene.camera is None:
         created.scene.camera = cam
     return cam
-
-
-def add_mesh_object(name: str, mesh: image_to_3d.BlenderMesh, collection: Any,
-                    location: Union[Sequence[float], np.ndarray], created: Created,
-                    properties: Optional[Dict[str, Any]] = None) -> Tuple[Any, Any]:
-    """Add ``mesh`` as a new object at ``location`` in ``collection``: UV map, float colour
-    attribute "DIB-R Color", its own material (named after the object) whose Base Color reads the
-    packed texture image "<object> Texture" (or the colour attribute without a texture), and the
-    custom ``properties``. Everything added is recorded in ``created``. Returns (object, image or
-    None). Shared by Image to 3D and Generate."""
-    ob = scene_io.new_mesh_object(name, mesh.vertices, mesh.faces, collection)
-    created.add(bpy.data.meshes, ob.data)
-    created.add(bpy.data.objects, ob)
-    ob.location = tuple(float(x) for x in location)
-    for key, value in (properties or {}).items():
-        ob[key] = value
-    scene_io.ensure_uv_map(ob, mesh.face_uvs)
-    scene_io.write_colors(ob, mesh.colors_rgb)
-    mat = created.add(bpy.data.materials, bpy.data.materials.new(ob.name))
-    ob.data.materials.append(mat)
-    img = None
-    if mesh.texture is not None:
-        img = created.add(bpy.data.images,
-                          scene_io.new_texture_image(ob.name + image_to_3d.TEXTURE_SUFFIX, mesh.texture))
-        scene_io.wire_texture(ob, img)
-    else:
-        scene_io.wire_vertex_colors(ob)
-    return ob, img
-
-
-def select_only(view_layer: Any, objects: Sequence[Any], active: Any = None) -> None:
-    """Deselect everything in the view layer, select ``objects`` (those in the view layer) and
-    make ``active`` the active object."""
-    for other in list(view_layer.objects):
-        if other.select_get():
-            other.select_set(False)
-    for ob in objects:
-        if view_layer.objects.get(ob.name) is not None:
-            ob.select_set(True)
-    if active is not None and view_layer.objects.get(active.name) is not None:
-        view_layer.objects.active = active
 
 
 @dataclass
@@ -370,7 +308,7 @@ def begin(scene: Any, collection: Any, location: Sequence[float], req: Request,
         raise SceneError(f"torch/dibr_core cannot be imported ({exc}); see the add-on preferences") from None
     except (ValueError, FileNotFoundError) as exc:
         raise SceneError(str(exc)) from None
-    mesh = image_to_3d.mesh_arrays(pred, req.size, req.texture_size)
+    mesh = meshes.mesh_arrays(pred, req.size, req.texture_size)
     log(f"predicted {len(mesh.vertices)} vertices, {len(mesh.faces)} faces in {predict_seconds:.3f} s "
         f"(weights {weights.get('weights')})")
     loc = np.asarray(location, dtype=np.float64).reshape(3)
@@ -417,5 +355,4 @@ def run(scene: Any, collection: Any, location: Sequence[float], req: Request,
     return started.finish(refine)
 
 
-__all__ = ["Created", "REFINE_CAMERA_ITEMS", "RefineJob", "Request", "Started", "add_mesh_object", "begin", "read_inputs",
-           "run", "select_only"]
+__all__ = ["REFINE_CAMERA_ITEMS", "RefineJob", "Request", "Started", "begin", "read_inputs", "run"]

@@ -9,8 +9,8 @@ from typing import Any, Callable, List, Optional, Tuple, TypeVar
 import bpy
 import numpy as np
 
-from . import convert
-from .arrays import CameraData, MeshData, SceneError, Snapshot, ViewData
+from ..jobs import convert
+from ..jobs.records import CameraData, MeshData, SceneError, Snapshot, ViewData
 
 T = TypeVar("T")
 

@@ -15,7 +15,9 @@ import pytest
 
 bpy = pytest.importorskip("bpy")
 
-from dibr_blender import generate, generate_scene, image_to_3d_scene  # noqa: E402
+from dibr_blender.jobs import generate  # noqa: E402
+from dibr_blender.scene import generate as generate_scene  # noqa: E402
+from dibr_blender.scene import objects  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 V, F = 642, 1280
@@ -118,7 +120,7 @@ def test_bad_input_reports_and_leaves_scene_unchanged(addon, empty_scene, monkey
 
 @pytest.mark.blender
 def test_failure_part_way_removes_everything(addon, empty_scene, monkeypatch) -> None:
-    real = image_to_3d_scene.add_mesh_object
+    real = objects.add_mesh_object
     calls = []
 
     def flaky(*args, **kwargs):

@@ -14,8 +14,8 @@ import pytest
 
 bpy = pytest.importorskip("bpy")
 
-from dibr_blender import image_to_3d_scene  # noqa: E402
-from dibr_blender.arrays import SceneError  # noqa: E402
+from dibr_blender.jobs.records import SceneError  # noqa: E402
+from dibr_blender.scene import image_to_3d as image_to_3d_scene  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 V, F = 642, 1280
@@ -155,8 +155,8 @@ def test_failed_refine_removes_everything(addon, empty_scene, inputs, monkeypatc
 def test_cancelled_refine_job_removes_everything(addon, empty_scene, inputs) -> None:
     """What the operator's modal refine does on Esc: the object and the refine camera that
     begin() added are removed again, and the scene camera is restored."""
-    from dibr_blender.fit_job import run_fit
-    from dibr_blender.runner import Runner
+    from dibr_blender.jobs.fit import run_fit
+    from dibr_blender.jobs.runner import Runner
 
     scene = empty_scene
     before = _counts()
@@ -180,7 +180,7 @@ def test_cancelled_refine_job_removes_everything(addon, empty_scene, inputs) -> 
 
 @pytest.mark.blender
 def test_refine_job_finishes_like_the_batch_run(addon, empty_scene, inputs) -> None:
-    from dibr_blender.fit_job import run_fit
+    from dibr_blender.jobs.fit import run_fit
 
     scene = empty_scene
     req = image_to_3d_scene.Request(image_path=inputs["rgba"], texture_size=32, refine_steps=2,
