@@ -59,6 +59,7 @@ def build_parser(inside_blender: bool) -> argparse.ArgumentParser:
     f.add_argument("--mask", help="silhouette image for --image (default: the image's alpha)")
     f.add_argument("--view", action="append", default=[], metavar="CAMERA=IMAGE[,MASK]",
                    help="a camera and its reference image, optionally a mask image (repeatable)")
+    _add_background_args(f)
     f.add_argument("--steps", type=int, default=300)
     f.add_argument("--resolution", type=int, default=256, help="longer image side used by the fit")
     f.add_argument("--output", help="write the result .blend here")
@@ -75,6 +76,7 @@ def build_parser(inside_blender: bool) -> argparse.ArgumentParser:
     i = sub.add_parser("image-to-3d", help="predict a textured mesh from one image and add it to a scene")
     i.add_argument("--image", required=True, help="image of one object; its alpha is the silhouette")
     i.add_argument("--mask", help="silhouette image (its alpha, or grey values without alpha)")
+    _add_background_args(i)
     i.add_argument("--category", choices=["none", *CATEGORIES], default="none", help="category hint")
     i.add_argument("--size", type=float, default=1.0, help="bounding-box diagonal of the object (metres)")
     i.add_argument("--texture-size", type=int, default=256, help="texture side in pixels (0: the predictor's)")
@@ -105,6 +107,33 @@ def build_parser(inside_blender: bool) -> argparse.ArgumentParser:
     return p
 
 
+def _add_background_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--background-color", metavar="auto|#RRGGBB|R,G,B",
+                   help="make the silhouette by keying out this background colour (stored sRGB values; auto: "
+                        "the colour of the image's border), for opaque images without a mask")
+    p.add_argument("--background-tolerance", type=float, default=None,
+                   help="largest per-channel difference (0..1) from the background colour still keyed out "
+                        "(default 0.1)")
+
+
+def _parse_background(args: argparse.Namespace) -> None:
+    """``args.background``: a BackgroundKey from --background-color/--background-tolerance, or None."""
+    from .jobs.masks import DEFAULT_TOLERANCE, BackgroundKey, parse_color
+
+    args.background = None
+    if args.background_color is None:
+        if args.background_tolerance is not None:
+            raise BadInput("--background-tolerance goes with --background-color")
+        return
+    tol = DEFAULT_TOLERANCE if args.background_tolerance is None else args.background_tolerance
+    if not (0.0 < tol <= 1.0):
+        raise BadInput(f"--background-tolerance must be in (0, 1], got {tol}")
+    try:
+        args.background = BackgroundKey(parse_color(args.background_color), tol)
+    except ValueError as exc:
+        raise BadInput(f"--background-color: {exc}") from None
+
+
 def _check_out(path: Optional[str], suffix: str, what: str) -> Optional[str]:
     if path is None:
         return None
@@ -120,6 +149,7 @@ def _check_out(path: Optional[str], suffix: str, what: str) -> Optional[str]:
 def _parse_image_to_3d(args: argparse.Namespace) -> argparse.Namespace:
     import math
 
+    _parse_background(args)
     args.image = os.path.abspath(args.image)
     if not os.path.isfile(args.image):
         raise BadInput(f"image file not found: {args.image}")
@@ -175,6 +205,7 @@ def parse(argv: Sequence[str], inside_blender: bool) -> argparse.Namespace:
         return _parse_generate(args)
     if args.steps < 1:
         raise BadInput(f"--steps must be at least 1, got {args.steps}")
+    _parse_background(args)
     views: List[Tuple[Optional[str], str, Optional[str]]] = []
     if args.mask and not args.image:
         raise BadInput("--mask goes with --image")
@@ -222,7 +253,7 @@ def run_fit_command(args: argparse.Namespace) -> int:
                            optimize_colors=not args.no_colors, optimize_texture=args.texture,
                            optimize_lighting=args.fit_lighting, lighting=args.lighting)
     try:
-        ob, mesh, views = scene_fit.gather(bpy.context.scene, args.object, args.views, settings)
+        ob, mesh, views = scene_fit.gather(bpy.context.scene, args.object, args.views, settings, args.background)
     except SceneError as exc:
         raise BadInput(str(exc)) from None
     print(f"dibr fit: object '{ob.name}' ({mesh.vertices.shape[0]} vertices, {mesh.faces.shape[0]} triangles), "
@@ -301,7 +332,8 @@ def run_image_to_3d_command(args: argparse.Namespace, inside_blender: bool) -> i
         print(f"dibr image-to-3d: {line}", flush=True)
 
     scene: Any = _start_scene(args, inside_blender)
-    req = image_to_3d_scene.Request(image_path=args.image, mask_path=args.mask or "", category=args.category,
+    req = image_to_3d_scene.Request(image_path=args.image, mask_path=args.mask or "", background=args.background,
+                                    category=args.category,
                                     size=args.size, texture_size=args.texture_size, refine_steps=args.refine_steps,
                                     refine_camera=args.refine_camera.upper(),
                                     refine_resolution=args.refine_resolution)

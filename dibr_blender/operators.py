@@ -9,7 +9,7 @@ from typing import Any, List, Optional, Tuple
 import bpy
 
 from . import preferences
-from .jobs import generate, image_to_3d, status
+from .jobs import generate, image_to_3d, masks, status
 from .jobs.fit import FitOutput, run_fit
 from .jobs.records import SceneError
 from .jobs.runner import Runner
@@ -93,7 +93,8 @@ class DIBR_OT_fit(bpy.types.Operator):
         temps: List[str] = []
         try:
             views, temps = _views_from_props(context)
-            ob, mesh, view_data = scene_fit.gather(context.scene, context.active_object.name, views, settings)
+            ob, mesh, view_data = scene_fit.gather(context.scene, context.active_object.name, views, settings,
+                                                      context.scene.dibr.to_background())
             t0 = time.perf_counter()
 
             def progress(step: int, total: int, loss: float) -> None:
@@ -118,7 +119,8 @@ class DIBR_OT_fit(bpy.types.Operator):
         settings = context.scene.dibr.to_fit_settings()
         try:
             views, self._temps = _views_from_props(context)
-            ob, mesh, view_data = scene_fit.gather(context.scene, context.active_object.name, views, settings)
+            ob, mesh, view_data = scene_fit.gather(context.scene, context.active_object.name, views, settings,
+                                                      context.scene.dibr.to_background())
         except SceneError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -207,6 +209,15 @@ class DIBR_OT_image_to_3d(bpy.types.Operator):
         description="Optional silhouette image (its alpha, or grey when it has none); default: the image's alpha")
     mask_name: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Mask Name", description="Optional silhouette image datablock (when no mask file is given)")
+    background_key: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Background Key", items=masks.KEY_ITEMS, default="NONE",
+        description="Make the silhouette from a background colour (for opaque images without a mask)")
+    background_color: bpy.props.FloatVectorProperty(  # type: ignore[valid-type]
+        name="Background", subtype="COLOR_GAMMA", size=3, min=0.0, max=1.0, default=(0.0, 0.0, 0.0),
+        description="Background colour to key out (as the image stores it)")
+    background_tolerance: bpy.props.FloatProperty(  # type: ignore[valid-type]
+        name="Tolerance", default=masks.DEFAULT_TOLERANCE, min=0.001, max=1.0,
+        description="Largest per-channel difference from the background colour that is still background")
     category: bpy.props.EnumProperty(  # type: ignore[valid-type]
         name="Category", items=image_to_3d.CATEGORY_ITEMS, default="none",
         description="What the image shows (a hint, stored on the object)")
@@ -232,7 +243,9 @@ class DIBR_OT_image_to_3d(bpy.types.Operator):
     def request(self) -> image_to_3d_scene.Request:
         return image_to_3d_scene.Request(
             image_path=self.image_path, image_name=self.image_name, mask_path=self.mask_path,
-            mask_name=self.mask_name, category=self.category, size=self.size, texture_size=self.texture_size,
+            mask_name=self.mask_name,
+            background=masks.from_panel(self.background_key, tuple(self.background_color), self.background_tolerance),
+            category=self.category, size=self.size, texture_size=self.texture_size,
             refine_steps=self.refine_steps if self.refine else 0, refine_camera=self.refine_camera,
             refine_resolution=self.refine_resolution, backend=preferences.backend(bpy.context))
 
@@ -383,7 +396,8 @@ class DIBR_OT_preview(bpy.types.Operator):
         try:
             views, temps = _views_from_props(context)
             settings = context.scene.dibr.to_fit_settings()
-            ob, mesh, view_data = scene_fit.gather(context.scene, context.active_object.name, views[:1], settings)
+            ob, mesh, view_data = scene_fit.gather(context.scene, context.active_object.name, views[:1], settings,
+                                                      context.scene.dibr.to_background())
             img = preview.side_by_side(mesh, view_data[0])
         except SceneError as exc:
             self.report({"ERROR"}, str(exc))

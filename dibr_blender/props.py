@@ -1,12 +1,12 @@
 """The panel's settings, stored on the scene (``scene.dibr``)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import bpy
 
 from . import preferences
-from .jobs import generate, image_to_3d
+from .jobs import generate, image_to_3d, masks
 from .jobs.fit import FitSettings
 from .scene.image_to_3d import REFINE_CAMERA_ITEMS
 
@@ -32,6 +32,15 @@ class DIBR_PG_settings(bpy.types.PropertyGroup):
     mask_path: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Mask", subtype="FILE_PATH",
         description="Optional silhouette image for the reference (alpha, or grey when it has no alpha)")
+    background_key: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Background Key", items=masks.KEY_ITEMS, default="NONE",
+        description="Make the silhouette from a background colour (for opaque images without a mask)")
+    background_color: bpy.props.FloatVectorProperty(  # type: ignore[valid-type]
+        name="Background", subtype="COLOR_GAMMA", size=3, min=0.0, max=1.0, default=(0.0, 0.0, 0.0),
+        description="Background colour to key out (as the image stores it)")
+    background_tolerance: bpy.props.FloatProperty(  # type: ignore[valid-type]
+        name="Tolerance", default=masks.DEFAULT_TOLERANCE, min=0.001, max=1.0,
+        description="Largest per-channel difference from the background colour that is still background")
     views: bpy.props.CollectionProperty(type=DIBR_PG_view)  # type: ignore[valid-type]
     steps: bpy.props.IntProperty(name="Steps", default=300, min=1, max=100000,  # type: ignore[valid-type]
                                  description="Optimisation steps")
@@ -64,6 +73,15 @@ class DIBR_PG_settings(bpy.types.PropertyGroup):
     i3d_mask_path: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Mask", subtype="FILE_PATH",
         description="Optional silhouette image (alpha, or grey when it has no alpha); default: the image's alpha")
+    i3d_background_key: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Background Key", items=masks.KEY_ITEMS, default="NONE",
+        description="Make the silhouette from a background colour (for opaque images without a mask)")
+    i3d_background_color: bpy.props.FloatVectorProperty(  # type: ignore[valid-type]
+        name="Background", subtype="COLOR_GAMMA", size=3, min=0.0, max=1.0, default=(0.0, 0.0, 0.0),
+        description="Background colour to key out (as the image stores it)")
+    i3d_background_tolerance: bpy.props.FloatProperty(  # type: ignore[valid-type]
+        name="Tolerance", default=masks.DEFAULT_TOLERANCE, min=0.001, max=1.0,
+        description="Largest per-channel difference from the background colour that is still background")
     i3d_category: bpy.props.EnumProperty(  # type: ignore[valid-type]
         name="Category", items=image_to_3d.CATEGORY_ITEMS, default="none",
         description="What the image shows (a hint, stored on the object)")
@@ -101,6 +119,10 @@ class DIBR_PG_settings(bpy.types.PropertyGroup):
     gen_temperature: bpy.props.FloatProperty(  # type: ignore[valid-type]
         name="Temperature", default=1.0, min=0.0, soft_max=2.0,
         description="Spread of the samples around the category's mean shape (0: the mean shape)")
+
+    def to_background(self) -> Optional[masks.BackgroundKey]:
+        """The fit's background key (None: the silhouette is the alpha or the mask image)."""
+        return masks.from_panel(self.background_key, tuple(self.background_color), self.background_tolerance)
 
     def to_fit_settings(self) -> FitSettings:
         return FitSettings(steps=self.steps, max_side=self.resolution, optimize_vertices=self.fit_shape,

@@ -56,12 +56,6 @@ def silhouette(rgba: np.ndarray, has_alpha: bool) -> np.ndarray:
     return np.ascontiguousarray(rgba[..., 3] if has_alpha else rgba[..., 0], dtype=np.float32)
 
 
-def check_silhouette(mask: np.ndarray, label: str) -> None:
-    """Raise ValueError when no pixel of ``mask`` is above 0.5 (the predictor's threshold)."""
-    if not bool((np.asarray(mask) > 0.5).any()):
-        raise ValueError(f"the silhouette of {label} is empty (no pixel with alpha or mask above 0.5)")
-
-
 # --------------------------------------------------------------------------- the predictor
 
 def predict(image: np.ndarray, mask: Optional[np.ndarray], category: Optional[str] = None) -> Tuple[Any, bool]:

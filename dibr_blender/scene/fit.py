@@ -10,6 +10,7 @@ import bpy
 import numpy as np
 
 from ..jobs.fit import FitOutput, FitSettings
+from ..jobs.masks import BackgroundKey
 from ..jobs.records import MeshData, SceneError, ViewData
 from . import io
 
@@ -34,11 +35,12 @@ def image_path_of(img: Any) -> Tuple[str, bool]:
 
 
 def gather(scene: Any, object_name: Optional[str], views: Sequence[Tuple[Any, ...]],
-           settings: FitSettings) -> Tuple[Any, MeshData, List[ViewData]]:
+           settings: FitSettings, background: Optional[BackgroundKey] = None) -> Tuple[Any, MeshData, List[ViewData]]:
     """Validate and read everything the fit needs.
 
     Args:
         views: (camera name or None for the scene camera, image path[, mask path]) tuples.
+        background: key the silhouette out of this background colour for views without a mask.
     Raises:
         SceneError with a one-line message naming what is wrong.
     """
@@ -57,7 +59,7 @@ def gather(scene: Any, object_name: Optional[str], views: Sequence[Tuple[Any, ..
             cam = scene.camera
             if cam is None:
                 raise SceneError("the scene has no active camera")
-        view_data.append(io.read_view(cam, scene, path, settings.max_side, mask))
+        view_data.append(io.read_view(cam, scene, path, settings.max_side, mask, background))
     mesh = io.read_mesh(ob, with_texture=settings.optimize_texture)
     lights, ambient = io.read_lights(scene, mesh.vertices.mean(0))
     if lights:  # the scene's lights, merged into one sun for the "sun" lighting model

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import bpy
 import numpy as np
 
-from ..jobs import convert, image_to_3d, meshes
+from ..jobs import convert, image_to_3d, masks, meshes
 from ..jobs.fit import FitOutput, FitSettings, run_fit
 from ..jobs.records import CameraData, SceneError, ViewData
 from . import fit, io
@@ -32,12 +32,14 @@ REFINE_CAMERA_ITEMS = [
 @dataclass
 class Request:
     """One Image to 3D run. The image comes from ``image_path`` (preferred) or the datablock
-    ``image_name``; the silhouette from ``mask_path`` / ``mask_name`` or else the image's alpha."""
+    ``image_name``; the silhouette from ``mask_path`` / ``mask_name``, else keyed from the
+    ``background`` colour, else the image's alpha."""
 
     image_path: str = ""
     image_name: str = ""
     mask_path: str = ""
     mask_name: str = ""
+    background: Optional[masks.BackgroundKey] = None
     category: str = "none"
     size: float = 1.0
     texture_size: int = 256          # 0: the predictor's native size
@@ -89,12 +91,15 @@ def read_inputs(req: Request) -> Inputs:
         if mimg is None:
             raise SceneError(f"no mask image named '{req.mask_name}'")
         mask = image_to_3d.silhouette(io.image_display_values(mimg), io.image_has_alpha(mimg))
+    elif req.background is not None:
+        mask = masks.key_mask(rgba[..., :3], req.background)
     elif not has_alpha:
-        raise SceneError(f"{label} has no alpha channel; give a mask image for the silhouette")
+        raise SceneError(f"{label} has no alpha channel; give a mask image for the silhouette "
+                         "or key out the background colour")
     if mask is not None and mask.shape != rgba.shape[:2]:
         mask = convert.resize_image(mask[..., None], rgba.shape[1], rgba.shape[0])[..., 0]
     try:
-        image_to_3d.check_silhouette(mask if mask is not None else rgba[..., 3], label)
+        masks.check_silhouette(mask if mask is not None else rgba[..., 3], label, from_alpha=mask is None)
     except ValueError as exc:
         raise SceneError(str(exc)) from None
     return Inputs(rgba, mask, label, path or None, img, mpath or None, mimg)

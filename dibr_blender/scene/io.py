@@ -9,7 +9,7 @@ from typing import Any, Callable, List, Optional, Tuple, TypeVar
 import bpy
 import numpy as np
 
-from ..jobs import convert
+from ..jobs import convert, masks
 from ..jobs.records import CameraData, MeshData, SceneError, Snapshot, ViewData
 
 T = TypeVar("T")
@@ -178,22 +178,30 @@ def read_camera(cam_ob: Any, scene: Any, max_side: int) -> CameraData:
     return CameraData(cam_ob.name, view, P, w, h, params.clip_start, params.clip_end)
 
 
-def read_view(cam_ob: Any, scene: Any, image_path: str, max_side: int, mask_path: Optional[str] = None) -> ViewData:
-    """A camera and its reference image (resized to the fit resolution). The silhouette is the
-    image's alpha, or ``mask_path``'s alpha (or its red channel when it has no alpha)."""
+def read_view(cam_ob: Any, scene: Any, image_path: str, max_side: int, mask_path: Optional[str] = None,
+              background: Optional[masks.BackgroundKey] = None) -> ViewData:
+    """A camera and its reference image (resized to the fit resolution). The silhouette is
+    ``mask_path``'s alpha (or its red channel when it has no alpha), else the mask keyed from the
+    ``background`` colour, else the image's alpha. An empty silhouette, or one that covers the
+    whole image (an opaque render), is refused with a SceneError."""
     cam = read_camera(cam_ob, scene, max_side)
     rgba, has_alpha = _load(image_path)
-    rgba = convert.resize_image(rgba, cam.width, cam.height)
     if mask_path:
         m, m_alpha = _load(mask_path, raw=True)
-        m = convert.resize_image(m, cam.width, cam.height)
         mask = m[..., 3] if m_alpha else m[..., 0]
+    elif background is not None:
+        mask = masks.key_mask(convert.linear_to_srgb(rgba[..., :3]), background)
     else:
         if not has_alpha:
-            raise SceneError(f"image {image_path} has no alpha channel; give a mask image for the silhouette")
+            raise SceneError(f"image {image_path} has no alpha channel; give a mask image for the silhouette "
+                             "or key out the background colour")
         mask = rgba[..., 3]
-    if float(mask.max()) <= 0.0:
-        raise SceneError(f"the silhouette of {image_path} is empty (all transparent)")
+    try:
+        masks.check_silhouette(mask, image_path, from_alpha=not mask_path and background is None)
+    except ValueError as exc:
+        raise SceneError(str(exc)) from None
+    rgba = convert.resize_image(rgba, cam.width, cam.height)
+    mask = convert.resize_image(np.ascontiguousarray(mask)[..., None], cam.width, cam.height)[..., 0]
     return ViewData(cam, rgba[..., :3].copy(), np.ascontiguousarray(mask, dtype=np.float32),
                     os.path.basename(image_path))
 
