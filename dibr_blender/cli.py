@@ -259,6 +259,9 @@ def run_fit_command(args: argparse.Namespace) -> int:
     print(f"dibr fit: object '{ob.name}' ({mesh.vertices.shape[0]} vertices, {mesh.faces.shape[0]} triangles), "
           f"{len(views)} view(s) at {views[0].camera.width}x{views[0].camera.height}, {settings.steps} steps",
           flush=True)
+    for v in views:
+        if v.note:
+            print(f"dibr fit: note: {v.note}", flush=True)
     t0 = time.perf_counter()
     every = max(1, settings.steps // 10)
 

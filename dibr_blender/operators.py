@@ -42,6 +42,13 @@ def _views_from_props(context: Any) -> Tuple[List[Tuple[Optional[str], str, Opti
     return views, temps
 
 
+def _report_notes(op: Any, view_data: List[Any]) -> None:
+    """Tell the user what was adapted to read the views (e.g. the image's aspect)."""
+    for v in view_data:
+        if v.note:
+            op.report({"WARNING"}, v.note)
+
+
 def _cleanup(paths: List[str]) -> None:
     for p in paths:
         try:
@@ -95,6 +102,7 @@ class DIBR_OT_fit(bpy.types.Operator):
             views, temps = _views_from_props(context)
             ob, mesh, view_data = scene_fit.gather(context.scene, context.active_object.name, views, settings,
                                                       context.scene.dibr.to_background())
+            _report_notes(self, view_data)
             t0 = time.perf_counter()
 
             def progress(step: int, total: int, loss: float) -> None:
@@ -121,6 +129,7 @@ class DIBR_OT_fit(bpy.types.Operator):
             views, self._temps = _views_from_props(context)
             ob, mesh, view_data = scene_fit.gather(context.scene, context.active_object.name, views, settings,
                                                       context.scene.dibr.to_background())
+            _report_notes(self, view_data)
         except SceneError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}

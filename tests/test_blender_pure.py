@@ -139,3 +139,16 @@ def test_cli_bad_input_exit_codes(tmp_path, capsys) -> None:
     assert not (tmp_path / "r.json").exists()
     # inside Blender the file is already loaded: --blend is optional
     assert cli.parse(["fit", "--image", str(img), "--report", str(tmp_path / "r.json")], inside_blender=True).blend is None
+
+
+def test_with_image_aspect_keeps_matching_renders_and_adopts_the_image_otherwise() -> None:
+    wide = convert.CameraParams(res_x=1920, res_y=1080, pixel_aspect_x=2.0)
+    same, changed = convert.with_image_aspect(wide, 960, 540)
+    assert same is wide and not changed
+    sq, changed = convert.with_image_aspect(wide, 128, 128)
+    assert changed and (sq.res_x, sq.res_y, sq.pixel_aspect_x, sq.lens) == (128, 128, 1.0, wide.lens)
+    # AUTO sensor fit: the square image keeps the horizontal field of view of the wide render.
+    P_wide = convert.projection_matrix(convert.CameraParams(res_x=1920, res_y=1080))
+    assert convert.projection_matrix(sq)[0, 0] == pytest.approx(P_wide[0, 0])
+    with pytest.raises(ValueError, match="with_image_aspect"):
+        convert.with_image_aspect(wide, 0, 10)

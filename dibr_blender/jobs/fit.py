@@ -36,7 +36,7 @@ class FitOutput:
     steps: int
     seconds: float
     cancelled: bool
-    views: List[dict]               # {"camera", "image", "silhouette_iou", "color_l1"}
+    views: List[dict]               # {"camera", "image", "silhouette_iou", "color_l1"[, "note"]}
 
     @property
     def final_loss(self) -> float:
@@ -80,7 +80,7 @@ def run_fit(mesh: MeshData, views: List[ViewData], settings: FitSettings,
               texture=tex0, progress=progress, should_stop=should_stop, sun=mesh.sun,
               preview=(lambda _s, v: preview(v.numpy())) if preview is not None else None)
     report = [{"camera": v.camera.name, "image": v.image_name, "silhouette_iou": m.silhouette_iou,
-               "color_l1": m.color_l1} for v, m in zip(views, res.views)]
+               "color_l1": m.color_l1, **({"note": v.note} if v.note else {})} for v, m in zip(views, res.views)]
     return FitOutput(
         vertices=res.vertices.numpy(), colors=res.colors.numpy() if (res.colors is not None and settings.optimize_colors)
         else None, texture=res.texture.numpy() if (res.texture is not None and settings.optimize_texture) else None,

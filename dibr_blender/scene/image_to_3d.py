@@ -210,7 +210,7 @@ def _refine_job(req: Request, plan: _Plan, scene: Any, ob: Any, img: Any, locati
                 mask_path, tmp = fit.image_path_of(inputs.mask_image)
                 if tmp:
                     temps.append(mask_path)
-            _, fit_mesh, views = fit.gather(scene, ob.name, [(None, path, mask_path)], settings)
+            _, fit_mesh, views = fit.gather(scene, ob.name, [(None, path, mask_path)], settings, req.background)
             cam_name = scene.camera.name
         else:
             assert plan.view is not None and plan.reference is not None

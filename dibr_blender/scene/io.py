@@ -162,8 +162,11 @@ def camera_params(cam_ob: Any, scene: Any) -> convert.CameraParams:
         res_y=max(1, int(r.resolution_y * pct)), pixel_aspect_x=r.pixel_aspect_x, pixel_aspect_y=r.pixel_aspect_y)
 
 
-def read_camera(cam_ob: Any, scene: Any, max_side: int) -> CameraData:
-    """The camera's exact projection and view, and the fit resolution (longer side <= max_side)."""
+def read_camera(cam_ob: Any, scene: Any, max_side: int,
+                image_size: Optional[Tuple[int, int]] = None) -> CameraData:
+    """The camera's exact projection and view, and the fit resolution (longer side <= max_side).
+    With ``image_size`` (width, height) of a reference whose aspect differs from the render's, the
+    camera is taken as it renders that image (``convert.with_image_aspect``)."""
     if cam_ob is None:
         raise SceneError("the scene has no camera")
     if cam_ob.type != "CAMERA":
@@ -172,6 +175,8 @@ def read_camera(cam_ob: Any, scene: Any, max_side: int) -> CameraData:
     if params.type not in ("PERSP", "ORTHO"):
         raise SceneError(f"camera '{cam_ob.name}' is {params.type.lower()}; only perspective and "
                          "orthographic cameras are supported")
+    if image_size is not None:
+        params = convert.with_image_aspect(params, *image_size)[0]
     P = convert.projection_matrix(params)
     view = convert.view_matrix(np.array(cam_ob.matrix_world))
     w, h = convert.fit_resolution(params.res_x, params.res_y, max_side)
@@ -184,8 +189,15 @@ def read_view(cam_ob: Any, scene: Any, image_path: str, max_side: int, mask_path
     ``mask_path``'s alpha (or its red channel when it has no alpha), else the mask keyed from the
     ``background`` colour, else the image's alpha. An empty silhouette, or one that covers the
     whole image (an opaque render), is refused with a SceneError."""
-    cam = read_camera(cam_ob, scene, max_side)
+    cam = read_camera(cam_ob, scene, max_side)  # checks the camera before reading the image
     rgba, has_alpha = _load(image_path)
+    H, W = rgba.shape[:2]
+    params = camera_params(cam_ob, scene)
+    note = ""
+    if convert.with_image_aspect(params, W, H)[1]:
+        cam = read_camera(cam_ob, scene, max_side, image_size=(W, H))
+        note = (f"{os.path.basename(image_path)} is {W}x{H} but the render is {params.res_x}x{params.res_y}: "
+                f"camera '{cam_ob.name}' is used at the image's aspect (sensor fit {cam_ob.data.sensor_fit.lower()})")
     if mask_path:
         m, m_alpha = _load(mask_path, raw=True)
         mask = m[..., 3] if m_alpha else m[..., 0]
@@ -203,7 +215,7 @@ def read_view(cam_ob: Any, scene: Any, image_path: str, max_side: int, mask_path
     rgba = convert.resize_image(rgba, cam.width, cam.height)
     mask = convert.resize_image(np.ascontiguousarray(mask)[..., None], cam.width, cam.height)[..., 0]
     return ViewData(cam, rgba[..., :3].copy(), np.ascontiguousarray(mask, dtype=np.float32),
-                    os.path.basename(image_path))
+                    os.path.basename(image_path), note)
 
 
 def read_lights(scene: Any, target: np.ndarray) -> Tuple[List[Tuple[np.ndarray, np.ndarray]], np.ndarray]:

@@ -102,3 +102,26 @@ def test_batch_refuses_opaque_and_fits_with_background_color(addon, opaque_refer
     assert report.exists()
     r = _batch("fit", "--blend", blend, "--image", opaque, "--background-color", "#12", "--report", str(report))
     assert r.returncode == 2 and "--background-color" in r.stderr, r.stderr
+
+
+@pytest.mark.blender
+def test_square_reference_with_a_wide_render_uses_the_image_aspect(addon, default_scene_files) -> None:
+    """The reference was rendered at 128x128; with the scene at 1920x1080 (the startup file's
+    resolution) the camera is taken at the image's aspect, so the target's own silhouette, seen
+    through the gathered camera, lands on the reference's alpha, and the user is told."""
+    from dibr_blender.jobs import preview
+
+    blend, ref = default_scene_files
+    bpy.ops.wm.open_mainfile(filepath=blend)
+    scene = bpy.context.scene
+    s = FitSettings(max_side=128)
+    _, mesh, same = scene_fit.gather(scene, "Target", [(None, ref)], s)
+    assert same[0].note == ""
+    scene.render.resolution_x, scene.render.resolution_y = 1920, 1080
+    _, mesh, views = scene_fit.gather(scene, "Target", [(None, ref)], s)
+    v = views[0]
+    assert (v.camera.width, v.camera.height) == (128, 128)
+    assert "128x128" in v.note and "1920x1080" in v.note and "image's aspect" in v.note
+    np.testing.assert_allclose(v.camera.projection, same[0].camera.projection, atol=1e-9)
+    cover = preview.render_view(mesh, v)[..., 3]
+    assert _iou(cover, v.mask) > 0.95
