@@ -43,6 +43,44 @@ class FitOutput:
         return self.losses[-1] if self.losses else float("nan")
 
 
+def _where(mesh: MeshData, view: ViewData, covered: int) -> str:
+    """Why the mesh misses the silhouette in ``view``: behind the camera, outside its frame, too
+    small, or in view but beside the silhouette."""
+    v = np.concatenate([mesh.vertices, np.ones((len(mesh.vertices), 1))], axis=1)
+    cam = v @ view.camera.view.T
+    if bool((cam[:, 2] >= 0).all()):
+        return "it is behind the camera"
+    clip = cam @ view.camera.projection.T
+    w = clip[:, 3:4]
+    front = w[:, 0] > 1e-9
+    ndc = clip[front, :2] / w[front]
+    if len(ndc) and any(bool(side.all()) for side in (ndc[:, 0] > 1, ndc[:, 0] < -1, ndc[:, 1] > 1, ndc[:, 1] < -1)):
+        return "it is outside the camera's frame"
+    if covered == 0:
+        return "it covers no pixel of the image (too small or too far)"
+    return "it is in view but beside the object's silhouette"
+
+
+def check_start_overlap(mesh: MeshData, views: List[ViewData]) -> List[float]:
+    """The start mesh's silhouette IoU with each reference; raises SceneError naming the view when
+    the mesh does not overlap the silhouette at all there (the fit could not recover: it would run
+    every step to an IoU of 0)."""
+    from .preview import render_view
+
+    ious = []
+    for v in views:
+        cover = render_view(mesh, v, colors=np.zeros((len(mesh.vertices), 3)))[..., 3] > 0.5
+        target = v.mask > 0.5
+        inter = int((cover & target).sum())
+        if inter == 0:
+            raise SceneError(
+                f"mesh '{mesh.name}' does not overlap the silhouette of {v.image_name} in camera '{v.camera.name}' "
+                f"at the start: {_where(mesh, v, int(cover.sum()))}; move or scale the mesh (or the camera) so that "
+                "it covers part of the object in the reference, then fit again")
+        ious.append(inter / float((cover | target).sum()))
+    return ious
+
+
 def run_fit(mesh: MeshData, views: List[ViewData], settings: FitSettings,
             progress: Optional[Callable[[int, int, float], None]] = None,
             should_stop: Optional[Callable[[], bool]] = None,
@@ -59,6 +97,7 @@ def run_fit(mesh: MeshData, views: List[ViewData], settings: FitSettings,
 
     if not views:
         raise SceneError("no views: give at least one camera with a reference image")
+    check_start_overlap(mesh, views)
     face_uvs = mesh.face_uvs
     if settings.optimize_texture and face_uvs is None:
         face_uvs = convert.spherical_face_uvs(mesh.vertices, mesh.faces)

@@ -125,3 +125,53 @@ def test_square_reference_with_a_wide_render_uses_the_image_aspect(addon, defaul
     np.testing.assert_allclose(v.camera.projection, same[0].camera.projection, atol=1e-9)
     cover = preview.render_view(mesh, v)[..., 3]
     assert _iou(cover, v.mask) > 0.95
+
+
+@pytest.mark.blender
+@pytest.mark.parametrize("location, where", [((6.0, 0.0, 0.0), "outside the camera's frame"),
+                                             ((0.0, -8.0, 1.6), "behind the camera"),
+                                             ((0.0, 60.0, -25.0), "covers no pixel")])
+def test_start_mesh_the_camera_cannot_see_is_refused(addon, default_scene_files, location, where) -> None:
+    """A start mesh with no overlap with the silhouette is refused before any step, naming the
+    view, where the mesh is and what to do; through the operator the mesh is left unchanged."""
+    from dibr_blender.jobs.fit import run_fit
+
+    blend, ref = default_scene_files
+    bpy.ops.wm.open_mainfile(filepath=blend)
+    scene = bpy.context.scene
+    ob = bpy.data.objects["Sphere"]
+    ob.location = location
+    if where == "covers no pixel":
+        ob.scale = (0.01, 0.01, 0.01)
+    bpy.context.view_layer.update()
+    s = FitSettings(steps=3, max_side=64)
+    _, mesh, views = scene_fit.gather(scene, "Sphere", [(None, ref)], s)
+    with pytest.raises(SceneError, match=rf"does not overlap the silhouette of reference.png in camera 'Camera' "
+                                         rf"at the start: .*{where}.*move or scale the mesh"):
+        run_fit(mesh, views, s)
+    bpy.context.view_layer.objects.active = ob
+    scene.dibr.image_path = ref
+    scene.dibr.steps = 3
+    scene.dibr.resolution = 64
+    with pytest.raises(RuntimeError, match="does not overlap"):
+        bpy.ops.dibr.fit()
+    assert ob.data.shape_keys is None
+
+
+@pytest.mark.blender
+def test_start_overlap_in_view_but_beside_the_silhouette(addon, default_scene_files) -> None:
+    from dibr_blender.jobs.fit import check_start_overlap
+
+    blend, ref = default_scene_files
+    bpy.ops.wm.open_mainfile(filepath=blend)
+    scene = bpy.context.scene
+    ob = bpy.data.objects["Sphere"]
+    s = FitSettings(steps=3, max_side=64)
+    _, mesh, views = scene_fit.gather(scene, "Sphere", [(None, ref)], s)
+    assert check_start_overlap(mesh, views)[0] > 0.3
+    ob.location = (1.35, 0.0, 0.0)
+    ob.scale = (0.15, 0.15, 0.15)
+    bpy.context.view_layer.update()
+    _, mesh, views = scene_fit.gather(scene, "Sphere", [(None, ref)], s)
+    with pytest.raises(SceneError, match="in view but beside the object's silhouette"):
+        check_start_overlap(mesh, views)
