@@ -24,13 +24,16 @@ Progress lines go to stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+import tempfile
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+MIN_RESOLUTION = 16   # the panel's minimum too
 
 
 class BadInput(Exception):
@@ -143,6 +146,14 @@ def _check_out(path: Optional[str], suffix: str, what: str) -> Optional[str]:
     parent = os.path.dirname(path) or "."
     if not os.path.isdir(parent):
         raise BadInput(f"{what} folder does not exist: {parent}")
+    if os.path.isdir(path):
+        raise BadInput(f"{what} is a folder: {path}")
+    try:  # a real write, before any work (os.access says yes to root on a read-only folder)
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=".dibr-probe-")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        raise BadInput(f"{what} folder is not writable: {parent} ({exc.strerror})") from None
     return path
 
 
@@ -205,6 +216,8 @@ def parse(argv: Sequence[str], inside_blender: bool) -> argparse.Namespace:
         return _parse_generate(args)
     if args.steps < 1:
         raise BadInput(f"--steps must be at least 1, got {args.steps}")
+    if args.resolution < MIN_RESOLUTION:
+        raise BadInput(f"--resolution must be at least {MIN_RESOLUTION}, got {args.resolution}")
     _parse_background(args)
     views: List[Tuple[Optional[str], str, Optional[str]]] = []
     if args.mask and not args.image:
@@ -275,18 +288,9 @@ def run_fit_command(args: argparse.Namespace) -> int:
         raise BadInput(str(exc)) from None
     scene_fit.apply_result(ob, out, settings, apply_geometry=args.apply)
     seconds = time.perf_counter() - t0
-    if args.output:
-        bpy.ops.wm.save_as_mainfile(filepath=args.output, copy=True)
-        print(f"dibr fit: wrote {args.output}", flush=True)
-    if args.export:
-        bpy.ops.export_scene.gltf(filepath=args.export, export_format="GLB")
-        print(f"dibr fit: wrote {args.export}", flush=True)
     report = {"command": "fit", "object": ob.name, "steps": out.steps, "seconds": round(seconds, 3),
-              "final_loss": out.final_loss, "views": out.views, "output": args.output, "export": args.export}
-    if args.report:
-        with open(args.report, "w") as fh:
-            json.dump(report, fh, indent=1)
-        print(f"dibr fit: wrote {args.report}", flush=True)
+              "final_loss": out.final_loss, "views": out.views}
+    _write_outputs(args, report, lambda line: print(f"dibr fit: {line}", flush=True), selection_only=False)
     ious = ", ".join(f"{v['camera']}: IoU {v['silhouette_iou']:.3f}" for v in out.views)
     print(f"dibr fit: done in {seconds:.1f} s, final loss {out.final_loss:.5f}; {ious}", flush=True)
     return EXIT_OK
@@ -307,21 +311,86 @@ def _start_scene(args: argparse.Namespace, inside_blender: bool) -> Any:
     return bpy.context.scene
 
 
-def _write_outputs(args: argparse.Namespace, report: Dict[str, Any], log: Callable[[str], None]) -> None:
-    """Write --output (the whole .blend), --export (the selected objects as .glb) and --report."""
+class OutputError(Exception):
+    """Writing an output failed; nothing was written."""
+
+
+@contextlib.contextmanager
+def _captured_stderr() -> Iterator[List[str]]:
+    """Capture what is written to file descriptor 2 (Blender's operators print their tracebacks
+    there from C) into the yielded list, one entry per line, instead of the terminal."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    lines: List[str] = []
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            lines.extend(tmp.read().decode("utf-8", "replace").splitlines())
+
+
+def _staging_path(final: str) -> str:
+    """A fresh file name beside ``final`` (same folder, so relative paths stay valid and the move is atomic)."""
+    folder, name = os.path.split(final)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=os.path.splitext(name)[1])
+    os.close(fd)
+    os.remove(tmp)  # a name only: Blender keeps a .blend1 backup when it saves over an existing file
+    return tmp
+
+
+def export_glb(path: str, selection_only: bool) -> None:
+    """Blender's glTF exporter, binary (.glb) (a module attribute so tests can replace it)."""
     import bpy
 
-    if args.output:
-        bpy.ops.wm.save_as_mainfile(filepath=args.output, copy=True)
-        log(f"wrote {args.output}")
-    if args.export:
-        bpy.ops.export_scene.gltf(filepath=args.export, export_format="GLB", use_selection=True)
-        log(f"wrote {args.export}")
+    bpy.ops.export_scene.gltf(filepath=path, export_format="GLB", use_selection=selection_only)
+
+
+def _write_outputs(args: argparse.Namespace, report: Dict[str, Any], log: Callable[[str], None],
+                   selection_only: bool = True) -> None:
+    """Write --output (the whole .blend), --export (the selected objects, or the whole scene, as
+    .glb) and --report. Each goes to a temporary file beside its target first; only when all are
+    written are they moved into place, so a failure writes nothing (OutputError, one line)."""
+    import bpy
+
     report["output"], report["export"] = args.output, args.export
-    if args.report:
-        with open(args.report, "w") as fh:
-            json.dump(report, fh, indent=1)
-        log(f"wrote {args.report}")
+    staged: List[Tuple[str, str]] = []
+    what = ""
+    try:
+        if args.output:
+            what = args.output
+            staged.append((_staging_path(args.output), args.output))
+            with _captured_stderr():
+                bpy.ops.wm.save_as_mainfile(filepath=staged[-1][0], copy=True)
+        if args.export:
+            what = args.export
+            staged.append((_staging_path(args.export), args.export))
+            with _captured_stderr() as err:
+                try:
+                    export_glb(staged[-1][0], selection_only)
+                except Exception as exc:
+                    detail = [ln.strip() for ln in [*err, *str(exc).splitlines()] if ln.strip()]
+                    raise OutputError(detail[-1] if detail else type(exc).__name__) from None
+        if args.report:
+            what = args.report
+            staged.append((_staging_path(args.report), args.report))
+            with open(staged[-1][0], "w") as fh:
+                json.dump(report, fh, indent=1)
+        for tmp, final in staged:
+            os.replace(tmp, final)
+    except Exception as exc:
+        for tmp, _ in staged:
+            for p in (tmp, tmp + "1"):  # Blender may leave a .blend1 backup beside a saved file
+                if os.path.exists(p):
+                    os.remove(p)
+        msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise OutputError(f"could not write {what}: {msg}; nothing was written") from None
+    for _, final in staged:
+        log(f"wrote {final}")
 
 
 def run_image_to_3d_command(args: argparse.Namespace, inside_blender: bool) -> int:
@@ -396,6 +465,16 @@ def main(argv: Optional[Sequence[str]] = None, inside_blender: bool = False) -> 
         raise BadInput(f"unknown command {args.command}")
     except BadInput as exc:
         print(f"dibr_blender.batch: error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_BAD_INPUT
+    except OutputError as exc:
+        print(f"dibr_blender.batch: failed: {exc}", file=sys.stderr, flush=True)
+        return EXIT_FAILURE
+    except ModuleNotFoundError as exc:
+        if exc.name != "bpy":
+            raise
+        print("dibr_blender.batch: error: this Python has no bpy module; run the batch with the project's "
+              ".venv/bin/python (which has bpy==5.0.1) or inside Blender: blender --background --python "
+              "dibr_blender/batch.py -- ...", file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT
     except Exception as exc:  # noqa: BLE001 - one clear line plus a non-zero exit
         print(f"dibr_blender.batch: failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)

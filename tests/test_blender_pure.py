@@ -131,7 +131,20 @@ def test_cli_bad_input_exit_codes(tmp_path, capsys) -> None:
          "--steps must be at least 1"),
         (["fit", "--image", str(img), "--report", str(tmp_path / "r.json")], "--blend"),
         (["frobnicate"], "invalid choice"),
+        (["fit", "--blend", str(blend), "--image", str(img), "--resolution", "0", "--report", str(tmp_path / "r.json")],
+         "--resolution must be at least 16, got 0"),
+        (["fit", "--blend", str(blend), "--image", str(img), "--resolution", "-5", "--report", str(tmp_path / "r.json")],
+         "--resolution must be at least 16, got -5"),
+        (["fit", "--blend", str(blend), "--image", str(img), "--export", str(tmp_path), "--report",
+          str(tmp_path / "r.json")], "must end with .glb"),
+        (["fit", "--blend", str(blend), "--image", str(img), "--background-color", "pink", "--report",
+          str(tmp_path / "r.json")], "--background-color: a colour must be"),
+        (["fit", "--blend", str(blend), "--image", str(img), "--background-tolerance", "0.2", "--report",
+          str(tmp_path / "r.json")], "--background-tolerance goes with --background-color"),
     ]
+    (tmp_path / "dir.glb").mkdir()
+    cases.append((["fit", "--blend", str(blend), "--image", str(img), "--export", str(tmp_path / "dir.glb")],
+                  "--export is a folder"))
     for argv, msg in cases:
         assert cli.main(argv) == cli.EXIT_BAD_INPUT, argv
         err = capsys.readouterr().err.strip().splitlines()

@@ -139,14 +139,22 @@ def load(path: Any = None) -> Any:
     modification time by ``dibr_core.inference.load_shipped_generator``.
 
     Raises:
-        ImportError: torch or dibr_core cannot be imported; FileNotFoundError: no weights file.
+        ImportError: torch or dibr_core cannot be imported; FileNotFoundError: no weights file;
+        ValueError (one line): a file that is no generator weights file (corrupt, or another model's).
     """
     from dibr_core import inference
 
     p = os.path.abspath(os.fspath(path if path else default_weights()))
     if not os.path.isfile(p):
         raise FileNotFoundError(f"generator weights file not found: {p}")
-    return inference.load_shipped_generator(p)
+    try:
+        return inference.load_shipped_generator(p)
+    except ImportError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - unpickling and state-dict errors of all kinds
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ValueError(f"generator weights file {p} cannot be loaded ({type(exc).__name__}: {first}); give a "
+                         "weights file written by dibr_core's generator training, or leave out --weights") from None
 
 
 def weights_info(path: Any = None) -> Dict[str, Any]:
