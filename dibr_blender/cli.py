@@ -287,6 +287,7 @@ def run_fit_command(args: argparse.Namespace) -> int:
     except SceneError as exc:
         raise BadInput(str(exc)) from None
     scene_fit.apply_result(ob, out, settings, apply_geometry=args.apply)
+    scene_fit.honest_report(ob, out, views)
     seconds = time.perf_counter() - t0
     report = {"command": "fit", "object": ob.name, "steps": out.steps, "seconds": round(seconds, 3),
               "final_loss": out.final_loss, "views": out.views}

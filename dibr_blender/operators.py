@@ -111,6 +111,7 @@ class DIBR_OT_fit(bpy.types.Operator):
 
             out = run_fit(mesh, view_data, settings, progress=progress)
             scene_fit.apply_result(ob, out, settings, context.scene.dibr.apply_shape)
+            scene_fit.honest_report(ob, out, view_data)
         except SceneError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -134,6 +135,7 @@ class DIBR_OT_fit(bpy.types.Operator):
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         self._ob_name = ob.name
+        self._views = view_data
         self._settings = settings
         self._snapshot = scene_io.snapshot(ob)
         self._created_key = False
@@ -185,6 +187,7 @@ class DIBR_OT_fit(bpy.types.Operator):
         try:
             self._restore()  # drop the live preview key, then write the result for real
             scene_fit.apply_result(ob, out, self._settings, context.scene.dibr.apply_shape)
+            scene_fit.honest_report(ob, out, self._views)
         except SceneError as exc:
             self._restore()
             self._finish(context)
@@ -210,11 +213,12 @@ class DIBR_OT_image_to_3d(bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
 
     image_path: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="Image", subtype="FILE_PATH", description="Image file of one object (used before Image Name)")
+        name="Image", subtype="FILE_PATH", options=preferences.FILE_PATH_OPTIONS,
+        description="Image file of one object (used before Image Name)")
     image_name: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Image Name", description="Image datablock to use when no file is given")
     mask_path: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="Mask", subtype="FILE_PATH",
+        name="Mask", subtype="FILE_PATH", options=preferences.FILE_PATH_OPTIONS,
         description="Optional silhouette image (its alpha, or grey when it has none); default: the image's alpha")
     mask_name: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Mask Name", description="Optional silhouette image datablock (when no mask file is given)")
@@ -402,6 +406,10 @@ class DIBR_OT_preview(bpy.types.Operator):
         from .jobs import preview
 
         temps: List[str] = []
+        ob = context.active_object
+        if ob is None or ob.type != "MESH":
+            self.report({"ERROR"}, "DIB-R preview: no active mesh object; select the mesh to preview")
+            return {"CANCELLED"}
         try:
             views, temps = _views_from_props(context)
             settings = context.scene.dibr.to_fit_settings()

@@ -20,6 +20,10 @@ BACKEND_ITEMS = [
     ("reference", "Reference", "The pure-PyTorch reference implementation (slow, always available)"),
 ]
 
+# Options of the panels' file-path properties: "//" (relative to the .blend) is accepted without a
+# warning (Blender 5.0 warns without it). The flag is unknown before Blender 4.5, so it is set only from 4.5 on.
+FILE_PATH_OPTIONS = {"PATH_SUPPORTS_BLEND_RELATIVE"} if bpy.app.version >= (4, 5, 0) else {"ANIMATABLE"}
+
 # The last message of deps.prepare_import_path, shown in the preferences (None: fine).
 _path_message: Optional[str] = None
 

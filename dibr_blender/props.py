@@ -18,19 +18,21 @@ class DIBR_PG_view(bpy.types.PropertyGroup):
         name="Camera", type=bpy.types.Object, poll=lambda self, ob: ob.type == "CAMERA",
         description="Camera that saw the reference image")
     image_path: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="Image", subtype="FILE_PATH", description="Reference image; its alpha is the silhouette")
+        name="Image", subtype="FILE_PATH", options=preferences.FILE_PATH_OPTIONS,
+        description="Reference image; its alpha is the silhouette")
     mask_path: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="Mask", subtype="FILE_PATH", description="Optional silhouette image (alpha, or grey when opaque)")
+        name="Mask", subtype="FILE_PATH", options=preferences.FILE_PATH_OPTIONS,
+        description="Optional silhouette image (alpha, or grey when opaque)")
 
 
 class DIBR_PG_settings(bpy.types.PropertyGroup):
     image_path: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="Reference", subtype="FILE_PATH",
+        name="Reference", subtype="FILE_PATH", options=preferences.FILE_PATH_OPTIONS,
         description="Reference image seen by the scene camera; its alpha channel is the silhouette to match")
     image: bpy.props.PointerProperty(  # type: ignore[valid-type]
         name="Image", type=bpy.types.Image, description="Reference image datablock (used when no file is set)")
     mask_path: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="Mask", subtype="FILE_PATH",
+        name="Mask", subtype="FILE_PATH", options=preferences.FILE_PATH_OPTIONS,
         description="Optional silhouette image for the reference (alpha, or grey when it has no alpha)")
     background_key: bpy.props.EnumProperty(  # type: ignore[valid-type]
         name="Background Key", items=masks.KEY_ITEMS, default="NONE",
@@ -67,11 +69,12 @@ class DIBR_PG_settings(bpy.types.PropertyGroup):
 
     # Image to 3D (copied into the operator's properties by the panel)
     i3d_image_path: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="Image", subtype="FILE_PATH", description="Image file of one object; its alpha is the silhouette")
+        name="Image", subtype="FILE_PATH", options=preferences.FILE_PATH_OPTIONS,
+        description="Image file of one object; its alpha is the silhouette")
     i3d_image: bpy.props.PointerProperty(  # type: ignore[valid-type]
         name="Image", type=bpy.types.Image, description="Image datablock (used when no file is set)")
     i3d_mask_path: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="Mask", subtype="FILE_PATH",
+        name="Mask", subtype="FILE_PATH", options=preferences.FILE_PATH_OPTIONS,
         description="Optional silhouette image (alpha, or grey when it has no alpha); default: the image's alpha")
     i3d_background_key: bpy.props.EnumProperty(  # type: ignore[valid-type]
         name="Background Key", items=masks.KEY_ITEMS, default="NONE",

@@ -123,7 +123,8 @@ def sample_mesh(output: Any, faces: Any, face_uvs: Any, i: int = 0) -> Generated
     """Sample ``i`` of a ``PredictorOutput`` (vertices (B, V, 3), colors (B, V, 3), texture
     (B, 3, T, T) channels first or None) with the decoder's faces and UVs."""
     tex = None if output.texture is None else np.transpose(meshes.as_array(output.texture[i]), (1, 2, 0))
-    return GeneratedMesh(vertices=meshes.as_array(output.vertices[i]), faces=meshes.as_array(faces), colors=meshes.as_array(output.colors[i]),
+    return GeneratedMesh(vertices=meshes.as_array(output.vertices[i]), faces=meshes.as_array(faces),
+                         colors=meshes.as_array(output.colors[i]),
                          face_uvs=meshes.as_array(face_uvs), texture=tex)
 
 

@@ -57,7 +57,7 @@ def from_panel(mode: str, color: Tuple[float, float, float], tolerance: float) -
 
 KEY_ITEMS = [
     ("NONE", "None", "The silhouette is the image's alpha (or the mask image)"),
-    ("AUTO", "Border Colour", "Key out the colour of the image's border pixels (an opaque render on a plain background)"),
+    ("AUTO", "Border Colour", "Key out the colour of the image's border pixels (a render on a plain background)"),
     ("COLOR", "Colour", "Key out the chosen background colour"),
 ]
 
@@ -84,6 +84,46 @@ def parse_color(text: str) -> Optional[Tuple[float, float, float]]:
             raise ValueError(f"colour values must be 0..1 or 0..255, got {text!r}")
         vals = [v / 255.0 for v in vals]
     return (vals[0], vals[1], vals[2])
+
+
+MIN_IMAGE_SIDE = 8   # pixels; smaller images carry no usable silhouette
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def check_image_size(width: int, height: int, label: str) -> None:
+    """Raise ValueError (one line) for an image too small to hold a silhouette."""
+    if min(width, height) < MIN_IMAGE_SIDE:
+        raise ValueError(f"{label} is {width}x{height} pixels; a reference needs at least "
+                         f"{MIN_IMAGE_SIDE} pixels on each side")
+
+
+def png_has_alpha(path: str) -> Optional[bool]:
+    """Whether a PNG file stores transparency (colour type grey+alpha or RGBA, or a tRNS chunk),
+    read from its chunks; None when ``path`` is no readable PNG. Blender's image ``depth`` cannot
+    tell: it reports a 16-bit grey PNG as 32 bits, like RGBA."""
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(8) != _PNG_SIGNATURE:
+                return None
+            colour_type = -1
+            while True:
+                head = fh.read(8)
+                if len(head) < 8:
+                    return None
+                length, kind = int.from_bytes(head[:4], "big"), head[4:]
+                if kind == b"IHDR":
+                    colour_type = fh.read(length)[9]
+                    fh.seek(4, 1)
+                    if colour_type in (4, 6):
+                        return True
+                    continue
+                if kind == b"tRNS":
+                    return True
+                if kind in (b"IDAT", b"IEND"):
+                    return False if colour_type >= 0 else None
+                fh.seek(length + 4, 1)
+    except (OSError, IndexError):
+        return None
 
 
 def border_color(rgb: np.ndarray) -> np.ndarray:
@@ -125,5 +165,6 @@ def check_silhouette(mask: np.ndarray, label: str, from_alpha: bool) -> None:
                          + OPAQUE_ADVICE)
 
 
-__all__ = ["BackgroundKey", "DEFAULT_TOLERANCE", "KEY_ITEMS", "from_panel", "MIN_BACKGROUND_FRACTION", "background_fraction", "border_color",
+__all__ = ["BackgroundKey", "DEFAULT_TOLERANCE", "KEY_ITEMS", "MIN_IMAGE_SIDE", "check_image_size", "from_panel",
+           "png_has_alpha", "MIN_BACKGROUND_FRACTION", "background_fraction", "border_color",
            "check_silhouette", "key_mask", "parse_color"]

@@ -68,6 +68,12 @@ def gather(scene: Any, object_name: Optional[str], views: Sequence[Tuple[Any, ..
         mesh.sun = (direction, np.array([c for _, c in lights]).sum(0), ambient)
     if not mesh.same_topology and settings.optimize_vertices:
         raise SceneError(f"mesh '{ob.name}': modifiers change the vertex count; apply them before fitting")
+    if settings.optimize_vertices:
+        moving = io.moving_modifiers(ob)
+        if moving:
+            raise SceneError(f"mesh '{ob.name}': modifier(s) {', '.join(repr(n) for n in moving)} move the vertices, "
+                             "so the fitted shape would be moved again; apply them (or turn them off) before "
+                             "fitting the shape")
     if settings.optimize_texture and mesh.face_uvs is None:
         if any(p.loop_total != 3 for p in ob.data.polygons) or not mesh.same_topology:
             raise SceneError(f"mesh '{ob.name}' has no UV map; add one (or triangulate) to fit a texture")
@@ -91,9 +97,31 @@ def apply_result(ob: Any, out: FitOutput, settings: FitSettings, apply_geometry:
     return created
 
 
+def scores_as_seen(ob: Any, views: Sequence[ViewData]) -> List[float]:
+    """The silhouette IoU of each view computed on what the user gets: the object's evaluated mesh
+    (shape key, modifiers) after the result was written, rendered through the view's camera."""
+    from ..jobs.preview import render_view
+
+    mesh = io.read_mesh(ob, with_texture=False)
+    ious = []
+    for v in views:
+        cover = render_view(mesh, v, colors=np.zeros((len(mesh.vertices), 3)))[..., 3] > 0.5
+        target = v.mask > 0.5
+        ious.append(float((cover & target).sum()) / max(1.0, float((cover | target).sum())))
+    return ious
+
+
+def honest_report(ob: Any, out: FitOutput, views: Sequence[ViewData]) -> None:
+    """Replace each view's ``silhouette_iou`` in ``out.views`` by the score of what the user gets
+    (:func:`scores_as_seen`), keeping the optimiser's own as ``fit_silhouette_iou``."""
+    for entry, iou in zip(out.views, scores_as_seen(ob, views)):
+        entry["fit_silhouette_iou"] = entry["silhouette_iou"]
+        entry["silhouette_iou"] = iou
+
+
 def preview_vertices(ob: Any, vertices_world: np.ndarray) -> None:
     """Show intermediate positions live (through the "DIB-R Fit" key)."""
     io.write_shape_key(ob, vertices_world, apply=False)
 
 
-__all__ = ["apply_result", "gather", "image_path_of", "preview_vertices"]
+__all__ = ["apply_result", "gather", "honest_report", "image_path_of", "preview_vertices", "scores_as_seen"]

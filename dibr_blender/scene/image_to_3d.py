@@ -80,6 +80,10 @@ def read_inputs(req: Request) -> Inputs:
         label = f"image '{img.name}'"
     else:
         raise SceneError("no input image: give an image file or an image datablock")
+    try:
+        masks.check_image_size(rgba.shape[1], rgba.shape[0], label)
+    except ValueError as exc:
+        raise SceneError(str(exc)) from None
     mask: Optional[np.ndarray] = None
     mpath = _abspath(req.mask_path)
     mimg: Any = None
@@ -184,7 +188,8 @@ class RefineJob:
             io.write_colors(ob, out.colors)
         return {"camera": self.camera_name, "camera_created": self.camera_created, "steps": out.steps,
                 "resolution": self.resolution, "final_loss": out.final_loss,
-                "silhouette_iou": out.views[0]["silhouette_iou"], "color_l1": out.views[0]["color_l1"],
+                "silhouette_iou": fit.scores_as_seen(ob, self.views)[0],  # what the user gets
+                "fit_silhouette_iou": out.views[0]["silhouette_iou"], "color_l1": out.views[0]["color_l1"],
                 "seconds": round(time.perf_counter() - self.t0, 3), **self.extra}
 
 

@@ -83,6 +83,55 @@ def read_mesh(ob: Any, with_texture: bool = True) -> MeshData:
         ev.to_mesh_clear()
 
 
+def _evaluated_positions(ob: Any) -> np.ndarray:
+    """(V, 3) float64 object-space positions of the evaluated mesh."""
+    ev = ob.evaluated_get(bpy.context.evaluated_depsgraph_get())
+    me = ev.to_mesh()
+    try:
+        co = np.empty(len(me.vertices) * 3, dtype=np.float32)
+        me.vertices.foreach_get("co", co)
+        return co.reshape(-1, 3).astype(np.float64)
+    finally:
+        ev.to_mesh_clear()
+
+
+def moving_modifiers(ob: Any) -> List[str]:
+    """Names of the object's viewport modifiers when together they move its vertices (keeping
+    their number): a fitted shape written under them would be moved by them again. Found by
+    evaluating the mesh with the modifiers on and off (restored after)."""
+    on = [m for m in ob.modifiers if m.show_viewport]
+    if not on:
+        return []
+    view_layer: Any = bpy.context.view_layer
+    with_mods = _evaluated_positions(ob)
+    try:
+        for m in on:
+            m.show_viewport = False
+        view_layer.update()
+        without = _evaluated_positions(ob)
+    finally:
+        for m in on:
+            m.show_viewport = True
+        view_layer.update()
+    if with_mods.shape != without.shape:
+        return []
+    tol = 1e-6 * (max(float(np.ptp(without, axis=0).max()), 1e-9) if len(without) else 1.0)
+    if float(np.abs(with_mods - without).max(initial=0.0)) <= tol:
+        return []
+    moving = []
+    for m in on:  # name the ones that matter: those whose removal alone changes the result
+        try:
+            m.show_viewport = False
+            view_layer.update()
+            alone = _evaluated_positions(ob)
+        finally:
+            m.show_viewport = True
+            view_layer.update()
+        if alone.shape != with_mods.shape or float(np.abs(alone - with_mods).max(initial=0.0)) > tol:
+            moving.append(m.name)
+    return moving or [m.name for m in on]
+
+
 def _find_base_texture(ob: Any) -> Optional[np.ndarray]:
     """The image feeding the Base Color of the object's first material, if any."""
     mat = ob.active_material
@@ -121,7 +170,12 @@ def load_image(path: str) -> np.ndarray:
 
 
 def image_has_alpha(img: Any) -> bool:
-    """Whether the file behind an image datablock stores an alpha channel (bits per pixel)."""
+    """Whether the file behind an image datablock stores an alpha channel: for a PNG file, its
+    colour type (and tRNS chunk); otherwise the bits per pixel (RGBA 8, 16 or 32 bits)."""
+    if img.source == "FILE" and not img.packed_file and img.filepath:
+        from_png = masks.png_has_alpha(bpy.path.abspath(img.filepath_raw or img.filepath))
+        if from_png is not None:
+            return from_png
     return int(img.depth) in (32, 64, 128)
 
 
@@ -192,6 +246,10 @@ def read_view(cam_ob: Any, scene: Any, image_path: str, max_side: int, mask_path
     cam = read_camera(cam_ob, scene, max_side)  # checks the camera before reading the image
     rgba, has_alpha = _load(image_path)
     H, W = rgba.shape[:2]
+    try:
+        masks.check_image_size(W, H, f"image {image_path}")
+    except ValueError as exc:
+        raise SceneError(str(exc)) from None
     params = camera_params(cam_ob, scene)
     note = ""
     if convert.with_image_aspect(params, W, H)[1]:

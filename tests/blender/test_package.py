@@ -92,7 +92,8 @@ def test_zip_contents(built_zip: Path, package_tool: ModuleType) -> None:
             core_names = set(cz.namelist())
             info = json.loads(cz.read("dibr_core/_build/build_info.json"))
     # The add-on sits at the extension root, the manifest lists exactly the bundled wheels.
-    assert {"__init__.py", "preferences.py", "jobs/__init__.py", "jobs/deps.py", "scene/__init__.py", "scene/io.py"} <= names
+    assert {"__init__.py", "preferences.py", "jobs/__init__.py", "jobs/deps.py", "scene/__init__.py",
+            "scene/io.py"} <= names
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
     assert manifest["id"] == "dibr_blender"
     assert manifest["platforms"] == [host]
