@@ -293,6 +293,9 @@ def summary(report: Dict[str, Any]) -> str:
     r = report.get("refine")
     if r:
         line += f"; refined {r['steps']} steps against '{r['camera']}', silhouette IoU {r['silhouette_iou']:.3f}"
+        if r.get("kept_prediction"):
+            line += (f" (the refine would have lowered it to {r.get('refined_silhouette_iou', 0.0):.3f}: "
+                     "kept the prediction)")
     return line
 
 

@@ -14,16 +14,22 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import bpy
+import mathutils
 import numpy as np
 
 from ..jobs import convert, image_to_3d, masks, meshes
 from ..jobs.fit import FitOutput, FitSettings, run_fit
-from ..jobs.records import CameraData, SceneError, ViewData
+from ..jobs.records import CameraData, MeshData, SceneError, ViewData
 from . import fit, io
 from .objects import Created, add_mesh_object, select_only
 
+# AUTO refines against the scene camera only when the prediction, placed at the 3D cursor, already
+# overlaps the input's silhouette in that camera at least this much (silhouette IoU).
+AUTO_SCENE_MIN_IOU = 0.5
+
 REFINE_CAMERA_ITEMS = [
-    ("AUTO", "Auto", "The scene camera when there is one, else a new camera at the matching training view"),
+    ("AUTO", "Auto", "The scene camera when it sees the placed prediction as the image shows it, else a new camera "
+                     "at the matching training view"),
     ("SCENE", "Scene Camera", "The scene's active camera sees the input image (its aspect is the render's)"),
     ("NEW", "New Camera", "A new camera at the training view (elevation 30 degrees) that best matches the input"),
 ]
@@ -116,25 +122,55 @@ class _Plan:
     mode: str                                  # "SCENE" or "NEW"
     view: Optional[image_to_3d.ProtocolView] = None
     reference: Optional[np.ndarray] = None     # (4, N, N) framed display RGBA (NEW)
+    reason: str = ""                           # why AUTO chose this camera
 
 
-def _plan_refine(req: Request, scene: Any, inputs: Inputs, pred: Any, mesh: meshes.BlenderMesh) -> _Plan:
+def scene_camera_overlap(scene: Any, inputs: Inputs, mesh: meshes.BlenderMesh, location: np.ndarray,
+                         resolution: int) -> float:
+    """Silhouette IoU of the prediction placed at ``location`` seen by the scene camera (at the
+    input's aspect) against the input's silhouette: how well that camera matches the image."""
+    from ..jobs.preview import render_view
+
+    H, W = inputs.rgba.shape[:2]
+    cam = io.read_camera(scene.camera, scene, resolution, image_size=(W, H))
+    sil = inputs.mask if inputs.mask is not None else inputs.rgba[..., 3]
+    target = convert.resize_image(np.ascontiguousarray(sil, dtype=np.float32)[..., None], cam.width, cam.height)[..., 0]
+    md = MeshData("prediction", (mesh.vertices.astype(np.float64) + location).astype(np.float32),
+                  mesh.faces.astype(np.int64), None, None, None, np.eye(4), True)
+    view = ViewData(cam, np.zeros((cam.height, cam.width, 3), np.float32), target, inputs.label)
+    cover = render_view(md, view, colors=np.zeros((len(md.vertices), 3)))[..., 3] > 0.5
+    t = target > 0.5
+    return float((cover & t).sum()) / max(1.0, float((cover | t).sum()))
+
+
+def _plan_refine(req: Request, scene: Any, inputs: Inputs, pred: Any, mesh: meshes.BlenderMesh,
+                 location: np.ndarray) -> _Plan:
     mode = req.refine_camera.upper()
     if mode not in ("AUTO", "SCENE", "NEW"):
         raise SceneError(f"refine camera must be AUTO, SCENE or NEW, got {req.refine_camera!r}")
+    reason = ""
     if mode == "AUTO":
-        mode = "SCENE" if scene.camera is not None else "NEW"
+        if scene.camera is None:
+            mode, reason = "NEW", "the scene has no camera"
+        else:
+            io.read_camera(scene.camera, scene, req.refine_resolution)  # refuses odd cameras now
+            iou = scene_camera_overlap(scene, inputs, mesh, location, req.refine_resolution)
+            if iou >= AUTO_SCENE_MIN_IOU:
+                mode, reason = "SCENE", f"the scene camera '{scene.camera.name}' sees the prediction as the image does (IoU {iou:.2f})"
+            else:
+                mode, reason = "NEW", (f"the scene camera '{scene.camera.name}' does not see the prediction at the "
+                                       f"3D cursor as the image shows it (IoU {iou:.2f} < {AUTO_SCENE_MIN_IOU})")
     if mode == "SCENE":
         if scene.camera is None:
             raise SceneError("the scene has no active camera to refine against")
         io.read_camera(scene.camera, scene, req.refine_resolution)  # refuses odd cameras now
-        return _Plan("SCENE")
+        return _Plan("SCENE", reason=reason)
     from dibr_core.inference import prepare_image
 
     ref = prepare_image(inputs.rgba, inputs.mask, size=req.refine_resolution).numpy()
     unit = mesh.vertices.astype(np.float64) / mesh.scale
     view = image_to_3d.match_protocol_view(unit, mesh.faces, pred.input_image[3].numpy(), ref[3])
-    return _Plan("NEW", view=view, reference=ref)
+    return _Plan("NEW", view=view, reference=ref, reason=reason)
 
 
 @dataclass
@@ -175,8 +211,10 @@ class RefineJob:
 
     def apply(self, out: FitOutput) -> Dict[str, Any]:
         """Write the fitted shape, texture and colours into the object; returns the report's
-        ``refine`` block."""
+        ``refine`` block. When the refined object overlaps the image's silhouette less than the
+        prediction did (scored on what the user gets), the prediction is kept (``kept_prediction``)."""
         ob, img, mesh = self.ob, self.img, self.blender_mesh
+        before = fit.scores_as_seen(ob, self.views)[0]
         io.write_shape_key(ob, out.vertices, apply=True)
         if out.texture is not None and img is not None:
             n = int(img.size[0])
@@ -186,9 +224,18 @@ class RefineJob:
             io.write_colors(ob, colors)
         elif out.colors is not None:
             io.write_colors(ob, out.colors)
+        after = fit.scores_as_seen(ob, self.views)[0]  # what the user gets
+        kept = after < before
+        if kept:  # the refine made it worse: put the prediction back
+            io.write_shape_key(ob, self.mesh.vertices, apply=True)
+            if img is not None and mesh.texture is not None:
+                io.set_texture_pixels(img, mesh.texture)
+            io.write_colors(ob, mesh.colors_rgb)
         return {"camera": self.camera_name, "camera_created": self.camera_created, "steps": out.steps,
                 "resolution": self.resolution, "final_loss": out.final_loss,
-                "silhouette_iou": fit.scores_as_seen(ob, self.views)[0],  # what the user gets
+                "silhouette_iou": before if kept else after, "prediction_silhouette_iou": before,
+                "refined_silhouette_iou": after,
+                "kept_prediction": kept,
                 "fit_silhouette_iou": out.views[0]["silhouette_iou"], "color_l1": out.views[0]["color_l1"],
                 "seconds": round(time.perf_counter() - self.t0, 3), **self.extra}
 
@@ -240,6 +287,8 @@ def _refine_job(req: Request, plan: _Plan, scene: Any, ob: Any, img: Any, locati
             except OSError:
                 pass
         raise
+    if plan.reason:
+        extra["camera_choice"] = plan.reason
     log(f"refine: {settings.steps} steps against camera '{cam_name}' at {views[0].camera.width}x"
         f"{views[0].camera.height}")
     return RefineJob(settings, fit_mesh, views, ob, img, mesh, cam_name, plan.mode == "NEW",
@@ -261,7 +310,8 @@ def _add_camera(view: image_to_3d.ProtocolView, scale: float, location: np.ndarr
     data.clip_end = params.clip_end
     cam = created.add(bpy.data.objects, bpy.data.objects.new(image_to_3d.CAMERA_NAME, data))
     created.scene.collection.objects.link(cam)
-    cam.matrix_world = [list(row) for row in image_to_3d.camera_world(view, scale, location)]
+    # A Matrix from the rows: Blender would read a nested list column by column.
+    cam.matrix_world = mathutils.Matrix(image_to_3d.camera_world(view, scale, location).tolist())
     if created.scene.camera is None:
         created.scene.camera = cam
     return cam
@@ -324,9 +374,11 @@ def begin(scene: Any, collection: Any, location: Sequence[float], req: Request,
     loc = np.asarray(location, dtype=np.float64).reshape(3)
     source = os.path.basename(inputs.image_path) if inputs.image_path else inputs.label
     try:
-        plan = _plan_refine(req, scene, inputs, pred, mesh) if req.refine_steps > 0 else None
+        plan = _plan_refine(req, scene, inputs, pred, mesh, loc) if req.refine_steps > 0 else None
     except ValueError as exc:
         raise SceneError(str(exc)) from None
+    if plan is not None and plan.reason:
+        log(f"refine camera {'scene' if plan.mode == 'SCENE' else 'new'}: {plan.reason}")
     view_layer: Any = bpy.context.view_layer
 
     created = Created(scene)

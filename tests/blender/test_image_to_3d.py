@@ -210,11 +210,66 @@ def test_refine_against_the_scene_camera(addon, empty_scene, inputs) -> None:
     scene.render.resolution_x = scene.render.resolution_y = 64
     n_cameras = len(bpy.data.cameras)
     assert bpy.ops.dibr.image_to_3d(image_path=inputs["rgba"], texture_size=32, refine=True, refine_steps=2,
-                                    refine_resolution=32) == {"FINISHED"}
+                                    refine_resolution=32, refine_camera="SCENE") == {"FINISHED"}
     ob = bpy.context.view_layer.objects.active
     assert ob.name.startswith("DIB-R Image to 3D") and len(ob.data.vertices) == V
     assert scene.camera == cam and len(bpy.data.cameras) == n_cameras  # no new camera
     assert tuple(_base_color_image(ob).size) == (32, 32) and "DIB-R Color" in ob.data.color_attributes
+
+
+def _startup_camera(scene) -> object:
+    """The camera of Blender's startup file (location, rotation, 50 mm lens, 1920x1080)."""
+    import math
+
+    cam = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
+    scene.collection.objects.link(cam)
+    cam.location = (7.3589, -6.9258, 4.9583)
+    cam.rotation_euler = (math.radians(63.559), 0.0, math.radians(46.692))
+    scene.camera = cam
+    scene.render.resolution_x, scene.render.resolution_y = 1920, 1080
+    return cam
+
+
+@pytest.mark.blender
+def test_new_refine_camera_looks_at_the_object(addon, empty_scene, inputs) -> None:
+    """The new refine camera's world matrix is set from its rows: it stands back from the object
+    and looks at it (a nested list would be read column by column: camera at the object's centre)."""
+    from bpy_extras.object_utils import world_to_camera_view
+
+    from dibr_blender.jobs import image_to_3d
+
+    scene = empty_scene
+    req = image_to_3d_scene.Request(image_path=inputs["rgba"], texture_size=16, refine_steps=1,
+                                    refine_resolution=32, refine_camera="NEW")
+    ob, report = image_to_3d_scene.run(scene, scene.collection, (1.0, 2.0, 0.0), req)
+    cam = bpy.data.objects[image_to_3d.CAMERA_NAME]
+    M = np.array(cam.matrix_world)
+    assert np.allclose(M[3], [0, 0, 0, 1]) and np.allclose(M[:3, :3].T @ M[:3, :3], np.eye(3), atol=1e-5)
+    to_ob = np.array(ob.location) - M[:3, 3]
+    assert np.linalg.norm(to_ob) > 1.5 * report["size"]
+    assert float(-M[:3, 2] @ to_ob / np.linalg.norm(to_ob)) > 0.95       # looks down -Z at the object
+    p = world_to_camera_view(scene, cam, ob.location)
+    assert 0.25 < p.x < 0.75 and 0.25 < p.y < 0.75 and p.z > 0
+
+
+@pytest.mark.blender
+def test_auto_refine_in_the_startup_scene_uses_a_new_camera(addon, empty_scene, inputs) -> None:
+    """The startup camera (1920x1080, far off) does not see the prediction at the cursor as the
+    image shows it: AUTO refines against a new camera at the matching training view, says why,
+    and the refined object never overlaps the image less than the prediction did."""
+    scene = empty_scene
+    cam = _startup_camera(scene)
+    lines: list = []
+    req = image_to_3d_scene.Request(image_path=inputs["rgba"], texture_size=16, refine_steps=5,
+                                    refine_resolution=32)
+    ob, report = image_to_3d_scene.run(scene, scene.collection, (0.0, 0.0, 0.0), req, log=lines.append)
+    r = report["refine"]
+    assert r["camera_created"] and r["camera"] != cam.name, r
+    assert "does not see the prediction" in r["camera_choice"] and any("refine camera new" in ln for ln in lines)
+    assert r["silhouette_iou"] >= r["prediction_silhouette_iou"] > 0.3, r
+    assert scene.camera == cam
+    size = np.array(ob.dimensions)
+    assert np.linalg.norm(size) < 1.5 * report["size"], size  # no blown-up mass of spikes
 
 
 def _batch(args: list, tmp_path: Path) -> subprocess.CompletedProcess:
