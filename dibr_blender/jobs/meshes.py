@@ -15,7 +15,7 @@ mesh becomes (:class:`BlenderMesh`, :func:`mesh_arrays`) and the texture helpers
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional, Tuple
 
 import numpy as np
@@ -200,6 +200,15 @@ def mesh_arrays(predicted: Any, size: float = 1.0, texture_size: int = 0) -> Ble
         loop_start=np.arange(0, 3 * F, 3, dtype=np.int32), loop_total=np.full(F, 3, dtype=np.int32),
         face_uvs=uv, corner_uvs=uv.reshape(-1, 2).copy(), colors=colors, texture=pixels,
         native_texture_size=native, scale=float(scale), centre=centre)
+
+
+def on_ground(mesh: BlenderMesh) -> BlenderMesh:
+    """The mesh moved up so that its lowest point is at z = 0: placed at a location (the 3D
+    cursor), it stands on that location's horizontal plane instead of sinking half into it. The
+    object origin is then the centre of the bounding box's bottom face."""
+    v = np.array(mesh.vertices, dtype=np.float32, copy=True)
+    v[:, 2] -= v[:, 2].min()
+    return replace(mesh, vertices=v)
 
 
 def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:

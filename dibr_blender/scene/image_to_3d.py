@@ -144,7 +144,9 @@ def scene_camera_overlap(scene: Any, inputs: Inputs, mesh: meshes.BlenderMesh, l
 
 
 def _plan_refine(req: Request, scene: Any, inputs: Inputs, pred: Any, mesh: meshes.BlenderMesh,
-                 location: np.ndarray) -> _Plan:
+                 placed: meshes.BlenderMesh, location: np.ndarray) -> _Plan:
+    """The refine's camera. ``mesh`` is the prediction centred on the origin, ``placed`` the same
+    as it is added at ``location`` (standing on the ground plane)."""
     mode = req.refine_camera.upper()
     if mode not in ("AUTO", "SCENE", "NEW"):
         raise SceneError(f"refine camera must be AUTO, SCENE or NEW, got {req.refine_camera!r}")
@@ -154,7 +156,7 @@ def _plan_refine(req: Request, scene: Any, inputs: Inputs, pred: Any, mesh: mesh
             mode, reason = "NEW", "the scene has no camera"
         else:
             io.read_camera(scene.camera, scene, req.refine_resolution)  # refuses odd cameras now
-            iou = scene_camera_overlap(scene, inputs, mesh, location, req.refine_resolution)
+            iou = scene_camera_overlap(scene, inputs, placed, location, req.refine_resolution)
             if iou >= AUTO_SCENE_MIN_IOU:
                 mode, reason = "SCENE", f"the scene camera '{scene.camera.name}' sees the prediction as the image does (IoU {iou:.2f})"
             else:
@@ -368,13 +370,14 @@ def begin(scene: Any, collection: Any, location: Sequence[float], req: Request,
         raise SceneError(f"torch/dibr_core cannot be imported ({exc}); see the add-on preferences") from None
     except (ValueError, FileNotFoundError) as exc:
         raise SceneError(str(exc)) from None
-    mesh = meshes.mesh_arrays(pred, req.size, req.texture_size)
+    centred = meshes.mesh_arrays(pred, req.size, req.texture_size)
+    mesh = meshes.on_ground(centred)  # stands on the cursor's ground plane
     log(f"predicted {len(mesh.vertices)} vertices, {len(mesh.faces)} faces in {predict_seconds:.3f} s "
         f"(weights {weights.get('weights')})")
     loc = np.asarray(location, dtype=np.float64).reshape(3)
     source = os.path.basename(inputs.image_path) if inputs.image_path else inputs.label
     try:
-        plan = _plan_refine(req, scene, inputs, pred, mesh, loc) if req.refine_steps > 0 else None
+        plan = _plan_refine(req, scene, inputs, pred, centred, mesh, loc) if req.refine_steps > 0 else None
     except ValueError as exc:
         raise SceneError(str(exc)) from None
     if plan is not None and plan.reason:
@@ -386,7 +389,8 @@ def begin(scene: Any, collection: Any, location: Sequence[float], req: Request,
         ob, img = add_mesh_object(req.name, mesh, collection, loc, created,
                                   {"dibr_category": req.category, "dibr_image": source})
         view_layer.update()
-        job = _refine_job(req, plan, scene, ob, img, loc, mesh, inputs, created, log) if plan is not None else None
+        centre = loc + np.array([0.0, 0.0, float(mesh.vertices[:, 2].max()) / 2.0])  # the bounding-box centre
+        job = _refine_job(req, plan, scene, ob, img, centre, mesh, inputs, created, log) if plan is not None else None
     except BaseException:
         created.rollback()
         raise

@@ -234,6 +234,7 @@ def _startup_camera(scene) -> object:
 def test_new_refine_camera_looks_at_the_object(addon, empty_scene, inputs) -> None:
     """The new refine camera's world matrix is set from its rows: it stands back from the object
     and looks at it (a nested list would be read column by column: camera at the object's centre)."""
+    import mathutils
     from bpy_extras.object_utils import world_to_camera_view
 
     from dibr_blender.jobs import image_to_3d
@@ -245,10 +246,12 @@ def test_new_refine_camera_looks_at_the_object(addon, empty_scene, inputs) -> No
     cam = bpy.data.objects[image_to_3d.CAMERA_NAME]
     M = np.array(cam.matrix_world)
     assert np.allclose(M[3], [0, 0, 0, 1]) and np.allclose(M[:3, :3].T @ M[:3, :3], np.eye(3), atol=1e-5)
-    to_ob = np.array(ob.location) - M[:3, 3]
+    lo, hi = _world_bbox(ob)
+    centre = 0.5 * (lo + hi)
+    to_ob = centre - M[:3, 3]
     assert np.linalg.norm(to_ob) > 1.5 * report["size"]
     assert float(-M[:3, 2] @ to_ob / np.linalg.norm(to_ob)) > 0.95       # looks down -Z at the object
-    p = world_to_camera_view(scene, cam, ob.location)
+    p = world_to_camera_view(scene, cam, mathutils.Vector(centre.tolist()))
     assert 0.25 < p.x < 0.75 and 0.25 < p.y < 0.75 and p.z > 0
 
 
@@ -328,3 +331,27 @@ def test_blender_python_form_parses_image_to_3d(inputs) -> None:
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert "exit 2" in r.stdout, r.stdout + r.stderr
     assert "argument --category: invalid choice: 'spaceship'" in r.stderr, r.stderr
+
+
+def _world_bbox(ob) -> tuple:
+    co = np.empty(3 * len(ob.data.vertices), np.float32)
+    ob.data.vertices.foreach_get("co", co)
+    M = np.array(ob.matrix_world)
+    w = co.reshape(-1, 3) @ M[:3, :3].T + M[:3, 3]
+    return w.min(0), w.max(0)
+
+
+@pytest.mark.blender
+def test_predicted_object_stands_on_the_cursor_plane(addon, empty_scene, inputs) -> None:
+    """The object's lowest point is on the 3D cursor's horizontal plane (not half below it), its
+    footprint centred on the cursor, and a refine against a new camera still frames it."""
+    scene = empty_scene
+    req = image_to_3d_scene.Request(image_path=inputs["rgba"], texture_size=16, refine_steps=2,
+                                    refine_resolution=32, refine_camera="NEW")
+    ob, report = image_to_3d_scene.run(scene, scene.collection, (1.0, 2.0, 0.5), req)
+    bpy.context.view_layer.update()
+    lo, hi = _world_bbox(ob)
+    assert lo[2] == pytest.approx(0.5, abs=1e-4) and hi[2] > 0.6
+    assert 0.5 * (lo[:2] + hi[:2]) == pytest.approx([1.0, 2.0], abs=0.05)
+    assert tuple(ob.location) == pytest.approx((1.0, 2.0, 0.5))
+    assert report["refine"]["prediction_silhouette_iou"] > 0.5, report["refine"]
