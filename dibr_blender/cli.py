@@ -9,7 +9,7 @@
 
 fit ARGS: [--object NAME] (--image IMAGE [--mask MASK] | --view CAMERA=IMAGE[,MASK] ...) [--steps N]
           [--output OUT.blend] [--export OUT.glb] [--report REPORT.json] [--resolution PX]
-          [--texture] [--no-colors] [--no-shape] [--lighting none|sun|sh] [--apply]
+          [--texture] [--no-colors] [--no-shape] [--lighting auto|none|sun|sh] [--apply]
 image-to-3d ARGS: --image IMAGE [--mask MASK] [--category NAME] [--size S] [--texture-size N]
           [--refine-steps N] [--refine-camera auto|scene|new] [--refine-resolution PX]
           (--output OUT.blend and/or --export OUT.glb) [--report REPORT.json] [--blend IN.blend]
@@ -71,7 +71,9 @@ def build_parser(inside_blender: bool) -> argparse.ArgumentParser:
     f.add_argument("--texture", action="store_true", help="also fit a UV texture")
     f.add_argument("--no-colors", action="store_true", help="do not fit vertex colours")
     f.add_argument("--no-shape", action="store_true", help="do not move vertices")
-    f.add_argument("--lighting", choices=["none", "sun", "sh"], default="none")
+    f.add_argument("--lighting", choices=["auto", "none", "sun", "sh"], default="auto",
+                   help="lighting model: auto (the scene's lights as a sun, so colours are albedo; unlit "
+                        "without lights), none (colours as seen), sun, sh")
     f.add_argument("--fit-lighting", action="store_true", help="optimise the lighting too")
     f.add_argument("--apply", action="store_true", help="write positions into the mesh, not a shape key")
     from .jobs.image_to_3d import CATEGORIES

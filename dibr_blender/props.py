@@ -57,8 +57,10 @@ class DIBR_PG_settings(bpy.types.PropertyGroup):
     fit_lighting: bpy.props.BoolProperty(name="Lighting", default=False,  # type: ignore[valid-type]
                                          description="Fit the lighting of the chosen model too")
     lighting: bpy.props.EnumProperty(  # type: ignore[valid-type]
-        name="Lighting", default="NONE", description="Lighting model used when comparing with the reference",
-        items=[("NONE", "Unlit", "Colours as seen (shading baked into the colours)"),
+        name="Lighting", default="AUTO", description="Lighting model used when comparing with the reference",
+        items=[("AUTO", "Auto", "The scene's lights (colours become albedo, shaded again by Blender); Unlit "
+                                "when the scene has no light"),
+               ("NONE", "Unlit", "Colours as seen (shading baked into the colours)"),
                ("SUN", "Sun", "One directional light plus ambient (Lambertian)"),
                ("SH", "Spherical Harmonics", "Order-2 spherical-harmonics environment light")])
     texture_size: bpy.props.IntProperty(name="Texture Size", default=256, min=16, max=4096)  # type: ignore[valid-type]

@@ -20,7 +20,7 @@ class FitSettings:
     optimize_colors: bool = True
     optimize_texture: bool = False
     optimize_lighting: bool = False
-    lighting: str = "none"          # "none", "sun", "sh"
+    lighting: str = "auto"          # "auto" (see resolve_lighting), "none", "sun", "sh"
     texture_size: int = 256
     smoothness: float = 5.0         # Laplacian weight
     backend: str = "auto"
@@ -81,6 +81,15 @@ def check_start_overlap(mesh: MeshData, views: List[ViewData]) -> List[float]:
     return ious
 
 
+def resolve_lighting(settings: FitSettings, mesh: MeshData) -> str:
+    """The lighting model of a fit: "auto" is "sun" with the scene's own lights (so the fitted
+    colours are albedo, and Blender, shading them under the same lights, shows the reference),
+    and "none" (colours as seen, shading baked in) when the scene has no light."""
+    if settings.lighting != "auto":
+        return settings.lighting
+    return "sun" if mesh.sun is not None else "none"
+
+
 def run_fit(mesh: MeshData, views: List[ViewData], settings: FitSettings,
             progress: Optional[Callable[[int, int, float], None]] = None,
             should_stop: Optional[Callable[[], bool]] = None,
@@ -110,7 +119,7 @@ def run_fit(mesh: MeshData, views: List[ViewData], settings: FitSettings,
     opts = FitOptions(
         steps=settings.steps, optimize_vertices=settings.optimize_vertices, optimize_colors=settings.optimize_colors,
         optimize_texture=settings.optimize_texture, optimize_lighting=settings.optimize_lighting,
-        lighting=settings.lighting, texture_size=settings.texture_size, w_laplacian=settings.smoothness,
+        lighting=resolve_lighting(settings, mesh), texture_size=settings.texture_size, w_laplacian=settings.smoothness,
         perspective_correct=True, backend=settings.backend)
     tex0 = torch.from_numpy(mesh.texture).float() if (mesh.texture is not None and settings.optimize_texture) else None
     res = fit(torch.from_numpy(mesh.vertices).float(), torch.from_numpy(mesh.faces), fviews, opts,
