@@ -247,7 +247,7 @@ def _refine_job(req: Request, plan: _Plan, scene: Any, ob: Any, img: Any, locati
                 log: Callable[[str], None]) -> RefineJob:
     has_tex = img is not None
     settings = FitSettings(steps=req.refine_steps, max_side=req.refine_resolution, optimize_vertices=True,
-                           optimize_colors=not has_tex, optimize_texture=has_tex,
+                           optimize_colors=not has_tex, optimize_texture=has_tex, lighting="none",
                            texture_size=mesh.texture_size or 256, backend=req.backend)
     temps: List[str] = []
     t0 = time.perf_counter()
