@@ -22,7 +22,8 @@ import numpy as np
 def bench_scene_io(repeats: int = 5) -> dict:
     import bpy
 
-    from . import default_scene, scene_io
+    from .scene import default_scene
+    from .scene import io as scene_io
 
     bpy.ops.wm.read_homefile(use_empty=True)
     n = 317  # 317^2 = 100,489 vertices, 2 * 316^2 = 199,712 triangles
@@ -46,14 +47,15 @@ def bench_scene_io(repeats: int = 5) -> dict:
 def bench_default_fit(steps: int = 300, size: int = 256) -> dict:
     import bpy
 
-    from . import default_scene, pipeline
-    from .fit_job import FitSettings, run_fit
+    from .jobs.fit import FitSettings, run_fit
+    from .scene import default_scene
+    from .scene import fit as scene_fit
 
     folder = tempfile.mkdtemp(prefix="dibr_bench_")
     blend, ref = default_scene.build(folder, size=size)
     bpy.ops.wm.open_mainfile(filepath=blend)
     settings = FitSettings(steps=steps, max_side=size)
-    _, mesh, views = pipeline.gather(bpy.context.scene, None, [(None, ref)], settings)
+    _, mesh, views = scene_fit.gather(bpy.context.scene, None, [(None, ref)], settings)
     t0 = time.perf_counter()
     out = run_fit(mesh, views, settings)
     total = time.perf_counter() - t0

@@ -9,7 +9,7 @@
 
 fit ARGS: [--object NAME] (--image IMAGE [--mask MASK] | --view CAMERA=IMAGE[,MASK] ...) [--steps N]
           [--output OUT.blend] [--export OUT.glb] [--report REPORT.json] [--resolution PX]
-          [--texture] [--no-colors] [--no-shape] [--lighting none|sun|sh] [--apply]
+          [--texture] [--no-colors] [--no-shape] [--lighting auto|none|sun|sh] [--apply]
 image-to-3d ARGS: --image IMAGE [--mask MASK] [--category NAME] [--size S] [--texture-size N]
           [--refine-steps N] [--refine-camera auto|scene|new] [--refine-resolution PX]
           (--output OUT.blend and/or --export OUT.glb) [--report REPORT.json] [--blend IN.blend]
@@ -24,13 +24,16 @@ Progress lines go to stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+import tempfile
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+MIN_RESOLUTION = 16   # the panel's minimum too
 
 
 class BadInput(Exception):
@@ -59,6 +62,7 @@ def build_parser(inside_blender: bool) -> argparse.ArgumentParser:
     f.add_argument("--mask", help="silhouette image for --image (default: the image's alpha)")
     f.add_argument("--view", action="append", default=[], metavar="CAMERA=IMAGE[,MASK]",
                    help="a camera and its reference image, optionally a mask image (repeatable)")
+    _add_background_args(f)
     f.add_argument("--steps", type=int, default=300)
     f.add_argument("--resolution", type=int, default=256, help="longer image side used by the fit")
     f.add_argument("--output", help="write the result .blend here")
@@ -67,14 +71,17 @@ def build_parser(inside_blender: bool) -> argparse.ArgumentParser:
     f.add_argument("--texture", action="store_true", help="also fit a UV texture")
     f.add_argument("--no-colors", action="store_true", help="do not fit vertex colours")
     f.add_argument("--no-shape", action="store_true", help="do not move vertices")
-    f.add_argument("--lighting", choices=["none", "sun", "sh"], default="none")
+    f.add_argument("--lighting", choices=["auto", "none", "sun", "sh"], default="auto",
+                   help="lighting model: auto (the scene's lights as a sun, so colours are albedo; unlit "
+                        "without lights), none (colours as seen), sun, sh")
     f.add_argument("--fit-lighting", action="store_true", help="optimise the lighting too")
     f.add_argument("--apply", action="store_true", help="write positions into the mesh, not a shape key")
-    from .image_to_3d import CATEGORIES
+    from .jobs.image_to_3d import CATEGORIES
 
     i = sub.add_parser("image-to-3d", help="predict a textured mesh from one image and add it to a scene")
     i.add_argument("--image", required=True, help="image of one object; its alpha is the silhouette")
     i.add_argument("--mask", help="silhouette image (its alpha, or grey values without alpha)")
+    _add_background_args(i)
     i.add_argument("--category", choices=["none", *CATEGORIES], default="none", help="category hint")
     i.add_argument("--size", type=float, default=1.0, help="bounding-box diagonal of the object (metres)")
     i.add_argument("--texture-size", type=int, default=256, help="texture side in pixels (0: the predictor's)")
@@ -86,7 +93,7 @@ def build_parser(inside_blender: bool) -> argparse.ArgumentParser:
     i.add_argument("--output", help="write the result .blend here")
     i.add_argument("--export", help="export the new object as glTF binary (.glb) here")
     i.add_argument("--report", help="write a JSON report here")
-    from .generate import ALL, MAX_COUNT
+    from .jobs.generate import ALL, MAX_COUNT
 
     g = sub.add_parser("generate", help="generate textured objects of a category on a grid at the 3D cursor")
     g.add_argument("--category", required=True, choices=[*CATEGORIES, ALL],
@@ -105,6 +112,33 @@ def build_parser(inside_blender: bool) -> argparse.ArgumentParser:
     return p
 
 
+def _add_background_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--background-color", metavar="auto|#RRGGBB|R,G,B",
+                   help="make the silhouette by keying out this background colour (stored sRGB values; auto: "
+                        "the colour of the image's border), for opaque images without a mask")
+    p.add_argument("--background-tolerance", type=float, default=None,
+                   help="largest per-channel difference (0..1) from the background colour still keyed out "
+                        "(default 0.1)")
+
+
+def _parse_background(args: argparse.Namespace) -> None:
+    """``args.background``: a BackgroundKey from --background-color/--background-tolerance, or None."""
+    from .jobs.masks import DEFAULT_TOLERANCE, BackgroundKey, parse_color
+
+    args.background = None
+    if args.background_color is None:
+        if args.background_tolerance is not None:
+            raise BadInput("--background-tolerance goes with --background-color")
+        return
+    tol = DEFAULT_TOLERANCE if args.background_tolerance is None else args.background_tolerance
+    if not (0.0 < tol <= 1.0):
+        raise BadInput(f"--background-tolerance must be in (0, 1], got {tol}")
+    try:
+        args.background = BackgroundKey(parse_color(args.background_color), tol)
+    except ValueError as exc:
+        raise BadInput(f"--background-color: {exc}") from None
+
+
 def _check_out(path: Optional[str], suffix: str, what: str) -> Optional[str]:
     if path is None:
         return None
@@ -114,12 +148,21 @@ def _check_out(path: Optional[str], suffix: str, what: str) -> Optional[str]:
     parent = os.path.dirname(path) or "."
     if not os.path.isdir(parent):
         raise BadInput(f"{what} folder does not exist: {parent}")
+    if os.path.isdir(path):
+        raise BadInput(f"{what} is a folder: {path}")
+    try:  # a real write, before any work (os.access says yes to root on a read-only folder)
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=".dibr-probe-")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        raise BadInput(f"{what} folder is not writable: {parent} ({exc.strerror})") from None
     return path
 
 
 def _parse_image_to_3d(args: argparse.Namespace) -> argparse.Namespace:
     import math
 
+    _parse_background(args)
     args.image = os.path.abspath(args.image)
     if not os.path.isfile(args.image):
         raise BadInput(f"image file not found: {args.image}")
@@ -151,7 +194,7 @@ def _check_scene_outputs(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def _parse_generate(args: argparse.Namespace) -> argparse.Namespace:
-    from .generate import check_settings
+    from .jobs.generate import check_settings
 
     if args.texture_size > 8192:
         raise BadInput(f"--texture-size must be 0 (native) to 8192, got {args.texture_size}")
@@ -175,6 +218,9 @@ def parse(argv: Sequence[str], inside_blender: bool) -> argparse.Namespace:
         return _parse_generate(args)
     if args.steps < 1:
         raise BadInput(f"--steps must be at least 1, got {args.steps}")
+    if args.resolution < MIN_RESOLUTION:
+        raise BadInput(f"--resolution must be at least {MIN_RESOLUTION}, got {args.resolution}")
+    _parse_background(args)
     views: List[Tuple[Optional[str], str, Optional[str]]] = []
     if args.mask and not args.image:
         raise BadInput("--mask goes with --image")
@@ -209,9 +255,9 @@ def parse(argv: Sequence[str], inside_blender: bool) -> argparse.Namespace:
 def run_fit_command(args: argparse.Namespace) -> int:
     import bpy
 
-    from .arrays import SceneError
-    from .fit_job import FitSettings, run_fit
-    from . import pipeline
+    from .jobs.fit import FitSettings, run_fit
+    from .jobs.records import SceneError
+    from .scene import fit as scene_fit
 
     if args.blend:
         try:
@@ -222,12 +268,15 @@ def run_fit_command(args: argparse.Namespace) -> int:
                            optimize_colors=not args.no_colors, optimize_texture=args.texture,
                            optimize_lighting=args.fit_lighting, lighting=args.lighting)
     try:
-        ob, mesh, views = pipeline.gather(bpy.context.scene, args.object, args.views, settings)
+        ob, mesh, views = scene_fit.gather(bpy.context.scene, args.object, args.views, settings, args.background)
     except SceneError as exc:
         raise BadInput(str(exc)) from None
     print(f"dibr fit: object '{ob.name}' ({mesh.vertices.shape[0]} vertices, {mesh.faces.shape[0]} triangles), "
           f"{len(views)} view(s) at {views[0].camera.width}x{views[0].camera.height}, {settings.steps} steps",
           flush=True)
+    for v in views:
+        if v.note:
+            print(f"dibr fit: note: {v.note}", flush=True)
     t0 = time.perf_counter()
     every = max(1, settings.steps // 10)
 
@@ -239,20 +288,12 @@ def run_fit_command(args: argparse.Namespace) -> int:
         out = run_fit(mesh, views, settings, progress=progress)
     except SceneError as exc:
         raise BadInput(str(exc)) from None
-    pipeline.apply_result(ob, out, settings, apply_geometry=args.apply)
+    scene_fit.apply_result(ob, out, settings, apply_geometry=args.apply)
+    scene_fit.honest_report(ob, out, views)
     seconds = time.perf_counter() - t0
-    if args.output:
-        bpy.ops.wm.save_as_mainfile(filepath=args.output, copy=True)
-        print(f"dibr fit: wrote {args.output}", flush=True)
-    if args.export:
-        bpy.ops.export_scene.gltf(filepath=args.export, export_format="GLB")
-        print(f"dibr fit: wrote {args.export}", flush=True)
     report = {"command": "fit", "object": ob.name, "steps": out.steps, "seconds": round(seconds, 3),
-              "final_loss": out.final_loss, "views": out.views, "output": args.output, "export": args.export}
-    if args.report:
-        with open(args.report, "w") as fh:
-            json.dump(report, fh, indent=1)
-        print(f"dibr fit: wrote {args.report}", flush=True)
+              "final_loss": out.final_loss, "views": out.views}
+    _write_outputs(args, report, lambda line: print(f"dibr fit: {line}", flush=True), selection_only=False)
     ious = ", ".join(f"{v['camera']}: IoU {v['silhouette_iou']:.3f}" for v in out.views)
     print(f"dibr fit: done in {seconds:.1f} s, final loss {out.final_loss:.5f}; {ious}", flush=True)
     return EXIT_OK
@@ -273,34 +314,101 @@ def _start_scene(args: argparse.Namespace, inside_blender: bool) -> Any:
     return bpy.context.scene
 
 
-def _write_outputs(args: argparse.Namespace, report: Dict[str, Any], log: Callable[[str], None]) -> None:
-    """Write --output (the whole .blend), --export (the selected objects as .glb) and --report."""
+class OutputError(Exception):
+    """Writing an output failed; nothing was written."""
+
+
+@contextlib.contextmanager
+def _captured_stderr() -> Iterator[List[str]]:
+    """Capture what is written to file descriptor 2 (Blender's operators print their tracebacks
+    there from C) into the yielded list, one entry per line, instead of the terminal."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    lines: List[str] = []
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            lines.extend(tmp.read().decode("utf-8", "replace").splitlines())
+
+
+def _staging_path(final: str) -> str:
+    """A fresh file name beside ``final`` (same folder, so relative paths stay valid and the move is atomic)."""
+    folder, name = os.path.split(final)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=os.path.splitext(name)[1])
+    os.close(fd)
+    os.remove(tmp)  # a name only: Blender keeps a .blend1 backup when it saves over an existing file
+    return tmp
+
+
+def export_glb(path: str, selection_only: bool) -> None:
+    """Blender's glTF exporter, binary (.glb) (a module attribute so tests can replace it)."""
     import bpy
 
-    if args.output:
-        bpy.ops.wm.save_as_mainfile(filepath=args.output, copy=True)
-        log(f"wrote {args.output}")
-    if args.export:
-        bpy.ops.export_scene.gltf(filepath=args.export, export_format="GLB", use_selection=True)
-        log(f"wrote {args.export}")
+    bpy.ops.export_scene.gltf(filepath=path, export_format="GLB", use_selection=selection_only)
+
+
+def _write_outputs(args: argparse.Namespace, report: Dict[str, Any], log: Callable[[str], None],
+                   selection_only: bool = True) -> None:
+    """Write --output (the whole .blend), --export (the selected objects, or the whole scene, as
+    .glb) and --report. Each goes to a temporary file beside its target first; only when all are
+    written are they moved into place, so a failure writes nothing (OutputError, one line)."""
+    import bpy
+
     report["output"], report["export"] = args.output, args.export
-    if args.report:
-        with open(args.report, "w") as fh:
-            json.dump(report, fh, indent=1)
-        log(f"wrote {args.report}")
+    staged: List[Tuple[str, str]] = []
+    what = ""
+    try:
+        if args.output:
+            what = args.output
+            staged.append((_staging_path(args.output), args.output))
+            with _captured_stderr():
+                bpy.ops.wm.save_as_mainfile(filepath=staged[-1][0], copy=True)
+        if args.export:
+            what = args.export
+            staged.append((_staging_path(args.export), args.export))
+            with _captured_stderr() as err:
+                try:
+                    export_glb(staged[-1][0], selection_only)
+                except Exception as exc:
+                    detail = [ln.strip() for ln in [*err, *str(exc).splitlines()] if ln.strip()]
+                    raise OutputError(detail[-1] if detail else type(exc).__name__) from None
+        if args.report:
+            what = args.report
+            staged.append((_staging_path(args.report), args.report))
+            with open(staged[-1][0], "w") as fh:
+                json.dump(report, fh, indent=1)
+        for tmp, final in staged:
+            os.replace(tmp, final)
+    except Exception as exc:
+        for tmp, _ in staged:
+            for p in (tmp, tmp + "1"):  # Blender may leave a .blend1 backup beside a saved file
+                if os.path.exists(p):
+                    os.remove(p)
+        msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise OutputError(f"could not write {what}: {msg}; nothing was written") from None
+    for _, final in staged:
+        log(f"wrote {final}")
 
 
 def run_image_to_3d_command(args: argparse.Namespace, inside_blender: bool) -> int:
     import bpy
 
-    from . import image_to_3d, image_to_3d_scene
-    from .arrays import SceneError
+    from .jobs import image_to_3d
+    from .jobs.records import SceneError
+    from .scene import image_to_3d as image_to_3d_scene
 
     def log(line: str) -> None:
         print(f"dibr image-to-3d: {line}", flush=True)
 
     scene: Any = _start_scene(args, inside_blender)
-    req = image_to_3d_scene.Request(image_path=args.image, mask_path=args.mask or "", category=args.category,
+    req = image_to_3d_scene.Request(image_path=args.image, mask_path=args.mask or "", background=args.background,
+                                    category=args.category,
                                     size=args.size, texture_size=args.texture_size, refine_steps=args.refine_steps,
                                     refine_camera=args.refine_camera.upper(),
                                     refine_resolution=args.refine_resolution)
@@ -315,8 +423,9 @@ def run_image_to_3d_command(args: argparse.Namespace, inside_blender: bool) -> i
 
 
 def run_generate_command(args: argparse.Namespace, inside_blender: bool) -> int:
-    from . import generate, generate_scene
-    from .arrays import SceneError
+    from .jobs import generate
+    from .jobs.records import SceneError
+    from .scene import generate as generate_scene
 
     def log(line: str) -> None:
         print(f"dibr generate: {line}", flush=True)
@@ -359,6 +468,16 @@ def main(argv: Optional[Sequence[str]] = None, inside_blender: bool = False) -> 
         raise BadInput(f"unknown command {args.command}")
     except BadInput as exc:
         print(f"dibr_blender.batch: error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_BAD_INPUT
+    except OutputError as exc:
+        print(f"dibr_blender.batch: failed: {exc}", file=sys.stderr, flush=True)
+        return EXIT_FAILURE
+    except ModuleNotFoundError as exc:
+        if exc.name != "bpy":
+            raise
+        print("dibr_blender.batch: error: this Python has no bpy module; run the batch with the project's "
+              ".venv/bin/python (which has bpy==5.0.1) or inside Blender: blender --background --python "
+              "dibr_blender/batch.py -- ...", file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT
     except Exception as exc:  # noqa: BLE001 - one clear line plus a non-zero exit
         print(f"dibr_blender.batch: failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)

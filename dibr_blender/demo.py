@@ -29,15 +29,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     import dibr_core
     from dibr_core.images import save_png
 
-    from . import cli, default_scene, pipeline, preview
-    from .fit_job import FitSettings
+    from . import cli
+    from .jobs import preview
+    from .jobs.fit import FitSettings
+    from .scene import default_scene
+    from .scene import fit as scene_fit
 
     print(dibr_core.backend_info(), flush=True)
     blend, ref = default_scene.build(out, size=args.size)
     print(f"default scene: {blend} (reference rendered with Cycles: {ref}) in {time.perf_counter() - t0:.1f} s",
           flush=True)
     settings = FitSettings(max_side=args.size)
-    _, mesh0, views = pipeline.gather(bpy.context.scene, None, [(None, ref)], settings)
+    _, mesh0, views = scene_fit.gather(bpy.context.scene, None, [(None, ref)], settings)
     before = preview.render_view(mesh0, views[0])
     result_blend = os.path.join(out, "fitted.blend")
     report = os.path.join(out, "report.json")
@@ -46,14 +49,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     if rc != 0:
         return rc
     bpy.ops.wm.open_mainfile(filepath=result_blend)
-    _, mesh1, views1 = pipeline.gather(bpy.context.scene, None, [(None, ref)], settings)
+    _, mesh1, views1 = scene_fit.gather(bpy.context.scene, None, [(None, ref)], settings)
     after = preview.render_view(mesh1, views1[0])
     ref_rgba = np.concatenate([views1[0].image, views1[0].mask[..., None]], axis=-1)
     import torch
 
     def over_grey(rgba: np.ndarray) -> np.ndarray:
         a = rgba[..., 3:4]
-        from .convert import linear_to_srgb
+        from .jobs.convert import linear_to_srgb
 
         return linear_to_srgb(rgba[..., :3]) * a + 0.25 * (1 - a)
 

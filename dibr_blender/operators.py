@@ -8,10 +8,15 @@ from typing import Any, List, Optional, Tuple
 
 import bpy
 
-from . import generate, generate_scene, image_to_3d, image_to_3d_scene, pipeline, preferences, scene_io, status
-from .arrays import SceneError
-from .fit_job import FitOutput, run_fit
-from .runner import Runner
+from . import preferences
+from .jobs import generate, image_to_3d, masks, status
+from .jobs.fit import FitOutput, run_fit
+from .jobs.records import SceneError
+from .jobs.runner import Runner
+from .scene import fit as scene_fit
+from .scene import generate as generate_scene
+from .scene import image_to_3d as image_to_3d_scene
+from .scene import io as scene_io
 
 _last_losses: List[float] = []
 
@@ -25,7 +30,7 @@ def _views_from_props(context: Any) -> Tuple[List[Tuple[Optional[str], str, Opti
     if s.image_path:
         views.append((None, bpy.path.abspath(s.image_path), mask))
     elif s.image is not None:
-        path, tmp = pipeline.image_path_of(s.image)
+        path, tmp = scene_fit.image_path_of(s.image)
         views.append((None, path, mask))
         if tmp:
             temps.append(path)
@@ -35,6 +40,13 @@ def _views_from_props(context: Any) -> Tuple[List[Tuple[Optional[str], str, Opti
         views.append((v.camera.name, bpy.path.abspath(v.image_path),
                       bpy.path.abspath(v.mask_path) if v.mask_path else None))
     return views, temps
+
+
+def _report_notes(op: Any, view_data: List[Any]) -> None:
+    """Tell the user what was adapted to read the views (e.g. the image's aspect)."""
+    for v in view_data:
+        if v.note:
+            op.report({"WARNING"}, v.note)
 
 
 def _cleanup(paths: List[str]) -> None:
@@ -88,7 +100,9 @@ class DIBR_OT_fit(bpy.types.Operator):
         temps: List[str] = []
         try:
             views, temps = _views_from_props(context)
-            ob, mesh, view_data = pipeline.gather(context.scene, context.active_object.name, views, settings)
+            ob, mesh, view_data = scene_fit.gather(context.scene, context.active_object.name, views, settings,
+                                                      context.scene.dibr.to_background())
+            _report_notes(self, view_data)
             t0 = time.perf_counter()
 
             def progress(step: int, total: int, loss: float) -> None:
@@ -96,7 +110,8 @@ class DIBR_OT_fit(bpy.types.Operator):
                     print(f"DIB-R fit: step {step}/{total} loss {loss:.5f}", flush=True)
 
             out = run_fit(mesh, view_data, settings, progress=progress)
-            pipeline.apply_result(ob, out, settings, context.scene.dibr.apply_shape)
+            scene_fit.apply_result(ob, out, settings, context.scene.dibr.apply_shape)
+            scene_fit.honest_report(ob, out, view_data)
         except SceneError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -113,11 +128,14 @@ class DIBR_OT_fit(bpy.types.Operator):
         settings = context.scene.dibr.to_fit_settings()
         try:
             views, self._temps = _views_from_props(context)
-            ob, mesh, view_data = pipeline.gather(context.scene, context.active_object.name, views, settings)
+            ob, mesh, view_data = scene_fit.gather(context.scene, context.active_object.name, views, settings,
+                                                      context.scene.dibr.to_background())
+            _report_notes(self, view_data)
         except SceneError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         self._ob_name = ob.name
+        self._views = view_data
         self._settings = settings
         self._snapshot = scene_io.snapshot(ob)
         self._created_key = False
@@ -168,7 +186,8 @@ class DIBR_OT_fit(bpy.types.Operator):
         out: FitOutput = st.result
         try:
             self._restore()  # drop the live preview key, then write the result for real
-            pipeline.apply_result(ob, out, self._settings, context.scene.dibr.apply_shape)
+            scene_fit.apply_result(ob, out, self._settings, context.scene.dibr.apply_shape)
+            scene_fit.honest_report(ob, out, self._views)
         except SceneError as exc:
             self._restore()
             self._finish(context)
@@ -194,14 +213,24 @@ class DIBR_OT_image_to_3d(bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
 
     image_path: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="Image", subtype="FILE_PATH", description="Image file of one object (used before Image Name)")
+        name="Image", subtype="FILE_PATH", options=preferences.FILE_PATH_OPTIONS,
+        description="Image file of one object (used before Image Name)")
     image_name: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Image Name", description="Image datablock to use when no file is given")
     mask_path: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="Mask", subtype="FILE_PATH",
+        name="Mask", subtype="FILE_PATH", options=preferences.FILE_PATH_OPTIONS,
         description="Optional silhouette image (its alpha, or grey when it has none); default: the image's alpha")
     mask_name: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Mask Name", description="Optional silhouette image datablock (when no mask file is given)")
+    background_key: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Background Key", items=masks.KEY_ITEMS, default="NONE",
+        description="Make the silhouette from a background colour (for opaque images without a mask)")
+    background_color: bpy.props.FloatVectorProperty(  # type: ignore[valid-type]
+        name="Background", subtype="COLOR_GAMMA", size=3, min=0.0, max=1.0, default=(0.0, 0.0, 0.0),
+        description="Background colour to key out (as the image stores it)")
+    background_tolerance: bpy.props.FloatProperty(  # type: ignore[valid-type]
+        name="Tolerance", default=masks.DEFAULT_TOLERANCE, min=0.001, max=1.0,
+        description="Largest per-channel difference from the background colour that is still background")
     category: bpy.props.EnumProperty(  # type: ignore[valid-type]
         name="Category", items=image_to_3d.CATEGORY_ITEMS, default="none",
         description="What the image shows (a hint, stored on the object)")
@@ -227,7 +256,9 @@ class DIBR_OT_image_to_3d(bpy.types.Operator):
     def request(self) -> image_to_3d_scene.Request:
         return image_to_3d_scene.Request(
             image_path=self.image_path, image_name=self.image_name, mask_path=self.mask_path,
-            mask_name=self.mask_name, category=self.category, size=self.size, texture_size=self.texture_size,
+            mask_name=self.mask_name,
+            background=masks.from_panel(self.background_key, tuple(self.background_color), self.background_tolerance),
+            category=self.category, size=self.size, texture_size=self.texture_size,
             refine_steps=self.refine_steps if self.refine else 0, refine_camera=self.refine_camera,
             refine_resolution=self.refine_resolution, backend=preferences.backend(bpy.context))
 
@@ -372,22 +403,27 @@ class DIBR_OT_preview(bpy.types.Operator):
     bl_options = {"REGISTER"}
 
     def execute(self, context: Any) -> set:
-        from . import preview
+        from .jobs import preview
 
         temps: List[str] = []
+        ob = context.active_object
+        if ob is None or ob.type != "MESH":
+            self.report({"ERROR"}, "DIB-R preview: no active mesh object; select the mesh to preview")
+            return {"CANCELLED"}
         try:
             views, temps = _views_from_props(context)
             settings = context.scene.dibr.to_fit_settings()
-            ob, mesh, view_data = pipeline.gather(context.scene, context.active_object.name, views[:1], settings)
+            ob, mesh, view_data = scene_fit.gather(context.scene, context.active_object.name, views[:1], settings,
+                                                      context.scene.dibr.to_background())
             img = preview.side_by_side(mesh, view_data[0])
         except SceneError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         finally:
             _cleanup(temps)
-        preview.to_image_datablock("DIB-R Preview", img)
+        scene_io.write_image("DIB-R Preview", img)
         if _last_losses:
-            preview.to_image_datablock("DIB-R Loss", preview.loss_curve(_last_losses))
+            scene_io.write_image("DIB-R Loss", preview.loss_curve(_last_losses))
         self.report({"INFO"}, "DIB-R preview written to the image 'DIB-R Preview'")
         return {"FINISHED"}
 

@@ -11,7 +11,7 @@ from typing import Any, List, Optional, Type
 
 import bpy
 
-from . import deps, status
+from .jobs import deps, status
 
 BACKEND_ITEMS = [
     ("auto", "Auto", "Compiled kernels for the tensors' device when available, else the reference path"),
@@ -19,6 +19,10 @@ BACKEND_ITEMS = [
     ("cuda", "CUDA", "The compiled CUDA kernels (needs a CUDA build of torch and a GPU)"),
     ("reference", "Reference", "The pure-PyTorch reference implementation (slow, always available)"),
 ]
+
+# Options of the panels' file-path properties: "//" (relative to the .blend) is accepted without a
+# warning (Blender 5.0 warns without it). The flag is unknown before Blender 4.5, so it is set only from 4.5 on.
+FILE_PATH_OPTIONS = {"PATH_SUPPORTS_BLEND_RELATIVE"} if bpy.app.version >= (4, 5, 0) else {"ANIMATABLE"}
 
 # The last message of deps.prepare_import_path, shown in the preferences (None: fine).
 _path_message: Optional[str] = None

@@ -1,13 +1,14 @@
 """The panel's settings, stored on the scene (``scene.dibr``)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import bpy
 
-from . import generate, image_to_3d, preferences
-from .fit_job import FitSettings
-from .image_to_3d_scene import REFINE_CAMERA_ITEMS
+from . import preferences
+from .jobs import generate, image_to_3d, masks
+from .jobs.fit import FitSettings
+from .scene.image_to_3d import REFINE_CAMERA_ITEMS
 
 
 class DIBR_PG_view(bpy.types.PropertyGroup):
@@ -17,20 +18,31 @@ class DIBR_PG_view(bpy.types.PropertyGroup):
         name="Camera", type=bpy.types.Object, poll=lambda self, ob: ob.type == "CAMERA",
         description="Camera that saw the reference image")
     image_path: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="Image", subtype="FILE_PATH", description="Reference image; its alpha is the silhouette")
+        name="Image", subtype="FILE_PATH", options=preferences.FILE_PATH_OPTIONS,
+        description="Reference image; its alpha is the silhouette")
     mask_path: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="Mask", subtype="FILE_PATH", description="Optional silhouette image (alpha, or grey when opaque)")
+        name="Mask", subtype="FILE_PATH", options=preferences.FILE_PATH_OPTIONS,
+        description="Optional silhouette image (alpha, or grey when opaque)")
 
 
 class DIBR_PG_settings(bpy.types.PropertyGroup):
     image_path: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="Reference", subtype="FILE_PATH",
+        name="Reference", subtype="FILE_PATH", options=preferences.FILE_PATH_OPTIONS,
         description="Reference image seen by the scene camera; its alpha channel is the silhouette to match")
     image: bpy.props.PointerProperty(  # type: ignore[valid-type]
         name="Image", type=bpy.types.Image, description="Reference image datablock (used when no file is set)")
     mask_path: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="Mask", subtype="FILE_PATH",
+        name="Mask", subtype="FILE_PATH", options=preferences.FILE_PATH_OPTIONS,
         description="Optional silhouette image for the reference (alpha, or grey when it has no alpha)")
+    background_key: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Background Key", items=masks.KEY_ITEMS, default="NONE",
+        description="Make the silhouette from a background colour (for opaque images without a mask)")
+    background_color: bpy.props.FloatVectorProperty(  # type: ignore[valid-type]
+        name="Background", subtype="COLOR_GAMMA", size=3, min=0.0, max=1.0, default=(0.0, 0.0, 0.0),
+        description="Background colour to key out (as the image stores it)")
+    background_tolerance: bpy.props.FloatProperty(  # type: ignore[valid-type]
+        name="Tolerance", default=masks.DEFAULT_TOLERANCE, min=0.001, max=1.0,
+        description="Largest per-channel difference from the background colour that is still background")
     views: bpy.props.CollectionProperty(type=DIBR_PG_view)  # type: ignore[valid-type]
     steps: bpy.props.IntProperty(name="Steps", default=300, min=1, max=100000,  # type: ignore[valid-type]
                                  description="Optimisation steps")
@@ -45,8 +57,10 @@ class DIBR_PG_settings(bpy.types.PropertyGroup):
     fit_lighting: bpy.props.BoolProperty(name="Lighting", default=False,  # type: ignore[valid-type]
                                          description="Fit the lighting of the chosen model too")
     lighting: bpy.props.EnumProperty(  # type: ignore[valid-type]
-        name="Lighting", default="NONE", description="Lighting model used when comparing with the reference",
-        items=[("NONE", "Unlit", "Colours as seen (shading baked into the colours)"),
+        name="Lighting", default="AUTO", description="Lighting model used when comparing with the reference",
+        items=[("AUTO", "Auto", "The scene's lights (colours become albedo, shaded again by Blender); Unlit "
+                                "when the scene has no light"),
+               ("NONE", "Unlit", "Colours as seen (shading baked into the colours)"),
                ("SUN", "Sun", "One directional light plus ambient (Lambertian)"),
                ("SH", "Spherical Harmonics", "Order-2 spherical-harmonics environment light")])
     texture_size: bpy.props.IntProperty(name="Texture Size", default=256, min=16, max=4096)  # type: ignore[valid-type]
@@ -57,12 +71,22 @@ class DIBR_PG_settings(bpy.types.PropertyGroup):
 
     # Image to 3D (copied into the operator's properties by the panel)
     i3d_image_path: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="Image", subtype="FILE_PATH", description="Image file of one object; its alpha is the silhouette")
+        name="Image", subtype="FILE_PATH", options=preferences.FILE_PATH_OPTIONS,
+        description="Image file of one object; its alpha is the silhouette")
     i3d_image: bpy.props.PointerProperty(  # type: ignore[valid-type]
         name="Image", type=bpy.types.Image, description="Image datablock (used when no file is set)")
     i3d_mask_path: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="Mask", subtype="FILE_PATH",
+        name="Mask", subtype="FILE_PATH", options=preferences.FILE_PATH_OPTIONS,
         description="Optional silhouette image (alpha, or grey when it has no alpha); default: the image's alpha")
+    i3d_background_key: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Background Key", items=masks.KEY_ITEMS, default="NONE",
+        description="Make the silhouette from a background colour (for opaque images without a mask)")
+    i3d_background_color: bpy.props.FloatVectorProperty(  # type: ignore[valid-type]
+        name="Background", subtype="COLOR_GAMMA", size=3, min=0.0, max=1.0, default=(0.0, 0.0, 0.0),
+        description="Background colour to key out (as the image stores it)")
+    i3d_background_tolerance: bpy.props.FloatProperty(  # type: ignore[valid-type]
+        name="Tolerance", default=masks.DEFAULT_TOLERANCE, min=0.001, max=1.0,
+        description="Largest per-channel difference from the background colour that is still background")
     i3d_category: bpy.props.EnumProperty(  # type: ignore[valid-type]
         name="Category", items=image_to_3d.CATEGORY_ITEMS, default="none",
         description="What the image shows (a hint, stored on the object)")
@@ -100,6 +124,10 @@ class DIBR_PG_settings(bpy.types.PropertyGroup):
     gen_temperature: bpy.props.FloatProperty(  # type: ignore[valid-type]
         name="Temperature", default=1.0, min=0.0, soft_max=2.0,
         description="Spread of the samples around the category's mean shape (0: the mean shape)")
+
+    def to_background(self) -> Optional[masks.BackgroundKey]:
+        """The fit's background key (None: the silhouette is the alpha or the mask image)."""
+        return masks.from_panel(self.background_key, tuple(self.background_color), self.background_tolerance)
 
     def to_fit_settings(self) -> FitSettings:
         return FitSettings(steps=self.steps, max_side=self.resolution, optimize_vertices=self.fit_shape,

@@ -5,7 +5,18 @@ from typing import Any
 
 import bpy
 
-from . import status
+from .jobs import status
+
+
+def _background_key(layout: Any, s: Any, prefix: str) -> None:
+    """The Background Key row (mode, and the colour and tolerance when keying)."""
+    row = layout.row(align=True)
+    row.prop(s, prefix + "background_key", text="Key")
+    mode = getattr(s, prefix + "background_key")
+    if mode == "COLOR":
+        row.prop(s, prefix + "background_color", text="")
+    if mode != "NONE":
+        row.prop(s, prefix + "background_tolerance", text="Tol.")
 
 
 class DIBR_PT_main(bpy.types.Panel):
@@ -26,6 +37,7 @@ class DIBR_PT_main(bpy.types.Panel):
         if not s.image_path:
             col.template_ID(s, "image", open="image.open")
         col.prop(s, "mask_path", text="Mask")
+        _background_key(col, s, "")
         box = layout.box()
         box.label(text="Extra views")
         for v in s.views:
@@ -73,6 +85,7 @@ class DIBR_PT_image_to_3d(bpy.types.Panel):
         if not s.i3d_image_path:
             col.template_ID(s, "i3d_image", open="image.open")
         col.prop(s, "i3d_mask_path", text="Mask")
+        _background_key(col, s, "i3d_")
         col.prop(s, "i3d_category")
         col.prop(s, "i3d_size")
         col.prop(s, "i3d_texture_size")
@@ -86,6 +99,9 @@ class DIBR_PT_image_to_3d(bpy.types.Panel):
         op.image_name = s.i3d_image.name if (s.i3d_image is not None and not s.i3d_image_path) else ""
         op.mask_path = s.i3d_mask_path
         op.mask_name = ""
+        op.background_key = s.i3d_background_key
+        op.background_color = s.i3d_background_color
+        op.background_tolerance = s.i3d_background_tolerance
         op.category = s.i3d_category
         op.size = s.i3d_size
         op.texture_size = s.i3d_texture_size

@@ -9,8 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from dibr_blender import cli, convert
-from dibr_blender.runner import Runner
+from dibr_blender import cli
+from dibr_blender.jobs import convert
+from dibr_blender.jobs.runner import Runner
 
 
 def test_projection_matches_known_blender_matrix() -> None:
@@ -130,7 +131,20 @@ def test_cli_bad_input_exit_codes(tmp_path, capsys) -> None:
          "--steps must be at least 1"),
         (["fit", "--image", str(img), "--report", str(tmp_path / "r.json")], "--blend"),
         (["frobnicate"], "invalid choice"),
+        (["fit", "--blend", str(blend), "--image", str(img), "--resolution", "0", "--report", str(tmp_path / "r.json")],
+         "--resolution must be at least 16, got 0"),
+        (["fit", "--blend", str(blend), "--image", str(img), "--resolution", "-5", "--report", str(tmp_path / "r.json")],
+         "--resolution must be at least 16, got -5"),
+        (["fit", "--blend", str(blend), "--image", str(img), "--export", str(tmp_path), "--report",
+          str(tmp_path / "r.json")], "must end with .glb"),
+        (["fit", "--blend", str(blend), "--image", str(img), "--background-color", "pink", "--report",
+          str(tmp_path / "r.json")], "--background-color: a colour must be"),
+        (["fit", "--blend", str(blend), "--image", str(img), "--background-tolerance", "0.2", "--report",
+          str(tmp_path / "r.json")], "--background-tolerance goes with --background-color"),
     ]
+    (tmp_path / "dir.glb").mkdir()
+    cases.append((["fit", "--blend", str(blend), "--image", str(img), "--export", str(tmp_path / "dir.glb")],
+                  "--export is a folder"))
     for argv, msg in cases:
         assert cli.main(argv) == cli.EXIT_BAD_INPUT, argv
         err = capsys.readouterr().err.strip().splitlines()
@@ -138,3 +152,16 @@ def test_cli_bad_input_exit_codes(tmp_path, capsys) -> None:
     assert not (tmp_path / "r.json").exists()
     # inside Blender the file is already loaded: --blend is optional
     assert cli.parse(["fit", "--image", str(img), "--report", str(tmp_path / "r.json")], inside_blender=True).blend is None
+
+
+def test_with_image_aspect_keeps_matching_renders_and_adopts_the_image_otherwise() -> None:
+    wide = convert.CameraParams(res_x=1920, res_y=1080, pixel_aspect_x=2.0)
+    same, changed = convert.with_image_aspect(wide, 960, 540)
+    assert same is wide and not changed
+    sq, changed = convert.with_image_aspect(wide, 128, 128)
+    assert changed and (sq.res_x, sq.res_y, sq.pixel_aspect_x, sq.lens) == (128, 128, 1.0, wide.lens)
+    # AUTO sensor fit: the square image keeps the horizontal field of view of the wide render.
+    P_wide = convert.projection_matrix(convert.CameraParams(res_x=1920, res_y=1080))
+    assert convert.projection_matrix(sq)[0, 0] == pytest.approx(P_wide[0, 0])
+    with pytest.raises(ValueError, match="with_image_aspect"):
+        convert.with_image_aspect(wide, 0, 10)

@@ -1,4 +1,4 @@
-"""Generate, the parts without Blender (dibr_blender/generate.py and the batch arguments): grid
+"""Generate, the parts without Blender (dibr_blender/jobs/generate.py and the batch arguments): grid
 layout, per-object seeds and categories, sampling through the shipped generator into Blender
 arrays, the report and the batch's bad input."""
 from __future__ import annotations
@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from dibr_blender import cli
-from dibr_blender import generate as gen
-from dibr_blender import image_to_3d as i3
+from dibr_blender.jobs import generate as gen
+from dibr_blender.jobs import image_to_3d as i3
+from dibr_blender.jobs import meshes
 
 
 def test_categories_match_the_generator() -> None:
@@ -75,8 +76,8 @@ def test_sample_mesh_feeds_mesh_arrays() -> None:
     s = gen.Sample(1, "car", 7, "DIB-R car 2", m)
     b = s.arrays(size=3.0, texture_size=16)
     assert s.native_texture_size == 4 and b.texture is not None and b.texture.shape == (16, 16, 4)
-    assert i3.bbox_diagonal(b.vertices) == pytest.approx(3.0, rel=1e-5)
-    ref = i3.mesh_arrays(SimpleNamespace(vertices=2 * v, faces=f, colors=out.colors[1], face_uvs=uv,
+    assert meshes.bbox_diagonal(b.vertices) == pytest.approx(3.0, rel=1e-5)
+    ref = meshes.mesh_arrays(SimpleNamespace(vertices=2 * v, faces=f, colors=out.colors[1], face_uvs=uv,
                                          texture=tex[1].permute(1, 2, 0)), 3.0, 16)
     np.testing.assert_allclose(b.vertices, ref.vertices)
     np.testing.assert_allclose(b.texture, ref.texture)

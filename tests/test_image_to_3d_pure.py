@@ -1,5 +1,5 @@
-"""Image to 3D, the parts without Blender (dibr_blender/image_to_3d.py and the batch arguments):
-axis conversion, mesh arrays, texture orientation and resizing, the protocol camera, the
+"""Image to 3D, the parts without Blender (dibr_blender/jobs/image_to_3d.py, jobs/meshes.py and
+the batch arguments): axis conversion, mesh arrays, texture orientation and resizing, the protocol camera, the
 predictor call and the report."""
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from dibr_blender import cli, convert
-from dibr_blender import image_to_3d as i3
+from dibr_blender import cli
+from dibr_blender.jobs import convert, meshes
+from dibr_blender.jobs import image_to_3d as i3
 
 
 def _sphere_prediction(texture_size: int = 8) -> SimpleNamespace:
@@ -35,21 +36,21 @@ def test_categories_match_dibr_core() -> None:
 
 
 def test_axis_conversion_is_a_proper_rotation() -> None:
-    R = i3.AXES
+    R = meshes.AXES
     np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-12)
     assert np.linalg.det(R) == pytest.approx(1.0)
     # canonical +Y (up) -> Blender +Z; canonical +Z (towards the azimuth-0 camera) -> Blender -Y (front)
-    np.testing.assert_allclose(i3.canonical_to_blender(np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0],
+    np.testing.assert_allclose(meshes.canonical_to_blender(np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0],
                                                                  [1.0, 0.0, 0.0]])),
                                [[0, 0, 1], [0, -1, 0], [1, 0, 0]], atol=1e-12)
 
 
 def test_mesh_arrays_size_centre_loops_and_outward_normals() -> None:
     pred = _sphere_prediction()
-    m = i3.mesh_arrays(pred, size=2.5, texture_size=0)
+    m = meshes.mesh_arrays(pred, size=2.5, texture_size=0)
     V, F = pred.vertices.shape[0], pred.faces.shape[0]
     assert m.vertices.shape == (V, 3) and m.faces.shape == (F, 3) and m.vertices.dtype == np.float32
-    assert i3.bbox_diagonal(m.vertices) == pytest.approx(2.5, rel=1e-5)
+    assert meshes.bbox_diagonal(m.vertices) == pytest.approx(2.5, rel=1e-5)
     np.testing.assert_allclose(m.vertices.min(0) + m.vertices.max(0), 0.0, atol=1e-5)
     # the squashed axes: canonical x (1.0) stays x, canonical z (0.5) becomes -y, y (0.7) becomes z
     ext = m.vertices.max(0) - m.vertices.min(0)
@@ -60,32 +61,32 @@ def test_mesh_arrays_size_centre_loops_and_outward_normals() -> None:
     np.testing.assert_array_equal(m.loop_total, np.full(F, 3))
     np.testing.assert_allclose(m.corner_uvs, pred.face_uvs.numpy().reshape(-1, 2))
     # normals: rotated with the mesh, still outward (the winding is kept)
-    n_c = i3.face_normals(pred.vertices.numpy(), pred.faces.numpy())
-    n_b = i3.face_normals(m.vertices, m.faces)
-    np.testing.assert_allclose(n_b, n_c @ i3.AXES.T, atol=1e-4)
+    n_c = meshes.face_normals(pred.vertices.numpy(), pred.faces.numpy())
+    n_b = meshes.face_normals(m.vertices, m.faces)
+    np.testing.assert_allclose(n_b, n_c @ meshes.AXES.T, atol=1e-4)
     centres = m.vertices[m.faces].mean(1)
     assert (np.einsum("fi,fi->f", n_b, centres) > 0).all()
     # colours: sRGB-encoded prediction -> linear RGBA
     np.testing.assert_allclose(m.colors[:, :3], convert.srgb_to_linear(pred.colors.numpy()), atol=1e-6)
     np.testing.assert_array_equal(m.colors[:, 3], 1.0)
     with pytest.raises(ValueError, match="size must be positive"):
-        i3.mesh_arrays(pred, size=0.0)
+        meshes.mesh_arrays(pred, size=0.0)
 
 
 def test_texture_orientation_round_trip() -> None:
     pred = _sphere_prediction(texture_size=8)
     tex = pred.texture.numpy()
-    m = i3.mesh_arrays(pred, texture_size=0)
+    m = meshes.mesh_arrays(pred, texture_size=0)
     px = m.texture
     assert px is not None and px.shape == (8, 8, 4) and m.native_texture_size == 8 and m.texture_size == 8
     # Blender pixels start at the bottom row: pixel row 0 is the texture's last (v = 0) row.
     np.testing.assert_allclose(px[0, :, :3], tex[-1], atol=1e-6)
     np.testing.assert_allclose(px[..., 3], 1.0)
-    np.testing.assert_allclose(i3.pixels_to_texture(px), tex, atol=1e-6)
+    np.testing.assert_allclose(meshes.pixels_to_texture(px), tex, atol=1e-6)
     # Looking up a UV in the Blender image (x = u W, y = v H from the bottom) gives the colour the
     # predictor's own sampler gives (OpenGL UVs, rows top to bottom).
     uv = pred.face_uvs.numpy().reshape(-1, 2)
-    ours = i3.sample_texture_np(tex, uv)
+    ours = meshes.sample_texture_np(tex, uv)
     from dibr_core.texture import sample_texture
 
     theirs = sample_texture(torch.from_numpy(tex).permute(2, 0, 1)[None].double(),
@@ -108,28 +109,28 @@ def test_texture_orientation_round_trip() -> None:
 def test_resize_texture_bilinear_with_repeat() -> None:
     rng = np.random.default_rng(1)
     tex = rng.random((8, 8, 3))
-    np.testing.assert_allclose(i3.resize_texture(tex, 8), tex, atol=1e-6)
-    np.testing.assert_allclose(i3.resize_texture(np.full((4, 4, 3), 0.25), 32), 0.25, atol=1e-6)
-    big = i3.resize_texture(tex, 20)
+    np.testing.assert_allclose(meshes.resize_texture(tex, 8), tex, atol=1e-6)
+    np.testing.assert_allclose(meshes.resize_texture(np.full((4, 4, 3), 0.25), 32), 0.25, atol=1e-6)
+    big = meshes.resize_texture(tex, 20)
     assert big.shape == (20, 20, 3)
     # output pixel (i, j) is the texture sampled (bilinear, repeat) at its centre's UVs
     j, i = np.meshgrid(np.arange(20), np.arange(20))
     uv = np.stack([(j + 0.5) / 20, 1.0 - (i + 0.5) / 20], -1).reshape(-1, 2)
-    np.testing.assert_allclose(big.reshape(-1, 3), i3.sample_texture_np(tex, uv), atol=1e-6)
+    np.testing.assert_allclose(big.reshape(-1, 3), meshes.sample_texture_np(tex, uv), atol=1e-6)
     # so the seam (u = 0 | 1) blends the last and first columns, as the renderer does
-    assert np.abs(big[:, 0] - i3.resize_texture(tex[:, ::-1], 20)[:, -1]).max() < 1e-6
-    small = i3.resize_texture(tex, 4)  # shrinking: 2x2 box averages
+    assert np.abs(big[:, 0] - meshes.resize_texture(tex[:, ::-1], 20)[:, -1]).max() < 1e-6
+    small = meshes.resize_texture(tex, 4)  # shrinking: 2x2 box averages
     np.testing.assert_allclose(small[0, 0], tex[:2, :2].mean((0, 1)), atol=1e-6)
-    px = i3.texture_pixels(tex, 16)
+    px = meshes.texture_pixels(tex, 16)
     assert px.shape == (16, 16, 4) and px.dtype == np.float32
-    m = i3.mesh_arrays(_sphere_prediction(8), texture_size=64)
+    m = meshes.mesh_arrays(_sphere_prediction(8), texture_size=64)
     assert m.texture is not None and m.texture.shape == (64, 64, 4) and m.native_texture_size == 8
 
 
 def test_vertex_colors_from_texture_constant() -> None:
     pred = _sphere_prediction()
     tex = np.full((8, 8, 3), 0.3)
-    cols = i3.vertex_colors_from_texture(tex, pred.faces.numpy(), pred.face_uvs.numpy(), pred.vertices.shape[0])
+    cols = meshes.vertex_colors_from_texture(tex, pred.faces.numpy(), pred.face_uvs.numpy(), pred.vertices.shape[0])
     np.testing.assert_allclose(cols, 0.3, atol=1e-6)
 
 
@@ -141,7 +142,7 @@ def test_protocol_camera_equals_the_training_camera() -> None:
     views, az = view_matrices(24)
     P_train = make_camera(views[:1]).projection[0].double().numpy()
     pts_c = np.random.default_rng(2).uniform(-0.5, 0.5, (20, 3))
-    pts_b = i3.canonical_to_blender(pts_c)
+    pts_b = meshes.canonical_to_blender(pts_c)
     for k in (0, 5, 13):
         view = i3.ProtocolView(float(az[k]))
         W = i3.camera_world(view)
@@ -161,7 +162,7 @@ def test_protocol_camera_equals_the_training_camera() -> None:
 
 
 def test_framed_view_maps_the_box() -> None:
-    v = i3.mesh_arrays(_sphere_prediction()).vertices.astype(np.float64)
+    v = meshes.mesh_arrays(_sphere_prediction()).vertices.astype(np.float64)
     box = (-0.3, 0.5, -0.6, 0.4)  # longer side 1.0 (vertical), centre (0.1, -0.1)
     view = i3.framed_view(v, 45.0, box)
     ndc = i3.project_ndc(v, i3.camera_world(view), i3.camera_params(view, 128))
@@ -178,7 +179,7 @@ def test_match_protocol_view_finds_the_render_azimuth() -> None:
 
     item = make_item("chair", "test", 1, n_views=4, size=64)  # azimuths 0, 15, 30, 45
     v = item["vertices"].astype(np.float64)
-    unit = i3.canonical_to_blender(v - 0.5 * (v.min(0) + v.max(0)))
+    unit = meshes.canonical_to_blender(v - 0.5 * (v.min(0) + v.max(0)))
     img = item["images"][3]
     view = i3.match_protocol_view(unit, item["faces"], prepare_image(img, None, 64).numpy()[3],
                                   prepare_image(img, None, 128).numpy()[3])
@@ -186,7 +187,7 @@ def test_match_protocol_view_finds_the_render_azimuth() -> None:
 
 
 def test_report_and_weights_info() -> None:
-    m = i3.mesh_arrays(_sphere_prediction(), size=1.0, texture_size=16)
+    m = meshes.mesh_arrays(_sphere_prediction(), size=1.0, texture_size=16)
     w = i3.weights_info()
     assert w["weights"] == "predictor.pt"
     rep = i3.make_report(object_name="DIB-R Image to 3D", mesh=m, category="chair", category_passed=False,

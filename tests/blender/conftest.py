@@ -31,7 +31,7 @@ def empty_scene() -> Any:
 @pytest.fixture(scope="session")
 def default_scene_files(tmp_path_factory: pytest.TempPathFactory) -> tuple:
     """The main job's default scene, built once: (blend path, reference image path)."""
-    from dibr_blender import default_scene
+    from dibr_blender.scene import default_scene
 
     folder = tmp_path_factory.mktemp("default_scene")
     return default_scene.build(str(folder), size=128, samples=8)

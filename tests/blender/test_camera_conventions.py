@@ -11,7 +11,9 @@ bpy = pytest.importorskip("bpy")
 from bpy_extras.object_utils import world_to_camera_view  # noqa: E402
 import mathutils  # noqa: E402
 
-from dibr_blender import convert, default_scene, scene_io  # noqa: E402
+from dibr_blender.jobs import convert  # noqa: E402
+from dibr_blender.scene import default_scene  # noqa: E402
+from dibr_blender.scene import io as scene_io  # noqa: E402
 from dibr_core.camera import Camera, clip_to_ndc  # noqa: E402
 from dibr_core.render import Meshes, RenderSettings, render  # noqa: E402
 

@@ -7,10 +7,11 @@ import pytest
 
 bpy = pytest.importorskip("bpy")
 
-from dibr_blender import pipeline, scene_io  # noqa: E402
-from dibr_blender.arrays import SceneError  # noqa: E402
-from dibr_blender.fit_job import FitSettings, run_fit  # noqa: E402
-from dibr_blender.runner import Runner  # noqa: E402
+from dibr_blender.jobs.fit import FitSettings, run_fit  # noqa: E402
+from dibr_blender.jobs.records import SceneError  # noqa: E402
+from dibr_blender.jobs.runner import Runner  # noqa: E402
+from dibr_blender.scene import fit as pipeline  # noqa: E402
+from dibr_blender.scene import io as scene_io  # noqa: E402
 
 
 def _mesh_state(ob) -> tuple:
@@ -42,7 +43,7 @@ def test_operator_fits_default_scene(addon, default_scene_files) -> None:
     assert any(n.type == "VERTEX_COLOR" and n.layer_name == "DIB-R Color" for n in mat.node_tree.nodes)
     # The evaluated mesh (with the key) matches the reference silhouette.
     _, mesh, views = pipeline.gather(scene, "Sphere", [(None, ref)], FitSettings(max_side=128))
-    from dibr_blender import preview
+    from dibr_blender.jobs import preview
 
     cover = preview.render_view(mesh, views[0])[..., 3] > 0.5
     target = views[0].mask > 0.5

@@ -15,7 +15,9 @@ import pytest
 
 bpy = pytest.importorskip("bpy")
 
-from dibr_blender import generate, generate_scene, image_to_3d_scene  # noqa: E402
+from dibr_blender.jobs import generate  # noqa: E402
+from dibr_blender.scene import generate as generate_scene  # noqa: E402
+from dibr_blender.scene import objects  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 V, F = 642, 1280
@@ -118,7 +120,7 @@ def test_bad_input_reports_and_leaves_scene_unchanged(addon, empty_scene, monkey
 
 @pytest.mark.blender
 def test_failure_part_way_removes_everything(addon, empty_scene, monkeypatch) -> None:
-    real = image_to_3d_scene.add_mesh_object
+    real = objects.add_mesh_object
     calls = []
 
     def flaky(*args, **kwargs):
@@ -238,3 +240,16 @@ def test_blender_python_form_parses_generate() -> None:
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert "exit 2" in r.stdout, r.stdout + r.stderr
     assert "count must be 1 to 100, got 0" in r.stderr, r.stderr
+
+
+@pytest.mark.blender
+def test_generated_objects_stand_on_the_cursor_plane(addon, empty_scene) -> None:
+    """Each object's lowest point is on the 3D cursor's horizontal plane, not half below it."""
+    req = generate_scene.Request(category="chair", count=2, seed=3, size=1.0, spacing=2.0, texture_size=16)
+    objects, _ = generate_scene.run(empty_scene, (0.0, 0.0, 0.25), req)
+    bpy.context.view_layer.update()
+    for ob in objects:
+        co = np.empty(3 * len(ob.data.vertices), np.float32)
+        ob.data.vertices.foreach_get("co", co)
+        z = co.reshape(-1, 3)[:, 2] + ob.location.z
+        assert float(z.min()) == pytest.approx(0.25, abs=1e-4) and float(z.max()) > 0.4

@@ -14,8 +14,8 @@ import pytest
 
 bpy = pytest.importorskip("bpy")
 
-from dibr_blender import image_to_3d_scene  # noqa: E402
-from dibr_blender.arrays import SceneError  # noqa: E402
+from dibr_blender.jobs.records import SceneError  # noqa: E402
+from dibr_blender.scene import image_to_3d as image_to_3d_scene  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 V, F = 642, 1280
@@ -155,8 +155,8 @@ def test_failed_refine_removes_everything(addon, empty_scene, inputs, monkeypatc
 def test_cancelled_refine_job_removes_everything(addon, empty_scene, inputs) -> None:
     """What the operator's modal refine does on Esc: the object and the refine camera that
     begin() added are removed again, and the scene camera is restored."""
-    from dibr_blender.fit_job import run_fit
-    from dibr_blender.runner import Runner
+    from dibr_blender.jobs.fit import run_fit
+    from dibr_blender.jobs.runner import Runner
 
     scene = empty_scene
     before = _counts()
@@ -180,7 +180,7 @@ def test_cancelled_refine_job_removes_everything(addon, empty_scene, inputs) -> 
 
 @pytest.mark.blender
 def test_refine_job_finishes_like_the_batch_run(addon, empty_scene, inputs) -> None:
-    from dibr_blender.fit_job import run_fit
+    from dibr_blender.jobs.fit import run_fit
 
     scene = empty_scene
     req = image_to_3d_scene.Request(image_path=inputs["rgba"], texture_size=32, refine_steps=2,
@@ -210,11 +210,69 @@ def test_refine_against_the_scene_camera(addon, empty_scene, inputs) -> None:
     scene.render.resolution_x = scene.render.resolution_y = 64
     n_cameras = len(bpy.data.cameras)
     assert bpy.ops.dibr.image_to_3d(image_path=inputs["rgba"], texture_size=32, refine=True, refine_steps=2,
-                                    refine_resolution=32) == {"FINISHED"}
+                                    refine_resolution=32, refine_camera="SCENE") == {"FINISHED"}
     ob = bpy.context.view_layer.objects.active
     assert ob.name.startswith("DIB-R Image to 3D") and len(ob.data.vertices) == V
     assert scene.camera == cam and len(bpy.data.cameras) == n_cameras  # no new camera
     assert tuple(_base_color_image(ob).size) == (32, 32) and "DIB-R Color" in ob.data.color_attributes
+
+
+def _startup_camera(scene) -> object:
+    """The camera of Blender's startup file (location, rotation, 50 mm lens, 1920x1080)."""
+    import math
+
+    cam = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
+    scene.collection.objects.link(cam)
+    cam.location = (7.3589, -6.9258, 4.9583)
+    cam.rotation_euler = (math.radians(63.559), 0.0, math.radians(46.692))
+    scene.camera = cam
+    scene.render.resolution_x, scene.render.resolution_y = 1920, 1080
+    return cam
+
+
+@pytest.mark.blender
+def test_new_refine_camera_looks_at_the_object(addon, empty_scene, inputs) -> None:
+    """The new refine camera's world matrix is set from its rows: it stands back from the object
+    and looks at it (a nested list would be read column by column: camera at the object's centre)."""
+    import mathutils
+    from bpy_extras.object_utils import world_to_camera_view
+
+    from dibr_blender.jobs import image_to_3d
+
+    scene = empty_scene
+    req = image_to_3d_scene.Request(image_path=inputs["rgba"], texture_size=16, refine_steps=1,
+                                    refine_resolution=32, refine_camera="NEW")
+    ob, report = image_to_3d_scene.run(scene, scene.collection, (1.0, 2.0, 0.0), req)
+    cam = bpy.data.objects[image_to_3d.CAMERA_NAME]
+    M = np.array(cam.matrix_world)
+    assert np.allclose(M[3], [0, 0, 0, 1]) and np.allclose(M[:3, :3].T @ M[:3, :3], np.eye(3), atol=1e-5)
+    lo, hi = _world_bbox(ob)
+    centre = 0.5 * (lo + hi)
+    to_ob = centre - M[:3, 3]
+    assert np.linalg.norm(to_ob) > 1.5 * report["size"]
+    assert float(-M[:3, 2] @ to_ob / np.linalg.norm(to_ob)) > 0.95       # looks down -Z at the object
+    p = world_to_camera_view(scene, cam, mathutils.Vector(centre.tolist()))
+    assert 0.25 < p.x < 0.75 and 0.25 < p.y < 0.75 and p.z > 0
+
+
+@pytest.mark.blender
+def test_auto_refine_in_the_startup_scene_uses_a_new_camera(addon, empty_scene, inputs) -> None:
+    """The startup camera (1920x1080, far off) does not see the prediction at the cursor as the
+    image shows it: AUTO refines against a new camera at the matching training view, says why,
+    and the refined object never overlaps the image less than the prediction did."""
+    scene = empty_scene
+    cam = _startup_camera(scene)
+    lines: list = []
+    req = image_to_3d_scene.Request(image_path=inputs["rgba"], texture_size=16, refine_steps=5,
+                                    refine_resolution=32)
+    ob, report = image_to_3d_scene.run(scene, scene.collection, (0.0, 0.0, 0.0), req, log=lines.append)
+    r = report["refine"]
+    assert r["camera_created"] and r["camera"] != cam.name, r
+    assert "does not see the prediction" in r["camera_choice"] and any("refine camera new" in ln for ln in lines)
+    assert r["silhouette_iou"] >= r["prediction_silhouette_iou"] > 0.3, r
+    assert scene.camera == cam
+    size = np.array(ob.dimensions)
+    assert np.linalg.norm(size) < 1.5 * report["size"], size  # no blown-up mass of spikes
 
 
 def _batch(args: list, tmp_path: Path) -> subprocess.CompletedProcess:
@@ -273,3 +331,27 @@ def test_blender_python_form_parses_image_to_3d(inputs) -> None:
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert "exit 2" in r.stdout, r.stdout + r.stderr
     assert "argument --category: invalid choice: 'spaceship'" in r.stderr, r.stderr
+
+
+def _world_bbox(ob) -> tuple:
+    co = np.empty(3 * len(ob.data.vertices), np.float32)
+    ob.data.vertices.foreach_get("co", co)
+    M = np.array(ob.matrix_world)
+    w = co.reshape(-1, 3) @ M[:3, :3].T + M[:3, 3]
+    return w.min(0), w.max(0)
+
+
+@pytest.mark.blender
+def test_predicted_object_stands_on_the_cursor_plane(addon, empty_scene, inputs) -> None:
+    """The object's lowest point is on the 3D cursor's horizontal plane (not half below it), its
+    footprint centred on the cursor, and a refine against a new camera still frames it."""
+    scene = empty_scene
+    req = image_to_3d_scene.Request(image_path=inputs["rgba"], texture_size=16, refine_steps=2,
+                                    refine_resolution=32, refine_camera="NEW")
+    ob, report = image_to_3d_scene.run(scene, scene.collection, (1.0, 2.0, 0.5), req)
+    bpy.context.view_layer.update()
+    lo, hi = _world_bbox(ob)
+    assert lo[2] == pytest.approx(0.5, abs=1e-4) and hi[2] > 0.6
+    assert 0.5 * (lo[:2] + hi[:2]) == pytest.approx([1.0, 2.0], abs=0.05)
+    assert tuple(ob.location) == pytest.approx((1.0, 2.0, 0.5))
+    assert report["refine"]["prediction_silhouette_iou"] > 0.5, report["refine"]

@@ -92,7 +92,8 @@ def test_zip_contents(built_zip: Path, package_tool: ModuleType) -> None:
             core_names = set(cz.namelist())
             info = json.loads(cz.read("dibr_core/_build/build_info.json"))
     # The add-on sits at the extension root, the manifest lists exactly the bundled wheels.
-    assert "__init__.py" in names and "preferences.py" in names and "deps.py" in names
+    assert {"__init__.py", "preferences.py", "jobs/__init__.py", "jobs/deps.py", "scene/__init__.py",
+            "scene/io.py"} <= names
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
     assert manifest["id"] == "dibr_blender"
     assert manifest["platforms"] == [host]
@@ -171,7 +172,7 @@ if not res["hash_match"]:  # fail fast instead of a minute of JIT compiling
     print("RESULT " + json.dumps(res)); sys.exit(3)
 
 res["backend_info"] = sorted(bpy.ops.dibr.backend_info())
-status = importlib.import_module(module + ".status")
+status = importlib.import_module(module + ".jobs.status")
 res["status_line"] = status.backend_line()
 res["ext_how"] = _ext.how()
 
@@ -274,7 +275,7 @@ def test_install_and_run_from_bundled_wheels(built_zip: Path, user_dir: Path) ->
 @pytest.fixture
 def deps(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     monkeypatch.setattr(sys, "path", list(sys.path))
-    return _load("dibr_deps_under_test", ROOT / "dibr_blender" / "deps.py")
+    return _load("dibr_deps_under_test", ROOT / "dibr_blender" / "jobs" / "deps.py")
 
 
 def test_deps_check_python_path(deps: ModuleType, tmp_path: Path) -> None:

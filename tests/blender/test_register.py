@@ -19,7 +19,7 @@ dibr_blender.register()
 assert "torch" not in sys.modules, "registration must not import torch"
 assert hasattr(bpy.types, "DIBR_PT_main")
 assert bpy.ops.dibr.backend_info() == {{"FINISHED"}}
-from dibr_blender import status
+from dibr_blender.jobs import status
 assert status.backend_line().startswith("DIB-R backend: "), status.backend_line()
 dibr_blender.unregister()
 assert not hasattr(bpy.types, "DIBR_PT_main")
@@ -35,7 +35,7 @@ sys.modules["dibr_core"] = None
 import dibr_blender
 dibr_blender.register()
 assert bpy.ops.dibr.backend_info() == {{"FINISHED"}}
-from dibr_blender import status
+from dibr_blender.jobs import status
 print("LINE", status.backend_line())
 """
 

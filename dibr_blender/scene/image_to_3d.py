@@ -11,17 +11,25 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import bpy
+import mathutils
 import numpy as np
 
-from . import convert, image_to_3d, pipeline, scene_io
-from .arrays import CameraData, SceneError, ViewData
-from .fit_job import FitOutput, FitSettings, run_fit
+from ..jobs import convert, image_to_3d, masks, meshes
+from ..jobs.fit import FitOutput, FitSettings, run_fit
+from ..jobs.records import CameraData, MeshData, SceneError, ViewData
+from . import fit, io
+from .objects import Created, add_mesh_object, select_only
+
+# AUTO refines against the scene camera only when the prediction, placed at the 3D cursor, already
+# overlaps the input's silhouette in that camera at least this much (silhouette IoU).
+AUTO_SCENE_MIN_IOU = 0.5
 
 REFINE_CAMERA_ITEMS = [
-    ("AUTO", "Auto", "The scene camera when there is one, else a new camera at the matching training view"),
+    ("AUTO", "Auto", "The scene camera when it sees the placed prediction as the image shows it, else a new camera "
+                     "at the matching training view"),
     ("SCENE", "Scene Camera", "The scene's active camera sees the input image (its aspect is the render's)"),
     ("NEW", "New Camera", "A new camera at the training view (elevation 30 degrees) that best matches the input"),
 ]
@@ -30,12 +38,14 @@ REFINE_CAMERA_ITEMS = [
 @dataclass
 class Request:
     """One Image to 3D run. The image comes from ``image_path`` (preferred) or the datablock
-    ``image_name``; the silhouette from ``mask_path`` / ``mask_name`` or else the image's alpha."""
+    ``image_name``; the silhouette from ``mask_path`` / ``mask_name``, else keyed from the
+    ``background`` colour, else the image's alpha."""
 
     image_path: str = ""
     image_name: str = ""
     mask_path: str = ""
     mask_name: str = ""
+    background: Optional[masks.BackgroundKey] = None
     category: str = "none"
     size: float = 1.0
     texture_size: int = 256          # 0: the predictor's native size
@@ -66,33 +76,40 @@ def read_inputs(req: Request) -> Inputs:
     path = _abspath(req.image_path)
     img: Any = None
     if path:
-        rgba, has_alpha = scene_io.load_image_display(path)
+        rgba, has_alpha = io.load_image_display(path)
         label = path
     elif req.image_name:
         img = bpy.data.images.get(req.image_name)
         if img is None:
             raise SceneError(f"no image named '{req.image_name}'")
-        rgba, has_alpha = scene_io.image_display_values(img), scene_io.image_has_alpha(img)
+        rgba, has_alpha = io.image_display_values(img), io.image_has_alpha(img)
         label = f"image '{img.name}'"
     else:
         raise SceneError("no input image: give an image file or an image datablock")
+    try:
+        masks.check_image_size(rgba.shape[1], rgba.shape[0], label)
+    except ValueError as exc:
+        raise SceneError(str(exc)) from None
     mask: Optional[np.ndarray] = None
     mpath = _abspath(req.mask_path)
     mimg: Any = None
     if mpath:
-        m, m_alpha = scene_io.load_image_display(mpath)
+        m, m_alpha = io.load_image_display(mpath)
         mask = image_to_3d.silhouette(m, m_alpha)
     elif req.mask_name:
         mimg = bpy.data.images.get(req.mask_name)
         if mimg is None:
             raise SceneError(f"no mask image named '{req.mask_name}'")
-        mask = image_to_3d.silhouette(scene_io.image_display_values(mimg), scene_io.image_has_alpha(mimg))
+        mask = image_to_3d.silhouette(io.image_display_values(mimg), io.image_has_alpha(mimg))
+    elif req.background is not None:
+        mask = masks.key_mask(rgba[..., :3], req.background)
     elif not has_alpha:
-        raise SceneError(f"{label} has no alpha channel; give a mask image for the silhouette")
+        raise SceneError(f"{label} has no alpha channel; give a mask image for the silhouette "
+                         "or key out the background colour")
     if mask is not None and mask.shape != rgba.shape[:2]:
         mask = convert.resize_image(mask[..., None], rgba.shape[1], rgba.shape[0])[..., 0]
     try:
-        image_to_3d.check_silhouette(mask if mask is not None else rgba[..., 3], label)
+        masks.check_silhouette(mask if mask is not None else rgba[..., 3], label, from_alpha=mask is None)
     except ValueError as exc:
         raise SceneError(str(exc)) from None
     return Inputs(rgba, mask, label, path or None, img, mpath or None, mimg)
@@ -105,54 +122,63 @@ class _Plan:
     mode: str                                  # "SCENE" or "NEW"
     view: Optional[image_to_3d.ProtocolView] = None
     reference: Optional[np.ndarray] = None     # (4, N, N) framed display RGBA (NEW)
+    reason: str = ""                           # why AUTO chose this camera
 
 
-def _plan_refine(req: Request, scene: Any, inputs: Inputs, pred: Any, mesh: image_to_3d.BlenderMesh) -> _Plan:
+def scene_camera_overlap(scene: Any, inputs: Inputs, mesh: meshes.BlenderMesh, location: np.ndarray,
+                         resolution: int) -> float:
+    """Silhouette IoU of the prediction placed at ``location`` seen by the scene camera (at the
+    input's aspect) against the input's silhouette: how well that camera matches the image."""
+    from ..jobs.preview import render_view
+
+    H, W = inputs.rgba.shape[:2]
+    cam = io.read_camera(scene.camera, scene, resolution, image_size=(W, H))
+    sil = inputs.mask if inputs.mask is not None else inputs.rgba[..., 3]
+    target = convert.resize_image(np.ascontiguousarray(sil, dtype=np.float32)[..., None], cam.width, cam.height)[..., 0]
+    md = MeshData("prediction", (mesh.vertices.astype(np.float64) + location).astype(np.float32),
+                  mesh.faces.astype(np.int64), None, None, None, np.eye(4), True)
+    view = ViewData(cam, np.zeros((cam.height, cam.width, 3), np.float32), target, inputs.label)
+    cover = render_view(md, view, colors=np.zeros((len(md.vertices), 3)))[..., 3] > 0.5
+    t = target > 0.5
+    return float((cover & t).sum()) / max(1.0, float((cover | t).sum()))
+
+
+def _plan_refine(req: Request, scene: Any, inputs: Inputs, pred: Any, mesh: meshes.BlenderMesh,
+                 placed: meshes.BlenderMesh, location: np.ndarray) -> _Plan:
+    """The refine's camera. ``mesh`` is the prediction centred on the origin, ``placed`` the same
+    as it is added at ``location`` (standing on the ground plane)."""
     mode = req.refine_camera.upper()
     if mode not in ("AUTO", "SCENE", "NEW"):
         raise SceneError(f"refine camera must be AUTO, SCENE or NEW, got {req.refine_camera!r}")
+    reason = ""
     if mode == "AUTO":
-        mode = "SCENE" if scene.camera is not None else "NEW"
+        if scene.camera is None:
+            mode, reason = "NEW", "the scene has no camera"
+        else:
+            io.read_camera(scene.camera, scene, req.refine_resolution)  # refuses odd cameras now
+            iou = scene_camera_overlap(scene, inputs, placed, location, req.refine_resolution)
+            if iou >= AUTO_SCENE_MIN_IOU:
+                mode, reason = "SCENE", f"the scene camera '{scene.camera.name}' sees the prediction as the image does (IoU {iou:.2f})"
+            else:
+                mode, reason = "NEW", (f"the scene camera '{scene.camera.name}' does not see the prediction at the "
+                                       f"3D cursor as the image shows it (IoU {iou:.2f} < {AUTO_SCENE_MIN_IOU})")
     if mode == "SCENE":
         if scene.camera is None:
             raise SceneError("the scene has no active camera to refine against")
-        scene_io.read_camera(scene.camera, scene, req.refine_resolution)  # refuses odd cameras now
-        return _Plan("SCENE")
+        io.read_camera(scene.camera, scene, req.refine_resolution)  # refuses odd cameras now
+        return _Plan("SCENE", reason=reason)
     from dibr_core.inference import prepare_image
 
     ref = prepare_image(inputs.rgba, inputs.mask, size=req.refine_resolution).numpy()
     unit = mesh.vertices.astype(np.float64) / mesh.scale
     view = image_to_3d.match_protocol_view(unit, mesh.faces, pred.input_image[3].numpy(), ref[3])
-    return _Plan("NEW", view=view, reference=ref)
-
-
-class Created:
-    """Datablocks added by one run, removed again on failure (shared with Generate)."""
-
-    def __init__(self, scene: Any) -> None:
-        self.scene = scene
-        self.old_camera = scene.camera
-        self.items: List[Tuple[Any, Any]] = []
-
-    def add(self, collection: Any, block: Any) -> Any:
-        self.items.append((collection, block))
-        return block
-
-    def rollback(self) -> None:
-        if self.scene.camera is not self.old_camera:
-            self.scene.camera = self.old_camera
-        for collection, block in reversed(self.items):
-            try:
-                collection.remove(block)
-            except (ReferenceError, RuntimeError):
-                pass
-        self.items.clear()
+    return _Plan("NEW", view=view, reference=ref, reason=reason)
 
 
 @dataclass
 class RefineJob:
     """The refine of a just-added object: ``settings``, ``mesh`` and ``views`` for
-    :func:`~dibr_blender.fit_job.run_fit` (which may run on a worker thread; it touches no
+    :func:`~dibr_blender.jobs.fit.run_fit` (which may run on a worker thread; it touches no
     Blender data), then :meth:`apply` on the main thread."""
 
     settings: FitSettings
@@ -160,7 +186,7 @@ class RefineJob:
     views: List[ViewData]
     ob: Any
     img: Any
-    blender_mesh: image_to_3d.BlenderMesh
+    blender_mesh: meshes.BlenderMesh
     camera_name: str
     camera_created: bool
     resolution: int
@@ -187,29 +213,41 @@ class RefineJob:
 
     def apply(self, out: FitOutput) -> Dict[str, Any]:
         """Write the fitted shape, texture and colours into the object; returns the report's
-        ``refine`` block."""
+        ``refine`` block. When the refined object overlaps the image's silhouette less than the
+        prediction did (scored on what the user gets), the prediction is kept (``kept_prediction``)."""
         ob, img, mesh = self.ob, self.img, self.blender_mesh
-        scene_io.write_shape_key(ob, out.vertices, apply=True)
+        before = fit.scores_as_seen(ob, self.views)[0]
+        io.write_shape_key(ob, out.vertices, apply=True)
         if out.texture is not None and img is not None:
             n = int(img.size[0])
-            scene_io.set_texture_pixels(img, image_to_3d.texture_pixels(convert.linear_to_srgb(out.texture), n))
+            io.set_texture_pixels(img, meshes.texture_pixels(convert.linear_to_srgb(out.texture), n))
             faces = np.asarray(mesh.faces)
-            colors = image_to_3d.vertex_colors_from_texture(out.texture, faces, mesh.face_uvs, len(mesh.vertices))
-            scene_io.write_colors(ob, colors)
+            colors = meshes.vertex_colors_from_texture(out.texture, faces, mesh.face_uvs, len(mesh.vertices))
+            io.write_colors(ob, colors)
         elif out.colors is not None:
-            scene_io.write_colors(ob, out.colors)
+            io.write_colors(ob, out.colors)
+        after = fit.scores_as_seen(ob, self.views)[0]  # what the user gets
+        kept = after < before
+        if kept:  # the refine made it worse: put the prediction back
+            io.write_shape_key(ob, self.mesh.vertices, apply=True)
+            if img is not None and mesh.texture is not None:
+                io.set_texture_pixels(img, mesh.texture)
+            io.write_colors(ob, mesh.colors_rgb)
         return {"camera": self.camera_name, "camera_created": self.camera_created, "steps": out.steps,
                 "resolution": self.resolution, "final_loss": out.final_loss,
-                "silhouette_iou": out.views[0]["silhouette_iou"], "color_l1": out.views[0]["color_l1"],
+                "silhouette_iou": before if kept else after, "prediction_silhouette_iou": before,
+                "refined_silhouette_iou": after,
+                "kept_prediction": kept,
+                "fit_silhouette_iou": out.views[0]["silhouette_iou"], "color_l1": out.views[0]["color_l1"],
                 "seconds": round(time.perf_counter() - self.t0, 3), **self.extra}
 
 
 def _refine_job(req: Request, plan: _Plan, scene: Any, ob: Any, img: Any, location: np.ndarray,
-                mesh: image_to_3d.BlenderMesh, inputs: Inputs, created: Created,
+                mesh: meshes.BlenderMesh, inputs: Inputs, created: Created,
                 log: Callable[[str], None]) -> RefineJob:
     has_tex = img is not None
     settings = FitSettings(steps=req.refine_steps, max_side=req.refine_resolution, optimize_vertices=True,
-                           optimize_colors=not has_tex, optimize_texture=has_tex,
+                           optimize_colors=not has_tex, optimize_texture=has_tex, lighting="none",
                            texture_size=mesh.texture_size or 256, backend=req.backend)
     temps: List[str] = []
     t0 = time.perf_counter()
@@ -218,15 +256,15 @@ def _refine_job(req: Request, plan: _Plan, scene: Any, ob: Any, img: Any, locati
         if plan.mode == "SCENE":
             path = inputs.image_path
             if path is None:
-                path, tmp = pipeline.image_path_of(inputs.image)
+                path, tmp = fit.image_path_of(inputs.image)
                 if tmp:
                     temps.append(path)
             mask_path = inputs.mask_file
             if mask_path is None and inputs.mask_image is not None:
-                mask_path, tmp = pipeline.image_path_of(inputs.mask_image)
+                mask_path, tmp = fit.image_path_of(inputs.mask_image)
                 if tmp:
                     temps.append(mask_path)
-            _, fit_mesh, views = pipeline.gather(scene, ob.name, [(None, path, mask_path)], settings)
+            _, fit_mesh, views = fit.gather(scene, ob.name, [(None, path, mask_path)], settings, req.background)
             cam_name = scene.camera.name
         else:
             assert plan.view is not None and plan.reference is not None
@@ -241,7 +279,7 @@ def _refine_job(req: Request, plan: _Plan, scene: Any, ob: Any, img: Any, locati
             image = convert.srgb_to_linear(np.transpose(ref[:3], (1, 2, 0))).astype(np.float32)
             views = [ViewData(cam, image, np.ascontiguousarray(ref[3], dtype=np.float32),
                               os.path.basename(inputs.label))]
-            fit_mesh = scene_io.read_mesh(ob, with_texture=has_tex)
+            fit_mesh = io.read_mesh(ob, with_texture=has_tex)
             extra = {"azimuth_deg": plan.view.azimuth_deg, "elevation_deg": plan.view.elevation_deg,
                      "lens_mm": round(plan.view.lens, 3), "initial_silhouette_iou": round(plan.view.iou, 4)}
     except BaseException:
@@ -251,6 +289,8 @@ def _refine_job(req: Request, plan: _Plan, scene: Any, ob: Any, img: Any, locati
             except OSError:
                 pass
         raise
+    if plan.reason:
+        extra["camera_choice"] = plan.reason
     log(f"refine: {settings.steps} steps against camera '{cam_name}' at {views[0].camera.width}x"
         f"{views[0].camera.height}")
     return RefineJob(settings, fit_mesh, views, ob, img, mesh, cam_name, plan.mode == "NEW",
@@ -272,51 +312,11 @@ def _add_camera(view: image_to_3d.ProtocolView, scale: float, location: np.ndarr
     data.clip_end = params.clip_end
     cam = created.add(bpy.data.objects, bpy.data.objects.new(image_to_3d.CAMERA_NAME, data))
     created.scene.collection.objects.link(cam)
-    cam.matrix_world = [list(row) for row in image_to_3d.camera_world(view, scale, location)]
+    # A Matrix from the rows: Blender would read a nested list column by column.
+    cam.matrix_world = mathutils.Matrix(image_to_3d.camera_world(view, scale, location).tolist())
     if created.scene.camera is None:
         created.scene.camera = cam
     return cam
-
-
-def add_mesh_object(name: str, mesh: image_to_3d.BlenderMesh, collection: Any,
-                    location: Union[Sequence[float], np.ndarray], created: Created,
-                    properties: Optional[Dict[str, Any]] = None) -> Tuple[Any, Any]:
-    """Add ``mesh`` as a new object at ``location`` in ``collection``: UV map, float colour
-    attribute "DIB-R Color", its own material (named after the object) whose Base Color reads the
-    packed texture image "<object> Texture" (or the colour attribute without a texture), and the
-    custom ``properties``. Everything added is recorded in ``created``. Returns (object, image or
-    None). Shared by Image to 3D and Generate."""
-    ob = scene_io.new_mesh_object(name, mesh.vertices, mesh.faces, collection)
-    created.add(bpy.data.meshes, ob.data)
-    created.add(bpy.data.objects, ob)
-    ob.location = tuple(float(x) for x in location)
-    for key, value in (properties or {}).items():
-        ob[key] = value
-    scene_io.ensure_uv_map(ob, mesh.face_uvs)
-    scene_io.write_colors(ob, mesh.colors_rgb)
-    mat = created.add(bpy.data.materials, bpy.data.materials.new(ob.name))
-    ob.data.materials.append(mat)
-    img = None
-    if mesh.texture is not None:
-        img = created.add(bpy.data.images,
-                          scene_io.new_texture_image(ob.name + image_to_3d.TEXTURE_SUFFIX, mesh.texture))
-        scene_io.wire_texture(ob, img)
-    else:
-        scene_io.wire_vertex_colors(ob)
-    return ob, img
-
-
-def select_only(view_layer: Any, objects: Sequence[Any], active: Any = None) -> None:
-    """Deselect everything in the view layer, select ``objects`` (those in the view layer) and
-    make ``active`` the active object."""
-    for other in list(view_layer.objects):
-        if other.select_get():
-            other.select_set(False)
-    for ob in objects:
-        if view_layer.objects.get(ob.name) is not None:
-            ob.select_set(True)
-    if active is not None and view_layer.objects.get(active.name) is not None:
-        view_layer.objects.active = active
 
 
 @dataclass
@@ -370,15 +370,18 @@ def begin(scene: Any, collection: Any, location: Sequence[float], req: Request,
         raise SceneError(f"torch/dibr_core cannot be imported ({exc}); see the add-on preferences") from None
     except (ValueError, FileNotFoundError) as exc:
         raise SceneError(str(exc)) from None
-    mesh = image_to_3d.mesh_arrays(pred, req.size, req.texture_size)
+    centred = meshes.mesh_arrays(pred, req.size, req.texture_size)
+    mesh = meshes.on_ground(centred)  # stands on the cursor's ground plane
     log(f"predicted {len(mesh.vertices)} vertices, {len(mesh.faces)} faces in {predict_seconds:.3f} s "
         f"(weights {weights.get('weights')})")
     loc = np.asarray(location, dtype=np.float64).reshape(3)
     source = os.path.basename(inputs.image_path) if inputs.image_path else inputs.label
     try:
-        plan = _plan_refine(req, scene, inputs, pred, mesh) if req.refine_steps > 0 else None
+        plan = _plan_refine(req, scene, inputs, pred, centred, mesh, loc) if req.refine_steps > 0 else None
     except ValueError as exc:
         raise SceneError(str(exc)) from None
+    if plan is not None and plan.reason:
+        log(f"refine camera {'scene' if plan.mode == 'SCENE' else 'new'}: {plan.reason}")
     view_layer: Any = bpy.context.view_layer
 
     created = Created(scene)
@@ -386,7 +389,8 @@ def begin(scene: Any, collection: Any, location: Sequence[float], req: Request,
         ob, img = add_mesh_object(req.name, mesh, collection, loc, created,
                                   {"dibr_category": req.category, "dibr_image": source})
         view_layer.update()
-        job = _refine_job(req, plan, scene, ob, img, loc, mesh, inputs, created, log) if plan is not None else None
+        centre = loc + np.array([0.0, 0.0, float(mesh.vertices[:, 2].max()) / 2.0])  # the bounding-box centre
+        job = _refine_job(req, plan, scene, ob, img, centre, mesh, inputs, created, log) if plan is not None else None
     except BaseException:
         created.rollback()
         raise
@@ -417,5 +421,4 @@ def run(scene: Any, collection: Any, location: Sequence[float], req: Request,
     return started.finish(refine)
 
 
-__all__ = ["Created", "REFINE_CAMERA_ITEMS", "RefineJob", "Request", "Started", "add_mesh_object", "begin", "read_inputs",
-           "run", "select_only"]
+__all__ = ["REFINE_CAMERA_ITEMS", "RefineJob", "Request", "Started", "begin", "read_inputs", "run"]

@@ -9,8 +9,8 @@ from typing import Any, Callable, List, Optional, Tuple, TypeVar
 import bpy
 import numpy as np
 
-from . import convert
-from .arrays import CameraData, MeshData, SceneError, Snapshot, ViewData
+from ..jobs import convert, masks
+from ..jobs.records import CameraData, MeshData, SceneError, Snapshot, ViewData
 
 T = TypeVar("T")
 
@@ -83,6 +83,55 @@ def read_mesh(ob: Any, with_texture: bool = True) -> MeshData:
         ev.to_mesh_clear()
 
 
+def _evaluated_positions(ob: Any) -> np.ndarray:
+    """(V, 3) float64 object-space positions of the evaluated mesh."""
+    ev = ob.evaluated_get(bpy.context.evaluated_depsgraph_get())
+    me = ev.to_mesh()
+    try:
+        co = np.empty(len(me.vertices) * 3, dtype=np.float32)
+        me.vertices.foreach_get("co", co)
+        return co.reshape(-1, 3).astype(np.float64)
+    finally:
+        ev.to_mesh_clear()
+
+
+def moving_modifiers(ob: Any) -> List[str]:
+    """Names of the object's viewport modifiers when together they move its vertices (keeping
+    their number): a fitted shape written under them would be moved by them again. Found by
+    evaluating the mesh with the modifiers on and off (restored after)."""
+    on = [m for m in ob.modifiers if m.show_viewport]
+    if not on:
+        return []
+    view_layer: Any = bpy.context.view_layer
+    with_mods = _evaluated_positions(ob)
+    try:
+        for m in on:
+            m.show_viewport = False
+        view_layer.update()
+        without = _evaluated_positions(ob)
+    finally:
+        for m in on:
+            m.show_viewport = True
+        view_layer.update()
+    if with_mods.shape != without.shape:
+        return []
+    tol = 1e-6 * (max(float(np.ptp(without, axis=0).max()), 1e-9) if len(without) else 1.0)
+    if float(np.abs(with_mods - without).max(initial=0.0)) <= tol:
+        return []
+    moving = []
+    for m in on:  # name the ones that matter: those whose removal alone changes the result
+        try:
+            m.show_viewport = False
+            view_layer.update()
+            alone = _evaluated_positions(ob)
+        finally:
+            m.show_viewport = True
+            view_layer.update()
+        if alone.shape != with_mods.shape or float(np.abs(alone - with_mods).max(initial=0.0)) > tol:
+            moving.append(m.name)
+    return moving or [m.name for m in on]
+
+
 def _find_base_texture(ob: Any) -> Optional[np.ndarray]:
     """The image feeding the Base Color of the object's first material, if any."""
     mat = ob.active_material
@@ -121,7 +170,12 @@ def load_image(path: str) -> np.ndarray:
 
 
 def image_has_alpha(img: Any) -> bool:
-    """Whether the file behind an image datablock stores an alpha channel (bits per pixel)."""
+    """Whether the file behind an image datablock stores an alpha channel: for a PNG file, its
+    colour type (and tRNS chunk); otherwise the bits per pixel (RGBA 8, 16 or 32 bits)."""
+    if img.source == "FILE" and not img.packed_file and img.filepath:
+        from_png = masks.png_has_alpha(bpy.path.abspath(img.filepath_raw or img.filepath))
+        if from_png is not None:
+            return from_png
     return int(img.depth) in (32, 64, 128)
 
 
@@ -162,8 +216,11 @@ def camera_params(cam_ob: Any, scene: Any) -> convert.CameraParams:
         res_y=max(1, int(r.resolution_y * pct)), pixel_aspect_x=r.pixel_aspect_x, pixel_aspect_y=r.pixel_aspect_y)
 
 
-def read_camera(cam_ob: Any, scene: Any, max_side: int) -> CameraData:
-    """The camera's exact projection and view, and the fit resolution (longer side <= max_side)."""
+def read_camera(cam_ob: Any, scene: Any, max_side: int,
+                image_size: Optional[Tuple[int, int]] = None) -> CameraData:
+    """The camera's exact projection and view, and the fit resolution (longer side <= max_side).
+    With ``image_size`` (width, height) of a reference whose aspect differs from the render's, the
+    camera is taken as it renders that image (``convert.with_image_aspect``)."""
     if cam_ob is None:
         raise SceneError("the scene has no camera")
     if cam_ob.type != "CAMERA":
@@ -172,30 +229,51 @@ def read_camera(cam_ob: Any, scene: Any, max_side: int) -> CameraData:
     if params.type not in ("PERSP", "ORTHO"):
         raise SceneError(f"camera '{cam_ob.name}' is {params.type.lower()}; only perspective and "
                          "orthographic cameras are supported")
+    if image_size is not None:
+        params = convert.with_image_aspect(params, *image_size)[0]
     P = convert.projection_matrix(params)
     view = convert.view_matrix(np.array(cam_ob.matrix_world))
     w, h = convert.fit_resolution(params.res_x, params.res_y, max_side)
     return CameraData(cam_ob.name, view, P, w, h, params.clip_start, params.clip_end)
 
 
-def read_view(cam_ob: Any, scene: Any, image_path: str, max_side: int, mask_path: Optional[str] = None) -> ViewData:
-    """A camera and its reference image (resized to the fit resolution). The silhouette is the
-    image's alpha, or ``mask_path``'s alpha (or its red channel when it has no alpha)."""
-    cam = read_camera(cam_ob, scene, max_side)
+def read_view(cam_ob: Any, scene: Any, image_path: str, max_side: int, mask_path: Optional[str] = None,
+              background: Optional[masks.BackgroundKey] = None) -> ViewData:
+    """A camera and its reference image (resized to the fit resolution). The silhouette is
+    ``mask_path``'s alpha (or its red channel when it has no alpha), else the mask keyed from the
+    ``background`` colour, else the image's alpha. An empty silhouette, or one that covers the
+    whole image (an opaque render), is refused with a SceneError."""
+    cam = read_camera(cam_ob, scene, max_side)  # checks the camera before reading the image
     rgba, has_alpha = _load(image_path)
-    rgba = convert.resize_image(rgba, cam.width, cam.height)
+    H, W = rgba.shape[:2]
+    try:
+        masks.check_image_size(W, H, f"image {image_path}")
+    except ValueError as exc:
+        raise SceneError(str(exc)) from None
+    params = camera_params(cam_ob, scene)
+    note = ""
+    if convert.with_image_aspect(params, W, H)[1]:
+        cam = read_camera(cam_ob, scene, max_side, image_size=(W, H))
+        note = (f"{os.path.basename(image_path)} is {W}x{H} but the render is {params.res_x}x{params.res_y}: "
+                f"camera '{cam_ob.name}' is used at the image's aspect (sensor fit {cam_ob.data.sensor_fit.lower()})")
     if mask_path:
         m, m_alpha = _load(mask_path, raw=True)
-        m = convert.resize_image(m, cam.width, cam.height)
         mask = m[..., 3] if m_alpha else m[..., 0]
+    elif background is not None:
+        mask = masks.key_mask(convert.linear_to_srgb(rgba[..., :3]), background)
     else:
         if not has_alpha:
-            raise SceneError(f"image {image_path} has no alpha channel; give a mask image for the silhouette")
+            raise SceneError(f"image {image_path} has no alpha channel; give a mask image for the silhouette "
+                             "or key out the background colour")
         mask = rgba[..., 3]
-    if float(mask.max()) <= 0.0:
-        raise SceneError(f"the silhouette of {image_path} is empty (all transparent)")
+    try:
+        masks.check_silhouette(mask, image_path, from_alpha=not mask_path and background is None)
+    except ValueError as exc:
+        raise SceneError(str(exc)) from None
+    rgba = convert.resize_image(rgba, cam.width, cam.height)
+    mask = convert.resize_image(np.ascontiguousarray(mask)[..., None], cam.width, cam.height)[..., 0]
     return ViewData(cam, rgba[..., :3].copy(), np.ascontiguousarray(mask, dtype=np.float32),
-                    os.path.basename(image_path))
+                    os.path.basename(image_path), note)
 
 
 def read_lights(scene: Any, target: np.ndarray) -> Tuple[List[Tuple[np.ndarray, np.ndarray]], np.ndarray]:

@@ -3,7 +3,7 @@ inside the functions that load or sample the generator, so registration stays in
 
 The shipped generator (``dibr_core.models.generator``, weights ``dibr_core/weights/generator.pt``)
 samples textured meshes of one of the 13 training categories in the canonical frame (+Y up).
-Each sample becomes Blender-ready arrays with :func:`image_to_3d.mesh_arrays` (the same
+Each sample becomes Blender-ready arrays with :func:`meshes.mesh_arrays` (the same
 conversion as Image to 3D: +Z up, bounding-box centre at the origin, diagonal ``size``, texture
 resized to ``texture_size``).
 
@@ -28,8 +28,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import image_to_3d
-from .image_to_3d import CATEGORIES, BlenderMesh
+from . import image_to_3d, meshes
+from .image_to_3d import CATEGORIES
+from .meshes import BlenderMesh
 
 ALL = "all"
 MAX_COUNT = 100
@@ -107,7 +108,7 @@ def check_settings(category: str, count: int, seed: int, *, size: float = 1.0, s
 
 @dataclass
 class GeneratedMesh:
-    """One sample in the shape ``image_to_3d.mesh_arrays`` takes (that of
+    """One sample in the shape ``meshes.mesh_arrays`` takes (that of
     ``dibr_core.inference.PredictedMesh``): vertices (V, 3) canonical, faces (F, 3), colors
     (V, 3) sRGB-encoded, face_uvs (F, 3, 2), texture (T, T, 3) rows top to bottom or None."""
 
@@ -121,9 +122,10 @@ class GeneratedMesh:
 def sample_mesh(output: Any, faces: Any, face_uvs: Any, i: int = 0) -> GeneratedMesh:
     """Sample ``i`` of a ``PredictorOutput`` (vertices (B, V, 3), colors (B, V, 3), texture
     (B, 3, T, T) channels first or None) with the decoder's faces and UVs."""
-    tex = None if output.texture is None else np.transpose(image_to_3d.as_array(output.texture[i]), (1, 2, 0))
-    return GeneratedMesh(vertices=image_to_3d.as_array(output.vertices[i]), faces=image_to_3d.as_array(faces), colors=image_to_3d.as_array(output.colors[i]),
-                         face_uvs=image_to_3d.as_array(face_uvs), texture=tex)
+    tex = None if output.texture is None else np.transpose(meshes.as_array(output.texture[i]), (1, 2, 0))
+    return GeneratedMesh(vertices=meshes.as_array(output.vertices[i]), faces=meshes.as_array(faces),
+                         colors=meshes.as_array(output.colors[i]),
+                         face_uvs=meshes.as_array(face_uvs), texture=tex)
 
 
 def default_weights() -> Any:
@@ -138,14 +140,22 @@ def load(path: Any = None) -> Any:
     modification time by ``dibr_core.inference.load_shipped_generator``.
 
     Raises:
-        ImportError: torch or dibr_core cannot be imported; FileNotFoundError: no weights file.
+        ImportError: torch or dibr_core cannot be imported; FileNotFoundError: no weights file;
+        ValueError (one line): a file that is no generator weights file (corrupt, or another model's).
     """
     from dibr_core import inference
 
     p = os.path.abspath(os.fspath(path if path else default_weights()))
     if not os.path.isfile(p):
         raise FileNotFoundError(f"generator weights file not found: {p}")
-    return inference.load_shipped_generator(p)
+    try:
+        return inference.load_shipped_generator(p)
+    except ImportError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - unpickling and state-dict errors of all kinds
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ValueError(f"generator weights file {p} cannot be loaded ({type(exc).__name__}: {first}); give a "
+                         "weights file written by dibr_core's generator training, or leave out --weights") from None
 
 
 def weights_info(path: Any = None) -> Dict[str, Any]:
@@ -167,9 +177,9 @@ class Sample:
     raw: GeneratedMesh
 
     def arrays(self, size: float = 1.0, texture_size: int = 0) -> BlenderMesh:
-        """Blender-ready arrays (``image_to_3d.mesh_arrays``): +Z up, centred, bounding-box
+        """Blender-ready arrays (``meshes.mesh_arrays``): +Z up, centred, bounding-box
         diagonal ``size``, texture resized to ``texture_size`` (0: the generator's own size)."""
-        return image_to_3d.mesh_arrays(self.raw, size, texture_size)
+        return meshes.mesh_arrays(self.raw, size, texture_size)
 
     @property
     def native_texture_size(self) -> Optional[int]:

@@ -9,7 +9,7 @@ orthographic). Blender images store rows bottom to top; dibr_core's run top to b
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Tuple
 
 import numpy as np
@@ -83,6 +83,21 @@ def projection_matrix(c: CameraParams) -> np.ndarray:
         P[2, 3] = -(f + n) / (f - n)
         P[3, 3] = 1
     return P
+
+
+ASPECT_TOLERANCE = 0.01   # relative difference of width/height below which two aspects match
+
+
+def with_image_aspect(c: CameraParams, width: int, height: int) -> Tuple[CameraParams, bool]:
+    """The camera as it would render an image of ``width`` x ``height`` pixels: unchanged when the
+    render resolution has the image's aspect (within 1%), else the image's own resolution with
+    square pixels, the camera's lens, sensor fit and shift kept (what Blender renders after
+    setting the resolution to the image's). Returns (params, whether the aspect was replaced)."""
+    if width <= 0 or height <= 0:
+        raise ValueError(f"with_image_aspect(): image size must be positive, got {width}x{height}")
+    if abs((width / height) / (c.res_x / c.res_y) - 1.0) <= ASPECT_TOLERANCE:
+        return c, False
+    return replace(c, res_x=int(width), res_y=int(height), pixel_aspect_x=1.0, pixel_aspect_y=1.0), True
 
 
 def view_matrix(camera_world: np.ndarray) -> np.ndarray:

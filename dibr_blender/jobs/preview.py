@@ -1,12 +1,12 @@
-"""Preview images: the DIB-R render beside the reference, and a loss curve (bpy only to write
-the image datablock)."""
+"""Preview images as arrays (no bpy): the DIB-R render beside the reference, and a loss curve;
+``dibr_blender.scene.io.write_image`` puts them into image datablocks."""
 from __future__ import annotations
 
 from typing import Any, List
 
 import numpy as np
 
-from .arrays import MeshData, ViewData
+from .records import MeshData, ViewData
 
 
 def render_view(mesh: MeshData, view: ViewData, colors: Any = None) -> np.ndarray:
@@ -51,9 +51,3 @@ def loss_curve(losses: List[float], width: int = 256, height: int = 128) -> np.n
         img[y0:y1 + 1, xs[k], :3] = 1.0
     return img
 
-
-def to_image_datablock(name: str, rgba: np.ndarray) -> Any:
-    """Write (H, W, 4) linear top-to-bottom pixels into an image datablock (created if needed)."""
-    from . import scene_io
-
-    return scene_io.write_image(name, rgba)

@@ -45,6 +45,7 @@ class ViewData:
     image: np.ndarray        # (H, W, 3) linear, top to bottom
     mask: np.ndarray         # (H, W)
     image_name: str
+    note: str = ""           # what was adapted to read this view (shown to the user)
 
 
 @dataclass

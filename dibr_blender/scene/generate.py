@@ -12,9 +12,9 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import bpy
 
-from . import generate
-from .arrays import SceneError
-from .image_to_3d_scene import Created, add_mesh_object, select_only
+from ..jobs import generate, meshes
+from ..jobs.records import SceneError
+from .objects import Created, add_mesh_object, select_only
 
 
 @dataclass
@@ -77,7 +77,7 @@ def run(scene: Any, location: Sequence[float], req: Request,
     try:
         collection = target_collection(scene, created)
         for s, loc in zip(samples, positions):
-            mesh = s.arrays(req.size, req.texture_size)
+            mesh = meshes.on_ground(s.arrays(req.size, req.texture_size))  # stands on the cursor's plane
             ob, _ = add_mesh_object(s.name, mesh, collection, loc, created,
                                     {"dibr_category": s.category, "dibr_seed": req.seed, "dibr_index": s.index})
             objects.append(ob)
