@@ -256,6 +256,7 @@ def run_fit_command(args: argparse.Namespace) -> int:
     import bpy
 
     from .jobs.fit import FitSettings, run_fit
+    from .jobs.threads import fit_threads
     from .jobs.records import SceneError
     from .scene import fit as scene_fit
 
@@ -285,7 +286,8 @@ def run_fit_command(args: argparse.Namespace) -> int:
             print(f"dibr fit: step {step}/{total} loss {loss:.5f} ({time.perf_counter() - t0:.1f} s)", flush=True)
 
     try:
-        out = run_fit(mesh, views, settings, progress=progress)
+        with fit_threads(interactive=False):
+            out = run_fit(mesh, views, settings, progress=progress)
     except SceneError as exc:
         raise BadInput(str(exc)) from None
     scene_fit.apply_result(ob, out, settings, apply_geometry=args.apply)

@@ -165,3 +165,25 @@ def test_with_image_aspect_keeps_matching_renders_and_adopts_the_image_otherwise
     assert convert.projection_matrix(sq)[0, 0] == pytest.approx(P_wide[0, 0])
     with pytest.raises(ValueError, match="with_image_aspect"):
         convert.with_image_aspect(wide, 0, 10)
+
+
+def test_runner_leaves_a_core_to_the_ui_and_restores_threads() -> None:
+    """The modal operators' worker runs the fit with the kernels on all cores but one and torch's
+    own ops on one thread, and puts the previous settings back afterwards."""
+    import torch
+
+    from dibr_blender.jobs.runner import Runner
+    from dibr_core import backend
+
+    before = (backend.get_num_threads(), torch.get_num_threads())
+    seen = {}
+
+    def job(progress, should_stop, preview):  # type: ignore[no-untyped-def]
+        seen["kernels"], seen["torch"] = backend.get_num_threads(), torch.get_num_threads()
+        return "ok"
+
+    r = Runner(job).start()
+    r.join(30)
+    assert r.state().done and r.state().result == "ok", r.state().error
+    assert seen == {"kernels": backend.interactive_threads(), "torch": 1}
+    assert (backend.get_num_threads(), torch.get_num_threads()) == before

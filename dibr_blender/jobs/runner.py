@@ -64,7 +64,10 @@ class Runner:
 
     def _run(self) -> None:
         try:
-            result = self._job(self._progress, self._cancel.is_set, self._set_preview)
+            from .threads import fit_threads
+
+            with fit_threads(interactive=True):  # leave Blender's UI a core
+                result = self._job(self._progress, self._cancel.is_set, self._set_preview)
             with self._lock:
                 self._result = result
         except Exception as exc:  # noqa: BLE001 - reported to the UI
