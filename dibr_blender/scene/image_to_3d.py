@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import bpy
@@ -217,7 +217,9 @@ class RefineJob:
         prediction did (scored on what the user gets), the prediction is kept (``kept_prediction``)."""
         ob, img, mesh = self.ob, self.img, self.blender_mesh
         before = fit.scores_as_seen(ob, self.views)[0]
-        io.write_shape_key(ob, out.vertices, apply=True)
+        # The refine may move the lowest point off the ground plane: stand the result on it again
+        # (scored below as placed, since that is what the user gets).
+        io.write_shape_key(ob, meshes.on_ground(replace(mesh, vertices=out.vertices)).vertices, apply=True)
         if out.texture is not None and img is not None:
             n = int(img.size[0])
             io.set_texture_pixels(img, meshes.texture_pixels(convert.linear_to_srgb(out.texture), n))

@@ -108,7 +108,8 @@ def test_report_score_is_the_evaluated_result(addon, default_scene_files) -> Non
     assert abs(v["silhouette_iou"] - v["fit_silhouette_iou"]) < 0.05, v
     # A modifier that shrinks the object changes what the user sees, and so the score.
     before = scene_fit.scores_as_seen(ob, views)[0]
-    ob.modifiers.new("Shrink", "CAST").factor = -0.9
+    shrink = ob.modifiers.new("Shrink", "DISPLACE")  # no texture: every vertex moves 0.5 * strength along its normal
+    shrink.strength = -0.6
     bpy.context.view_layer.update()
     assert scene_fit.scores_as_seen(ob, views)[0] < before - 0.05
 
