@@ -128,6 +128,26 @@ def test_prepare_image_rejects_float_values_outside_0_1() -> None:
     torch.testing.assert_close(prepare_image(_blob() * (1 + 1e-6)), prepare_image(_blob()), atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
+def test_frame_ranges_match_the_training_renders() -> None:
+    """FRAME_EXTENT and FRAME_OFFSET were measured on training renders (0.5th-99.5th
+    percentiles); renders of other training shapes (every view) fall inside them, and their
+    median diagonal is the measured one, so a change of the render protocol shows here."""
+    from dibr_core.data.dataset import make_item
+    from dibr_core.data.shapes import CATEGORIES
+
+    torch.set_num_threads(1)
+    diags, inside = [], []
+    for cat in CATEGORIES:
+        for im in make_item(cat, "train", 40, n_views=24, textured=True)["images"]:
+            diag, dy, dx = _box_stats(torch.from_numpy(im[..., 3] > 127))
+            diags.append(diag)
+            inside.append(FRAME_EXTENT[0] <= diag <= FRAME_EXTENT[1] and FRAME_OFFSET[0][0] <= dy <= FRAME_OFFSET[0][1]
+                          and FRAME_OFFSET[1][0] <= dx <= FRAME_OFFSET[1][1])
+    assert np.mean(inside) >= 0.95
+    assert abs(float(np.median(diags)) - 0.675) <= 0.03
+
+
 def _big_photo() -> np.ndarray:
     """A 1500 x 2000 uint8 RGBA photo with a 60 x 80 object far from the borders."""
     img = np.zeros((1500, 2000, 4), dtype=np.uint8)
