@@ -2,9 +2,12 @@
 
 The weights in ``dibr_core/weights/predictor.pt`` were trained by
 ``python -m dibr_core.train predictor`` on the procedural data set (see
-``dibr_core/weights/MODEL_CARD.md``). Inputs are framed like the training renders: the object's
-mask bounding box is centred and scaled so that its longer side covers :data:`FILL_FRACTION` of a
-64 x 64 image (the median over the training views), RGB is zero outside the (hard) mask.
+``dibr_core/weights/MODEL_CARD.md``). Inputs are framed like the training renders by
+:func:`prepare_image`, the one framing shared by :func:`predict_mesh`, the predictor eval
+(``python -m dibr_core.eval predictor``, which measures :func:`predict_mesh` itself) and the
+Blender extension: a data-set render passes unchanged, any other picture is zoomed and shifted
+just enough for its object to lie within the sizes and positions of the training renders
+(:data:`FRAME_EXTENT`, :data:`FRAME_OFFSET`); RGB is zero outside the (hard) mask.
 
 Example::
 
@@ -14,6 +17,7 @@ Example::
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple, Union
@@ -28,13 +32,21 @@ from dibr_core.models.predictor import Predictor, load_predictor, repair_output
 if TYPE_CHECKING:
     from dibr_core.models.generator import Generator
 
-__all__ = ["PREDICTOR_WEIGHTS", "GENERATOR_WEIGHTS", "FILL_FRACTION", "PredictedMesh", "load_shipped_predictor",
+__all__ = ["PREDICTOR_WEIGHTS", "GENERATOR_WEIGHTS", "FRAME_EXTENT", "FRAME_OFFSET", "PredictedMesh", "load_shipped_predictor",
            "load_shipped_generator", "prepare_image", "predict_mesh"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 PREDICTOR_WEIGHTS = WEIGHTS_DIR / "predictor.pt"
 GENERATOR_WEIGHTS = WEIGHTS_DIR / "generator.pt"
-FILL_FRACTION = 0.5625          # median (longer bbox side / image side) of the training renders
+# The framing of the training renders (python -m dibr_core.data generate --split train, all 24
+# views of the first 20 shapes of each category, 6,240 images; see prepare_image): the 0.5th and
+# 99.5th percentiles of the mask bounding box's diagonal as a fraction of the image side, and of
+# its centre's offset from the image centre (rows down, columns right) as a fraction of the side.
+# (Median diagonal 0.675, from 0.503 for airplanes to 0.757 for cabinets: no single size fits
+# every category, so a picture is only brought into the range. The diagonal varies least of the
+# box's measures: log-std 0.164, longer side 0.171, sqrt of the mask area 0.332.)
+FRAME_EXTENT: Tuple[float, float] = (0.345, 0.828)
+FRAME_OFFSET: Tuple[Tuple[float, float], Tuple[float, float]] = ((-0.039, 0.094), (-0.047, 0.055))
 
 ImageLike = Union[np.ndarray, torch.Tensor]
 
@@ -130,9 +142,43 @@ def _foreground(t: torch.Tensor) -> torch.Tensor:
     return t > 0.5
 
 
-def prepare_image(image: ImageLike, mask: Optional[ImageLike] = None, size: int = 64,
-                  fill: float = FILL_FRACTION) -> torch.Tensor:
-    """Frame a photo or render like the training data.
+def _frame_window(H: int, W: int, box: Tuple[int, int, int, int]) -> Tuple[int, int, int]:
+    """The square source window ``(top, left, side)`` that :func:`prepare_image` resamples.
+
+    ``box`` is the mask's bounding box ``(y0, y1, x0, x1)`` (end exclusive) in the (H, W) image.
+    The start is the image itself, padded to a square about its centre. Its side is then
+    changed only as far as needed to bring the box's diagonal into :data:`FRAME_EXTENT`
+    (fractions of the side), and its centre only as far as needed to bring the box's centre
+    into :data:`FRAME_OFFSET` and the whole box inside the window.
+    """
+    y0, y1, x0, x1 = box
+    h, w = y1 - y0, x1 - x0
+    diag = math.hypot(h, w)
+    lo, hi = FRAME_EXTENT
+    side = min(max(float(max(H, W)), diag / hi), diag / lo)
+    centre = []
+    for a0, a1, extent, (olo, ohi) in ((y0, y1, H, FRAME_OFFSET[0]), (x0, x1, W, FRAME_OFFSET[1])):
+        c = 0.5 * (a0 + a1)
+        room = max(0.5 * (1.0 - (a1 - a0) / side), 0.0)          # the box stays inside the window
+        off = min(max((c - 0.5 * extent) / side, max(olo, -room)), min(ohi, room))
+        centre.append(c - off * side)
+    n = max(int(round(side)), 1)
+    return int(round(centre[0] - 0.5 * n)), int(round(centre[1] - 0.5 * n)), n
+
+
+def prepare_image(image: ImageLike, mask: Optional[ImageLike] = None, size: int = 64) -> torch.Tensor:
+    """Frame a photo or render as the predictor's training renders are framed; the one input
+    framing of :func:`predict_mesh`, the predictor eval and the Blender extension.
+
+    The training renders (``python -m dibr_core.data generate``) see a unit-diagonal object from
+    a fixed camera (distance 2.732, 30 degree field of view, looking at the object's centre), so
+    the object's size and position in the image vary only within the ranges measured on the
+    training views: the mask bounding box's diagonal within :data:`FRAME_EXTENT` of the image
+    side and its centre within :data:`FRAME_OFFSET` of the image centre. A picture is framed
+    by the smallest change that puts it in those ranges: the image, padded to a square, is
+    kept where its object already lies in them (so a data-set render is passed through
+    unchanged), and otherwise zoomed and shifted just onto the nearest edge of the ranges.
+    The result is resampled to ``size`` x ``size`` (bilinear, antialiased when shrinking).
 
     Only the square window around the object is converted to float, so the memory used scales
     with the object, not with the photo (the input stays in its own dtype).
@@ -142,7 +188,6 @@ def prepare_image(image: ImageLike, mask: Optional[ImageLike] = None, size: int 
         mask: (H, W) foreground mask (float in [0, 1], uint8 or bool); required for RGB, and
             replaces the alpha channel of RGBA when given.
         size: output side (the model's ``image_size``).
-        fill: longer side of the mask's bounding box as a fraction of ``size``.
 
     Returns:
         (4, size, size) float32: RGB (zero outside the mask) and the hard mask (0 or 1).
@@ -157,6 +202,8 @@ def prepare_image(image: ImageLike, mask: Optional[ImageLike] = None, size: int 
         raise ValueError(f"{fn}(): image must have shape (H, W, 3 or 4), got {tuple(img.shape)}")
     if img.dtype == torch.bool:
         raise TypeError(f"{fn}(): image must be uint8 or float, got {img.dtype}")
+    if size < 2:
+        raise ValueError(f"{fn}(): size must be at least 2, got {size}")
     H, W = int(img.shape[0]), int(img.shape[1])
     if mask is not None:
         m = _as_image_tensor(fn, "mask", mask)
@@ -175,13 +222,7 @@ def prepare_image(image: ImageLike, mask: Optional[ImageLike] = None, size: int 
         raise ValueError(f"{fn}(): the mask (or alpha channel) of the {H}x{W} image is empty")
     cols = torch.nonzero(fg.any(dim=0)).flatten()
     del fg
-    y0, y1 = int(rows[0]), int(rows[-1]) + 1
-    x0, x1 = int(cols[0]), int(cols[-1]) + 1
-    side = max(y1 - y0, x1 - x0) / fill                      # source pixels of the square window
-    cy, cx = 0.5 * (y0 + y1), 0.5 * (x0 + x1)
-    top = int(round(cy - side / 2))
-    left = int(round(cx - side / 2))
-    n = max(int(round(side)), 1)
+    top, left, n = _frame_window(H, W, (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1))
     # The window's part inside the image, converted to premultiplied float RGBA on an (n, n)
     # canvas that is zero outside the image.
     r0, r1 = max(top, 0), min(top + n, H)

@@ -25,7 +25,10 @@ conventions of :mod:`dibr_core.eval.metrics3d`):
   Sampling ceiling: with ~2,000-2,500 points per side the mean spacing is ~0.02-0.03 of the
   diagonal, so even the exact surface scores only about 0.4-0.6 at tau = 0.01 (about 0.9 at
   0.02); compare methods with each other, not with 1.
-* The predicted mesh is the one :func:`dibr_core.inference.predict_mesh` returns: the decoder's
+* The predicted mesh is :func:`dibr_core.inference.predict_mesh` called on the item's input
+  view (the stored uint8 RGBA image), so the eval measures what users get, framing included
+  (:func:`dibr_core.inference.prepare_image`, which passes a data-set render through unchanged
+  unless its object lies outside the training renders' size and position ranges): the decoder's
   output with its inside-out pockets removed (:func:`dibr_core.mesh_repair.untangle`);
   ``--no-repair`` measures the raw decoder output.
 * ``silhouette_iou_2d``: the predicted mesh rendered (hard coverage mask, the dataset's
@@ -63,6 +66,7 @@ from dibr_core.data.dataset import load_item, make_camera
 from dibr_core.data.loaders import list_items
 from dibr_core.eval.baselines import Mesh, mean_occupancy, medoid_index, voxel_boundary_mesh
 from dibr_core.eval.metrics3d import chamfer_and_fscore, iou_3d, normalize_unit_diagonal, sample_surface
+from dibr_core.inference import predict_mesh
 from dibr_core.models.checkpoints import portable_path
 from dibr_core.render import Meshes, RenderSettings, render
 from dibr_core.voxels import voxelize_mesh
@@ -167,7 +171,7 @@ def evaluate(data: Union[str, Path], split: str = "test", weights: Optional[Unio
     the baselines; returns the JSON-ready dict."""
     from tqdm import tqdm
 
-    from dibr_core.models.predictor import Predictor, load_predictor, repair_output
+    from dibr_core.models.predictor import Predictor, load_predictor
 
     items = list_items(data, split, limit)
     if not items:
@@ -205,12 +209,8 @@ def evaluate(data: Union[str, Path], split: str = "test", weights: Optional[Unio
         pred_model = model
 
         def _predict(cat: str, it: Dict[str, np.ndarray]) -> Mesh:
-            img = torch.from_numpy(np.asarray(it["images"])[view]).float().div(255.0).permute(2, 0, 1)[None]
-            with torch.no_grad():
-                out = pred_model(img.contiguous())
-            if repair:
-                out = repair_output(out, pred_model.faces)
-            return out.vertices[0].float(), pred_model.faces.long()
+            pred = predict_mesh(np.asarray(it["images"])[view], model=pred_model, repair=repair)
+            return pred.vertices, pred.faces
 
         methods["predictor"] = _predict
 
