@@ -2,6 +2,7 @@
 triangles on a closed manifold, textures are mip-mapped, padded, baked and auto-UV'd."""
 from __future__ import annotations
 
+import json
 import math
 from typing import List, Tuple
 
@@ -10,6 +11,7 @@ import torch
 import torch.nn.functional as tf
 
 from dibr_core.camera import Camera, look_at
+from dibr_core.eval.__main__ import main as eval_main
 from dibr_core.fit import FitOptions, FitView, fit
 from dibr_core.mesh import icosphere
 from dibr_core.remesh import check_closed_manifold
@@ -192,3 +194,13 @@ def test_remeshing_fit_with_a_texture_makes_it_on_the_final_topology() -> None:
     res = fit(v0, f0, views, opts)
     assert res.remeshes == 2 and res.faces is not None and res.face_uvs is not None and res.texture is not None
     assert res.face_uvs.shape == (res.faces.shape[0], 3, 2)
+
+
+def test_benchmark_cli_runs_with_remeshing(capsys: pytest.CaptureFixture) -> None:
+    assert eval_main(["fit", "--json", "--scenes", "head", "--views", "2", "--size", "32", "--steps", "3",
+                      "--optimizers", "large_steps", "--remesh", "--max-faces", "400"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [r["remesh"] for r in rows] == [False, True]
+    assert rows[0]["faces"] == rows[0]["start_faces"] == 1280
+    assert rows[1]["start_faces"] == 320 and 4 <= rows[1]["faces"] <= 400
+    assert eval_main(["fit", "--remesh", "--max-faces", "3"]) == 2
