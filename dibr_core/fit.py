@@ -111,7 +111,10 @@ class FitOptions:
         lr_cameras: Adam step of the camera corrections (radians, and fractions of the camera's
             distance to the mesh; log focal scale).
         remesh: remesh the surface during the fit (see the module docstring); the start mesh
-            must then be a closed 2-manifold.
+            must then be a closed 2-manifold. Off by default: in the reconstruction benchmark
+            it gains little over the large steps from the 1,280-face start (docs/benchmarks.md)
+            while it changes the topology (no shape key on the Blender side) and refuses
+            non-manifold start meshes.
         remesh_every: steps between remeshes (the first is at step 0).
         remesh_until: fraction of the steps during which remeshing happens, in [0, 1].
         target_edge_px: target edge length in pixels of the nearest view that sees the edge.
@@ -627,7 +630,7 @@ def fit(
         camera_corrections=[c.correction(v.name) for c, v in zip(cam_params, views)],
         faces=faces.clone(),
         topology_changed=topology_changed,
-        self_intersecting_faces=int(torch.unique(intersecting_face_pairs(final, faces).reshape(-1)).numel()),
+        self_intersecting_faces=int(torch.unique(intersecting_face_pairs(final.cpu(), faces.cpu()).reshape(-1)).numel()),
         face_uvs=texturing.face_uvs.detach().clone() if texturing is not None else None,
         remeshes=remeshes,
     )
