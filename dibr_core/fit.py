@@ -9,13 +9,35 @@ add penalties: the uniform Laplacian of the offsets, normal consistency and edge
 evenness. The vertex colours and/or a UV texture are optimised, and so, optionally, is the
 lighting (spherical harmonics, or one sun: direction and strength). Each view is a camera with
 a reference image whose alpha is the silhouette.
+
+Remeshing (``FitOptions.remesh``): every ``remesh_every`` steps during the first
+``remesh_until`` of the fit (starting at step 0), the current surface is remeshed isotropically
+(:func:`dibr_core.remesh.remesh`) towards edges of ``target_edge_px`` pixels in the nearest view
+that sees them (:func:`dibr_core.remesh.target_length_from_views`), within ``max_faces``. After
+each remesh the Laplacian system and the large-step parameterisation are rebuilt on the new
+topology, the optimisers' per-vertex moments and the vertex colours are carried through the
+remesh's attribute remapping, and the penalties' rest shape (``base``) becomes the remeshed
+surface. The start mesh must be one closed 2-manifold (``remesh_allow_loose_parts`` accepts
+several closed parts).
+
+Textures: a UV texture is sampled with ``texture_filter`` (mip-mapped by default, so texels
+smaller than a pixel do not alias) and its islands are padded by ``texture_padding`` texels
+before every render (:func:`dibr_core.texture_bake.pad_texture_islands` with a precomputed
+index), so bilinear and mip lookups at seams never read untouched texels. Without ``face_uvs``
+the UVs come from :func:`dibr_core.uv.auto_uvs`; without an initial texture, given vertex
+colours are baked into it (:func:`dibr_core.texture_bake.bake_vertex_colors`). With remeshing,
+UVs cannot follow the topology changes, so the rule is: the texture is created (auto UVs, bake of
+the current vertex colours) right after the last remesh and optimised from there on; before that
+the vertex colours carry the appearance (they are optimised in that phase even when
+``optimize_colors`` is off). ``face_uvs`` / ``texture`` arguments are therefore refused with
+remeshing on.
 """
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -24,10 +46,16 @@ from dibr_core.camera_refine import CameraCorrection, CameraParams
 from dibr_core.checks import as_index, check_index_range, check_positive, check_tensor, describe
 from dibr_core.large_steps import STEP_TOL, LaplacianSystem, UniformAdam
 from dibr_core.losses import edge_length_loss, flatten_loss, iou_loss, laplacian_loss, masked_l1, silhouette_iou
+from dibr_core.mesh_queries import intersecting_face_pairs
+from dibr_core.remesh import remesh as remesh_mesh
+from dibr_core.remesh import require_closed_manifold, target_length_from_views
 from dibr_core.render import DirectionalLights, Meshes, RenderOutput, RenderSettings, SHLighting, render
+from dibr_core.texture_bake import bake_vertex_colors, island_padding_index, pad_texture_islands, uv_coverage
+from dibr_core.uv import auto_uvs
 
 LIGHTING_MODELS = ("none", "sh", "sun")
 OPTIMIZERS = ("large_steps", "adam")
+TEXTURE_FILTERS = ("bilinear", "nearest", "mipmap")
 
 
 @dataclass(frozen=True)
@@ -82,6 +110,20 @@ class FitOptions:
             :mod:`dibr_core.camera_refine`); ``optimize_focal`` also its focal length.
         lr_cameras: Adam step of the camera corrections (radians, and fractions of the camera's
             distance to the mesh; log focal scale).
+        remesh: remesh the surface during the fit (see the module docstring); the start mesh
+            must then be a closed 2-manifold. Off by default: in the reconstruction benchmark
+            it gains little over the large steps from the 1,280-face start (docs/benchmarks.md)
+            while it changes the topology (no shape key on the Blender side) and refuses
+            non-manifold start meshes.
+        remesh_every: steps between remeshes (the first is at step 0).
+        remesh_until: fraction of the steps during which remeshing happens, in [0, 1].
+        target_edge_px: target edge length in pixels of the nearest view that sees the edge.
+        max_faces: face budget of the remeshed surface (>= 4), or None for no budget.
+        remesh_iterations: split / collapse / flip / relax rounds per remesh.
+        remesh_allow_loose_parts: accept a start mesh of several closed parts.
+        texture_filter: how the optimised texture is sampled: ``"mipmap"`` (default),
+            ``"bilinear"`` or ``"nearest"``.
+        texture_padding: texels of island padding applied before every render (0: none).
     """
 
     steps: int = 300
@@ -110,11 +152,21 @@ class FitOptions:
     optimize_cameras: bool = False
     optimize_focal: bool = False
     lr_cameras: float = 0.002
+    remesh: bool = False
+    remesh_every: int = 25
+    remesh_until: float = 0.6
+    target_edge_px: float = 4.0
+    max_faces: Optional[int] = None
+    remesh_iterations: int = 2
+    remesh_allow_loose_parts: bool = False
+    texture_filter: str = "mipmap"
+    texture_padding: int = 4
 
     def __post_init__(self) -> None:
         """Validate the fields (integer fields accept numpy integers, stored as int)."""
         fn = "FitOptions"
-        for name, lo in (("steps", 0), ("texture_size", 1)):
+        for name, lo in (("steps", 0), ("texture_size", 1), ("remesh_every", 1), ("remesh_iterations", 1),
+                         ("texture_padding", 0)):
             value = getattr(self, name)
             v = as_index(value)
             if v is None or v < lo:
@@ -130,6 +182,25 @@ class FitOptions:
         # The halo narrows geometrically from halo_start_px to halo_px: both must be positive.
         check_positive(fn, "halo_px", self.halo_px)
         check_positive(fn, "halo_start_px", self.halo_start_px)
+        check_positive(fn, "target_edge_px", self.target_edge_px)
+        if not (0.0 <= self.remesh_until <= 1.0):
+            raise ValueError(f"{fn}(): remesh_until must lie in [0, 1] (a fraction of the steps), "
+                             f"got {self.remesh_until!r}")
+        if self.max_faces is not None:
+            mf = as_index(self.max_faces)
+            if mf is None or mf < 4:
+                raise ValueError(f"{fn}(): max_faces must be None or an int >= 4 (a tetrahedron has 4 faces), "
+                                 f"got {describe(self.max_faces)}")
+            object.__setattr__(self, "max_faces", mf)
+        if self.texture_filter not in TEXTURE_FILTERS:
+            raise ValueError(f"{fn}(): texture_filter must be one of {TEXTURE_FILTERS}, got {self.texture_filter!r}")
+
+    def remesh_steps(self) -> List[int]:
+        """The steps before which the surface is remeshed (empty without ``remesh``)."""
+        if not (self.remesh and self.optimize_vertices) or self.steps == 0:
+            return []
+        until = self.remesh_until * self.steps
+        return [s for s in range(0, self.steps, self.remesh_every) if s < until]
 
     def optimized(self) -> List[str]:
         """Names of the parameter groups this fit moves (empty: nothing to optimise)."""
@@ -162,6 +233,12 @@ class FitResult:
         views: metrics per view after the fit.
         cameras: the views' cameras after the fit (refined when ``optimize_cameras``, else as given).
         camera_corrections: per view, how far refinement moved its camera (empty without it).
+        faces: (F', 3) int64 final faces (the input's unless remeshing changed the topology).
+        topology_changed: whether remeshing changed the faces (then ``vertices`` / ``colors``
+            no longer correspond to the input's vertices, and a shape key cannot express the fit).
+        self_intersecting_faces: faces of the result that intersect a non-adjacent face.
+        face_uvs: (F', 3, 2) the UVs of ``texture`` (given, or made by auto UVs), or None.
+        remeshes: how many times the surface was remeshed.
     """
 
     vertices: torch.Tensor
@@ -176,6 +253,11 @@ class FitResult:
     views: List[ViewMetrics] = field(default_factory=list)
     cameras: List[Camera] = field(default_factory=list)
     camera_corrections: List[CameraCorrection] = field(default_factory=list)
+    faces: Optional[torch.Tensor] = None
+    topology_changed: bool = False
+    self_intersecting_faces: int = 0
+    face_uvs: Optional[torch.Tensor] = None
+    remeshes: int = 0
 
     @property
     def final_loss(self) -> float:
@@ -187,7 +269,40 @@ def _settings_for(view: FitView, opts: FitOptions, halo_px: float) -> RenderSett
     px = 2.0 / max(H, W)  # one pixel in NDC
     halo = max(halo_px, 0.05) * px
     return RenderSettings(height=H, width=W, sigmainv=math.log(2.0) / (halo * halo), boxlen=4.0 * halo,
-                          knum=30, perspective_correct=opts.perspective_correct, backend=opts.backend)
+                          knum=30, perspective_correct=opts.perspective_correct, backend=opts.backend,
+                          texture_filter=opts.texture_filter)
+
+
+def _swap_param(opt: torch.optim.Optimizer, old: torch.Tensor, new: torch.Tensor,
+                state: Dict[str, object]) -> None:
+    """Put ``new`` in place of ``old`` in ``opt``'s groups, with the optimiser state ``state``."""
+    for group in opt.param_groups:
+        group["params"] = [new if p is old else p for p in group["params"]]
+    opt.state.pop(old, None)
+    if state:
+        opt.state[new] = state
+
+
+class _Texturing:
+    """A UV layout with its island-padding index: ``texture(logits)`` is the padded (1, 3, Ht, Wt)
+    texture the renderer samples."""
+
+    def __init__(self, face_uvs: torch.Tensor, size: Tuple[int, int], pixels: int, backend: str) -> None:
+        self.face_uvs = face_uvs
+        self.index: Optional[torch.Tensor] = None
+        if pixels > 0:
+            cover = uv_coverage(face_uvs, size, backend=backend)
+            self.index = island_padding_index(cover, pixels)
+
+    def texture(self, logits: torch.Tensor) -> torch.Tensor:
+        tex = torch.sigmoid(logits).permute(2, 0, 1)[None]
+        return pad_texture_islands(tex, index=self.index) if self.index is not None else tex
+
+
+def _uvs_for(vertices: torch.Tensor, faces: torch.Tensor, opts: FitOptions) -> torch.Tensor:
+    """Automatic UVs with room for the island padding between charts."""
+    margin = min(0.2, max(1.0 / 128, 2.0 * max(opts.texture_padding, 1) / opts.texture_size))
+    return auto_uvs(vertices.detach(), faces, margin=margin)
 
 
 def fit(
@@ -212,12 +327,14 @@ def fit(
         views: one or more :class:`FitView`.
         options: :class:`FitOptions`.
         colors: (V, 3) initial vertex colours in [0, 1] (default mid grey).
-        face_uvs: (F, 3, 2) UVs, required to optimise a texture.
-        texture: (Ht, Wt, 3) initial texture in [0, 1] (default mid grey).
+        face_uvs: (F, 3, 2) UVs of the texture; None with ``optimize_texture`` makes them with
+            :func:`dibr_core.uv.auto_uvs` (refused with remeshing, see the module docstring).
+        texture: (Ht, Wt, 3) initial texture in [0, 1] (default: ``colors`` baked into the UVs
+            when given, else mid grey).
         progress: called as progress(step, steps, loss) after each step.
         should_stop: polled before each step; True stops the fit (result has cancelled=True).
         preview: called as preview(step, vertices (V, 3)) every ``preview_every`` steps, with a
-            detached copy of the current positions (for live display).
+            detached copy of the current positions (for live display; with remeshing V changes).
         sun: initial (direction toward the light (3,), RGB strength (3,), RGB ambient (3,)) for
             the "sun" lighting model, e.g. the scene's light; a default light otherwise.
 
@@ -235,8 +352,16 @@ def fit(
         raise ValueError(f"{fn}(): views is empty; give at least one camera with a reference image")
     if options.lighting not in LIGHTING_MODELS:
         raise ValueError(f"{fn}(): options.lighting must be one of {LIGHTING_MODELS}, got {options.lighting!r}")
-    if options.optimize_texture and face_uvs is None:
-        raise ValueError(f"{fn}(): optimising a texture needs face_uvs (F, 3, 2)")
+    remesh_at = set(options.remesh_steps())
+    if remesh_at and (face_uvs is not None or texture is not None):
+        raise ValueError(f"{fn}(): with options.remesh the topology changes, so face_uvs / texture cannot follow it; "
+                         "leave them None (the texture is then made with automatic UVs after the last remesh)")
+    if face_uvs is not None:
+        check_tensor(fn, "face_uvs", face_uvs, ("F", 3, 2), dims, "float", finite=True)
+    if texture is not None:
+        check_tensor(fn, "texture", texture, ("Ht", "Wt", 3), None, "float", finite=True)
+    if remesh_at:
+        require_closed_manifold(fn, faces, dims["V"], options.remesh_allow_loose_parts)
     if options.steps < 0:
         raise ValueError(f"{fn}(): options.steps must be >= 0, got {options.steps}")
     if options.steps > 0 and not options.optimized():
@@ -275,11 +400,30 @@ def fit(
     col0 = colors.detach().clamp(0.02, 0.98) if colors is not None else torch.full((V, 3), 0.5, dtype=dt, device=dev)
     color_logits = torch.logit(col0).clone().requires_grad_(True)
     use_texture = texture is not None or options.optimize_texture
+    # With remeshing the texture starts after the last remesh (created then, see below).
+    late_texture = bool(remesh_at) and use_texture
+    texture_from = max(remesh_at) if late_texture else 0
     tex_logits: Optional[torch.Tensor] = None
-    if use_texture:
-        t0 = (texture.detach().clamp(0.02, 0.98) if texture is not None else
-              torch.full((options.texture_size, options.texture_size, 3), 0.5, dtype=dt, device=dev))
-        tex_logits = torch.logit(t0).clone().requires_grad_(True)
+    texturing: Optional[_Texturing] = None
+
+    def make_texture(init: Optional[torch.Tensor], uv_in: Optional[torch.Tensor],
+                     vcols: Optional[torch.Tensor]) -> torch.Tensor:
+        """(Ht, Wt, 3) initial texture logits on the current mesh (sets ``texturing``)."""
+        nonlocal texturing
+        uv = uv_in.to(dt) if uv_in is not None else _uvs_for(positions(final=True), faces, options)
+        size = (init.shape[0], init.shape[1]) if init is not None else (options.texture_size, options.texture_size)
+        texturing = _Texturing(uv, size, options.texture_padding, options.backend)
+        if init is not None:
+            t0 = init.detach().to(dt)
+        elif vcols is not None:
+            t0 = bake_vertex_colors(faces, vcols.detach().to(dt), uv, size, pixels=options.texture_padding,
+                                    backend=options.backend)[0].permute(1, 2, 0)
+        else:
+            t0 = torch.full((size[0], size[1], 3), 0.5, dtype=dt, device=dev)
+        return torch.logit(t0.clamp(0.02, 0.98)).clone().requires_grad_(True)
+
+    if use_texture and texture_from == 0:
+        tex_logits = make_texture(texture, face_uvs, colors)
     sh = torch.zeros(1, 3, 9, dtype=dt, device=dev)
     sh[:, :, 0] = 1.0 / 0.2820948  # constant irradiance 1: colours unchanged at the start
     sh.requires_grad_(True)
@@ -299,10 +443,10 @@ def fit(
         uniform_opt = UniformAdam([u], lr=options.lr_large_steps * scale)
     elif options.optimize_vertices:
         groups.append({"params": [offsets], "lr": options.lr_vertices * scale})
-    if options.optimize_colors:
+    # Before a late texture exists, the vertex colours carry the appearance (and seed its bake).
+    if options.optimize_colors or (late_texture and options.optimize_texture):
         groups.append({"params": [color_logits], "lr": options.lr_colors})
-    if use_texture and options.optimize_texture:
-        assert tex_logits is not None
+    if use_texture and options.optimize_texture and tex_logits is not None:
         groups.append({"params": [tex_logits], "lr": options.lr_texture})
     if options.optimize_lighting and options.lighting == "sh":
         groups.append({"params": [sh], "lr": options.lr_lighting})
@@ -314,13 +458,13 @@ def fit(
         cam_params = [CameraParams(v.camera, centre, options.optimize_focal) for v in views]
         groups.append({"params": [p for c in cam_params for p in c.parameters()], "lr": options.lr_cameras})
     opt = torch.optim.Adam(groups) if groups else None
+    if opt is None and late_texture and options.optimize_texture:
+        opt = torch.optim.Adam([{"params": [color_logits], "lr": options.lr_colors}])
     def halo_at(step: int) -> float:
         if options.steps <= 1:
             return options.halo_px
         t = min(1.0, step / (0.7 * (options.steps - 1)))  # reach the final width at 70% of the steps
         return options.halo_start_px * (options.halo_px / options.halo_start_px) ** t
-
-    uvs = face_uvs.to(dt)[None] if face_uvs is not None else None
 
     def lighting_now():  # type: ignore[no-untyped-def]
         if options.lighting == "sh":
@@ -331,11 +475,77 @@ def fit(
         return None
 
     def render_view(k: int, halo_px: float, verts: torch.Tensor) -> RenderOutput:
-        tex = torch.sigmoid(tex_logits).permute(2, 0, 1)[None] if tex_logits is not None else None
+        tex = texturing.texture(tex_logits) if (texturing is not None and tex_logits is not None) else None
         cam = cam_params[k].current() if cam_params else views[k].camera
         return render(Meshes(verts, faces), cam, colors=torch.sigmoid(color_logits)[None],
-                      face_uvs=uvs if tex is not None else None, texture=tex, lighting=lighting_now(),
-                      settings=_settings_for(views[k], options, halo_px))
+                      face_uvs=texturing.face_uvs[None] if (tex is not None and texturing is not None) else None,
+                      texture=tex, lighting=lighting_now(), settings=_settings_for(views[k], options, halo_px))
+
+    image_sizes = [(int(v.mask.shape[0]), int(v.mask.shape[1])) for v in views]
+    remeshes = 0
+    topology_changed = False
+
+    def do_remesh() -> None:
+        """Remesh the current surface and rebuild everything that depends on the topology."""
+        nonlocal base, faces, V, offsets, system, u, color_logits, uniform_opt, remeshes, topology_changed
+        with torch.no_grad():
+            x = positions(final=True).detach()
+            target = target_length_from_views(x, [v.camera for v in views], image_sizes,
+                                              pixels=options.target_edge_px)
+            attrs: Dict[str, torch.Tensor] = {"colors": color_logits.detach()}
+            cstate = opt.state.get(color_logits, {}) if opt is not None else {}
+            for key in ("exp_avg", "exp_avg_sq"):
+                if key in cstate:
+                    attrs["c_" + key] = cstate[key]
+            if uniform_opt is not None and u is not None and uniform_opt.state.get(u):
+                attrs["u_m"], attrs["u_v"] = uniform_opt.state[u]["m"], uniform_opt.state[u]["v"]
+            ostate = opt.state.get(offsets, {}) if (opt is not None and system is None) else {}
+            for key in ("exp_avg", "exp_avg_sq"):
+                if key in ostate:
+                    attrs["o_" + key] = ostate[key]
+            r = remesh_mesh(x, faces, target, attributes=attrs, iterations=options.remesh_iterations,
+                            max_faces=options.max_faces, allow_loose_parts=options.remesh_allow_loose_parts,
+                            check_input=False)
+        remeshes += 1
+        topology_changed = topology_changed or r.topology_changed
+        faces = r.faces.to(dev).long()
+        V = r.vertices.shape[0]
+        base = r.vertices.detach().clone()
+        a = r.attributes
+        new_colors = a["colors"].clone().requires_grad_(True)
+        if opt is not None:
+            st: Dict[str, object] = {}
+            if "c_exp_avg" in a:
+                st = {"step": cstate["step"], "exp_avg": a["c_exp_avg"], "exp_avg_sq": a["c_exp_avg_sq"]}
+            _swap_param(opt, color_logits, new_colors, st)
+        color_logits = new_colors
+        if system is not None:
+            system = LaplacianSystem(faces, V, options.large_steps_lambda, dtype=dt, device=dev)
+            new_u = system.apply(base).detach().requires_grad_(True)
+            assert uniform_opt is not None and u is not None
+            old_state = uniform_opt.state.get(u, {})
+            uniform_opt = UniformAdam([new_u], lr=options.lr_large_steps * scale)
+            if "u_m" in a:
+                uniform_opt.state[new_u] = {"t": old_state["t"], "m": a["u_m"], "v": a["u_v"]}
+            u = new_u
+        else:
+            new_off = torch.zeros_like(base, requires_grad=True)
+            if opt is not None:
+                st = {}
+                if "o_exp_avg" in a:
+                    st = {"step": ostate["step"], "exp_avg": a["o_exp_avg"], "exp_avg_sq": a["o_exp_avg_sq"]}
+                _swap_param(opt, offsets, new_off, st)
+            offsets = new_off
+
+    def start_texture() -> None:
+        """Create the texture on the final topology (after the last remesh) and optimise it."""
+        nonlocal tex_logits, opt
+        tex_logits = make_texture(None, None, torch.sigmoid(color_logits))
+        if options.optimize_texture:
+            if opt is None:
+                opt = torch.optim.Adam([{"params": [tex_logits], "lr": options.lr_texture}])
+            else:
+                opt.add_param_group({"params": [tex_logits], "lr": options.lr_texture})
 
     with torch.no_grad():
         start = positions()[None]
@@ -352,6 +562,10 @@ def fit(
         if should_stop is not None and should_stop():
             cancelled = True
             break
+        if step in remesh_at:
+            do_remesh()
+        if late_texture and step == texture_from and tex_logits is None:
+            start_texture()
         assert opt is not None or uniform_opt is not None or options.steps == 0
         loss = vertices.new_zeros(())
         verts_now = positions()[None]
@@ -386,6 +600,8 @@ def fit(
                 preview(step + 1, positions().detach().clone())
     seconds = time.perf_counter() - t_start
 
+    if late_texture and tex_logits is None:   # stopped before the texture phase
+        start_texture()
     metrics = []
     with torch.no_grad():
         final = positions(final=True).detach()
@@ -401,7 +617,8 @@ def fit(
     return FitResult(
         vertices=final.clone(),
         colors=torch.sigmoid(color_logits).detach(),
-        texture=torch.sigmoid(tex_logits).detach() if tex_logits is not None else None,
+        texture=(texturing.texture(tex_logits)[0].permute(1, 2, 0).detach()
+                 if (tex_logits is not None and texturing is not None) else None),
         sh=sh.detach()[0] if options.lighting == "sh" else None,
         sun=sun,
         losses=result_losses,
@@ -411,4 +628,9 @@ def fit(
         views=metrics,
         cameras=[c.final() for c in cam_params] if cam_params else [v.camera for v in views],
         camera_corrections=[c.correction(v.name) for c, v in zip(cam_params, views)],
+        faces=faces.clone(),
+        topology_changed=topology_changed,
+        self_intersecting_faces=int(torch.unique(intersecting_face_pairs(final.cpu(), faces.cpu()).reshape(-1)).numel()),
+        face_uvs=texturing.face_uvs.detach().clone() if texturing is not None else None,
+        remeshes=remeshes,
     )

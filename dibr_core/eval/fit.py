@@ -6,6 +6,7 @@ Usage::
 
     python -m dibr_core.eval fit [--json] [--scenes head,bumpy] [--views 8] [--size 128]
         [--steps N] [--optimizers large_steps,adam] [--single-view] [--threads 1]
+        [--remesh] [--remesh-edge-px 4] [--max-faces N]
 
 (``--threads 1`` gives steadier timings on a busy machine; 0, the default, keeps torch's.)
 
@@ -26,6 +27,12 @@ colours at ``--size`` squared; the silhouette is the hard coverage.
 Each optimiser runs with its own defaults: ``large_steps`` with :class:`FitOptions`' defaults,
 ``adam`` with them except the final halo, ``OLD_HALO_PX`` = 0.3 px, its default before the large
 steps (at 0.1 px the original optimiser crumples more).
+
+With ``--remesh`` every (scene, optimiser) case also runs with remeshing during the fit
+(``FitOptions(remesh=True, target_edge_px=--remesh-edge-px, max_faces=--max-faces)``) from a
+coarse start, the 320-face icosphere (level 2); its rows have ``remesh: true``, ``start_faces``
+320 and ``faces`` the final face count (the roughness ratio then compares meshes of different
+resolutions: finer triangles have smaller dihedral angles).
 
 Metrics per fit:
 
@@ -196,8 +203,12 @@ def _render_masks(v: torch.Tensor, f: torch.Tensor, cams: Camera, size: int,
 
 
 def run_case(scene: str, optimizer: str, views: int = 8, size: int = 128, steps: Optional[int] = None,
-             options: Optional[FitOptions] = None) -> Dict[str, object]:
-    """Fit one scene with one optimiser; returns the metrics (see the module docstring)."""
+             options: Optional[FitOptions] = None, remesh: bool = False, remesh_edge_px: float = 4.0,
+             max_faces: Optional[int] = None) -> Dict[str, object]:
+    """Fit one scene with one optimiser; returns the metrics (see the module docstring).
+
+    ``remesh``: remesh during the fit from the coarse (320-face) start, towards edges of
+    ``remesh_edge_px`` pixels within ``max_faces``."""
     tv, tf = SCENES[scene]()
     colours = (0.5 + 0.4 * tv / _EXTENT).clamp(0.0, 1.0)
     cams = ring_cameras(views) if views > 1 else _cameras([(30.0, 15.0)])
@@ -206,31 +217,34 @@ def run_case(scene: str, optimizer: str, views: int = 8, size: int = 128, steps:
     if options is None:   # each optimiser with its own defaults
         options = FitOptions(halo_px=OLD_HALO_PX) if optimizer == "adam" else FitOptions()
     opts = replace(options, optimizer=optimizer, steps=options.steps if steps is None else steps)
-    v0, f0, _ = icosphere(3, 0.7)
+    if remesh:
+        opts = replace(opts, remesh=True, target_edge_px=remesh_edge_px, max_faces=max_faces)
+    v0, f0, _ = icosphere(2 if remesh else 3, 0.7)
     cpu0 = time.process_time()
     res = fit(v0, f0, fviews, opts)
     cpu = time.process_time() - cpu0
     v = res.vertices
+    f = res.faces if res.faces is not None else f0
     ho = _cameras(_HELD_OUT)
     _, ho_target = _render_masks(tv, tf, ho, size)
-    _, ho_fit = _render_masks(v, f0, ho, size)
+    _, ho_fit = _render_masks(v, f, ho, size)
     ho_iou = silhouette_iou(ho_fit, ho_target)
     return {
-        "scene": scene, "optimizer": optimizer, "views": views, "size": size, "steps": res.steps,
-        "faces": int(f0.shape[0]),
-        "chamfer_pct": round(chamfer_percent(v, f0, tv, tf), 4),
+        "scene": scene, "optimizer": optimizer, "remesh": remesh, "views": views, "size": size, "steps": res.steps,
+        "start_faces": int(f0.shape[0]), "faces": int(f.shape[0]),
+        "chamfer_pct": round(chamfer_percent(v, f, tv, tf), 4),
         "heldout_iou": round(float(ho_iou.mean()), 4),
         "heldout_iou_min": round(float(ho_iou.min()), 4),
         "train_iou": round(sum(m.silhouette_iou for m in res.views) / len(res.views), 4),
-        "self_intersecting_faces": self_intersecting_faces(v, f0),
-        "roughness_ratio": round(mean_dihedral_angle(v, f0) / mean_dihedral_angle(tv, tf), 3),
+        "self_intersecting_faces": self_intersecting_faces(v, f),
+        "roughness_ratio": round(mean_dihedral_angle(v, f) / mean_dihedral_angle(tv, tf), 3),
         "seconds": round(res.seconds, 2),
         "cpu_seconds": round(cpu, 2),
     }
 
 
 def _table(rows: List[Dict[str, object]]) -> str:
-    cols = ["scene", "views", "optimizer", "chamfer_pct", "heldout_iou", "train_iou", "self_intersecting_faces",
+    cols = ["scene", "views", "optimizer", "remesh", "faces", "chamfer_pct", "heldout_iou", "train_iou", "self_intersecting_faces",
             "roughness_ratio", "seconds", "cpu_seconds"]
     head = "| " + " | ".join(cols) + " |"
     lines = [head, "|" + "---|" * len(cols)]
@@ -247,6 +261,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, help="default: FitOptions().steps")
     p.add_argument("--optimizers", default="large_steps,adam", help=f"comma-separated, from {OPTIMIZERS}")
     p.add_argument("--single-view", action="store_true", help="also fit the first scene from one view")
+    p.add_argument("--remesh", action="store_true",
+                   help="also run every case with remeshing during the fit, from a 320-face icosphere")
+    p.add_argument("--remesh-edge-px", type=float, default=4.0, help="remeshing's target edge length in pixels")
+    p.add_argument("--max-faces", type=int, default=None, help="remeshing's face budget (>= 4)")
 
 
 def run(a: argparse.Namespace) -> Dict[str, object]:
@@ -265,15 +283,20 @@ def run(a: argparse.Namespace) -> Dict[str, object]:
         raise ValueError(f"eval fit: unknown optimiser(s) {bad} in --optimizers; choose from {OPTIMIZERS}")
     if a.views < 1 or a.size < 16:
         raise ValueError(f"eval fit: --views must be >= 1 and --size >= 16, got {a.views} and {a.size}")
+    if not a.remesh_edge_px > 0 or (a.max_faces is not None and a.max_faces < 4):
+        raise ValueError(f"eval fit: --remesh-edge-px must be > 0 and --max-faces >= 4, got {a.remesh_edge_px} "
+                         f"and {a.max_faces}")
     t0 = time.perf_counter()
     rows = []
     cases = [(s, a.views) for s in names] + ([(names[0], 1)] if a.single_view else [])
     for scene, n_views in cases:
         for opt in optimizers:
-            row = run_case(scene, opt, n_views, a.size, a.steps)
-            rows.append(row)
-            if a.progress:
-                print(json.dumps(row), file=sys.stderr, flush=True)
+            for rm in ((False, True) if a.remesh else (False,)):
+                row = run_case(scene, opt, n_views, a.size, a.steps, remesh=rm, remesh_edge_px=a.remesh_edge_px,
+                               max_faces=a.max_faces)
+                rows.append(row)
+                if a.progress:
+                    print(json.dumps(row), file=sys.stderr, flush=True)
     print(_table(rows), file=sys.stderr)
     return {"benchmark": "fit", "threads": torch.get_num_threads(), "rows": rows,
             "total_seconds": round(time.perf_counter() - t0, 1)}
