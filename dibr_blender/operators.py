@@ -7,6 +7,7 @@ import time
 from typing import Any, List, Optional, Tuple
 
 import bpy
+import mathutils
 
 from . import preferences
 from .jobs import generate, image_to_3d, masks, status
@@ -77,6 +78,19 @@ def _end_modal(op: Any, context: Any) -> None:
     context.workspace.status_text_set(None)
     type(op)._busy = False
 
+
+
+def _viewport_direction(context: Any) -> Optional[Tuple[float, float, float]]:
+    """The 3D viewport's world viewing direction when the operator runs from one (not looking
+    through the camera); None otherwise, so Image to 3D faces the scene camera instead."""
+    space = getattr(context, "space_data", None)
+    if space is None or getattr(space, "type", "") != "VIEW_3D" or space.region_3d is None:
+        return None
+    rv3d = space.region_3d
+    if rv3d.view_perspective == "CAMERA":
+        return None
+    d = rv3d.view_rotation @ mathutils.Vector((0.0, 0.0, -1.0))
+    return (float(d.x), float(d.y), float(d.z))
 
 class DIBR_OT_fit(bpy.types.Operator):
     """Fit the active mesh's shape, colours and texture to the reference image(s) with DIB-R"""
@@ -260,7 +274,8 @@ class DIBR_OT_image_to_3d(bpy.types.Operator):
             background=masks.from_panel(self.background_key, tuple(self.background_color), self.background_tolerance),
             category=self.category, size=self.size, texture_size=self.texture_size,
             refine_steps=self.refine_steps if self.refine else 0, refine_camera=self.refine_camera,
-            refine_resolution=self.refine_resolution, backend=preferences.backend(bpy.context))
+            refine_resolution=self.refine_resolution, backend=preferences.backend(bpy.context),
+            facing=_viewport_direction(bpy.context))
 
     _timer: Any = None
     _runner: Optional[Runner] = None
