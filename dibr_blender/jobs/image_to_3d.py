@@ -271,6 +271,30 @@ def match_protocol_view(vertices: np.ndarray, faces: np.ndarray, target_mask: np
     return ProtocolView(c.azimuth_deg, c.elevation_deg, c.distance, c.lens, c.shift_x, c.shift_y, float(ious[best]))
 
 
+def self_intersections(vertices: np.ndarray, faces: np.ndarray) -> int:
+    """How many pairs of faces of a closed mesh cross each other ((V, 3) vertices, (F, 3) faces)."""
+    import torch
+
+    from dibr_core.mesh_queries import intersecting_face_pairs
+
+    v = torch.from_numpy(np.asarray(vertices, dtype=np.float64))
+    f = torch.from_numpy(np.asarray(faces, dtype=np.int64))
+    return int(intersecting_face_pairs(v, f).shape[0])
+
+
+def clean_refined(vertices: np.ndarray, faces: np.ndarray) -> Tuple[np.ndarray, int]:
+    """A refined surface with its inside-out pockets removed (``dibr_core.mesh_repair.untangle``),
+    as (V, 3) float32, and its count of self-intersecting face pairs after that."""
+    import torch
+
+    from dibr_core.mesh_repair import untangle
+
+    v, _ = untangle(torch.from_numpy(np.asarray(vertices, dtype=np.float64)),
+                    torch.from_numpy(np.asarray(faces, dtype=np.int64)))
+    out = v.numpy().astype(np.float32)
+    return out, self_intersections(out, faces)
+
+
 # --------------------------------------------------------------------------- the report
 
 def make_report(*, object_name: str, mesh: BlenderMesh, category: Optional[str], category_passed: bool,

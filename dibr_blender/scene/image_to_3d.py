@@ -242,19 +242,23 @@ class RefineJob:
         prediction did (scored on what the user gets), the prediction is kept (``kept_prediction``)."""
         ob, img, mesh = self.ob, self.img, self.blender_mesh
         before = fit.scores_as_seen(ob, self.views)[0]
+        faces = np.asarray(mesh.faces)
+        crossings_before = image_to_3d.self_intersections(self.mesh.vertices, faces)
+        refined, crossings = image_to_3d.clean_refined(out.vertices, faces)
         # The refine may move the lowest point off the ground plane: stand the result on it again
         # (scored below as placed, since that is what the user gets).
-        io.write_shape_key(ob, meshes.on_ground(replace(mesh, vertices=out.vertices)).vertices, apply=True)
+        io.write_shape_key(ob, meshes.on_ground(replace(mesh, vertices=refined)).vertices, apply=True)
         if out.texture is not None and img is not None:
             n = int(img.size[0])
             io.set_texture_pixels(img, meshes.texture_pixels(convert.linear_to_srgb(out.texture), n))
-            faces = np.asarray(mesh.faces)
             colors = meshes.vertex_colors_from_texture(out.texture, faces, mesh.face_uvs, len(mesh.vertices))
             io.write_colors(ob, colors)
         elif out.colors is not None:
             io.write_colors(ob, out.colors)
         after = fit.scores_as_seen(ob, self.views)[0]  # what the user gets
-        kept = after < before
+        # Keep the prediction when the refine overlaps the image less or leaves faces crossing
+        # each other that the prediction did not have (a surface an artist cannot use as it is).
+        kept = after < before or crossings > crossings_before
         if kept:  # the refine made it worse: put the prediction back
             io.write_shape_key(ob, self.mesh.vertices, apply=True)
             if img is not None and mesh.texture is not None:
@@ -265,6 +269,7 @@ class RefineJob:
                 "silhouette_iou": before if kept else after, "prediction_silhouette_iou": before,
                 "refined_silhouette_iou": after,
                 "kept_prediction": kept,
+                "self_intersections": {"prediction": crossings_before, "refined": crossings},
                 "fit_silhouette_iou": out.views[0]["silhouette_iou"], "color_l1": out.views[0]["color_l1"],
                 "seconds": round(time.perf_counter() - self.t0, 3), **self.extra}
 
