@@ -255,6 +255,9 @@ class DIBR_OT_image_to_3d(bpy.types.Operator):
         name="Texture Size", default=256, min=0, max=4096,
         description="Side of the texture image in pixels (the prediction is resized bilinearly); 0 keeps the "
                     "predictor's own size")
+    face_view: bpy.props.BoolProperty(  # type: ignore[valid-type]
+        name="Face View", default=True,
+        description="Turn the object about Z so that the side the image shows faces the 3D viewport (the scene camera when not run from a viewport)")
     refine: bpy.props.BoolProperty(  # type: ignore[valid-type]
         name="Refine with Fit", default=False,
         description="Fit shape and texture to the image after the prediction (takes a while)")
@@ -275,7 +278,7 @@ class DIBR_OT_image_to_3d(bpy.types.Operator):
             category=self.category, size=self.size, texture_size=self.texture_size,
             refine_steps=self.refine_steps if self.refine else 0, refine_camera=self.refine_camera,
             refine_resolution=self.refine_resolution, backend=preferences.backend(bpy.context),
-            facing=_viewport_direction(bpy.context))
+            facing=_viewport_direction(bpy.context), face_view=self.face_view)
 
     _timer: Any = None
     _runner: Optional[Runner] = None

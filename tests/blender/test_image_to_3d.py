@@ -406,7 +406,8 @@ def test_predicted_object_faces_the_scene_camera(addon, empty_scene, inputs) -> 
 @pytest.mark.blender
 def test_facing_a_given_direction_and_no_turn_without_a_view(addon, empty_scene, inputs) -> None:
     """A given direction (the viewport's, from the panel) wins over the scene camera; without a
-    camera and a direction the object is not turned; a vertical view direction turns nothing."""
+    camera and a direction, or with Face View off, the object is not turned; a vertical view
+    direction turns nothing."""
     from dibr_blender.jobs import image_to_3d as image_to_3d_job
 
     scene = empty_scene
@@ -417,6 +418,16 @@ def test_facing_a_given_direction_and_no_turn_without_a_view(addon, empty_scene,
     req = image_to_3d_scene.Request(image_path=inputs["rgba"], texture_size=16, facing=(1.0, 0.0, -0.5))
     _, report = image_to_3d_scene.run(scene, scene.collection, (0.0, 0.0, 0.0), req)
     assert report["facing"]["source"] == "given"
+    # Face View off (the panel's switch, --no-face-view): no turn even with a camera; the
+    # operator's property reaches the request (the same vertices as the unturned run).
+    req_off = image_to_3d_scene.Request(image_path=inputs["rgba"], texture_size=16, face_view=False)
+    ob_off, report_off = image_to_3d_scene.run(scene, scene.collection, (0.0, 0.0, 0.0), req_off)
+    assert report_off["facing"] is None
+    assert bpy.ops.dibr.image_to_3d(image_path=inputs["rgba"], texture_size=16, face_view=False) == {"FINISHED"}
+    co_off, co_op = (np.empty(3 * V, np.float32) for _ in range(2))
+    ob_off.data.vertices.foreach_get("co", co_off)
+    bpy.context.view_layer.objects.active.data.vertices.foreach_get("co", co_op)
+    assert np.abs(co_off - co_op).max() < 1e-6
     eye = image_to_3d_job.protocol_eye(report["facing"]["input_view_azimuth_deg"] + report["facing"]["turn_deg"])
     assert eye[0] < -0.99 * np.linalg.norm(eye[:2])  # the eye lies on -X, looking along +X
     assert image_to_3d_job.facing_rotation_deg(30.0, (0.0, 0.0, -1.0)) is None
