@@ -11,7 +11,7 @@ fit ARGS: [--object NAME] (--image IMAGE [--mask MASK] | --view CAMERA=IMAGE[,MA
           [--output OUT.blend] [--export OUT.glb] [--report REPORT.json] [--resolution PX]
           [--texture] [--no-colors] [--no-shape] [--lighting auto|none|sun|sh] [--apply]
 image-to-3d ARGS: --image IMAGE [--mask MASK] [--category NAME] [--size S] [--texture-size N]
-          [--refine-steps N] [--refine-camera auto|scene|new] [--refine-resolution PX]
+          [--refine-steps N] [--refine-camera auto|scene|new] [--refine-resolution PX] [--no-face-view]
           (--output OUT.blend and/or --export OUT.glb) [--report REPORT.json] [--blend IN.blend]
           Without --blend: the .blend Blender was started with, else an empty scene.
 generate ARGS: --category NAME|all --count N --seed S [--texture-size N] [--spacing M] [--size M]
@@ -89,6 +89,8 @@ def build_parser(inside_blender: bool) -> argparse.ArgumentParser:
     i.add_argument("--refine-camera", choices=["auto", "scene", "new"], default="auto",
                    help="camera of the refine: the scene camera if any (auto), the scene camera, or a new one")
     i.add_argument("--refine-resolution", type=int, default=128, help="image side used by the refine")
+    i.add_argument("--no-face-view", action="store_true",
+                   help="do not turn the object to face the scene camera")
     i.add_argument("--blend", help="start from this .blend (default: the loaded one, else an empty scene)")
     i.add_argument("--output", help="write the result .blend here")
     i.add_argument("--export", help="export the new object as glTF binary (.glb) here")
@@ -413,7 +415,8 @@ def run_image_to_3d_command(args: argparse.Namespace, inside_blender: bool) -> i
                                     category=args.category,
                                     size=args.size, texture_size=args.texture_size, refine_steps=args.refine_steps,
                                     refine_camera=args.refine_camera.upper(),
-                                    refine_resolution=args.refine_resolution)
+                                    refine_resolution=args.refine_resolution,
+                                    face_view=not args.no_face_view)
     collection: Any = bpy.context.collection or scene.collection
     try:
         ob, report = image_to_3d_scene.run(scene, collection, tuple(scene.cursor.location), req, log=log)

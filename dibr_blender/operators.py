@@ -7,6 +7,7 @@ import time
 from typing import Any, List, Optional, Tuple
 
 import bpy
+import mathutils
 
 from . import preferences
 from .jobs import generate, image_to_3d, masks, status
@@ -77,6 +78,19 @@ def _end_modal(op: Any, context: Any) -> None:
     context.workspace.status_text_set(None)
     type(op)._busy = False
 
+
+
+def _viewport_direction(context: Any) -> Optional[Tuple[float, float, float]]:
+    """The 3D viewport's world viewing direction when the operator runs from one (not looking
+    through the camera); None otherwise, so Image to 3D faces the scene camera instead."""
+    space = getattr(context, "space_data", None)
+    if space is None or getattr(space, "type", "") != "VIEW_3D" or space.region_3d is None:
+        return None
+    rv3d = space.region_3d
+    if rv3d.view_perspective == "CAMERA":
+        return None
+    d = rv3d.view_rotation @ mathutils.Vector((0.0, 0.0, -1.0))
+    return (float(d.x), float(d.y), float(d.z))
 
 class DIBR_OT_fit(bpy.types.Operator):
     """Fit the active mesh's shape, colours and texture to the reference image(s) with DIB-R"""
@@ -241,6 +255,9 @@ class DIBR_OT_image_to_3d(bpy.types.Operator):
         name="Texture Size", default=256, min=0, max=4096,
         description="Side of the texture image in pixels (the prediction is resized bilinearly); 0 keeps the "
                     "predictor's own size")
+    face_view: bpy.props.BoolProperty(  # type: ignore[valid-type]
+        name="Face View", default=True,
+        description="Turn the object about Z so that the side the image shows faces the 3D viewport (the scene camera when not run from a viewport)")
     refine: bpy.props.BoolProperty(  # type: ignore[valid-type]
         name="Refine with Fit", default=False,
         description="Fit shape and texture to the image after the prediction (takes a while)")
@@ -260,7 +277,8 @@ class DIBR_OT_image_to_3d(bpy.types.Operator):
             background=masks.from_panel(self.background_key, tuple(self.background_color), self.background_tolerance),
             category=self.category, size=self.size, texture_size=self.texture_size,
             refine_steps=self.refine_steps if self.refine else 0, refine_camera=self.refine_camera,
-            refine_resolution=self.refine_resolution, backend=preferences.backend(bpy.context))
+            refine_resolution=self.refine_resolution, backend=preferences.backend(bpy.context),
+            facing=_viewport_direction(bpy.context), face_view=self.face_view)
 
     _timer: Any = None
     _runner: Optional[Runner] = None

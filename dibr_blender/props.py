@@ -96,6 +96,9 @@ class DIBR_PG_settings(bpy.types.PropertyGroup):
     i3d_texture_size: bpy.props.IntProperty(  # type: ignore[valid-type]
         name="Texture Size", default=256, min=0, max=4096,
         description="Side of the texture image in pixels; 0 keeps the predictor's own size")
+    i3d_face_view: bpy.props.BoolProperty(  # type: ignore[valid-type]
+        name="Face View", default=True,
+        description="Turn the object about Z so that the side the image shows faces the 3D viewport (the scene camera when not run from a viewport)")
     i3d_refine: bpy.props.BoolProperty(  # type: ignore[valid-type]
         name="Refine with Fit", default=False, description="Fit shape and texture to the image after the prediction")
     i3d_refine_steps: bpy.props.IntProperty(  # type: ignore[valid-type]

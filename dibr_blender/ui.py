@@ -89,6 +89,7 @@ class DIBR_PT_image_to_3d(bpy.types.Panel):
         col.prop(s, "i3d_category")
         col.prop(s, "i3d_size")
         col.prop(s, "i3d_texture_size")
+        col.prop(s, "i3d_face_view")
         col.prop(s, "i3d_refine")
         if s.i3d_refine:
             row = col.row(align=True)
@@ -105,6 +106,7 @@ class DIBR_PT_image_to_3d(bpy.types.Panel):
         op.category = s.i3d_category
         op.size = s.i3d_size
         op.texture_size = s.i3d_texture_size
+        op.face_view = s.i3d_face_view
         op.refine = s.i3d_refine
         op.refine_steps = s.i3d_refine_steps
         op.refine_camera = s.i3d_refine_camera

@@ -233,3 +233,28 @@ def test_cli_image_to_3d_bad_input(tmp_path, capsys) -> None:
     args = cli.parse(["image-to-3d", "--image", str(img), "--category", "chair", "--export", str(tmp_path / "o.glb")],
                      inside_blender=False)
     assert args.category == "chair" and args.size == 1.0 and args.texture_size == 256 and args.refine_steps == 0
+
+
+def test_facing_rotation_turns_the_input_view_behind_the_viewer() -> None:
+    """After the turn, the input view's eye lies opposite the viewing direction (horizontally),
+    for any azimuth and direction; vertical directions give no turn."""
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        az = float(rng.uniform(0.0, 360.0))
+        d = rng.normal(size=3)
+        turn = i3.facing_rotation_deg(az, d)
+        assert turn is not None and -180.0 < turn <= 180.0
+        eye = i3.protocol_eye(az + turn)
+        h_eye, h_d = eye[:2] / np.linalg.norm(eye[:2]), d[:2] / np.linalg.norm(d[:2])
+        assert float(h_eye @ h_d) == pytest.approx(-1.0, abs=1e-9)
+    assert i3.facing_rotation_deg(10.0, (0.0, 0.0, 2.0)) is None
+    assert i3.facing_rotation_deg(0.0, (0.0, 1.0, 0.0)) == pytest.approx(0.0)  # azimuth 0 looks from -Y
+
+
+def test_rotate_z_keeps_heights_and_turns_counter_clockwise() -> None:
+    mesh = meshes.mesh_arrays(_sphere_prediction(), size=1.0)
+    turned = meshes.rotate_z(mesh, 90.0)
+    v, t = mesh.vertices.astype(np.float64), turned.vertices.astype(np.float64)
+    assert np.abs(t[:, 2] - v[:, 2]).max() < 1e-6
+    assert np.abs(t[:, 0] + v[:, 1]).max() < 1e-6 and np.abs(t[:, 1] - v[:, 0]).max() < 1e-6
+    assert turned.faces is mesh.faces

@@ -163,6 +163,23 @@ def look_at(eye: np.ndarray, target: np.ndarray, up: Sequence[float] = (0.0, 0.0
     return M
 
 
+def facing_rotation_deg(azimuth_deg: float, view_direction: Any) -> Optional[float]:
+    """The turn about +Z (degrees, counter-clockwise seen from above, in (-180, 180]) that makes
+    the protocol view at ``azimuth_deg`` look at the object along ``view_direction``'s horizontal
+    part ((3,) world direction, e.g. a camera's forward axis): after the turn, the object shows that
+    viewer the side the input image shows. None when the direction is (nearly) vertical.
+
+    The protocol eye at azimuth a lies horizontally at angle a - 90 degrees from +X (azimuth 0
+    looks from -Y), so it looks along a + 90 degrees; a turn by t moves it to azimuth a + t."""
+    d = np.asarray(view_direction, dtype=np.float64).reshape(3)
+    horizontal = float(np.hypot(d[0], d[1]))
+    if not horizontal > 1e-6 * max(1.0, float(np.linalg.norm(d))):
+        return None
+    turn = math.degrees(math.atan2(d[1], d[0])) - azimuth_deg - 90.0
+    turn = (turn + 180.0) % 360.0 - 180.0
+    return 180.0 if turn == -180.0 else turn
+
+
 def camera_world(view: ProtocolView, scale: float = 1.0, location: Any = (0.0, 0.0, 0.0)) -> np.ndarray:
     """(4, 4) world matrix of the protocol camera for an object of ``scale`` at ``location``."""
     loc = np.asarray(location, dtype=np.float64)
@@ -254,12 +271,37 @@ def match_protocol_view(vertices: np.ndarray, faces: np.ndarray, target_mask: np
     return ProtocolView(c.azimuth_deg, c.elevation_deg, c.distance, c.lens, c.shift_x, c.shift_y, float(ious[best]))
 
 
+def self_intersections(vertices: np.ndarray, faces: np.ndarray) -> int:
+    """How many pairs of faces of a closed mesh cross each other ((V, 3) vertices, (F, 3) faces)."""
+    import torch
+
+    from dibr_core.mesh_queries import intersecting_face_pairs
+
+    v = torch.from_numpy(np.asarray(vertices, dtype=np.float64))
+    f = torch.from_numpy(np.asarray(faces, dtype=np.int64))
+    return int(intersecting_face_pairs(v, f).shape[0])
+
+
+def clean_refined(vertices: np.ndarray, faces: np.ndarray) -> Tuple[np.ndarray, int]:
+    """A refined surface with its inside-out pockets removed (``dibr_core.mesh_repair.untangle``),
+    as (V, 3) float32, and its count of self-intersecting face pairs after that."""
+    import torch
+
+    from dibr_core.mesh_repair import untangle
+
+    v, _ = untangle(torch.from_numpy(np.asarray(vertices, dtype=np.float64)),
+                    torch.from_numpy(np.asarray(faces, dtype=np.int64)))
+    out = v.numpy().astype(np.float32)
+    return out, self_intersections(out, faces)
+
+
 # --------------------------------------------------------------------------- the report
 
 def make_report(*, object_name: str, mesh: BlenderMesh, category: Optional[str], category_passed: bool,
                 size: float, seconds: float, predict_seconds: float, image: str,
                 weights: Optional[Dict[str, Any]] = None, refine: Optional[Dict[str, Any]] = None,
-                output: Optional[str] = None, export: Optional[str] = None) -> Dict[str, Any]:
+                output: Optional[str] = None, export: Optional[str] = None,
+                facing: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """The JSON report of one Image to 3D run (the batch command writes it; the operator prints
     its summary). ``image``: the input's file name (no folder) or ``image 'NAME'``."""
     w = weights or {}
@@ -277,6 +319,7 @@ def make_report(*, object_name: str, mesh: BlenderMesh, category: Optional[str],
         "native_texture_size": mesh.native_texture_size,
         "seconds": round(float(seconds), 3),
         "predict_seconds": round(float(predict_seconds), 3),
+        "facing": facing,
         "refine": refine,
         "output": output,
         "export": export,

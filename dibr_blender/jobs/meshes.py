@@ -211,6 +211,16 @@ def on_ground(mesh: BlenderMesh) -> BlenderMesh:
     return replace(mesh, vertices=v)
 
 
+def rotate_z(mesh: BlenderMesh, degrees: float) -> BlenderMesh:
+    """The mesh turned about the +Z axis through the origin (counter-clockwise seen from above);
+    a rotation, so the winding and the height above the ground plane are kept."""
+    t = math.radians(degrees)
+    c, s = math.cos(t), math.sin(t)
+    R = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    v = (np.asarray(mesh.vertices, dtype=np.float64) @ R.T).astype(np.float32)
+    return replace(mesh, vertices=v)
+
+
 def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """(F, 3) unit normals of counter-clockwise triangles (Blender's rule)."""
     v = np.asarray(vertices, dtype=np.float64)

@@ -54,6 +54,10 @@ class Request:
     refine_resolution: int = 128
     backend: str = "auto"
     name: str = image_to_3d.OBJECT_NAME
+    # Turn the object to face this world viewing direction (the 3D viewport's, from the panel);
+    # None: the scene camera's forward axis, when the scene has a camera. See facing_rotation_deg.
+    facing: Optional[Tuple[float, float, float]] = None
+    face_view: bool = True
 
 
 @dataclass
@@ -144,9 +148,11 @@ def scene_camera_overlap(scene: Any, inputs: Inputs, mesh: meshes.BlenderMesh, l
 
 
 def _plan_refine(req: Request, scene: Any, inputs: Inputs, pred: Any, mesh: meshes.BlenderMesh,
-                 placed: meshes.BlenderMesh, location: np.ndarray) -> _Plan:
+                 placed: meshes.BlenderMesh, location: np.ndarray,
+                 matched: Optional[Tuple[image_to_3d.ProtocolView, np.ndarray]] = None) -> _Plan:
     """The refine's camera. ``mesh`` is the prediction centred on the origin, ``placed`` the same
-    as it is added at ``location`` (standing on the ground plane)."""
+    as it is added at ``location`` (standing on the ground plane); ``matched``: the input's
+    matching view for ``mesh`` when already found."""
     mode = req.refine_camera.upper()
     if mode not in ("AUTO", "SCENE", "NEW"):
         raise SceneError(f"refine camera must be AUTO, SCENE or NEW, got {req.refine_camera!r}")
@@ -167,12 +173,31 @@ def _plan_refine(req: Request, scene: Any, inputs: Inputs, pred: Any, mesh: mesh
             raise SceneError("the scene has no active camera to refine against")
         io.read_camera(scene.camera, scene, req.refine_resolution)  # refuses odd cameras now
         return _Plan("SCENE", reason=reason)
+    view, ref = matched if matched is not None else _match_input_view(req, inputs, pred, mesh)
+    return _Plan("NEW", view=view, reference=ref, reason=reason)
+
+
+def _match_input_view(req: Request, inputs: Inputs, pred: Any, mesh: meshes.BlenderMesh
+                      ) -> Tuple[image_to_3d.ProtocolView, np.ndarray]:
+    """The training view that best matches the input (see ``match_protocol_view``) for ``mesh``
+    centred on the origin, and the framed input (4, N, N) at the refine resolution."""
     from dibr_core.inference import prepare_image
 
     ref = prepare_image(inputs.rgba, inputs.mask, size=req.refine_resolution).numpy()
     unit = mesh.vertices.astype(np.float64) / mesh.scale
-    view = image_to_3d.match_protocol_view(unit, mesh.faces, pred.input_image[3].numpy(), ref[3])
-    return _Plan("NEW", view=view, reference=ref, reason=reason)
+    return image_to_3d.match_protocol_view(unit, mesh.faces, pred.input_image[3].numpy(), ref[3]), ref
+
+
+def facing_direction(scene: Any, req: Request) -> Optional[np.ndarray]:
+    """The world viewing direction the object is turned to face: ``req.facing``, else the scene
+    camera's forward axis (-Z of its world matrix), else None (no turn)."""
+    if not req.face_view:
+        return None
+    if req.facing is not None:
+        return np.asarray(req.facing, dtype=np.float64)
+    if scene.camera is None:
+        return None
+    return -np.array(scene.camera.matrix_world, dtype=np.float64)[:3, 2]
 
 
 @dataclass
@@ -217,19 +242,23 @@ class RefineJob:
         prediction did (scored on what the user gets), the prediction is kept (``kept_prediction``)."""
         ob, img, mesh = self.ob, self.img, self.blender_mesh
         before = fit.scores_as_seen(ob, self.views)[0]
+        faces = np.asarray(mesh.faces)
+        crossings_before = image_to_3d.self_intersections(self.mesh.vertices, faces)
+        refined, crossings = image_to_3d.clean_refined(out.vertices, faces)
         # The refine may move the lowest point off the ground plane: stand the result on it again
         # (scored below as placed, since that is what the user gets).
-        io.write_shape_key(ob, meshes.on_ground(replace(mesh, vertices=out.vertices)).vertices, apply=True)
+        io.write_shape_key(ob, meshes.on_ground(replace(mesh, vertices=refined)).vertices, apply=True)
         if out.texture is not None and img is not None:
             n = int(img.size[0])
             io.set_texture_pixels(img, meshes.texture_pixels(convert.linear_to_srgb(out.texture), n))
-            faces = np.asarray(mesh.faces)
             colors = meshes.vertex_colors_from_texture(out.texture, faces, mesh.face_uvs, len(mesh.vertices))
             io.write_colors(ob, colors)
         elif out.colors is not None:
             io.write_colors(ob, out.colors)
         after = fit.scores_as_seen(ob, self.views)[0]  # what the user gets
-        kept = after < before
+        # Keep the prediction when the refine overlaps the image less or leaves faces crossing
+        # each other that the prediction did not have (a surface an artist cannot use as it is).
+        kept = after < before or crossings > crossings_before
         if kept:  # the refine made it worse: put the prediction back
             io.write_shape_key(ob, self.mesh.vertices, apply=True)
             if img is not None and mesh.texture is not None:
@@ -240,6 +269,7 @@ class RefineJob:
                 "silhouette_iou": before if kept else after, "prediction_silhouette_iou": before,
                 "refined_silhouette_iou": after,
                 "kept_prediction": kept,
+                "self_intersections": {"prediction": crossings_before, "refined": crossings},
                 "fit_silhouette_iou": out.views[0]["silhouette_iou"], "color_l1": out.views[0]["color_l1"],
                 "seconds": round(time.perf_counter() - self.t0, 3), **self.extra}
 
@@ -373,13 +403,30 @@ def begin(scene: Any, collection: Any, location: Sequence[float], req: Request,
     except (ValueError, FileNotFoundError) as exc:
         raise SceneError(str(exc)) from None
     centred = meshes.mesh_arrays(pred, req.size, req.texture_size)
+    direction = facing_direction(scene, req)
+    matched: Optional[Tuple[image_to_3d.ProtocolView, np.ndarray]] = None
+    facing: Optional[Dict[str, Any]] = None
+    if direction is not None:
+        try:
+            view, ref = _match_input_view(req, inputs, pred, centred)
+        except ValueError as exc:
+            raise SceneError(str(exc)) from None
+        turn = image_to_3d.facing_rotation_deg(view.azimuth_deg, direction)
+        if turn is not None:  # the mesh and its matching view turn together
+            centred = meshes.rotate_z(centred, turn)
+            matched = (replace(view, azimuth_deg=view.azimuth_deg + turn), ref)
+            facing = {"input_view_azimuth_deg": view.azimuth_deg, "turn_deg": round(turn, 3),
+                      "direction": [round(float(x), 6) for x in direction],
+                      "source": "given" if req.facing is not None else f"camera '{scene.camera.name}'"}
+            log(f"turned {turn:.1f} degrees about Z to face the view (input view azimuth "
+                f"{view.azimuth_deg:.0f} degrees)")
     mesh = meshes.on_ground(centred)  # stands on the cursor's ground plane
     log(f"predicted {len(mesh.vertices)} vertices, {len(mesh.faces)} faces in {predict_seconds:.3f} s "
         f"(weights {weights.get('weights')})")
     loc = np.asarray(location, dtype=np.float64).reshape(3)
     source = os.path.basename(inputs.image_path) if inputs.image_path else inputs.label
     try:
-        plan = _plan_refine(req, scene, inputs, pred, centred, mesh, loc) if req.refine_steps > 0 else None
+        plan = _plan_refine(req, scene, inputs, pred, centred, mesh, loc, matched) if req.refine_steps > 0 else None
     except ValueError as exc:
         raise SceneError(str(exc)) from None
     if plan is not None and plan.reason:
@@ -397,7 +444,7 @@ def begin(scene: Any, collection: Any, location: Sequence[float], req: Request,
         created.rollback()
         raise
     report_args = {"mesh": mesh, "category": req.category, "category_passed": passed, "size": req.size,
-                   "predict_seconds": predict_seconds, "image": source, "weights": weights}
+                   "predict_seconds": predict_seconds, "image": source, "weights": weights, "facing": facing}
     return Started(ob, job, created, report_args, t0)
 
 

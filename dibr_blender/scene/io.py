@@ -512,6 +512,17 @@ def set_texture_pixels(img: Any, pixels: np.ndarray) -> None:
     img.pack()
 
 
+def make_matte(mat: Any) -> None:
+    """A purely diffuse Principled BSDF (Specular IOR Level 0, Roughness 1). Predicted and generated
+    colours come from Lambertian renders; the default specular layer (IOR 1.5) would add a white
+    sheen that washes them out (measured in Cycles under a white world: the Image to 3D chair's
+    mean blue 0.24 lit against 0.11 in its own texture)."""
+    bsdf = next((n for n in mat.node_tree.nodes if n.type == "BSDF_PRINCIPLED"), None)
+    if bsdf is not None:
+        bsdf.inputs["Specular IOR Level"].default_value = 0.0
+        bsdf.inputs["Roughness"].default_value = 1.0
+
+
 def wire_texture(ob: Any, img: Any) -> None:
     """Image Texture ``img`` -> Principled BSDF Base Color of the object's material (made when missing)."""
     _wire_material(ob, img=img)

@@ -41,8 +41,8 @@ def add_mesh_object(name: str, mesh: BlenderMesh, collection: Any,
                     properties: Optional[Dict[str, Any]] = None) -> Tuple[Any, Any]:
     """Add ``mesh`` as a new object at ``location`` in ``collection``: UV map, float colour
     attribute "DIB-R Color", its own material (named after the object) whose Base Color reads the
-    packed texture image "<object> Texture" (or the colour attribute without a texture), and the
-    custom ``properties``. Everything added is recorded in ``created``. Returns (object, image or
+    packed texture image "<object> Texture" (or the colour attribute without a texture), matte
+    (no specular layer: the colours were learnt from Lambertian renders), and the custom ``properties``. Everything added is recorded in ``created``. Returns (object, image or
     None). Shared by Image to 3D and Generate."""
     ob = io.new_mesh_object(name, mesh.vertices, mesh.faces, collection)
     created.add(bpy.data.meshes, ob.data)
@@ -61,6 +61,7 @@ def add_mesh_object(name: str, mesh: BlenderMesh, collection: Any,
         io.wire_texture(ob, img)
     else:
         io.wire_vertex_colors(ob)
+    io.make_matte(mat)
     return ob, img
 
 
