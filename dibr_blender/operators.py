@@ -14,6 +14,7 @@ from .jobs import generate, image_to_3d, masks, status
 from .jobs.fit import FitOutput, run_fit
 from .jobs.records import SceneError
 from .jobs.runner import Runner
+from .props import background_color_property, background_key_property, background_tolerance_property
 from .scene import fit as scene_fit
 from .scene import generate as generate_scene
 from .scene import image_to_3d as image_to_3d_scene
@@ -236,15 +237,9 @@ class DIBR_OT_image_to_3d(bpy.types.Operator):
         description="Optional silhouette image (its alpha, or grey when it has none); default: the image's alpha")
     mask_name: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Mask Name", description="Optional silhouette image datablock (when no mask file is given)")
-    background_key: bpy.props.EnumProperty(  # type: ignore[valid-type]
-        name="Background Key", items=masks.KEY_ITEMS, default="NONE",
-        description="Make the silhouette from a background colour (for opaque images without a mask)")
-    background_color: bpy.props.FloatVectorProperty(  # type: ignore[valid-type]
-        name="Background", subtype="COLOR_GAMMA", size=3, min=0.0, max=1.0, default=(0.0, 0.0, 0.0),
-        description="Background colour to key out (as the image stores it)")
-    background_tolerance: bpy.props.FloatProperty(  # type: ignore[valid-type]
-        name="Tolerance", default=masks.DEFAULT_TOLERANCE, min=0.001, max=1.0,
-        description="Largest per-channel difference from the background colour that is still background")
+    background_key: background_key_property()  # type: ignore[valid-type]
+    background_color: background_color_property()  # type: ignore[valid-type]
+    background_tolerance: background_tolerance_property()  # type: ignore[valid-type]
     category: bpy.props.EnumProperty(  # type: ignore[valid-type]
         name="Category", items=image_to_3d.CATEGORY_ITEMS, default="none",
         description="What the image shows (a hint, stored on the object)")

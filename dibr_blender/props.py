@@ -11,6 +11,27 @@ from .jobs.fit import FitSettings
 from .scene.image_to_3d import REFINE_CAMERA_ITEMS
 
 
+def background_key_property() -> Any:
+    """The Background Key choice (panel and operator share it): see :mod:`.jobs.masks`."""
+    return bpy.props.EnumProperty(
+        name="Background Key", items=masks.KEY_ITEMS, default="NONE",
+        description="Make the silhouette from a background colour (for opaque images without a mask)")
+
+
+def background_color_property() -> Any:
+    """The background colour to key out, as the image stores it."""
+    return bpy.props.FloatVectorProperty(
+        name="Background", subtype="COLOR_GAMMA", size=3, min=0.0, max=1.0, default=(0.0, 0.0, 0.0),
+        description="Background colour to key out (as the image stores it)")
+
+
+def background_tolerance_property() -> Any:
+    """The largest per-channel difference from the background colour that is still background."""
+    return bpy.props.FloatProperty(
+        name="Tolerance", default=masks.DEFAULT_TOLERANCE, min=0.001, max=1.0,
+        description="Largest per-channel difference from the background colour that is still background")
+
+
 class DIBR_PG_view(bpy.types.PropertyGroup):
     """An extra view for multi-view fitting: a camera and its reference image."""
 
@@ -34,15 +55,9 @@ class DIBR_PG_settings(bpy.types.PropertyGroup):
     mask_path: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Mask", subtype="FILE_PATH", options=preferences.FILE_PATH_OPTIONS,
         description="Optional silhouette image for the reference (alpha, or grey when it has no alpha)")
-    background_key: bpy.props.EnumProperty(  # type: ignore[valid-type]
-        name="Background Key", items=masks.KEY_ITEMS, default="NONE",
-        description="Make the silhouette from a background colour (for opaque images without a mask)")
-    background_color: bpy.props.FloatVectorProperty(  # type: ignore[valid-type]
-        name="Background", subtype="COLOR_GAMMA", size=3, min=0.0, max=1.0, default=(0.0, 0.0, 0.0),
-        description="Background colour to key out (as the image stores it)")
-    background_tolerance: bpy.props.FloatProperty(  # type: ignore[valid-type]
-        name="Tolerance", default=masks.DEFAULT_TOLERANCE, min=0.001, max=1.0,
-        description="Largest per-channel difference from the background colour that is still background")
+    background_key: background_key_property()  # type: ignore[valid-type]
+    background_color: background_color_property()  # type: ignore[valid-type]
+    background_tolerance: background_tolerance_property()  # type: ignore[valid-type]
     views: bpy.props.CollectionProperty(type=DIBR_PG_view)  # type: ignore[valid-type]
     steps: bpy.props.IntProperty(name="Steps", default=300, min=1, max=100000,  # type: ignore[valid-type]
                                  description="Optimisation steps")
@@ -78,15 +93,9 @@ class DIBR_PG_settings(bpy.types.PropertyGroup):
     i3d_mask_path: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Mask", subtype="FILE_PATH", options=preferences.FILE_PATH_OPTIONS,
         description="Optional silhouette image (alpha, or grey when it has no alpha); default: the image's alpha")
-    i3d_background_key: bpy.props.EnumProperty(  # type: ignore[valid-type]
-        name="Background Key", items=masks.KEY_ITEMS, default="NONE",
-        description="Make the silhouette from a background colour (for opaque images without a mask)")
-    i3d_background_color: bpy.props.FloatVectorProperty(  # type: ignore[valid-type]
-        name="Background", subtype="COLOR_GAMMA", size=3, min=0.0, max=1.0, default=(0.0, 0.0, 0.0),
-        description="Background colour to key out (as the image stores it)")
-    i3d_background_tolerance: bpy.props.FloatProperty(  # type: ignore[valid-type]
-        name="Tolerance", default=masks.DEFAULT_TOLERANCE, min=0.001, max=1.0,
-        description="Largest per-channel difference from the background colour that is still background")
+    i3d_background_key: background_key_property()  # type: ignore[valid-type]
+    i3d_background_color: background_color_property()  # type: ignore[valid-type]
+    i3d_background_tolerance: background_tolerance_property()  # type: ignore[valid-type]
     i3d_category: bpy.props.EnumProperty(  # type: ignore[valid-type]
         name="Category", items=image_to_3d.CATEGORY_ITEMS, default="none",
         description="What the image shows (a hint, stored on the object)")

@@ -46,7 +46,7 @@ from dibr_core.camera_refine import CameraCorrection, CameraParams
 from dibr_core.checks import as_index, check_index_range, check_positive, check_tensor, describe
 from dibr_core.large_steps import STEP_TOL, LaplacianSystem, UniformAdam
 from dibr_core.losses import edge_length_loss, flatten_loss, iou_loss, laplacian_loss, masked_l1, silhouette_iou
-from dibr_core.mesh_queries import intersecting_face_pairs
+from dibr_core.mesh_queries import self_intersecting_faces
 from dibr_core.remesh import remesh as remesh_mesh
 from dibr_core.remesh import require_closed_manifold, target_length_from_views
 from dibr_core.render import DirectionalLights, Meshes, RenderOutput, RenderSettings, SHLighting, render
@@ -350,8 +350,6 @@ def fit(
     check_index_range(fn, "faces", faces, dims["V"], "vertices")
     if not views:
         raise ValueError(f"{fn}(): views is empty; give at least one camera with a reference image")
-    if options.lighting not in LIGHTING_MODELS:
-        raise ValueError(f"{fn}(): options.lighting must be one of {LIGHTING_MODELS}, got {options.lighting!r}")
     remesh_at = set(options.remesh_steps())
     if remesh_at and (face_uvs is not None or texture is not None):
         raise ValueError(f"{fn}(): with options.remesh the topology changes, so face_uvs / texture cannot follow it; "
@@ -362,8 +360,6 @@ def fit(
         check_tensor(fn, "texture", texture, ("Ht", "Wt", 3), None, "float", finite=True)
     if remesh_at:
         require_closed_manifold(fn, faces, dims["V"], options.remesh_allow_loose_parts)
-    if options.steps < 0:
-        raise ValueError(f"{fn}(): options.steps must be >= 0, got {options.steps}")
     if options.steps > 0 and not options.optimized():
         raise ValueError(f"{fn}(): nothing to optimise: options.optimize_vertices, optimize_colors and "
                          f"optimize_texture are off, and optimize_lighting={options.optimize_lighting} with "
@@ -630,7 +626,7 @@ def fit(
         camera_corrections=[c.correction(v.name) for c, v in zip(cam_params, views)],
         faces=faces.clone(),
         topology_changed=topology_changed,
-        self_intersecting_faces=int(torch.unique(intersecting_face_pairs(final.cpu(), faces.cpu()).reshape(-1)).numel()),
+        self_intersecting_faces=self_intersecting_faces(final.cpu(), faces.cpu()),
         face_uvs=texturing.face_uvs.detach().clone() if texturing is not None else None,
         remeshes=remeshes,
     )

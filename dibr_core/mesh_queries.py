@@ -25,6 +25,7 @@ from dibr_core.reference.mesh_queries import (intersecting_face_pairs_reference,
                                               winding_numbers_reference)
 
 __all__ = ["FRONT_EPS", "winding_numbers", "front_points", "inverted_faces", "intersecting_face_pairs",
+           "self_intersecting_faces",
            "ray_distances"]
 
 FRONT_EPS = 1e-4          # front-point offset, times the bounding-box diagonal
@@ -126,6 +127,17 @@ def intersecting_face_pairs(vertices: torch.Tensor, faces: torch.Tensor, backend
         pairs: torch.Tensor = mod.intersecting_face_pairs(v.contiguous(), f.contiguous())
         return pairs
     return intersecting_face_pairs_reference(v, f)
+
+
+def self_intersecting_faces(vertices: torch.Tensor, faces: torch.Tensor, backend: str = "auto") -> int:
+    """Number of faces that intersect another face other than at a shared corner or edge (the
+    faces of :func:`intersecting_face_pairs`, each counted once).
+
+    Args:
+        vertices: (V, 3) float; faces: (F, 3) int.
+    """
+    pairs = intersecting_face_pairs(vertices, faces, backend=backend)
+    return int(torch.unique(pairs.reshape(-1)).numel())
 
 
 def ray_distances(vertices: torch.Tensor, faces: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor,

@@ -66,6 +66,7 @@ from dibr_core.camera import Camera, look_at
 from dibr_core.fit import OPTIMIZERS, FitOptions, FitView, fit
 from dibr_core.losses import silhouette_iou
 from dibr_core.mesh import edge_face_adjacency, face_normals, icosphere
+from dibr_core.mesh_queries import self_intersecting_faces
 from dibr_core.eval.metrics3d import nearest_distances, sample_surface
 from dibr_core.render import Meshes, RenderSettings, render
 
@@ -79,20 +80,8 @@ _HELD_OUT = ((22.5, 40.0), (112.5, -25.0), (202.5, 40.0), (292.5, -25.0))   # (a
 
 
 # ---------------------------------------------------------------------------------------------
-# mesh queries
+# mesh metrics
 # ---------------------------------------------------------------------------------------------
-def self_intersecting_faces(vertices: torch.Tensor, faces: torch.Tensor) -> int:
-    """Number of faces that intersect another face other than at a shared corner or edge.
-
-    Args:
-        vertices: (V, 3) float; faces: (F, 3) int.
-    """
-    from dibr_core.mesh_queries import intersecting_face_pairs
-
-    pairs = intersecting_face_pairs(vertices, faces)
-    return int(torch.unique(pairs.reshape(-1)).numel())
-
-
 def mean_dihedral_angle(vertices: torch.Tensor, faces: torch.Tensor) -> float:
     """Mean angle in radians between the unit normals of the two faces of every interior edge.
 
