@@ -39,7 +39,7 @@ def test_combinatorial_laplacian_is_degree_minus_adjacency() -> None:
     assert float((L @ torch.ones(v.shape[0], dtype=torch.float64)).abs().max()) == 0.0
 
 
-@pytest.mark.parametrize("method", ["cholesky", "cg"])
+@pytest.mark.parametrize("method", ["sparse", "cholesky", "cg"])
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-6), (torch.float32, 2e-5)])
 def test_solve_inverts_the_operator(method: str, dtype: torch.dtype, tol: float) -> None:
     _, f, _ = icosphere(2)
@@ -62,10 +62,20 @@ def test_solve_inverts_the_operator(method: str, dtype: torch.dtype, tol: float)
     assert float((m @ x2.double() - b2.double()).norm() / b2.double().norm()) <= tol
 
 
-def test_auto_method_picks_by_size() -> None:
+def test_auto_method_is_the_sparse_factor_with_cholespy() -> None:
+    """cholespy is a pinned dependency: on the CPU the default solver is its sparse factor."""
     _, f, _ = icosphere(1)
+    assert LaplacianSystem(f, 42, 5.0).method == "sparse"
+    assert LaplacianSystem(f, 42, 5.0, dense_max=10).method == "sparse"
+
+
+def test_auto_method_without_cholespy_picks_by_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    _, f, _ = icosphere(1)
+    monkeypatch.setattr(large_steps, "_CHOLESPY", False)   # as if the package were not installed
     assert LaplacianSystem(f, 42, 5.0).method == "cholesky"
     assert LaplacianSystem(f, 42, 5.0, dense_max=10).method == "cg"
+    with pytest.raises(ValueError, match="'sparse' needs the cholespy package"):
+        LaplacianSystem(f, 42, 5.0, method="sparse")
 
 
 def test_inverse_gradient_is_the_transposed_solve() -> None:
@@ -73,12 +83,16 @@ def test_inverse_gradient_is_the_transposed_solve() -> None:
     system = LaplacianSystem(f, 42, 3.0, dtype=torch.float64, method="cholesky")
     u = torch.randn(42, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(system.inverse, (u,), eps=1e-6, atol=1e-8)
+    sparse = LaplacianSystem(f, 42, 3.0, dtype=torch.float64, method="sparse")
+    assert torch.autograd.gradcheck(sparse.inverse, (u,), eps=1e-6, atol=1e-8)
     # The conjugate-gradient path gives the same gradient (within its tolerance).
     cg = LaplacianSystem(f, 42, 3.0, dtype=torch.float64, method="cg")
     w = torch.randn(42, 3, dtype=torch.float64)
     (ga,) = torch.autograd.grad((system.inverse(u) * w).sum(), u)
     (gb,) = torch.autograd.grad((cg.inverse(u) * w).sum(), u)
+    (gc,) = torch.autograd.grad((sparse.inverse(u) * w).sum(), u)
     assert float((ga - gb).norm() / ga.norm()) < 1e-3   # the gradient solve stops at 1e-4
+    assert float((ga - gc).norm() / ga.norm()) < 1e-10  # both factors are exact to rounding
 
 
 def test_system_rejects_bad_arguments() -> None:

@@ -259,13 +259,29 @@ def resolve_wheels(plat: Platform, requirement: str, dest: Path) -> List[Path]:
     return sorted(chosen.values())
 
 
+def pinned_requirement(name: str) -> str:
+    """``name==VERSION`` as pinned in the project's requirements.txt."""
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line and canonical(Requirement(line).name) == canonical(name):
+            return line
+    raise PackageError(f"requirements.txt pins no {name}")
+
+
+# Wheels the extension bundles beside torch: dibr_core uses them when present and falls back to
+# torch-only code without them (cholespy: the large-step fit's sparse Cholesky solver).
+OPTIONAL_WHEELS = ("cholespy",)
+
+
 def dependency_wheels(plat: Platform, torch_version: str, refresh: bool = False) -> List[Path]:
-    """CPU torch and its runtime dependencies for CPython 3.11 on ``plat`` (cached download)."""
+    """CPU torch and its runtime dependencies for CPython 3.11 on ``plat``, plus the
+    ``OPTIONAL_WHEELS`` where the platform has them (cached download)."""
     requirement = torch_requirement(plat, torch_version)
+    optional = [pinned_requirement(n) for n in OPTIONAL_WHEELS]
     cache = WORK / "wheels" / f"{plat.name}-{PYTHON_TAG}"
     stamp = cache / "resolved.json"
-    key = {"requirement": requirement, "python": PYTHON_VERSION, "pip_platforms": list(plat.pip_platforms),
-           "markers": plat.markers, "left_out": sorted(BLENDER_PROVIDES)}
+    key = {"requirement": requirement, "optional": optional, "python": PYTHON_VERSION,
+           "pip_platforms": list(plat.pip_platforms), "markers": plat.markers, "left_out": sorted(BLENDER_PROVIDES)}
     if stamp.exists() and not refresh:
         info = json.loads(stamp.read_text())
         cached = [cache / f for f in info.get("files", [])]
@@ -276,6 +292,11 @@ def dependency_wheels(plat: Platform, torch_version: str, refresh: bool = False)
     t0 = time.time()
     cache.mkdir(parents=True, exist_ok=True)
     files = resolve_wheels(plat, requirement, cache)
+    for req in optional:
+        try:
+            files += resolve_wheels(plat, req, cache)
+        except PackageError as exc:   # the add-on works without it (slower large-step solves)
+            log(f"{plat.name}: leaving out the optional {req}: {str(exc).splitlines()[0]}")
     stamp.write_text(json.dumps({"key": key, "files": [f.name for f in files]}, indent=1))
     log(f"{plat.name}: {len(files)} wheels ready in {time.time() - t0:.0f} s")
     return files

@@ -103,6 +103,8 @@ def test_zip_contents(built_zip: Path, package_tool: ModuleType) -> None:
     assert "torch" in names_of
     assert {"sympy", "networkx", "jinja2", "filelock", "fsspec", "typing-extensions"} <= names_of
     assert not names_of & package_tool.BLENDER_PROVIDES, names_of & package_tool.BLENDER_PROVIDES
+    # The optional large-step solver (PyPI has its wheel for every platform the recipes name).
+    assert set(package_tool.OPTIONAL_WHEELS) <= names_of
     assert not any(w.lower().startswith("numpy") for w in wheels)
     torch_wheel = next(w for w in wheels if w.startswith("torch-"))
     assert "cp311" in torch_wheel
