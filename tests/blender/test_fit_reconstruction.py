@@ -499,3 +499,30 @@ def replace_steps(settings: FitSettings, steps: int) -> FitSettings:
     from dataclasses import replace
 
     return replace(settings, steps=steps)
+
+
+@pytest.mark.blender
+def test_remeshed_texture_result_is_written_with_its_uv_map(addon, ring_scene) -> None:
+    """A remeshed result with a texture: the new mesh data gets the fit's UVs (one per triangle
+    corner, from automatic UVs after the last remesh) as "DIB-R UV" and the texture in its
+    material. (The result is made by hand: the writing is what is tested here.)"""
+    from dibr_blender.jobs.fit import FitOutput
+    from dibr_core.mesh import icosphere
+    from dibr_core.uv import auto_uvs
+
+    bpy.ops.wm.open_mainfile(filepath=ring_scene["blend"])
+    ob = bpy.data.objects["Sphere"]
+    v, f, _ = icosphere(1, 0.7)
+    uvs = auto_uvs(v, f).numpy()
+    tex = np.random.default_rng(0).random((16, 16, 3)).astype(np.float32)
+    out = FitOutput(vertices=v.numpy(), colors=None, texture=tex, face_uvs=uvs, losses=[1.0], steps=1, seconds=0.1,
+                    cancelled=False, views=[], faces=f.numpy(), topology_changed=True, remeshes=1)
+    scene_fit.apply_result(ob, out, FitSettings(optimize_colors=False, optimize_texture=True, remesh=True))
+    me = ob.data
+    assert me.name == "Sphere DIB-R Fit" and len(me.polygons) == len(f) == 80
+    assert me.uv_layers.active.name == "DIB-R UV"
+    back = scene_io.read_mesh(ob, with_texture=True)
+    np.testing.assert_allclose(back.vertices, v.numpy(), atol=1e-6)
+    np.testing.assert_array_equal(back.faces, f.numpy())
+    np.testing.assert_allclose(back.face_uvs, uvs, atol=1e-6)
+    np.testing.assert_allclose(back.texture, tex, atol=1e-6)
