@@ -526,3 +526,56 @@ def test_remeshed_texture_result_is_written_with_its_uv_map(addon, ring_scene) -
     np.testing.assert_array_equal(back.faces, f.numpy())
     np.testing.assert_allclose(back.face_uvs, uvs, atol=1e-6)
     np.testing.assert_allclose(back.texture, tex, atol=1e-6)
+
+
+class _Layout:
+    """Records what a panel draws (every layout call returns a layout that records too)."""
+
+    def __init__(self, log: list) -> None:
+        self.log = log
+        self.enabled = True
+
+    def prop(self, data: Any, name: str, **_: Any) -> None:
+        assert name in data.bl_rna.properties, name
+        self.log.append(("prop", name))
+
+    def label(self, text: str = "", **_: Any) -> None:
+        self.log.append(("label", text))
+
+    def operator(self, idname: str, **_: Any) -> Any:
+        self.log.append(("operator", idname))
+        return type("Op", (), {})()
+
+    def __getattr__(self, _name: str) -> Any:
+        return lambda *a, **k: _Layout(self.log)
+
+
+@pytest.mark.blender
+def test_panel_shows_the_new_options_and_why_there_is_no_shape_key(addon, empty_scene) -> None:
+    from dibr_blender.ui import DIBR_PT_main
+
+    s = empty_scene.dibr
+    ob = bpy.data.objects.new("Ob", bpy.data.meshes.new("Ob"))
+    empty_scene.collection.objects.link(ob)
+    bpy.context.view_layer.objects.active = ob
+
+    def drawn() -> list:
+        log: list = []
+        DIBR_PT_main.draw(type("Panel", (), {"layout": _Layout(log)})(), bpy.context)
+        return log
+
+    props = [n for kind, n in drawn() if kind == "prop"]
+    assert {"smoothness", "remesh", "refine_cameras"} <= set(props)
+    assert not {"max_faces", "target_edge_px", "refine_focal", "write_cameras"} & set(props)
+    s.remesh, s.refine_cameras = True, True
+    ob["dibr_fit_note"] = "remeshed to 612 faces: the vertex count changed, so the result is new mesh data, not a " \
+                          "shape key"
+    log = drawn()
+    assert {"max_faces", "target_edge_px", "refine_focal", "write_cameras"} <= {n for k, n in log if k == "prop"}
+    assert ("label", f"Last fit: {ob['dibr_fit_note']}") in log
+    settings = s.to_fit_settings()
+    assert settings.remeshing and settings.max_faces is None and settings.optimize_cameras
+    assert not settings.optimize_focal and not settings.write_cameras and settings.smoothness == 10.0
+    s.max_faces, s.refine_focal, s.write_cameras = 800, True, True
+    settings = s.to_fit_settings()
+    assert settings.max_faces == 800 and settings.optimize_focal and settings.write_cameras
