@@ -57,7 +57,7 @@ def check_settings(settings: FitSettings) -> None:
                          "least 4 triangles (a tetrahedron); raise it, or give no budget")
     if not settings.target_edge_px > 0:
         raise SceneError(f"the target edge length must be a positive number of pixels, got {settings.target_edge_px}")
-    if settings.smoothness < 0:
+    if not settings.smoothness >= 0:
         raise SceneError(f"smoothness must be 0 or more, got {settings.smoothness}")
     if settings.write_cameras and not settings.refining_cameras:
         raise SceneError("writing the cameras back needs camera refinement: switch it on")
