@@ -9,7 +9,8 @@
 
 fit ARGS: [--object NAME] (--image IMAGE [--mask MASK] | --view CAMERA=IMAGE[,MASK] ...) [--steps N]
           [--output OUT.blend] [--export OUT.glb] [--report REPORT.json] [--resolution PX]
-          [--texture] [--no-colors] [--no-shape] [--lighting auto|none|sun|sh] [--apply]
+          [--texture] [--no-colors] [--no-shape] [--lighting auto|none|sun|sh] [--apply] [--smoothness L]
+          [--remesh [--max-faces N] [--target-edge-px PX]] [--refine-cameras] [--refine-focal] [--write-cameras]
 image-to-3d ARGS: --image IMAGE [--mask MASK] [--category NAME] [--size S] [--texture-size N]
           [--refine-steps N] [--refine-camera auto|scene|new] [--refine-resolution PX] [--no-face-view]
           (--output OUT.blend and/or --export OUT.glb) [--report REPORT.json] [--blend IN.blend]
@@ -76,6 +77,20 @@ def build_parser(inside_blender: bool) -> argparse.ArgumentParser:
                         "without lights), none (colours as seen), sun, sh")
     f.add_argument("--fit-lighting", action="store_true", help="optimise the lighting too")
     f.add_argument("--apply", action="store_true", help="write positions into the mesh, not a shape key")
+    f.add_argument("--smoothness", type=float, default=None, metavar="LAMBDA",
+                   help="how smoothly the surface moves: lambda of the large-step optimiser (default 10; larger "
+                        "is smoother, 0 moves every vertex on its own)")
+    f.add_argument("--remesh", action="store_true",
+                   help="remesh the surface during the fit (one closed surface needed); the result is new mesh "
+                        "data, not a shape key")
+    f.add_argument("--max-faces", type=int, default=None, help="face budget of the remeshed surface (at least 4)")
+    f.add_argument("--target-edge-px", type=float, default=None,
+                   help="target edge length of the remeshed surface in pixels (default 4)")
+    f.add_argument("--refine-cameras", action="store_true", help="correct every view's camera pose during the fit")
+    f.add_argument("--refine-focal", action="store_true",
+                   help="also correct each camera's focal length (implies --refine-cameras)")
+    f.add_argument("--write-cameras", action="store_true",
+                   help="move the cameras to the refined ones in the output .blend (with --refine-cameras)")
     from .jobs.image_to_3d import CATEGORIES
 
     i = sub.add_parser("image-to-3d", help="predict a textured mesh from one image and add it to a scene")
@@ -212,6 +227,27 @@ def _parse_generate(args: argparse.Namespace) -> argparse.Namespace:
     return _check_scene_outputs(args)
 
 
+def _parse_fit_options(args: argparse.Namespace) -> None:
+    """Check the remeshing and camera-refinement options of ``fit``."""
+    import math
+
+    if args.smoothness is not None and not (args.smoothness >= 0 and math.isfinite(args.smoothness)):
+        raise BadInput(f"--smoothness must be 0 or more, got {args.smoothness}")
+    if not args.remesh:
+        for flag, value in (("--max-faces", args.max_faces), ("--target-edge-px", args.target_edge_px)):
+            if value is not None:
+                raise BadInput(f"{flag} goes with --remesh")
+    elif args.no_shape:
+        raise BadInput("--remesh moves the vertices; it cannot go with --no-shape")
+    if args.max_faces is not None and args.max_faces < 4:
+        raise BadInput(f"--max-faces must be at least 4 (a closed surface has at least 4 triangles), got "
+                       f"{args.max_faces}")
+    if args.target_edge_px is not None and not (args.target_edge_px > 0 and math.isfinite(args.target_edge_px)):
+        raise BadInput(f"--target-edge-px must be a positive number of pixels, got {args.target_edge_px}")
+    if args.write_cameras and not (args.refine_cameras or args.refine_focal):
+        raise BadInput("--write-cameras goes with --refine-cameras")
+
+
 def parse(argv: Sequence[str], inside_blender: bool) -> argparse.Namespace:
     args = build_parser(inside_blender).parse_args(list(argv))
     if args.command == "image-to-3d":
@@ -222,6 +258,7 @@ def parse(argv: Sequence[str], inside_blender: bool) -> argparse.Namespace:
         raise BadInput(f"--steps must be at least 1, got {args.steps}")
     if args.resolution < MIN_RESOLUTION:
         raise BadInput(f"--resolution must be at least {MIN_RESOLUTION}, got {args.resolution}")
+    _parse_fit_options(args)
     _parse_background(args)
     views: List[Tuple[Optional[str], str, Optional[str]]] = []
     if args.mask and not args.image:
@@ -257,7 +294,7 @@ def parse(argv: Sequence[str], inside_blender: bool) -> argparse.Namespace:
 def run_fit_command(args: argparse.Namespace) -> int:
     import bpy
 
-    from .jobs.fit import FitSettings, run_fit
+    from .jobs.fit import FitSettings, result_notes, run_fit
     from .jobs.threads import fit_threads
     from .jobs.records import SceneError
     from .scene import fit as scene_fit
@@ -267,9 +304,16 @@ def run_fit_command(args: argparse.Namespace) -> int:
             bpy.ops.wm.open_mainfile(filepath=os.path.abspath(args.blend))
         except RuntimeError as exc:
             raise BadInput(f"cannot open {args.blend}: {str(exc).strip().splitlines()[-1]}") from None
+    extra: Dict[str, Any] = {}
+    if args.smoothness is not None:
+        extra["smoothness"] = args.smoothness
+    if args.target_edge_px is not None:
+        extra["target_edge_px"] = args.target_edge_px
     settings = FitSettings(steps=args.steps, max_side=args.resolution, optimize_vertices=not args.no_shape,
                            optimize_colors=not args.no_colors, optimize_texture=args.texture,
-                           optimize_lighting=args.fit_lighting, lighting=args.lighting)
+                           optimize_lighting=args.fit_lighting, lighting=args.lighting, remesh=args.remesh,
+                           max_faces=args.max_faces, optimize_cameras=args.refine_cameras or args.refine_focal,
+                           optimize_focal=args.refine_focal, write_cameras=args.write_cameras, **extra)
     try:
         ob, mesh, views = scene_fit.gather(bpy.context.scene, args.object, args.views, settings, args.background)
     except SceneError as exc:
@@ -292,11 +336,22 @@ def run_fit_command(args: argparse.Namespace) -> int:
             out = run_fit(mesh, views, settings, progress=progress)
     except SceneError as exc:
         raise BadInput(str(exc)) from None
-    scene_fit.apply_result(ob, out, settings, apply_geometry=args.apply)
-    scene_fit.honest_report(ob, out, views)
+    try:
+        scene_fit.apply_result(ob, out, settings, apply_geometry=args.apply)
+    except SceneError as exc:
+        raise BadInput(str(exc)) from None
+    scene_fit.honest_report(ob, out, views, cameras_written=settings.write_cameras)
     seconds = time.perf_counter() - t0
     report = {"command": "fit", "object": ob.name, "steps": out.steps, "seconds": round(seconds, 3),
-              "final_loss": out.final_loss, "views": out.views}
+              "final_loss": out.final_loss, "views": out.views, "faces": out.face_count,
+              "topology_changed": out.topology_changed, "remeshes": out.remeshes,
+              "self_intersecting_faces": out.self_intersecting_faces,
+              "camera_corrections": out.camera_corrections, "cameras_written": settings.write_cameras}
+    notes = result_notes(out)
+    if out.topology_changed:
+        report["shape_key_note"] = notes[0]
+    for line in notes:
+        print(f"dibr fit: {line}", flush=True)
     _write_outputs(args, report, lambda line: print(f"dibr fit: {line}", flush=True), selection_only=False)
     ious = ", ".join(f"{v['camera']}: IoU {v['silhouette_iou']:.3f}" for v in out.views)
     print(f"dibr fit: done in {seconds:.1f} s, final loss {out.final_loss:.5f}; {ious}", flush=True)

@@ -11,7 +11,7 @@ import mathutils
 
 from . import preferences
 from .jobs import generate, image_to_3d, masks, status
-from .jobs.fit import FitOutput, run_fit
+from .jobs.fit import FitOutput, FitSettings, result_notes, run_fit
 from .jobs.records import SceneError
 from .jobs.runner import Runner
 from .props import background_color_property, background_key_property, background_tolerance_property
@@ -125,15 +125,15 @@ class DIBR_OT_fit(bpy.types.Operator):
                     print(f"DIB-R fit: step {step}/{total} loss {loss:.5f}", flush=True)
 
             out = run_fit(mesh, view_data, settings, progress=progress)
-            scene_fit.apply_result(ob, out, settings, context.scene.dibr.apply_shape)
-            scene_fit.honest_report(ob, out, view_data)
+            snap = scene_io.snapshot(ob)
+            _write(ob, out, settings, view_data, snap, context.scene.dibr.apply_shape)
         except SceneError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         finally:
             _cleanup(temps)
         _last_losses[:] = out.losses
-        self.report({"INFO"}, _summary(out, time.perf_counter() - t0))
+        _report_result(self, out, time.perf_counter() - t0)
         return {"FINISHED"}
 
     def invoke(self, context: Any, event: Any) -> set:
@@ -184,7 +184,7 @@ class DIBR_OT_fit(bpy.types.Operator):
         context.window_manager.progress_update(st.step)
         context.workspace.status_text_set(f"DIB-R fit: step {st.step}/{st.total}  loss {st.loss:.4f}  (Esc to cancel)")
         ob = bpy.data.objects.get(self._ob_name)
-        preview = runner.take_preview()
+        preview = runner.take_preview()  # none with remeshing (the vertex count changes)
         if preview is not None and ob is not None and self._settings.optimize_vertices:
             try:
                 created = scene_io.write_shape_key(ob, preview, apply=False)
@@ -201,17 +201,33 @@ class DIBR_OT_fit(bpy.types.Operator):
         out: FitOutput = st.result
         try:
             self._restore()  # drop the live preview key, then write the result for real
-            scene_fit.apply_result(ob, out, self._settings, context.scene.dibr.apply_shape)
-            scene_fit.honest_report(ob, out, self._views)
+            _write(ob, out, self._settings, self._views, self._snapshot, context.scene.dibr.apply_shape)
         except SceneError as exc:
-            self._restore()
             self._finish(context)
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         self._finish(context)
         _last_losses[:] = out.losses
-        self.report({"INFO"}, _summary(out, time.perf_counter() - self._t0))
+        _report_result(self, out, time.perf_counter() - self._t0)
         return {"FINISHED"}
+
+
+def _write(ob: Any, out: FitOutput, settings: FitSettings, views: List[Any], snap: Any, apply_shape: bool) -> None:
+    """Write a finished fit and score what the user gets; on an error everything is put back
+    (new mesh data, moved cameras, shape keys) and the SceneError goes on."""
+    written = scene_fit.Written()
+    try:
+        written = scene_fit.apply_result(ob, out, settings, apply_shape)
+        scene_fit.honest_report(ob, out, views, cameras_written=settings.write_cameras)
+    except Exception:
+        scene_fit.revert(ob, written, snap)
+        raise
+
+
+def _report_result(op: Any, out: FitOutput, seconds: float) -> None:
+    op.report({"INFO"}, _summary(out, seconds))
+    for line in result_notes(out):
+        op.report({"INFO"}, f"DIB-R fit: {line}")
 
 
 def _summary(out: FitOutput, seconds: float) -> str:

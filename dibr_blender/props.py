@@ -64,11 +64,11 @@ class DIBR_PG_settings(bpy.types.PropertyGroup):
     resolution: bpy.props.IntProperty(name="Resolution", default=256, min=16, max=2048,  # type: ignore[valid-type]
                                       description="Longer side, in pixels, of the images the fit compares")
     fit_shape: bpy.props.BoolProperty(name="Shape", default=True,  # type: ignore[valid-type]
-                                      description="Move the vertices (smoothed by Laplacian and flatness terms)")
+                                      description="Move the vertices (large smooth steps, see Smoothness)")
     fit_colors: bpy.props.BoolProperty(name="Vertex Colors", default=True,  # type: ignore[valid-type]
                                        description="Fit a colour per vertex (written as the 'DIB-R Color' attribute)")
     fit_texture: bpy.props.BoolProperty(name="Texture", default=False,  # type: ignore[valid-type]
-                                        description="Fit a UV texture (a UV map is made when the mesh has none)")
+                                        description="Fit a UV texture (Smart UV Project makes a UV map when the mesh has none)")
     fit_lighting: bpy.props.BoolProperty(name="Lighting", default=False,  # type: ignore[valid-type]
                                          description="Fit the lighting of the chosen model too")
     lighting: bpy.props.EnumProperty(  # type: ignore[valid-type]
@@ -79,8 +79,31 @@ class DIBR_PG_settings(bpy.types.PropertyGroup):
                ("SUN", "Sun", "One directional light plus ambient (Lambertian)"),
                ("SH", "Spherical Harmonics", "Order-2 spherical-harmonics environment light")])
     texture_size: bpy.props.IntProperty(name="Texture Size", default=256, min=16, max=4096)  # type: ignore[valid-type]
-    smoothness: bpy.props.FloatProperty(name="Smoothness", default=5.0, min=0.0, max=100.0,  # type: ignore[valid-type]
-                                        description="Weight of the Laplacian smoothness term")
+    smoothness: bpy.props.FloatProperty(  # type: ignore[valid-type]
+        name="Smoothness", default=10.0, min=0.0, soft_max=100.0, max=10000.0,
+        description="How smoothly the surface moves: lambda of the large-step optimiser (I + lambda L); larger is "
+                    "smoother, 0 moves every vertex on its own. It acts per edge: a finer mesh needs a larger value "
+                    "for the same smoothness")
+    remesh: bpy.props.BoolProperty(  # type: ignore[valid-type]
+        name="Remesh", default=False,
+        description="Remesh the surface during the fit towards even triangles of Edge Length pixels (the mesh must "
+                    "be one closed surface). The vertex count changes, so the result is new mesh data, not a "
+                    "shape key")
+    max_faces: bpy.props.IntProperty(  # type: ignore[valid-type]
+        name="Max Faces", default=0, min=0, soft_max=200000,
+        description="Face budget of the remeshed surface (at least 4); 0: no budget")
+    target_edge_px: bpy.props.FloatProperty(  # type: ignore[valid-type]
+        name="Edge Length", default=4.0, min=0.25, soft_max=32.0, max=1024.0, subtype="PIXEL",
+        description="Target edge length of the remeshed surface, in pixels of the nearest view that sees it")
+    refine_cameras: bpy.props.BoolProperty(  # type: ignore[valid-type]
+        name="Refine Cameras", default=False,
+        description="Correct every view's camera pose jointly with the fit (for cameras placed by hand); the "
+                    "report gives each camera's correction")
+    refine_focal: bpy.props.BoolProperty(  # type: ignore[valid-type]
+        name="Focal Length", default=False, description="Also correct each camera's focal length")
+    write_cameras: bpy.props.BoolProperty(  # type: ignore[valid-type]
+        name="Write Cameras", default=False,
+        description="Move the cameras to the refined ones (and set their focal lengths when refined); undoable")
     apply_shape: bpy.props.BoolProperty(name="Apply Shape", default=False,  # type: ignore[valid-type]
                                         description="Write positions into the mesh instead of a 'DIB-R Fit' shape key")
 
@@ -146,7 +169,11 @@ class DIBR_PG_settings(bpy.types.PropertyGroup):
                            optimize_colors=self.fit_colors, optimize_texture=self.fit_texture,
                            optimize_lighting=self.fit_lighting, lighting=self.lighting.lower(),
                            texture_size=self.texture_size, smoothness=self.smoothness,
-                           backend=preferences.backend())
+                           backend=preferences.backend(), remesh=self.remesh,
+                           max_faces=self.max_faces if self.max_faces > 0 else None,
+                           target_edge_px=self.target_edge_px, optimize_cameras=self.refine_cameras,
+                           optimize_focal=self.refine_cameras and self.refine_focal,
+                           write_cameras=self.refine_cameras and self.write_cameras)
 
 
 CLASSES: list[Any] = [DIBR_PG_view, DIBR_PG_settings]

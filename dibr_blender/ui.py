@@ -59,8 +59,25 @@ class DIBR_PT_main(bpy.types.Panel):
         layout.prop(s, "steps")
         layout.prop(s, "resolution")
         layout.prop(s, "smoothness")
-        layout.prop(s, "apply_shape")
+        col = layout.column()
+        col.prop(s, "remesh")
+        if s.remesh:
+            row = col.row(align=True)
+            row.prop(s, "max_faces")
+            row.prop(s, "target_edge_px")
+        col.prop(s, "refine_cameras")
+        if s.refine_cameras:
+            row = col.row(align=True)
+            row.prop(s, "refine_focal")
+            row.prop(s, "write_cameras")
+        row = layout.row()
+        row.enabled = not s.remesh
+        row.prop(s, "apply_shape")
         layout.operator("dibr.fit", icon="MOD_SHRINKWRAP")
+        ob = context.active_object
+        note = ob.get("dibr_fit_note") if ob is not None else None
+        if note:
+            layout.label(text=f"Last fit: {note}", icon="INFO")
         layout.operator("dibr.preview", icon="IMAGE_DATA")
         row = layout.row()
         row.label(text=status.backend_line())

@@ -26,6 +26,8 @@ class MeshData:
     world_matrix: np.ndarray
     same_topology: bool
     sun: Optional[tuple] = None  # (direction (3,), strength (3,), ambient (3,)) from the scene
+    loop_uvs: Optional[np.ndarray] = None  # (L, 2) UVs made for a mesh without a UV map (per loop of
+                                           # the object's own mesh; written as a UV map with the result)
 
 
 @dataclass

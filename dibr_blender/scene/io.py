@@ -3,10 +3,12 @@ reference images, and writing fitted geometry, colours and textures back. All bp
 the extension's data path lives here; the conversions themselves are in ``convert`` (pure)."""
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Callable, List, Optional, Tuple, TypeVar
 
 import bpy
+import mathutils
 import numpy as np
 
 from ..jobs import convert, masks
@@ -39,9 +41,10 @@ def get_object(name: Optional[str]) -> Any:
     return ob
 
 
-def read_mesh(ob: Any, with_texture: bool = True) -> MeshData:
-    """Evaluated mesh (modifiers applied, n-gons triangulated) in world space."""
-    dg = bpy.context.evaluated_depsgraph_get()
+def read_mesh(ob: Any, with_texture: bool = True, depsgraph: Any = None) -> MeshData:
+    """Evaluated mesh (modifiers applied, n-gons triangulated) in world space (evaluated in
+    ``depsgraph``, default the context's)."""
+    dg = depsgraph if depsgraph is not None else bpy.context.evaluated_depsgraph_get()
     ev = ob.evaluated_get(dg)
     me = ev.to_mesh()
     try:
@@ -269,7 +272,7 @@ def read_view(cam_ob: Any, scene: Any, image_path: str, max_side: int, mask_path
     try:
         masks.check_silhouette(mask, image_path, from_alpha=not mask_path and background is None)
     except ValueError as exc:
-        raise SceneError(str(exc)) from None
+        raise SceneError(f"view of camera '{cam_ob.name}': {exc}") from None
     rgba = convert.resize_image(rgba, cam.width, cam.height)
     mask = convert.resize_image(np.ascontiguousarray(mask)[..., None], cam.width, cam.height)[..., 0]
     return ViewData(cam, rgba[..., :3].copy(), np.ascontiguousarray(mask, dtype=np.float32),
@@ -356,6 +359,101 @@ def write_shape_key(ob: Any, vertices_world: np.ndarray, apply: bool = False) ->
     return created
 
 
+def replace_mesh_data(ob: Any, vertices_world: np.ndarray, faces: np.ndarray) -> Any:
+    """Give ``ob`` a new mesh datablock of triangles (a fit that changed the topology): named
+    after the old one plus " DIB-R Fit", with the old mesh's materials and shading (smooth when
+    most of its faces were). The old datablock is kept (undo and cancel put it back; without
+    users it is dropped when the file is saved). Returns the old mesh."""
+    old = ob.data
+    local = world_to_local(ob, vertices_world)
+    F = len(faces)
+    me = bpy.data.meshes.new(f"{old.name} DIB-R Fit")
+    try:
+        me.vertices.add(len(local))
+        me.loops.add(3 * F)
+        me.polygons.add(F)
+        me.vertices.foreach_set("co", np.ascontiguousarray(local, dtype=np.float32).ravel())
+        me.loops.foreach_set("vertex_index", np.ascontiguousarray(faces, dtype=np.int32).ravel())
+        me.polygons.foreach_set("loop_start", np.arange(0, 3 * F, 3, dtype=np.int32))
+        me.polygons.foreach_set("loop_total", np.full(F, 3, dtype=np.int32))
+        me.update(calc_edges=True)
+        if me.validate():
+            raise SceneError(f"mesh '{ob.name}': the remeshed surface is not a valid mesh")
+        for mat in old.materials:
+            me.materials.append(mat)
+        smooth = np.empty(len(old.polygons), dtype=bool)
+        old.polygons.foreach_get("use_smooth", smooth)
+        if len(smooth) and smooth.mean() >= 0.5:
+            me.shade_smooth()
+    except Exception:
+        bpy.data.meshes.remove(me)
+        raise
+    ob.data = me
+    return old
+
+
+def put_back_mesh(ob: Any, old: Any) -> None:
+    """Undo :func:`replace_mesh_data`: ``old`` becomes the object's mesh again and the new one
+    is removed when nothing else uses it."""
+    new = ob.data
+    if new == old:
+        return
+    ob.data = old
+    if new.users == 0:
+        bpy.data.meshes.remove(new)
+
+
+def write_point_colors(ob: Any, colors: np.ndarray, name: str) -> None:
+    """Colours (V, 3) linear as the float point attribute ``name``, made active (the start
+    mesh's colours carried onto a remeshed surface)."""
+    me = ob.data
+    attr = me.color_attributes.get(name) or me.color_attributes.new(name, "FLOAT_COLOR", "POINT")
+    rgba = np.concatenate([colors.astype(np.float32), np.ones((colors.shape[0], 1), np.float32)], axis=1)
+    attr.data.foreach_set("color", rgba.ravel())
+    me.color_attributes.active_color = attr
+    me.color_attributes.render_color_index = me.color_attributes.find(name)
+    me.update()
+
+
+def camera_state(cam_ob: Any) -> Tuple[Any, ...]:
+    """What :func:`write_camera` changes, to put it back with :func:`restore_camera`."""
+    d = cam_ob.data
+    return (cam_ob.matrix_world.copy(), d, d.lens, d.ortho_scale, d.shift_x, d.shift_y)
+
+
+def restore_camera(cam_ob: Any, state: Tuple[Any, ...]) -> None:
+    matrix, data, lens, ortho, sx, sy = state
+    made = cam_ob.data if cam_ob.data != data else None
+    cam_ob.data = data
+    data.lens, data.ortho_scale, data.shift_x, data.shift_y = lens, ortho, sx, sy
+    cam_ob.matrix_world = matrix
+    if made is not None and made.users == 0:
+        bpy.data.cameras.remove(made)
+
+
+def write_camera(cam_ob: Any, view: np.ndarray, focal_scale: float = 1.0) -> None:
+    """Move a Blender camera to a refined dibr camera: the world matrix becomes the inverse of
+    ``view`` (4, 4) (both look down local -Z with +Y up), keeping the object's scale; a focal
+    scale ``k`` != 1 multiplies the lens (an orthographic camera's scale by 1/k) and the lens
+    shift by ``k``: dibr's refinement scales the projection's first two rows, which zooms about
+    the image centre, and Blender's shift is in units of the sensor, independent of the lens.
+    Camera data shared with other objects is copied first when the focal length changes."""
+    R = np.asarray(view, dtype=np.float64)
+    M = np.linalg.inv(R)
+    scale = np.linalg.norm(np.array(cam_ob.matrix_world, dtype=np.float64)[:3, :3], axis=0)
+    M[:3, :3] = M[:3, :3] * scale[None, :]
+    cam_ob.matrix_world = mathutils.Matrix(M.tolist())
+    if abs(focal_scale - 1.0) > 1e-9:
+        if cam_ob.data.users > 1:
+            cam_ob.data = cam_ob.data.copy()
+        d = cam_ob.data
+        if d.type == "ORTHO":
+            d.ortho_scale = d.ortho_scale / focal_scale
+        else:
+            d.lens = d.lens * focal_scale
+        d.shift_x, d.shift_y = d.shift_x * focal_scale, d.shift_y * focal_scale
+
+
 def write_colors(ob: Any, colors: np.ndarray) -> None:
     """Vertex colours (linear) as the float colour attribute "DIB-R Color", made active."""
     me = ob.data
@@ -381,14 +479,70 @@ def ensure_uv_map(ob: Any, face_uvs: np.ndarray) -> None:
         return
     if any(p.loop_total != 3 for p in me.polygons):
         raise SceneError(f"mesh '{ob.name}' has no UV map and is not all triangles; add a UV map first")
-    uv = me.uv_layers.new(name=UV_NAME)
     me.calc_loop_triangles()
     loops = np.empty(len(me.loop_triangles) * 3, dtype=np.int32)
     me.loop_triangles.foreach_get("loops", loops)
     per_loop = np.zeros((len(me.loops), 2), dtype=np.float32)
     per_loop[loops] = face_uvs.reshape(-1, 2)
-    uv.data.foreach_set("uv", per_loop.ravel())
+    write_uv_map(ob, per_loop)
+
+
+def write_uv_map(ob: Any, loop_uvs: np.ndarray) -> None:
+    """The UV map "DIB-R UV" (made active) from UVs per loop (L, 2) of the object's mesh."""
+    me = ob.data
+    if loop_uvs.shape != (len(me.loops), 2):
+        raise SceneError(f"mesh '{ob.name}': {loop_uvs.shape[0]} UVs for {len(me.loops)} face corners")
+    uv = me.uv_layers.get(UV_NAME) or me.uv_layers.new(name=UV_NAME)
+    uv.data.foreach_set("uv", np.ascontiguousarray(loop_uvs, dtype=np.float32).ravel())
     me.uv_layers.active = uv
+    me.update()
+
+
+SMART_UV_ANGLE = math.radians(66.0)   # Smart UV Project's default angle limit
+SMART_UV_MARGIN = 0.02                 # island margin (UV units): room for the fit's island padding
+
+
+def smart_uv_project(ob: Any) -> Tuple[np.ndarray, np.ndarray]:
+    """UVs for a mesh without a UV map from Blender's Smart UV Project, leaving the scene as it
+    was: the operator runs on a copy of the object in a temporary scene (so neither the user's
+    mesh, selection nor modes change), and the copy's evaluated mesh gives the UVs of the fit's
+    triangles.
+
+    Returns:
+        loop_uvs: (L, 2) float32 per loop of ``ob``'s mesh (to write as a UV map with the result),
+        face_uvs: (T, 3, 2) float32 per triangle corner of the evaluated mesh (as ``read_mesh``).
+    """
+    tmp_scene = bpy.data.scenes.new("DIB-R Smart UV")
+    tmp_me = ob.data.copy()
+    tmp = ob.copy()
+    tmp.data = tmp_me
+    try:
+        tmp_scene.collection.objects.link(tmp)
+        layer = tmp_scene.view_layers[0]
+        layer.objects.active = tmp
+        tmp.select_set(True, view_layer=layer)
+        with bpy.context.temp_override(scene=tmp_scene, view_layer=layer, active_object=tmp, object=tmp,
+                                       selected_objects=[tmp], selected_editable_objects=[tmp]):
+            bpy.ops.object.mode_set(mode="EDIT")
+            try:
+                with bpy.context.temp_override(edit_object=tmp):
+                    bpy.ops.mesh.select_all(action="SELECT")
+                    bpy.ops.uv.smart_project(angle_limit=SMART_UV_ANGLE, island_margin=SMART_UV_MARGIN)
+            finally:
+                bpy.ops.object.mode_set(mode="OBJECT")
+        if tmp_me.uv_layers.active is None:
+            raise SceneError(f"mesh '{ob.name}': Smart UV Project made no UV map")
+        loop_uvs = np.empty(len(tmp_me.loops) * 2, dtype=np.float32)
+        tmp_me.uv_layers.active.data.foreach_get("uv", loop_uvs)
+        layer.update()
+        face_uvs = read_mesh(tmp, with_texture=False, depsgraph=layer.depsgraph).face_uvs
+        if face_uvs is None:
+            raise SceneError(f"mesh '{ob.name}': the modifiers drop the UV map Smart UV Project made")
+        return loop_uvs.reshape(-1, 2), face_uvs
+    finally:
+        bpy.data.objects.remove(tmp)
+        bpy.data.meshes.remove(tmp_me)
+        bpy.data.scenes.remove(tmp_scene)
 
 
 def write_image(name: str, rgba: np.ndarray) -> Any:
