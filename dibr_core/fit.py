@@ -107,7 +107,7 @@ class FitOptions:
         lr_large_steps: step size of the large-step optimiser, relative to the mesh's size (the
             largest entry of a step on ``u`` is about this times the bounding-box diagonal).
         optimize_cameras: refine every view's camera pose jointly (see
-            :mod:`dibr_core.camera_refine`); ``optimize_focal`` also its focal length.
+            :mod:`dibr_core.camera_refine`); ``optimize_focal`` also its focal length (and implies the pose).
         lr_cameras: Adam step of the camera corrections (radians, and fractions of the camera's
             distance to the mesh; log focal scale).
         remesh: remesh the surface during the fit (see the module docstring); the start mesh
@@ -231,7 +231,7 @@ class FitResult:
         sh: (3, 9) SH coefficients, or None; sun: (direction (3,), strength (3,), ambient (3,)), or None.
         losses: loss per step; steps: steps run; seconds: wall time; cancelled: stopped early.
         views: metrics per view after the fit.
-        cameras: the views' cameras after the fit (refined when ``optimize_cameras``, else as given).
+        cameras: the views' cameras after the fit (refined when ``optimize_cameras`` or ``optimize_focal``, else as given).
         camera_corrections: per view, how far refinement moved its camera (empty without it).
         faces: (F', 3) int64 final faces (the input's unless remeshing changed the topology).
         topology_changed: whether remeshing changed the faces (then ``vertices`` / ``colors``
@@ -418,7 +418,7 @@ def fit(
             t0 = torch.full((size[0], size[1], 3), 0.5, dtype=dt, device=dev)
         return torch.logit(t0.clamp(0.02, 0.98)).clone().requires_grad_(True)
 
-    if use_texture and texture_from == 0:
+    if use_texture and not late_texture:
         tex_logits = make_texture(texture, face_uvs, colors)
     sh = torch.zeros(1, 3, 9, dtype=dt, device=dev)
     sh[:, :, 0] = 1.0 / 0.2820948  # constant irradiance 1: colours unchanged at the start
@@ -449,7 +449,7 @@ def fit(
     if options.optimize_lighting and options.lighting == "sun":
         groups.append({"params": [sun_dir, sun_strength, ambient], "lr": options.lr_lighting})
     cam_params: List[CameraParams] = []
-    if options.optimize_cameras:
+    if options.optimize_cameras or options.optimize_focal:
         centre = (base.max(0).values + base.min(0).values) / 2
         cam_params = [CameraParams(v.camera, centre, options.optimize_focal) for v in views]
         groups.append({"params": [p for c in cam_params for p in c.parameters()], "lr": options.lr_cameras})

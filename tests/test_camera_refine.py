@@ -2,6 +2,8 @@
 camera turned by 5 degrees and moved by 5 % of its distance."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import math
 
 import pytest
@@ -88,6 +90,10 @@ def test_focal_refinement_runs_and_reports() -> None:
     res = fit(tv * 1.1, tf, [FitView(cam, rgb[0], mask[0], "c")], opts)
     assert res.camera_corrections[0].focal_scale != 1.0
     assert len(res.cameras) == 1 and bool(torch.isfinite(res.cameras[0].view).all())
+    # optimize_focal alone implies the pose refinement (optimized() says "cameras" for it too).
+    alone = fit(tv * 1.1, tf, [FitView(cam, rgb[0], mask[0], "c")], replace(opts, optimize_cameras=False))
+    assert "cameras" in replace(opts, optimize_cameras=False).optimized()
+    assert alone.camera_corrections[0].focal_scale == res.camera_corrections[0].focal_scale
     # Without refinement the result carries the given cameras and no corrections.
     plain = fit(tv, tf, [FitView(cam, rgb[0], mask[0], "c")], FitOptions(steps=1))
     assert plain.camera_corrections == [] and plain.cameras[0] is cam

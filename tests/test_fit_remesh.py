@@ -196,6 +196,17 @@ def test_remeshing_fit_with_a_texture_makes_it_on_the_final_topology() -> None:
     assert res.face_uvs.shape == (res.faces.shape[0], 3, 2)
 
 
+def test_remeshing_fit_with_a_texture_and_a_single_remesh() -> None:
+    """A short fit remeshes only at step 0: the texture is made after that remesh, on its faces."""
+    tv, tf_ = _ellipsoid()
+    views = _views(tv, tf_, _cameras([(30.0, 15.0)]), 32)
+    v0, f0, _ = icosphere(2, 0.5)
+    res = fit(v0, f0, views, FitOptions(steps=4, remesh=True, remesh_every=25, optimize_texture=True,
+                                       texture_size=16))
+    assert res.remeshes == 1 and res.faces is not None and res.face_uvs is not None and res.texture is not None
+    assert res.face_uvs.shape == (res.faces.shape[0], 3, 2)
+
+
 def test_benchmark_cli_runs_with_remeshing(capsys: pytest.CaptureFixture) -> None:
     assert eval_main(["fit", "--json", "--scenes", "head", "--views", "2", "--size", "32", "--steps", "3",
                       "--optimizers", "large_steps", "--remesh", "--max-faces", "400"]) == 0
