@@ -2,9 +2,8 @@
 camera turned by 5 degrees and moved by 5 % of its distance."""
 from __future__ import annotations
 
-from dataclasses import replace
-
 import math
+from dataclasses import replace
 
 import pytest
 import torch
