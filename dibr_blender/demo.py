@@ -52,11 +52,11 @@ def _surface(ob: Any) -> Tuple[np.ndarray, np.ndarray]:
     return mesh.vertices, mesh.faces
 
 
-def _judge(scene: Any, ob: Any, heldout_views: List[Any]) -> List[Tuple[str, float]]:
-    """(camera, silhouette IoU of ``ob``'s evaluated mesh against the target's Cycles alpha)."""
+def _ious(ob: Any, heldout_views: List[Any]) -> List[float]:
+    """Per view the silhouette IoU of ``ob``'s evaluated mesh against the target's Cycles alpha."""
     from .scene import fit as scene_fit
 
-    return list(zip([v.camera.name for v in heldout_views], scene_fit.scores_as_seen(ob, heldout_views)))
+    return scene_fit.scores_as_seen(ob, heldout_views)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -65,6 +65,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="fit steps (default: the batch command's)")
     parser.add_argument("--size", type=int, default=256, help="side of the held-out judging renders")
     parser.add_argument("--samples", type=int, default=16, help="Cycles samples of every render")
+    parser.add_argument("--views", type=int, default=8, choices=range(1, 9), metavar="1..8",
+                        help="fit to the first N ring references (default: all 8)")
     args = parser.parse_args(argv)
     out = os.path.abspath(args.out)
     t0 = time.perf_counter()
@@ -98,15 +100,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     views = [io.read_view(bpy.data.objects[name], scene, path, args.size) for name, path in zip(rec.heldout, target_png)]
     target_surface = _surface(target)
     start: Any = bpy.data.objects[rec.start]
-    start_views = _judge(scene, start, views)
-    start_surface = heldout.surface_metrics(*_surface(start), *target_surface)
+    target_rgba = [load_png(p).numpy() for p in target_png]
+    before_rgba = [load_png(p).numpy() for p in before_png]
+    start_figures = {"ious": _ious(start, views), "surface": heldout.surface_metrics(*_surface(start), *target_surface),
+                     "color_errors": [heldout.color_error(b, t) for b, t in zip(before_rgba, target_rgba)]}
     print(f"held-out renders of the target and the start in {time.perf_counter() - t1:.1f} s", flush=True)
 
     # The fit: the batch command, one --view per ring camera, default settings.
     result_blend = os.path.join(out, "fitted.blend")
     report_path = os.path.join(out, "report.json")
     fit_args = ["fit", "--blend", rec.blend]
-    for cam, ref in rec.views:
+    for cam, ref in rec.views[:args.views]:
         fit_args += ["--view", f"{cam}={ref}"]
     if args.steps is not None:
         fit_args += ["--steps", str(args.steps)]
@@ -123,13 +127,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     ds.setup_cycles(scene, args.size, args.samples)
     result: Any = bpy.data.objects[rec.start]
     after_png = ds.render_cameras(scene, rec.heldout, judge, "after", show=[rec.start])
-    result_views = _judge(scene, result, views)
+    after_rgba = [load_png(p).numpy() for p in after_png]
     section = heldout.heldout_section(
-        result_views, heldout.surface_metrics(*_surface(result), *target_surface),
-        start_views=start_views, start_surface=start_surface, resolution=args.size, samples=args.samples)
+        rec.heldout, _ious(result, views), heldout.surface_metrics(*_surface(result), *target_surface),
+        color_errors=[heldout.color_error(a, t) for a, t in zip(after_rgba, target_rgba)], start=start_figures,
+        resolution=args.size, samples=args.samples, fit_views=len(rec.views[:args.views]))
     print(f"held-out renders and metrics of the result in {time.perf_counter() - t3:.1f} s", flush=True)
 
-    rows = [[load_png(p).numpy() for p in (t, b, a)] for t, b, a in zip(target_png, before_png, after_png)]
+    rows = [list(r) for r in zip(target_rgba, before_rgba, after_rgba)]
     png = os.path.join(out, "before_after.png")
     save_png(png, torch.from_numpy(grid_image(rows)))
     with open(report_path) as fh:
@@ -139,7 +144,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         json.dump(report, fh, indent=1)
 
     train = [v.get("silhouette_iou") for v in report.get("views", []) if v.get("silhouette_iou") is not None]
-    print(f"\nfit of {len(rec.views)} views: {report.get('steps')} steps in {fit_wall:.1f} s"
+    print(f"\nfit of {section['fit_views']} views: {report.get('steps')} steps in {fit_wall:.1f} s"
           + (f", mean training-view IoU {np.mean(train):.3f}" if train else "")
           + (f", {report['faces']} faces" if report.get("faces") is not None else "")
           + (f", self-intersecting faces {report['self_intersecting_faces']}"

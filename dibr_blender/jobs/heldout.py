@@ -9,6 +9,8 @@ the result and the target, both in world space.
   edge) divided by the target's (meshes of different face counts: finer triangles have smaller
   angles, so a finer target raises the ratio).
 * ``self_intersecting_faces``: faces of the result that intersect a non-adjacent face.
+* ``color_mae``: mean absolute difference of the result's and the target's renders (sRGB values)
+  over the pixels both cover.
 """
 from __future__ import annotations
 
@@ -30,6 +32,24 @@ def silhouette_iou(cover: np.ndarray, target: np.ndarray) -> float:
     a, b = a > 0.5, b > 0.5
     union = int((a | b).sum())
     return float((a & b).sum()) / union if union else 1.0
+
+
+def color_error(render: np.ndarray, reference: np.ndarray, min_alpha: float = 0.99) -> Optional[float]:
+    """Mean absolute difference of two (H, W, 4) straight-alpha images (e.g. sRGB PNG values in
+    [0, 1]) over the pixels both cover (alpha >= ``min_alpha``) and the 3 channels; None when
+    no pixel is covered by both.
+
+    Raises:
+        ValueError: the shapes differ or are not (H, W, 4).
+    """
+    a, b = np.asarray(render, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    if a.ndim != 3 or a.shape[-1] != 4 or a.shape != b.shape:
+        raise ValueError(f"color_error(): render and reference must be (H, W, 4) of the same shape, got "
+                         f"{a.shape} and {b.shape}")
+    both = (a[..., 3] >= min_alpha) & (b[..., 3] >= min_alpha)
+    if not bool(both.any()):
+        return None
+    return float(np.abs(a[..., :3][both] - b[..., :3][both]).mean())
 
 
 def surface_metrics(vertices: np.ndarray, faces: np.ndarray, target_vertices: np.ndarray,
@@ -64,48 +84,75 @@ def surface_metrics(vertices: np.ndarray, faces: np.ndarray, target_vertices: np
     }
 
 
-def heldout_section(views: Sequence[Tuple[str, float]], surface: Dict[str, Any],
-                    start_views: Optional[Sequence[Tuple[str, float]]] = None,
-                    start_surface: Optional[Dict[str, Any]] = None, **extra: Any) -> Dict[str, Any]:
+def _mean(values: Sequence[Optional[float]]) -> Optional[float]:
+    got = [v for v in values if v is not None]
+    return round(float(np.mean(got)), 4) if got else None
+
+
+def heldout_section(cameras: Sequence[str], ious: Sequence[float], surface: Dict[str, Any],
+                    color_errors: Optional[Sequence[Optional[float]]] = None,
+                    start: Optional[Dict[str, Any]] = None, **extra: Any) -> Dict[str, Any]:
     """The ``heldout`` section of the report.
 
     Args:
-        views: (camera name, silhouette IoU of the result) per held-out view.
+        cameras: the held-out cameras' names; ious: the result's silhouette IoU in each.
         surface: :func:`surface_metrics` of the result.
-        start_views, start_surface: the same for the start mesh (stored under ``"start"``).
+        color_errors: the result's :func:`color_error` in each view (optional).
+        start: the same figures of the start mesh, ``{"ious", "surface", "color_errors"}``
+            (optional; stored as means under ``"start"``).
         extra: more entries (e.g. the judging renders' resolution).
+
+    Raises:
+        ValueError: the per-view lists differ in length.
     """
-    ious = [iou for _, iou in views]
+    n = len(cameras)
+    if len(ious) != n or (color_errors is not None and len(color_errors) != n):
+        raise ValueError(f"heldout_section(): {n} cameras but {len(ious)} IoUs"
+                         + ("" if color_errors is None else f" and {len(color_errors)} colour errors"))
+    views: List[Dict[str, Any]] = []
+    for k, name in enumerate(cameras):
+        entry: Dict[str, Any] = {"camera": name, "silhouette_iou": round(float(ious[k]), 4)}
+        if color_errors is not None:
+            err = color_errors[k]
+            entry["color_mae"] = None if err is None else round(err, 4)
+        views.append(entry)
     out: Dict[str, Any] = {
-        "views": [{"camera": name, "silhouette_iou": round(iou, 4)} for name, iou in views],
-        "silhouette_iou_mean": round(float(np.mean(ious)), 4) if ious else None,
-        "silhouette_iou_min": round(float(np.min(ious)), 4) if ious else None,
+        "views": views,
+        "silhouette_iou_mean": _mean(ious),
+        "silhouette_iou_min": round(float(np.min(ious)), 4) if n else None,
+        **({"color_mae_mean": _mean(color_errors)} if color_errors is not None else {}),
         **surface,
     }
-    if start_views is not None or start_surface is not None:
-        start: Dict[str, Any] = dict(start_surface or {})
-        if start_views is not None:
-            s_ious = [iou for _, iou in start_views]
-            start["silhouette_iou_mean"] = round(float(np.mean(s_ious)), 4) if s_ious else None
-        out["start"] = start
+    if start is not None:
+        s: Dict[str, Any] = dict(start.get("surface", {}))
+        if start.get("ious") is not None:
+            s["silhouette_iou_mean"] = _mean(start["ious"])
+        if start.get("color_errors") is not None:
+            s["color_mae_mean"] = _mean(start["color_errors"])
+        out["start"] = s
     out.update(extra)
     return out
 
 
 def summary(section: Dict[str, Any]) -> List[str]:
     """Short human-readable lines of a :func:`heldout_section`."""
-    lines = [f"  {v['camera']}: silhouette IoU {v['silhouette_iou']:.3f}" for v in section.get("views", [])]
+    lines = []
+    for v in section.get("views", []):
+        col = f", colour error {v['color_mae']:.3f}" if v.get("color_mae") is not None else ""
+        lines.append(f"  {v['camera']}: silhouette IoU {v['silhouette_iou']:.3f}{col}")
     start = section.get("start", {})
 
     def was(key: str, fmt: str) -> str:
         return f" (start {format(start[key], fmt)})" if start.get(key) is not None else ""
 
     if section.get("silhouette_iou_mean") is not None:
-        lines.append(f"  mean held-out IoU {section['silhouette_iou_mean']:.3f}{was('silhouette_iou_mean', '.3f')}")
+        col = (f", mean colour error {section['color_mae_mean']:.3f}{was('color_mae_mean', '.3f')}"
+               if section.get("color_mae_mean") is not None else "")
+        lines.append(f"  mean IoU {section['silhouette_iou_mean']:.3f}{was('silhouette_iou_mean', '.3f')}{col}")
     lines.append(f"  Chamfer {section['chamfer_pct']:.2f} % of the target's diagonal{was('chamfer_pct', '.2f')}, "
                  f"roughness {section['roughness_ratio']:.2f}x the target's, "
                  f"{section['self_intersecting_faces']} self-intersecting of {section['faces']} faces")
     return lines
 
 
-__all__ = ["heldout_section", "silhouette_iou", "summary", "surface_metrics"]
+__all__ = ["color_error", "heldout_section", "silhouette_iou", "summary", "surface_metrics"]
