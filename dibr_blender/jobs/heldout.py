@@ -1,7 +1,7 @@
 """Judging a reconstruction from views the fit never saw, on plain arrays (no bpy; torch and
 dibr_core are imported only when the metrics run): the silhouette IoU per held-out view, and
-the surface metrics of dibr_core's reconstruction benchmark (:mod:`dibr_core.eval.fit`) between
-the result and the target, both in world space.
+the surface metrics of dibr_core's reconstruction benchmark (:mod:`dibr_core.surface_metrics`)
+between the result and the target, both in world space.
 
 * ``silhouette_iou``: hard silhouettes (coverage > 0.5) of the result and the target.
 * ``chamfer_pct``: symmetric Chamfer distance in percent of the target's bounding-box diagonal.
@@ -65,8 +65,8 @@ def surface_metrics(vertices: np.ndarray, faces: np.ndarray, target_vertices: np
     """
     import torch
 
-    from dibr_core.eval.fit import chamfer_percent, mean_dihedral_angle
     from dibr_core.mesh_queries import self_intersecting_faces
+    from dibr_core.surface_metrics import chamfer_percent, mean_dihedral_angle
 
     v = torch.as_tensor(np.asarray(vertices, dtype=np.float64))
     f = torch.as_tensor(np.asarray(faces, dtype=np.int64))
