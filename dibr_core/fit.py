@@ -134,6 +134,11 @@ class FitOptions:
             its faces over all views, each counted a third per corner and weighted by the
             cosine between the face's normal and the direction to the camera (so grazing views
             count little) and by the reference silhouette (:func:`dibr_core.color_fill.vertex_visibility`).
+        color_facing_power: weight each pixel of the colour loss by the cosine between its face's
+            normal and the direction to the camera to this power, so grazing views count less
+            (0, the default: every pixel alike). Measured on the main job's head from one Cycles
+            view (held-out colour error in sRGB, with the fill): 0.057 at 0, 0.058 at 1, 0.060
+            at 2; the fill of the vertices seen only at grazing angles does what this was for.
     """
 
     steps: int = 300
