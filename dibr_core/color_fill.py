@@ -15,6 +15,8 @@ seen colours as boundary values, so the colours continue smoothly from the seen 
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from dibr_core.camera import Camera
@@ -135,7 +137,9 @@ def harmonic_fill(values: torch.Tensor, faces: torch.Tensor, known: torch.Tensor
     rows = torch.cat([ia, ib, torch.arange(n, device=values.device)])
     cols = torch.cat([ib, ia, torch.arange(n, device=values.device)])
     vals = torch.cat([-ones[both], -ones[both], diag])
-    matrix = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (n, n)).coalesce().to_sparse_csr()
+    with warnings.catch_warnings():   # torch's notes on its sparse tensors being in beta
+        warnings.simplefilter("ignore", UserWarning)
+        matrix = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (n, n)).coalesce().to_sparse_csr()
     sol = _pcg(matrix, diag, rhs, None, _FILL_TOL)
     out[solve] = sol.to(out.dtype)
     return out
