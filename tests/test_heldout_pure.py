@@ -79,3 +79,21 @@ def test_section_and_summary() -> None:
            "0 self-intersecting of 1280 faces" in lines[3]
     with pytest.raises(ValueError, match=r"heldout_section\(\): 2 cameras but 1 IoUs"):
         heldout.heldout_section(["A", "B"], [0.9], surface)
+
+
+def test_demo_grid_puts_each_row_and_column_in_place() -> None:
+    """before_after.png's layout: rows of (H, W, 4) straight-alpha images over the background,
+    GAP black pixels between cells (dibr_blender.demo imports bpy only when run)."""
+    from dibr_blender import demo
+
+    h, w, gap = 3, 5, demo.GAP
+    red = np.zeros((h, w, 4), dtype=np.float32)
+    red[..., 0], red[..., 3] = 1.0, 1.0
+    clear = np.zeros((h, w, 4), dtype=np.float32)
+    half = red.copy()
+    half[..., 3] = 0.5
+    g = demo.grid_image([[red, clear, half], [clear, red, red]])
+    assert g.shape == (2 * h + gap, 3 * w + 2 * gap, 3)
+    assert np.allclose(g[0, 0], [1, 0, 0]) and np.allclose(g[0, w + gap], demo.BACKGROUND)
+    assert np.allclose(g[0, 2 * (w + gap)], 0.5 * np.array([1, 0, 0]) + 0.5 * demo.BACKGROUND)
+    assert np.allclose(g[h + gap, w + gap], [1, 0, 0]) and np.allclose(g[h, 0], 0)   # a gap row
