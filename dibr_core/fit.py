@@ -204,8 +204,10 @@ class FitOptions:
         check_positive(fn, "target_edge_px", self.target_edge_px)
         check_positive(fn, "fill_min_pixels", self.fill_min_pixels, allow_zero=True)
         check_positive(fn, "color_facing_power", self.color_facing_power, allow_zero=True)
-        if not isinstance(self.fill_unseen_colors, bool):
+        flag = self.fill_unseen_colors
+        if not (isinstance(flag, bool) or type(flag).__name__ == "bool_" or (isinstance(flag, int) and flag in (0, 1))):
             raise ValueError(f"{fn}(): fill_unseen_colors must be a bool, got {describe(self.fill_unseen_colors)}")
+        object.__setattr__(self, "fill_unseen_colors", bool(self.fill_unseen_colors))
         if not (0.0 <= self.remesh_until <= 1.0):
             raise ValueError(f"{fn}(): remesh_until must lie in [0, 1] (a fraction of the steps), "
                              f"got {self.remesh_until!r}")

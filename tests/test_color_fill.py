@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -155,7 +156,11 @@ def test_fill_options_are_validated() -> None:
         FitOptions(fill_min_pixels=float("nan"))
     with pytest.raises(ValueError, match=r"FitOptions\(\): fill_unseen_colors must be a bool, got 'yes'"):
         FitOptions(fill_unseen_colors="yes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"FitOptions\(\): fill_unseen_colors must be a bool, got 2 \(int\)"):
+        FitOptions(fill_unseen_colors=2)  # type: ignore[arg-type]
     assert FitOptions(fill_min_pixels=0).fill_min_pixels == 0
+    flag = FitOptions(fill_unseen_colors=np.bool_(False)).fill_unseen_colors   # type: ignore[arg-type]
+    assert flag is False
 
 
 def test_facing_weighted_colour_loss_is_an_option() -> None:
