@@ -50,7 +50,7 @@ def y_up_to_z_up(v: np.ndarray) -> np.ndarray:
     return np.stack([v[:, 0], -v[:, 2], v[:, 1]], axis=1)
 
 
-def _orange_material(ob: Any, name: str = "Target Material",
+def _add_material(ob: Any, name: str = "Target Material",
                      color: Tuple[float, float, float] = (0.8, 0.25, 0.1)) -> None:
     """A rough Principled BSDF of ``color`` (linear; the target's look: orange)."""
     mat = bpy.data.materials.new(name)
@@ -103,7 +103,7 @@ def build(folder: str, size: int = 256, samples: int = 16) -> Tuple[str, str]:
     scene: Any = bpy.context.scene
     tv, tf = target_shape()
     target = _mesh_object("Target", tv, tf)
-    _orange_material(target)
+    _add_material(target)
     for p in target.data.polygons:
         p.use_smooth = True
 
@@ -221,7 +221,7 @@ def add_head(scene: Any, name: str = TARGET) -> Any:
     subdivided.update()
     for p in subdivided.polygons:
         p.use_smooth = True
-    _orange_material(ob)
+    _add_material(ob)
     return ob
 
 
@@ -241,7 +241,7 @@ def add_icosphere(scene: Any, name: str = START, radius: float = START_RADIUS) -
         p.use_smooth = True
     ob: Any = bpy.data.objects.new(name, mesh)
     scene.collection.objects.link(ob)
-    _orange_material(ob, "Start Material", (0.5, 0.5, 0.5))
+    _add_material(ob, "Start Material", (0.5, 0.5, 0.5))
     return ob
 
 
