@@ -43,6 +43,7 @@ import torch
 
 from dibr_core.camera import Camera
 from dibr_core.camera_refine import CameraCorrection, CameraParams
+from dibr_core.color_fill import face_view_cosines, harmonic_fill, vertex_visibility
 from dibr_core.checks import as_index, check_index_range, check_positive, check_tensor, describe
 from dibr_core.large_steps import STEP_TOL, LaplacianSystem, UniformAdam
 from dibr_core.losses import edge_length_loss, flatten_loss, iou_loss, laplacian_loss, masked_l1, silhouette_iou
@@ -124,6 +125,21 @@ class FitOptions:
         texture_filter: how the optimised texture is sampled: ``"mipmap"`` (default),
             ``"bilinear"`` or ``"nearest"``.
         texture_padding: texels of island padding applied before every render (0: none).
+        fill_unseen_colors: at the end of the fit, replace the fitted vertex colours of the
+            vertices the views do not see well by the harmonic interpolation of the seen ones
+            (see :mod:`dibr_core.color_fill`; only when ``optimize_colors``). Without it a few-view
+            fit leaves the unseen side at the start colour, with speckle where the views graze
+            the surface. Positions, texture and lighting are not changed.
+        fill_min_pixels: how much a vertex must be seen to keep its fitted colour: the pixels of
+            its faces over all views, each counted a third per corner and weighted by the
+            cosine between the face's normal and the direction to the camera (so grazing views
+            count little) and by the reference silhouette (:func:`dibr_core.color_fill.vertex_visibility`).
+        color_facing_power: weight each pixel of the colour loss by the cosine between its face's
+            normal and the direction to the camera to this power, so grazing views count less
+            (0, the default: every pixel alike). Measured on the main job's head (mean colour
+            error in sRGB in its 4 held-out Cycles views, with the fill): from one view 0.057 at
+            0, 0.058 at 1, 0.060 at 2; from 8 views 0.038 at 0, 0.040 at 1. The fill of the
+            vertices seen only at grazing angles does what this was meant for.
     """
 
     steps: int = 300
@@ -161,6 +177,9 @@ class FitOptions:
     remesh_allow_loose_parts: bool = False
     texture_filter: str = "mipmap"
     texture_padding: int = 4
+    fill_unseen_colors: bool = True
+    fill_min_pixels: float = 1.0
+    color_facing_power: float = 0.0
 
     def __post_init__(self) -> None:
         """Validate the fields (integer fields accept numpy integers, stored as int)."""
@@ -183,6 +202,12 @@ class FitOptions:
         check_positive(fn, "halo_px", self.halo_px)
         check_positive(fn, "halo_start_px", self.halo_start_px)
         check_positive(fn, "target_edge_px", self.target_edge_px)
+        check_positive(fn, "fill_min_pixels", self.fill_min_pixels, allow_zero=True)
+        check_positive(fn, "color_facing_power", self.color_facing_power, allow_zero=True)
+        flag = self.fill_unseen_colors
+        if not (isinstance(flag, bool) or type(flag).__name__ == "bool_" or (isinstance(flag, int) and flag in (0, 1))):
+            raise ValueError(f"{fn}(): fill_unseen_colors must be a bool, got {describe(self.fill_unseen_colors)}")
+        object.__setattr__(self, "fill_unseen_colors", bool(self.fill_unseen_colors))
         if not (0.0 <= self.remesh_until <= 1.0):
             raise ValueError(f"{fn}(): remesh_until must lie in [0, 1] (a fraction of the steps), "
                              f"got {self.remesh_until!r}")
@@ -239,6 +264,7 @@ class FitResult:
         self_intersecting_faces: faces of the result that intersect a non-adjacent face.
         face_uvs: (F', 3, 2) the UVs of ``texture`` (given, or made by auto UVs), or None.
         remeshes: how many times the surface was remeshed.
+        filled_colors: vertices whose colour :attr:`FitOptions.fill_unseen_colors` replaced.
     """
 
     vertices: torch.Tensor
@@ -258,6 +284,7 @@ class FitResult:
     self_intersecting_faces: int = 0
     face_uvs: Optional[torch.Tensor] = None
     remeshes: int = 0
+    filled_colors: int = 0
 
     @property
     def final_loss(self) -> float:
@@ -569,7 +596,12 @@ def fit(
             out = render_view(k, halo_at(step), verts_now)
             loss = loss + options.w_silhouette * iou_loss(out.alpha, view.mask[None])
             if options.w_color > 0:
-                loss = loss + options.w_color * masked_l1(out.rgb, view.image[None], view.mask[None] * out.mask)
+                cmask = view.mask[None] * out.mask
+                if options.color_facing_power > 0:   # grazing pixels count less
+                    cam = cam_params[k].current() if cam_params else view.camera
+                    cos = face_view_cosines(verts_now[0], faces, cam) ** options.color_facing_power
+                    cmask = cmask * torch.where(out.face_idx >= 0, cos[out.face_idx.clamp(min=0)], 0.0)
+                loss = loss + options.w_color * masked_l1(out.rgb, view.image[None], cmask)
         loss = loss / len(views)
         if options.optimize_vertices:
             if options.w_laplacian > 0:
@@ -599,8 +631,15 @@ def fit(
     if late_texture and tex_logits is None:   # stopped before the texture phase
         start_texture()
     metrics = []
+    filled = 0
     with torch.no_grad():
         final = positions(final=True).detach()
+        if options.fill_unseen_colors and options.optimize_colors and result_losses:
+            color_logits, filled = _fill_unseen(final, faces, color_logits, views, options,
+                                                [render_view(k, options.halo_px, final[None]).face_idx
+                                                 for k in range(len(views))],
+                                                [cam_params[k].current() if cam_params else views[k].camera
+                                                 for k in range(len(views))])
         for k, view in enumerate(views):
             out = render_view(k, options.halo_px, final[None])
             iou = float(silhouette_iou(out.mask, (view.mask[None] > 0.5).to(dt))[0])
@@ -629,4 +668,34 @@ def fit(
         self_intersecting_faces=self_intersecting_faces(final.cpu(), faces.cpu()),
         face_uvs=texturing.face_uvs.detach().clone() if texturing is not None else None,
         remeshes=remeshes,
+        filled_colors=filled,
     )
+
+
+def _fill_unseen(vertices: torch.Tensor, faces: torch.Tensor, color_logits: torch.Tensor, views: List[FitView],
+                 options: FitOptions, face_idx: List[torch.Tensor],
+                 cameras: List[Camera]) -> Tuple[torch.Tensor, int]:
+    """The colour logits with the vertices seen less than ``options.fill_min_pixels`` filled
+    harmonically from the others (:mod:`dibr_core.color_fill`), and how many were filled.
+
+    Args:
+        vertices: (V, 3) final positions; faces: (F, 3); color_logits: (V, 3);
+        face_idx: per view the (1, H, W) face buffer of the final render; cameras: per view the
+            camera of that render.
+    """
+    V = vertices.shape[0]
+    seen = torch.zeros(V, dtype=torch.float64, device=vertices.device)
+    for view, fidx, cam in zip(views, face_idx, cameras):
+        cos = face_view_cosines(vertices, faces, cam.to(dtype=vertices.dtype))
+        covered = fidx[0] >= 0
+        w = torch.zeros_like(view.mask, dtype=torch.float64)
+        w[covered] = cos[fidx[0][covered]].double() * (view.mask[covered] > 0.5).double()
+        seen += vertex_visibility(faces, V, fidx[0][None], w[None])
+    known = seen >= options.fill_min_pixels
+    if bool(known.all()) or not bool(known.any()):
+        return color_logits, 0
+    before = torch.sigmoid(color_logits.detach())
+    cols = harmonic_fill(before, faces, known)
+    logits = torch.logit(cols.clamp(1e-6, 1 - 1e-6))
+    logits[known] = color_logits.detach()[known]   # seen vertices: bit for bit
+    return logits, int(((cols != before).any(-1) & ~known).sum())

@@ -65,9 +65,9 @@ from dibr_core import scenes
 from dibr_core.camera import Camera, look_at
 from dibr_core.fit import OPTIMIZERS, FitOptions, FitView, fit
 from dibr_core.losses import silhouette_iou
-from dibr_core.mesh import edge_face_adjacency, face_normals, icosphere
+from dibr_core.mesh import icosphere
 from dibr_core.mesh_queries import self_intersecting_faces
-from dibr_core.eval.metrics3d import nearest_distances, sample_surface
+from dibr_core.surface_metrics import chamfer_percent, mean_dihedral_angle
 from dibr_core.render import Meshes, RenderSettings, render
 
 __all__ = ["add_arguments", "run", "SCENES", "OLD_HALO_PX", "self_intersecting_faces", "mean_dihedral_angle", "ring_cameras", "run_case"]
@@ -79,30 +79,6 @@ OLD_HALO_PX = 0.3   # the original optimiser's final halo before the large steps
 _HELD_OUT = ((22.5, 40.0), (112.5, -25.0), (202.5, 40.0), (292.5, -25.0))   # (azimuth, elevation) degrees
 
 
-# ---------------------------------------------------------------------------------------------
-# mesh metrics
-# ---------------------------------------------------------------------------------------------
-def mean_dihedral_angle(vertices: torch.Tensor, faces: torch.Tensor) -> float:
-    """Mean angle in radians between the unit normals of the two faces of every interior edge.
-
-    Args:
-        vertices: (V, 3) float; faces: (F, 3) int (manifold).
-    """
-    _, adj = edge_face_adjacency(faces)
-    n = face_normals(vertices.double()[None], faces, unit=True)[0]
-    cos = (n[adj[:, 0]] * n[adj[:, 1]]).sum(-1).clamp(-1.0, 1.0)
-    return float(torch.acos(cos).mean())
-
-
-def chamfer_percent(pred_v: torch.Tensor, pred_f: torch.Tensor, gt_v: torch.Tensor, gt_f: torch.Tensor,
-                    points: int = 5000, seed: int = 0) -> float:
-    """Symmetric Chamfer distance in percent of the target's bounding-box diagonal."""
-    g = torch.Generator().manual_seed(seed)
-    p = sample_surface(pred_v.double(), pred_f, points, generator=g)
-    q = sample_surface(gt_v.double(), gt_f, points, generator=g)
-    diag = float((gt_v.max(0).values - gt_v.min(0).values).norm())
-    d = (nearest_distances(p, q).mean() + nearest_distances(q, p).mean()) / 2
-    return 100.0 * float(d) / diag
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,11 +13,12 @@ Conventions (docs/data-and-models.md section 4, dibr-algorithm.md section 8):
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 import numpy as np
 import torch
 
+from dibr_core.surface_metrics import nearest_distances, sample_surface
 from dibr_core.voxels import ArrayLike, as_array
 
 __all__ = ["iou_3d", "sample_surface", "normalize_unit_diagonal", "nearest_distances", "chamfer_and_fscore"]
@@ -34,26 +35,6 @@ def iou_3d(a: ArrayLike, b: ArrayLike) -> float:
 # ----------------------------------------------------------------------------------------------
 # Points
 # ----------------------------------------------------------------------------------------------
-
-def sample_surface(vertices: torch.Tensor, faces: torch.Tensor, n: int,
-                   generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """(n, 3) points sampled uniformly by area: face ~ area, then
-    ``(1 - sqrt(r1)) a + sqrt(r1) (1 - r2) b + sqrt(r1) r2 c``.
-
-    Args:
-        vertices: (V, 3) float tensor; faces: (F, 3) int tensor; generator: torch RNG (CPU).
-    """
-    v = torch.as_tensor(vertices)
-    f = torch.as_tensor(faces).long()
-    a, b, c = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
-    area = 0.5 * torch.linalg.cross(b - a, c - a, dim=-1).norm(dim=-1)
-    if not bool(area.sum() > 0):
-        raise ValueError("sample_surface(): the mesh has zero area")
-    fi = torch.multinomial(area.double().cpu(), n, replacement=True, generator=generator).to(v.device)
-    r = torch.rand(n, 2, generator=generator, dtype=torch.float64).to(device=v.device, dtype=v.dtype)
-    s1, r2 = r[:, :1].sqrt(), r[:, 1:]
-    return (1 - s1) * a[fi] + s1 * (1 - r2) * b[fi] + s1 * r2 * c[fi]
-
 
 def normalize_unit_diagonal(points_or_vertices: torch.Tensor,
                             reference_bbox: Tuple[torch.Tensor, torch.Tensor] | torch.Tensor) -> torch.Tensor:
@@ -75,15 +56,6 @@ def normalize_unit_diagonal(points_or_vertices: torch.Tensor,
     if not bool(diag > 0):
         raise ValueError("normalize_unit_diagonal(): the reference bounding box is degenerate")
     return (p - (lo + hi) / 2) / diag
-
-
-def nearest_distances(src: torch.Tensor, dst: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-    """(N,) Euclidean distance from each of src (N, 3) to its nearest point of dst (M, 3)."""
-    out = []
-    for s in range(0, src.shape[0], chunk):
-        out.append(torch.cdist(src[s:s + chunk][None], dst[None], compute_mode="donot_use_mm_for_euclid_dist")[0]
-                   .min(dim=1).values)
-    return torch.cat(out)
 
 
 def chamfer_and_fscore(pred_pts: torch.Tensor, gt_pts: torch.Tensor,
