@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
@@ -70,6 +71,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="fit steps (default: the batch command's)")
     parser.add_argument("--size", type=int, default=256, help="side of the held-out judging renders")
     parser.add_argument("--samples", type=int, default=16, help="Cycles samples of every render")
+    parser.add_argument("--fit-args", default="", metavar="'ARGS'",
+                        help="more arguments for the batch fit command, e.g. '--remesh --max-faces 4000'")
     parser.add_argument("--views", type=int, default=8, choices=range(1, 9), metavar="1..8",
                         help="fit to the first N ring references (default: all 8)")
     args = parser.parse_args(argv)
@@ -119,6 +122,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         fit_args += ["--view", f"{cam}={ref}"]
     if args.steps is not None:
         fit_args += ["--steps", str(args.steps)]
+    fit_args += shlex.split(args.fit_args)
     t2 = time.perf_counter()
     rc = cli.main([*fit_args, "--output", result_blend, "--report", report_path])
     if rc != 0:
