@@ -413,3 +413,9 @@ def test_build_writes_items_the_eval_reads_and_licences(tmp_path: Path) -> None:
     loo = loo_baseline(tmp_path / "data", "realmodels", n_points=200)
     assert loo is not None and loo["per_category"]["car"]["count"] == 3
     assert 0.5 < loo["mean_iou"] <= 1.0
+    # the predictor's evaluation of the split reports the same baseline beside its own
+    from dibr_core.eval.predictor import evaluate
+
+    rep = evaluate(tmp_path / "data", "realmodels", n_points=200, progress=False)
+    assert rep["baselines"]["category_mean_loo"]["mean_iou"] == pytest.approx(loo["mean_iou"])
+    assert rep["baselines"]["sphere"]["count"] == 3

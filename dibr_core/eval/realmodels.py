@@ -20,8 +20,9 @@ Prints ONE JSON object: the predictor's report of :func:`dibr_core.eval.predicto
 * ``above_loo``: the predictor's mean-of-categories 3D IoU minus the LOO baseline's, and per
   category.
 
-The procedural ``category_mean`` / ``category_medoid`` baselines come from the procedural train
-split when it exists under ``--data``.
+The procedural ``category_mean`` / ``category_medoid`` baselines (the mean / medoid procedural
+shape of the category scored on the real models) come from the procedural split ``--mean-split``
+(default ``train``) under ``--data`` when it holds every category of the set.
 """
 from __future__ import annotations
 
@@ -107,7 +108,8 @@ def loo_baseline(data: Union[str, Path], split: str = SPLIT, view: int = 0, n_po
 
 
 def evaluate_real(data: Union[str, Path], weights: Optional[Union[str, Path]] = None, view: int = 0,
-                  n_points: int = 2500, seed: int = 0, progress: bool = True, split: str = SPLIT) -> Dict[str, Any]:
+                  n_points: int = 2500, seed: int = 0, progress: bool = True, split: str = SPLIT,
+                  mean_split: str = "train", mean_pool: int = 200) -> Dict[str, Any]:
     """The real-model report (see the module doc)."""
     from dibr_core.eval.predictor import evaluate
     from dibr_core.inference import predict_mesh
@@ -116,9 +118,11 @@ def evaluate_real(data: Union[str, Path], weights: Optional[Union[str, Path]] = 
     if not list_items(data, split):
         raise ValueError(f"evaluate_real(): no items under {Path(data) / split}; build them with "
                          f"python -m dibr_core.data realmodels")
-    report = evaluate(data, split, weights, None, view, n_points, seed, progress=progress)
-    loo = loo_baseline(data, split, view, n_points, seed)
-    report["baselines"]["category_mean_loo"] = loo
+    report = evaluate(data, split, weights, None, view, n_points, seed, mean_pool, progress, train_split=mean_split)
+    loo = report["baselines"].get("category_mean_loo")       # the predictor's report adds it for this set
+    if loo is None:
+        loo = loo_baseline(data, split, view, n_points, seed)
+        report["baselines"]["category_mean_loo"] = loo
     inview: Dict[str, Dict[str, Any]] = {}
     if weights is not None:
         model = load_predictor(weights)
@@ -148,6 +152,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shipped", action="store_true", help="evaluate the shipped predictor (dibr_core/weights)")
     p.add_argument("--view", type=int, default=0, help="input view index")
     p.add_argument("--points", type=int, default=2500, help="surface samples per mesh for the F-score")
+    p.add_argument("--mean-split", default="train",
+                   help="procedural split for the procedural category mean / medoid baselines (default train)")
+    p.add_argument("--medoid-pool", type=int, default=200, help="items per category of that split")
 
 
 def run(a: argparse.Namespace) -> Dict[str, Any]:
@@ -157,7 +164,8 @@ def run(a: argparse.Namespace) -> Dict[str, Any]:
         from dibr_core.inference import PREDICTOR_WEIGHTS
 
         weights = PREDICTOR_WEIGHTS
-    return evaluate_real(a.data, weights, a.view, a.points, a.seed, a.progress, split=a.split)
+    return evaluate_real(a.data, weights, a.view, a.points, a.seed, a.progress, split=a.split,
+                         mean_split=a.mean_split, mean_pool=a.medoid_pool)
 
 
 if __name__ == "__main__":  # pragma: no cover
