@@ -413,9 +413,10 @@ def test_build_writes_items_the_eval_reads_and_licences(tmp_path: Path) -> None:
     loo = loo_baseline(tmp_path / "data", "realmodels", n_points=200)
     assert loo is not None and loo["per_category"]["car"]["count"] == 3
     assert 0.5 < loo["mean_iou"] <= 1.0
-    # the predictor's evaluation of the split reports the same baseline beside its own
-    from dibr_core.eval.predictor import evaluate
+    # the real-model report: the predictor's evaluation (baselines only here) with the LOO beside it
+    from dibr_core.eval.realmodels import evaluate_real
 
-    rep = evaluate(tmp_path / "data", "realmodels", n_points=200, progress=False)
+    rep = evaluate_real(tmp_path / "data", n_points=200, progress=False)
     assert rep["baselines"]["category_mean_loo"]["mean_iou"] == pytest.approx(loo["mean_iou"])
-    assert rep["baselines"]["sphere"]["count"] == 3
+    assert rep["baselines"]["sphere"]["count"] == 3 and rep["predictor"] is None
+    assert rep["input_view"]["category_mean_loo"]["per_category"]["car"] > 0.5

@@ -51,9 +51,6 @@ Baselines:
 
 Both category baselines use the category label (oracle information the predictor does not get)
 and need the train split; without one they are ``null``.
-On the real-model set (a split with a ``licences.json``, :mod:`dibr_core.data.realmodels`) the
-report adds ``category_mean_loo``, the leave-one-out real category mean
-(:func:`dibr_core.eval.realmodels.loo_baseline`).
 """
 from __future__ import annotations
 
@@ -259,10 +256,6 @@ def evaluate(data: Union[str, Path], split: str = "test", weights: Optional[Unio
         baselines["category_mean"] = None
         baselines["category_medoid"] = None
         result["category_mean_note"] = f"no {train_split!r} items for some categories: category_mean skipped"
-    if (Path(data) / split / "licences.json").is_file():     # the real-model set: its leave-one-out mean
-        from dibr_core.eval.realmodels import loo_baseline
-
-        baselines["category_mean_loo"] = loo_baseline(data, split, view, n_points, seed, gt_points)
     result["baselines"] = baselines
     return result
 

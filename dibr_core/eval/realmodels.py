@@ -6,7 +6,8 @@ Usage::
         [--view 0] [--points 2500] [--seed 0]
 
 Prints ONE JSON object: the predictor's report of :func:`dibr_core.eval.predictor.evaluate` on the
-``realmodels`` split (3D IoU, F-scores and held-out-view silhouette IoU of what
+``realmodels`` split (``python -m dibr_core.eval predictor --split realmodels`` prints that part
+alone) (3D IoU, F-scores and held-out-view silhouette IoU of what
 :func:`dibr_core.inference.predict_mesh` returns, and its baselines), plus
 
 * ``baselines.category_mean_loo``: the leave-one-out real category mean
@@ -119,10 +120,8 @@ def evaluate_real(data: Union[str, Path], weights: Optional[Union[str, Path]] = 
         raise ValueError(f"evaluate_real(): no items under {Path(data) / split}; build them with "
                          f"python -m dibr_core.data realmodels")
     report = evaluate(data, split, weights, None, view, n_points, seed, mean_pool, progress, train_split=mean_split)
-    loo = report["baselines"].get("category_mean_loo")       # the predictor's report adds it for this set
-    if loo is None:
-        loo = loo_baseline(data, split, view, n_points, seed)
-        report["baselines"]["category_mean_loo"] = loo
+    loo = loo_baseline(data, split, view, n_points, seed)
+    report["baselines"]["category_mean_loo"] = loo
     inview: Dict[str, Dict[str, Any]] = {}
     if weights is not None:
         model = load_predictor(weights)
