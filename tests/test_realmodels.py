@@ -420,3 +420,5 @@ def test_build_writes_items_the_eval_reads_and_licences(tmp_path: Path) -> None:
     assert rep["baselines"]["category_mean_loo"]["mean_iou"] == pytest.approx(loo["mean_iou"])
     assert rep["baselines"]["sphere"]["count"] == 3 and rep["predictor"] is None
     assert rep["input_view"]["category_mean_loo"]["per_category"]["car"] > 0.5
+    names = [r["model"] for r in rep["baselines"]["category_mean_loo"]["per_model"]]
+    assert names == ["box0", "box1", "box2"]

@@ -19,7 +19,9 @@ alone) (3D IoU, F-scores and held-out-view silhouette IoU of what
   INPUT view against the input's alpha (:func:`input_view_iou`): how well the result matches
   the picture it came from;
 * ``above_loo``: the predictor's mean-of-categories 3D IoU minus the LOO baseline's, and per
-  category.
+  category;
+* ``per_model`` (and ``baselines.category_mean_loo.per_model``): each model's 3D IoU and
+  input-view IoU, named as in the set's manifest.
 
 The procedural ``category_mean`` / ``category_medoid`` baselines (the mean / medoid procedural
 shape of the category scored on the real models) come from the procedural split ``--mean-split``
@@ -38,7 +40,9 @@ import torch
 from dibr_core.data.dataset import load_item, make_camera
 from dibr_core.data.loaders import list_items
 from dibr_core.eval.baselines import leave_one_out_means, voxel_boundary_mesh
+from dibr_core.eval.metrics3d import iou_3d
 from dibr_core.render import Meshes, RenderSettings, render
+from dibr_core.voxels import voxelize_mesh
 
 __all__ = ["input_view_iou", "loo_baseline", "evaluate_real", "add_arguments", "run"]
 
@@ -77,6 +81,7 @@ def loo_baseline(data: Union[str, Path], split: str = SPLIT, view: int = 0, n_po
     items = list_items(data, split)
     per_cat: Dict[str, Dict[str, Any]] = {}
     inview: Dict[str, List[float]] = {}
+    per_model: List[Dict[str, Any]] = []
     j = 0
     for cat, paths in items.items():
         loaded = [load_item(p) for p in paths]
@@ -91,6 +96,8 @@ def loo_baseline(data: Union[str, Path], split: str = SPLIT, view: int = 0, n_po
             rows.append(evaluate_mesh(v, f, it, n_points, seed * 1_000_003 + 2 * j, view, gt_points=gt_points,
                                       occupancy=grid))
             inview[cat].append(input_view_iou(v, f, it, view) if len(f) else 0.0)
+            per_model.append({"model": str(it.get("model_name", j)), "category": cat, "iou": rows[-1]["iou"],
+                              "input_view_iou": inview[cat][-1]})
             j += 1
         per_cat[cat] = {k: float(np.mean([r[k] for r in rows])) for k in METRIC_KEYS}
         per_cat[cat]["count"] = len(rows)
@@ -103,6 +110,7 @@ def loo_baseline(data: Union[str, Path], split: str = SPLIT, view: int = 0, n_po
         "per_category": {c: {"iou": d["iou"], "fscore_0.01": d["fscore@0.01"], "fscore_0.02": d["fscore@0.02"],
                              "chamfer": d["chamfer"], "silhouette_iou_2d": d["silhouette_iou_2d"],
                              "count": int(d["count"])} for c, d in per_cat.items()},
+        "per_model": per_model,
         "description": "per model, the mean occupancy of the OTHER real models of its category thresholded at "
                        "0.5 (leave-one-out); uses the category label",
     }
@@ -126,13 +134,18 @@ def evaluate_real(data: Union[str, Path], weights: Optional[Union[str, Path]] = 
     if weights is not None:
         model = load_predictor(weights)
         rows: Dict[str, List[float]] = {}
+        per_model: List[Dict[str, Any]] = []
         for cat, paths in list_items(data, split).items():
             rows[cat] = []
             for p in paths:
                 it = load_item(p)
                 pred = predict_mesh(np.asarray(it["images"])[view], model=model)
                 rows[cat].append(input_view_iou(pred.vertices, pred.faces, it, view))
+                occ = voxelize_mesh(pred.vertices, pred.faces, int(it["occupancy"].shape[0]))
+                per_model.append({"model": str(it.get("model_name", p.stem)), "category": cat,
+                                  "iou": iou_3d(occ, it["occupancy"]), "input_view_iou": rows[cat][-1]})
         inview["predictor"] = _mean(rows)
+        report["per_model"] = per_model
     if loo is not None:
         inview["category_mean_loo"] = loo["input_view_iou"]
     report["input_view"] = inview
