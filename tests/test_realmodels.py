@@ -390,14 +390,27 @@ def test_build_writes_items_the_eval_reads_and_licences(tmp_path: Path) -> None:
     for k, size in enumerate([(2, 1, 1), (2.2, 1, 1.2), (1.8, 0.8, 1)]):
         rel = f"usr/share/games/toy/data/globalmods/apoc/box{k}.obj"
         _box_obj(tree / rel, size)
-        models.append(RealModel(f"box{k}", "toy-data", rel, "car", "+x", "+y", note="a box"))
+        models.append(RealModel(f"box{k}", "toy-data", rel, "car", "+x", "+y", note="a box", credit=f"maker {k}"))
+    # a model inside an archive, whose licence the copyright file gives by a source-tree path
+    import zipfile
+
+    arch = tree / "usr/share/toy/pack.zip"
+    arch.parent.mkdir(parents=True)
+    _box_obj(tmp_path / "src/boxes/tall/tall.obj", (1, 3, 1))
+    with zipfile.ZipFile(arch, "w") as z:
+        z.write(tmp_path / "src/boxes/tall/tall.obj", "boxes/tall/tall.obj")
+    models.append(RealModel("tall", "toy-data", "usr/share/toy/pack.zip!boxes/tall/tall.obj", "chair", "+x", "+y",
+                            copyright_path="data/data.zip/textures/x.png"))
     res = build(tmp_path / "data", tmp_path / "cache", manifest=models, progress=False)
-    assert res["models"] == 3 and res["per_category"] == {"car": 3}
+    assert res["models"] == 4 and res["per_category"] == {"car": 3, "chair": 1}
     lic = json.loads((tmp_path / "data/realmodels/licences.json").read_text())
     assert lic["box1"]["licence"] == "CC-BY-SA-3" and lic["box1"]["version"] == "1.2-3"
-    assert lic["box1"]["item"] == "realmodels/car/00001.npz"
+    assert lic["box1"]["item"] == "realmodels/car/00001.npz" and lic["box1"]["credit"] == "maker 1"
+    assert lic["tall"]["licence"] == "CC0" and lic["tall"]["copyright"] == "kougloff"
     items = list_items(tmp_path / "data", "realmodels")
-    assert list(items) == ["car"] and len(items["car"]) == 3
+    assert list(items) == ["car", "chair"] and len(items["car"]) == 3
+    tall = load_item(items["chair"][0])["vertices"]
+    assert np.ptp(tall[:, 1]) > 2.5 * np.ptp(tall[:, 0])                  # read from the archive, y up
     it = load_item(items["car"][0])
     assert it["images"].shape == (24, 64, 64, 4) and str(it["licence"]) == "CC-BY-SA-3"
     assert str(it["model_name"]) == "box0" and str(it["package"]) == "toy-data"
@@ -418,7 +431,8 @@ def test_build_writes_items_the_eval_reads_and_licences(tmp_path: Path) -> None:
 
     rep = evaluate_real(tmp_path / "data", n_points=200, progress=False)
     assert rep["baselines"]["category_mean_loo"]["mean_iou"] == pytest.approx(loo["mean_iou"])
-    assert rep["baselines"]["sphere"]["count"] == 3 and rep["predictor"] is None
+    assert rep["baselines"]["sphere"]["count"] == 4 and rep["predictor"] is None
+    assert list(loo["per_category"]) == ["car"]                         # one chair: no LOO mean
     assert rep["input_view"]["category_mean_loo"]["per_category"]["car"] > 0.5
     names = [r["model"] for r in rep["baselines"]["category_mean_loo"]["per_model"]]
     assert names == ["box0", "box1", "box2"]

@@ -61,9 +61,15 @@ class RealModel:
         name: unique id (file-name safe); package: the Debian package; path: the model file in
             the package's installed tree (``archive.zip!member`` for a file inside a zip);
         category: one of :data:`dibr_core.data.shapes.CATEGORIES`;
-        forward, up: the file's signed axes (``"+x"``, ``"-z"``, ...) that point to the front and
-            up, mapped to +X and +Y; exclude: fnmatch patterns of parts / materials to drop
-            (effects, shadows); note: what the model is.
+        forward, up: the file's signed axes (``"+x"``, ``"-z"``, ...) mapped to +X and +Y: for
+            vehicles the front and the top (the procedural airplanes, cars and boats point along
+            +X); furniture keeps the procedural grammars' convention (front towards +Z, width
+            along X), so there ``forward`` names the file's axis along the width;
+        exclude: fnmatch patterns of parts / materials to drop (effects, shadows);
+        note: what the model is; credit: the model's author where the package names one per
+            model (attribution for CC-BY models);
+        copyright_path: the path to look up in the package's copyright file when it differs from
+            ``path`` (files packed into an archive that the copyright file names by folder).
     """
 
     name: str
@@ -74,12 +80,26 @@ class RealModel:
     up: str
     exclude: Tuple[str, ...] = ()
     note: str = ""
+    credit: str = ""
+    copyright_path: str = ""
 
 
 _S3D = "usr/share/games/scorched3d/data/globalmods"
 _GL = "usr/share/games/gl-117/models"
 _CR = "usr/share/games/crrcsim/objects"
 _TR = "usr/share/games/trigger-rally/data.zip!vehicles"
+_SH = "usr/share/sweethome3d/furniture"
+
+
+def _sh3d(name: str, archive: str, folder: str, category: str, note: str, credit: str) -> RealModel:
+    """A Sweet Home 3D catalogue model: ``archive.sh3f!<lower-case archive>/<folder>/<folder>.obj``
+    (y up, front towards +Z as the procedural furniture), licensed per archive."""
+    inner = "katorlegaz" if archive == "KatorLegaz" else archive.lower()
+    return RealModel(name, "sweethome3d-furniture", f"{_SH}/{archive}.sh3f!{inner}/{folder}/{folder}.obj", category,
+                     "+x", "+y", note=note, credit=credit, copyright_path=f"{archive}/{folder}/{folder}.obj")
+
+
+_CC0, _CCBY, _KL = "BlendSwap-CC-0", "BlendSwap-CC-BY", "KatorLegaz"
 
 MANIFEST: Tuple[RealModel, ...] = (
     # airplanes
@@ -129,8 +149,50 @@ MANIFEST: Tuple[RealModel, ...] = (
               note="submarine"),
     RealModel("gl117_ship1", "gl-117-data", f"{_GL}/ship1.3ds", "watercraft", "-x", "+z", note="warship"),
     RealModel("gl117_ship2", "gl-117-data", f"{_GL}/ship2.3ds", "watercraft", "-x", "+z", note="warship"),
+    RealModel("sh3d_rowboat", "sweethome3d-furniture", f"{_SH}/BlendSwap-CC-BY.sh3f!blendswap-cc-by/rowboat/rowboat.obj",
+              "watercraft", "+z", "+y", note="rowing boat", credit="Asterlil",
+              copyright_path="BlendSwap-CC-BY/rowboat/rowboat.obj"),
+    # chairs
+    _sh3d("sh3d_oak_chair", _CC0, "oakChair", "chair", "oak chair", "Doug C"),
+    _sh3d("sh3d_plastic_chair", _CC0, "plasticChair", "chair", "plastic chair", "exL"),
+    _sh3d("sh3d_white_chair", _CC0, "sillaBlanca", "chair", "chair", "Jviersalas"),
+    _sh3d("sh3d_chair", _CC0, "chair", "chair", "upholstered chair", "JeffJeffer"),
+    _sh3d("sh3d_antique_chair", _CC0, "antiqueChair", "chair", "antique chair", "Niuskir"),
+    _sh3d("sh3d_thonet_chair", _CC0, "thonet", "chair", "bentwood chair", "JoelEapen"),
+    _sh3d("sh3d_kitchen_chair", _CCBY, "kitchenChair", "chair", "kitchen chair", "Cisco336"),
+    _sh3d("sh3d_dining_chair", _KL, "dining-chair", "chair", "dining chair", "Kator Legaz"),
+    # tables
+    _sh3d("sh3d_oak_table", _CC0, "oakTable", "table", "oak table", "Doug C"),
+    _sh3d("sh3d_table", _CC0, "table", "table", "dining table", "MZiemys"),
+    _sh3d("sh3d_round_table", _CCBY, "cafe_set_mota_table", "table", "round cafe table", "Voodoc"),
+    _sh3d("sh3d_coffee_table", _CCBY, "coffeeTable", "table", "coffee table", "Nikitron"),
+    _sh3d("sh3d_table2", _CCBY, "table", "table", "table", "Jay-Artist"),
+    _sh3d("sh3d_folding_table", _KL, "folding-table", "table", "folding table", "Kator Legaz"),
+    _sh3d("sh3d_glass_table", _KL, "glass-dining-table", "table", "glass dining table", "Kator Legaz"),
+    # sofas
+    _sh3d("sh3d_couch", _CC0, "couch", "sofa", "couch", "TowerCG"),
+    _sh3d("sh3d_sofa", _CC0, "sofa2", "sofa", "sofa", "BlendSwap"),
+    _sh3d("sh3d_winchester_sofa", _CC0, "winchesterSofa", "sofa", "chesterfield sofa", "Gnanasaireddy"),
+    _sh3d("sh3d_sofa2", _CCBY, "sofa2", "sofa", "sofa", "Derte21"),
+    _sh3d("sh3d_sofa3", _CCBY, "sofa3", "sofa", "sofa", "3dModeling"),
+    _sh3d("sh3d_couch3", _CCBY, "couch3", "sofa", "couch", "MatBot"),
+    _sh3d("sh3d_mid_century_sofa", _KL, "mid-century-sofa", "sofa", "mid-century sofa", "Kator Legaz"),
+    # lamps
+    _sh3d("sh3d_desk_lamp", _CC0, "desklamp", "lamp", "desk lamp", "ColdShiverGames"),
+    _sh3d("sh3d_lamp", _CC0, "lamp2", "lamp", "table lamp", "Megeon"),
+    _sh3d("sh3d_outdoor_lamp", _CC0, "outdoorLamp", "lamp", "outdoor lamp", "Mindfront"),
+    _sh3d("sh3d_lamp2", _CCBY, "lamp", "lamp", "lamp", "Bulgakov"),
+    _sh3d("sh3d_camping_lamp", _CCBY, "campingLamp", "lamp", "camping lamp", "Bloknayrb"),
+    _sh3d("sh3d_vase_lamp", _KL, "pedestal-vase-lamp", "lamp", "pedestal vase lamp", "Kator Legaz"),
+    _sh3d("sh3d_lamppost", _KL, "classic-lamppost", "lamp", "lamppost", "Kator Legaz"),
+    # benches
+    _sh3d("sh3d_bench", _CC0, "bench", "bench", "park bench", "Ulanbek"),
+    _sh3d("sh3d_piano_bench", _CC0, "pianoBench", "bench", "piano bench", "Simonrepp"),
+    _sh3d("sh3d_concrete_bench", _KL, "concrete-bench", "bench", "concrete bench", "Kator Legaz"),
+    _sh3d("sh3d_painted_bench", _KL, "painted-bench", "bench", "painted bench", "Kator Legaz"),
+    _sh3d("sh3d_bench2", _KL, "bench", "bench", "bench", "Kator Legaz"),
 )
-"""The models of the set, by category (airplane, car, watercraft)."""
+"""The models of the set, by category (airplane, car, watercraft, chair, table, sofa, lamp, bench)."""
 
 
 def validate_manifest(manifest: Sequence[RealModel]) -> None:
@@ -411,9 +473,9 @@ def build(out: Optional[Union[str, Path]] = None, cache: Optional[Union[str, Pat
             trees[m.package] = fetch_package(m.package, cache)
         deb, tree = trees[m.package]
         stanzas = parse_copyright((tree / "usr/share/doc" / m.package / "copyright").read_text(encoding="utf-8"))
-        st = licence_for(stanzas, m.path.replace("!", "/"))
+        st = licence_for(stanzas, m.copyright_path or m.path.replace("!", "/"))
         lic = {"package": m.package, "version": package_version(deb), "file": m.path, "licence": st.licence,
-               "copyright": st.copyright, "category": m.category, "note": m.note}
+               "copyright": st.copyright, "category": m.category, "note": m.note, "credit": m.credit}
         mesh = load_model(_model_file(tree, m), exclude=m.exclude)
         index = counts.get(m.category, 0)
         item = make_real_item(m, mesh, index, lic)
