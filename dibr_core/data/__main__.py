@@ -1,4 +1,5 @@
-"""``python -m dibr_core.data generate --out DIR --per-category N --split train|val|test [--categories ...]``."""
+"""``python -m dibr_core.data generate --out DIR --per-category N --split train|val|test [--categories ...]``;
+``python -m dibr_core.data realmodels [--out DIR]`` (the real-model evaluation set, :mod:`dibr_core.data.realmodels`)."""
 from __future__ import annotations
 
 import argparse
@@ -24,7 +25,19 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="scale the bbox diagonal (default, ShapeNet-like) or the longest side to 1")
     g.add_argument("--textured", action="store_true", help="procedural per-part textures instead of flat colours")
     g.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
+    r = sub.add_parser("realmodels", help="build the real-model evaluation set from Debian game data packages")
+    r.add_argument("--out", default=None, help=f"data root; writes OUT/realmodels (default {default_data_dir()})")
+    r.add_argument("--cache", default=None, help="where the .deb files are downloaded and extracted "
+                   "(default $DIBR_DEB_CACHE or ~/.cache/dibr/debian)")
+    r.add_argument("--models", nargs="+", default=None, help="only these manifest names (for checking)")
     args = parser.parse_args(argv)
+    if args.command == "realmodels":
+        from dibr_core.data.realmodels import build
+
+        res = build(args.out, args.cache, names=args.models)
+        print(f"wrote {res['models']} real models {res['per_category']} in {res['seconds']:.1f} s "
+              f"from {res['download_bytes'] / 1e6:.1f} MB of .deb files")
+        return 0
     if args.threads > 0:
         import torch
 

@@ -28,6 +28,8 @@ __all__ = ["COMMANDS", "main"]
 COMMANDS: Dict[str, Tuple[str, str]] = {
     "predictor": ("dibr_core.eval.predictor", "the single-image 3D predictor and its baselines on a data split"),
     "generator": ("dibr_core.eval.generator", "the class-conditional generator against held-out shapes"),
+    "realmodels": ("dibr_core.eval.realmodels", "the predictor on the real-model set, with the leave-one-out "
+                   "real category mean and the input-view silhouette IoU"),
     "fit": ("dibr_core.eval.fit", "reconstruction from multi-view silhouettes: large steps vs the old optimiser"),
 }
 

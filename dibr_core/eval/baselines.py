@@ -11,7 +11,7 @@ from typing import List, Sequence, Tuple
 import numpy as np
 import torch
 
-__all__ = ["Mesh", "medoid_index", "mean_occupancy", "voxel_boundary_mesh"]
+__all__ = ["Mesh", "medoid_index", "mean_occupancy", "leave_one_out_means", "voxel_boundary_mesh"]
 
 Mesh = Tuple[torch.Tensor, torch.Tensor]          # (V, 3) float32, (F, 3) int64
 
@@ -35,6 +35,16 @@ def medoid_index(occupancies: Sequence[np.ndarray]) -> int:
 def mean_occupancy(occupancies: Sequence[np.ndarray]) -> np.ndarray:
     """The category-mean shape: (R, R, R) bool, voxels occupied in at least half of the grids."""
     return np.mean(np.stack([np.asarray(o, dtype=np.float64) for o in occupancies]), axis=0) >= 0.5
+
+
+def leave_one_out_means(occupancies: Sequence[np.ndarray]) -> List[np.ndarray]:
+    """For each grid, the category mean (:func:`mean_occupancy`) of the OTHER grids: (R, R, R) bool
+    each, so a grid is never compared with a mean that contains it (for small sets, such as the
+    real-model set, where a full mean would include the answer). Needs at least 2 grids."""
+    n = len(occupancies)
+    if n < 2:
+        raise ValueError(f"leave_one_out_means(): need at least 2 grids, got {n}")
+    return [mean_occupancy([o for j, o in enumerate(occupancies) if j != i]) for i in range(n)]
 
 
 def voxel_boundary_mesh(occupancy: np.ndarray) -> Mesh:
