@@ -11,7 +11,7 @@ fit ARGS: [--object NAME] (--image IMAGE [--mask MASK] | --view CAMERA=IMAGE[,MA
           [--output OUT.blend] [--export OUT.glb] [--report REPORT.json] [--resolution PX]
           [--texture] [--no-colors] [--no-shape] [--lighting auto|none|sun|sh] [--apply]
 image-to-3d ARGS: --image IMAGE [--mask MASK] [--category NAME] [--size S] [--texture-size N]
-          [--refine-steps N (default 60, 0: off)] [--refine-camera auto|scene|new] [--refine-resolution PX]
+          [--refine-steps N (default 80, 0: off)] [--refine-camera auto|scene|new] [--refine-resolution PX]
           [--no-face-view] [--background-color auto|#RRGGBB]
           (--output OUT.blend and/or --export OUT.glb) [--report REPORT.json] [--blend IN.blend]
           Without --blend: the .blend Blender was started with, else an empty scene.

@@ -473,7 +473,7 @@ def match_input_view(vertices: torch.Tensor, faces: torch.Tensor, mask: torch.Te
 # --------------------------------------------------------------------------- the refine
 
 # The default refine (tuned on the procedural test split, see MODEL_CARD.md "Input-view fidelity").
-REFINE_STEPS = 60
+REFINE_STEPS = 80
 REFINE_RESOLUTION = 128
 
 
@@ -485,7 +485,7 @@ def refine_options(steps: int = REFINE_STEPS, **overrides: Any) -> "FitOptions":
 
     fields: Dict[str, Any] = dict(steps=steps, optimize_vertices=True, optimize_colors=False, optimize_texture=True,
                                   lighting="none", texture_filter="bilinear", texture_padding=1,
-                                  large_steps_lambda=10.0, lr_large_steps=0.01, lr_texture=0.05,
+                                  large_steps_lambda=10.0, lr_large_steps=0.02, lr_texture=0.05,
                                   halo_start_px=2.0, halo_px=0.1, w_laplacian=5.0, w_flatten=0.02)
     fields.update(overrides)
     return FitOptions(**fields)
