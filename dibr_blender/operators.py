@@ -245,7 +245,7 @@ class DIBR_OT_image_to_3d(bpy.types.Operator):
         description="What the image shows (a hint, stored on the object)")
     size: bpy.props.FloatProperty(  # type: ignore[valid-type]
         name="Size", default=1.0, min=1e-4, soft_max=100.0, subtype="DISTANCE", unit="LENGTH",
-        description="Bounding-box diagonal of the new object")
+        description="Bounding-box diagonal of the predicted object (the refine may change it by a few per cent)")
     texture_size: bpy.props.IntProperty(  # type: ignore[valid-type]
         name="Texture Size", default=256, min=0, max=4096,
         description="Side of the texture image in pixels (the prediction is resized bilinearly); 0 keeps the "

@@ -472,6 +472,8 @@ def match_input_view(vertices: torch.Tensor, faces: torch.Tensor, mask: torch.Te
 
 # --------------------------------------------------------------------------- the refine
 
+# Fractions of the refine tried, in order, when the whole of it adds self-intersecting faces.
+REFINE_BACKOFF: Tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
 # The default refine (tuned on the procedural test split, see MODEL_CARD.md "Input-view fidelity").
 REFINE_STEPS = 80
 REFINE_RESOLUTION = 128
@@ -503,8 +505,12 @@ class RefinedPrediction:
         prediction_iou, refined_iou: input-view silhouette IoU (hard render in ``view`` against
             the framed input mask at ``resolution``) of the prediction and of ``refined``.
         iou: that of ``mesh``.
-        kept_prediction: the refine lowered the IoU or added self-intersecting faces (or was
-            cancelled), so ``mesh`` is the prediction.
+        refine_fraction: how much of the refine ``mesh`` holds: 1 the whole refine; less when the
+            refine added self-intersecting faces and was backed off toward the prediction
+            (``prediction + f * (refined - prediction)``, the largest of :data:`REFINE_BACKOFF`
+            that adds none and does not lower the IoU); 0 the prediction itself.
+        kept_prediction: ``refine_fraction`` is 0: every step lowered the IoU or added
+            self-intersecting faces (or the refine was cancelled), so ``mesh`` is the prediction.
         self_intersections: self-intersecting faces of (the prediction, ``refined``).
         steps: fit steps run; seconds: wall time of the whole refine (matching included);
         cancelled: ``should_stop`` stopped the fit.
@@ -520,6 +526,7 @@ class RefinedPrediction:
     refined_iou: float
     iou: float
     kept_prediction: bool
+    refine_fraction: float
     self_intersections: Tuple[int, int]
     steps: int
     seconds: float
@@ -555,8 +562,9 @@ def refine_prediction(prediction: PredictedMesh, image: ImageLike, mask: Optiona
     ``view`` is given); then :func:`dibr_core.fit.fit` moves the vertices (large steps) and
     paints the texture so that the render in that view matches the framed picture (silhouette
     and colours). The result's inside-out pockets are removed (:func:`dibr_core.mesh_repair.untangle`);
-    when the refine lowers the input-view silhouette IoU or adds self-intersecting faces, the
-    prediction is kept (``kept_prediction``).
+    when it adds self-intersecting faces it is backed off toward the prediction
+    (:data:`REFINE_BACKOFF`), and when no fraction of it keeps the input-view silhouette IoU
+    and the crossings as they were, the prediction is kept (``kept_prediction``).
 
     Args:
         prediction: the :func:`predict_mesh` result for ``image`` (canonical frame).
@@ -595,7 +603,7 @@ def refine_prediction(prediction: PredictedMesh, image: ImageLike, mask: Optiona
     opts = options if options is not None else refine_options(steps)
     crossings_before = self_intersecting_faces(v0, faces)
     if opts.steps == 0:
-        return RefinedPrediction(prediction, prediction, view, resolution, before, before, before, True,
+        return RefinedPrediction(prediction, prediction, view, resolution, before, before, before, True, 0.0,
                                  (crossings_before, crossings_before), 0, time.perf_counter() - t0, False,
                                  float("nan"), ref)
     fview = FitView(view.camera(torch.float32), ref[:3].permute(1, 2, 0).contiguous(), target.contiguous(), "input")
@@ -620,8 +628,18 @@ def refine_prediction(prediction: PredictedMesh, image: ImageLike, mask: Optiona
                             face_uvs=prediction.face_uvs, texture=tex, input_image=prediction.input_image)
     after = input_view_iou(verts, faces, view, target)
     crossings = self_intersecting_faces(verts, faces)
-    kept = res.cancelled or after < before or crossings > crossings_before
-    return RefinedPrediction(prediction if kept else refined, refined, view, resolution, before, after,
-                             before if kept else after, kept, (crossings_before, crossings), res.steps,
-                             time.perf_counter() - t0, res.cancelled,
+    chosen, fraction, iou = prediction, 0.0, before
+    if not res.cancelled:
+        for f in REFINE_BACKOFF:
+            v = verts if f == 1.0 else untangle(v0 + f * (verts - v0), faces)[0].float().contiguous()
+            n = crossings if f == 1.0 else self_intersecting_faces(v, faces)
+            score = after if f == 1.0 else input_view_iou(v, faces, view, target)
+            if n <= crossings_before and score >= before:
+                chosen = refined if f == 1.0 else PredictedMesh(
+                    vertices=v, faces=prediction.faces, colors=refined.colors, face_uvs=prediction.face_uvs,
+                    texture=refined.texture, input_image=prediction.input_image)
+                fraction, iou = f, score
+                break
+    return RefinedPrediction(chosen, refined, view, resolution, before, after, iou, fraction == 0.0, fraction,
+                             (crossings_before, crossings), res.steps, time.perf_counter() - t0, res.cancelled,
                              float(res.views[0].color_l1) if res.views else float("nan"), ref)

@@ -288,7 +288,9 @@ class RefineJob:
         ob, img, mesh = self.ob, self.img, self.blender_mesh
         assert self.core is not None
         if not r.kept_prediction:
-            io.write_shape_key(ob, image_to_3d.to_blender(r.mesh.vertices, mesh, self.core.view.turn), apply=True)
+            local = image_to_3d.to_blender(r.mesh.vertices, mesh, self.core.view.turn)
+            M = np.array(ob.matrix_world, dtype=np.float64)
+            io.write_shape_key(ob, local @ M[:3, :3].T + M[:3, 3], apply=True)
             if r.mesh.texture is not None and img is not None:
                 tex = r.mesh.texture.detach().cpu().numpy()      # display (sRGB-encoded) values
                 io.set_texture_pixels(img, meshes.texture_pixels(tex, int(img.size[0])))
@@ -302,7 +304,7 @@ class RefineJob:
                 "resolution": self.resolution, "silhouette_iou": round(r.iou, 4),
                 "prediction_silhouette_iou": round(r.prediction_iou, 4),
                 "refined_silhouette_iou": round(r.refined_iou, 4), "kept_prediction": r.kept_prediction,
-                "kept_reason": reason or None,
+                "kept_reason": reason or None, "refine_fraction": r.refine_fraction,
                 "self_intersections": {"prediction": r.self_intersections[0], "refined": r.self_intersections[1]},
                 "color_l1": r.color_l1, "refine_seconds": round(r.seconds, 3),
                 "seconds": round(time.perf_counter() - self.t0, 3), **self.extra}
