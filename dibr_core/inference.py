@@ -415,9 +415,10 @@ def match_input_view(vertices: torch.Tensor, faces: torch.Tensor, mask: torch.Te
                      rgb: Optional[torch.Tensor] = None) -> InputView:
     """The protocol view whose render of the mesh best matches ``mask`` (silhouette IoU).
 
-    For every candidate azimuth (default: the 24 protocol azimuths, 15 degrees apart) the
-    protocol camera is zoomed and shifted so that the mesh's projected bounding box gets the
-    longer side and the centre of the mask's box; the candidate with the highest IoU wins.
+    For every candidate azimuth (default: the 24 protocol azimuths, 15 degrees apart) two
+    cameras are tried: the protocol camera itself, and the same zoomed and shifted so that the
+    mesh's projected bounding box gets the longer side and the centre of the mask's box; the
+    candidate with the highest IoU wins.
     With ``colors`` and ``rgb``, the candidates within :data:`MATCH_IOU_TIE` of the best IoU
     (a symmetric silhouette seen from the front and from the back) are told apart by the mean
     colour difference where render and mask overlap: the predicted colours show the input's
@@ -456,6 +457,11 @@ def match_input_view(vertices: torch.Tensor, faces: torch.Tensor, mask: torch.Te
     zoom = side_t / (hi - lo).max(dim=1).values.clamp_min(1e-9)
     centre_t = torch.stack([0.5 * (box[0] + box[1]), 0.5 * (box[2] + box[3])])
     shift = centre_t[None] - zoom[:, None] * 0.5 * (lo + hi)
+    # Every azimuth twice: the plain protocol camera (a picture framed like the training renders
+    # shows the prediction so) and the one whose box lands on the mask's box.
+    az = az + az
+    zoom = torch.cat([torch.ones(B, dtype=torch.float64), zoom])
+    shift = torch.cat([torch.zeros(B, 2, dtype=torch.float64), shift])
     cams = _protocol_cameras(az, PROTOCOL_ELEVATION_DEG, PROTOCOL_DISTANCE, PROTOCOL_FOV_Y_DEG, zoom, shift)
     target = (mask > 0.5)[None]
     cover, shade = _renders(vertices, faces, cams, S, colors if rgb is not None else None)
