@@ -357,6 +357,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(a: argparse.Namespace) -> Dict[str, Any]:
     """The report of ``python -m dibr_core.eval predictor`` (``a.data``: the resolved data root)."""
+    if (a.input_view_iou or a.refine) and a.weights is None:
+        raise ValueError("--input-view-iou and --refine measure the predictor: give --weights")
     if a.refine_steps < 1:
         raise ValueError(f"--refine-steps must be at least 1, got {a.refine_steps}")
     if a.input_view_limit < 0:
