@@ -273,14 +273,15 @@ def to_blender(vertices: Any, mesh: BlenderMesh, turn_deg: float = 0.0) -> np.nd
 
 
 def self_intersections(vertices: np.ndarray, faces: np.ndarray) -> int:
-    """How many pairs of faces of a closed mesh cross each other ((V, 3) vertices, (F, 3) faces)."""
+    """How many faces of a closed mesh cross another face ((V, 3) vertices, (F, 3) faces), as the
+    input-view refine (``dibr_core.inference.refine_prediction``) counts them."""
     import torch
 
-    from dibr_core.mesh_queries import intersecting_face_pairs
+    from dibr_core.mesh_queries import self_intersecting_faces
 
     v = torch.from_numpy(np.asarray(vertices, dtype=np.float64))
     f = torch.from_numpy(np.asarray(faces, dtype=np.int64))
-    return int(intersecting_face_pairs(v, f).shape[0])
+    return self_intersecting_faces(v, f)
 
 
 def clean_refined(vertices: np.ndarray, faces: np.ndarray) -> Tuple[np.ndarray, int]:
