@@ -55,6 +55,8 @@ FRAME_OFFSET: Tuple[Tuple[float, float], Tuple[float, float]] = ((-0.039, 0.094)
 ImageLike = Union[np.ndarray, torch.Tensor]
 # Pictures smaller than this on either side hold no usable object (prepare_image refuses them).
 MIN_IMAGE_SIDE = 8
+# A silhouette must leave at least this share of the picture as background (as the Blender side's).
+MIN_BACKGROUND_FRACTION = 0.005
 
 
 @dataclass(frozen=True)
@@ -199,8 +201,10 @@ def prepare_image(image: ImageLike, mask: Optional[ImageLike] = None, size: int 
         (4, size, size) float32: RGB (zero outside the mask) and the hard mask (0 or 1).
 
     Raises:
-        ValueError: on bad shapes, float values outside [0, 1] (e.g. 0..255 floats), NaN, a
-            missing mask for RGB input, or an empty mask.
+        ValueError: on bad shapes, an image under :data:`MIN_IMAGE_SIDE` pixels on a side, float
+            values outside [0, 1] (e.g. 0..255 floats), NaN, a missing mask for RGB input, an
+            empty mask, or one that leaves less than :data:`MIN_BACKGROUND_FRACTION` of the
+            picture as background (an opaque picture).
     """
     fn = "prepare_image"
     img = _as_image_tensor(fn, "image", image)
@@ -230,6 +234,12 @@ def prepare_image(image: ImageLike, mask: Optional[ImageLike] = None, size: int 
     if rows.numel() == 0:
         raise ValueError(f"{fn}(): the mask (or alpha channel) of the {H}x{W} image is empty")
     cols = torch.nonzero(fg.any(dim=0)).flatten()
+    covered = int(torch.count_nonzero(fg))          # (no int64 copy of the mask)
+    if covered > (1.0 - MIN_BACKGROUND_FRACTION) * H * W:
+        src = "mask" if mask is not None else "alpha channel"
+        raise ValueError(f"{fn}(): the {src} of the {H}x{W} image covers {100.0 * covered / (H * W):.1f}% of it "
+                         "(an opaque picture: no background to tell the object from); give a mask, or an RGBA "
+                         "image whose alpha is 0 around the object")
     del fg
     top, left, n = _frame_window(H, W, (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1))
     # The window's part inside the image, converted to premultiplied float RGBA on an (n, n)

@@ -131,7 +131,7 @@ def test_refine_prediction_rejects_bad_arguments() -> None:
 
 
 @pytest.mark.skipif(not SHIPPED, reason="no shipped weights")
-@pytest.mark.parametrize("case", ["1x1", "transparent", "rgb_no_mask", "category", "category_type"])
+@pytest.mark.parametrize("case", ["1x1", "transparent", "opaque", "rgb_no_mask", "category", "category_type"])
 def test_predict_mesh_bad_pictures(case: str) -> None:
     """Each bad picture gets one clear ValueError naming the function and what to change."""
     ok = np.zeros((32, 32, 4), np.float32)
@@ -141,6 +141,8 @@ def test_predict_mesh_bad_pictures(case: str) -> None:
                 r"prepare_image\(\): image is 1x1 pixels \(shape \(1, 1, 4\)\), too small to hold an object"),
         "transparent": ((np.zeros((32, 32, 4), np.uint8),), {},
                         r"prepare_image\(\): the mask \(or alpha channel\) of the 32x32 image is empty"),
+        "opaque": ((np.ones((32, 32, 4), np.float32),), {},
+                   r"prepare_image\(\): the alpha channel of the 32x32 image covers 100.0% of it \(an opaque picture"),
         "rgb_no_mask": ((ok[..., :3],), {}, r"prepare_image\(\): an RGB image of shape \(32, 32, 3\) needs a mask"),
         "category": ((ok,), {"category": "teapot"},
                      r"predict_mesh\(\): unknown category 'teapot'; the category argument must be None or one of "
