@@ -512,11 +512,15 @@ def test_refine_raises_the_input_view_overlap_and_keeps_a_clean_surface(addon, e
         ob, report = image_to_3d_scene.run(scene, scene.collection, (0.0, 0.0, 0.0), req)
         r = report["refine"]
         print(f"{category}: IoU {r['prediction_silhouette_iou']:.4f} -> {r['refined_silhouette_iou']:.4f}, "
-              f"crossing pairs {r['self_intersections']}, kept prediction {r['kept_prediction']}")
+              f"returned {r['silhouette_iou']:.4f} ({r['refine_fraction']:.2f} of the refine), crossing faces "
+              f"{r['self_intersections']}, kept prediction {r['kept_prediction']}")
         assert _object_crossings(ob) <= r["self_intersections"]["prediction"], r
         assert r["silhouette_iou"] >= r["prediction_silhouette_iou"], r
         kept[category] = r["kept_prediction"]
         if not r["kept_prediction"]:
-            assert r["refined_silhouette_iou"] > r["prediction_silhouette_iou"], r
+            assert r["silhouette_iou"] > r["prediction_silhouette_iou"], r
+        if r["refine_fraction"] == 1.0:   # else backed off: the whole refine added crossing faces
             assert r["self_intersections"]["refined"] <= r["self_intersections"]["prediction"], r
-    assert not kept["table"] and not kept["car"], "the refine should improve these test renders"
+    # measured: table 0.789 -> 0.83, car 0.895 -> 0.96, chair 0.807 -> 0.927 (5 crossing faces:
+    # backed off to 75 %: 0.905)
+    assert not any(kept.values()), "the refine should improve these test renders"
