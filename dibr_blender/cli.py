@@ -12,7 +12,8 @@ fit ARGS: [--object NAME] (--image IMAGE [--mask MASK] | --view CAMERA=IMAGE[,MA
           [--texture] [--no-colors] [--no-shape] [--lighting auto|none|sun|sh] [--apply] [--smoothness L]
           [--remesh [--max-faces N] [--target-edge-px PX]] [--refine-cameras] [--refine-focal] [--write-cameras]
 image-to-3d ARGS: --image IMAGE [--mask MASK] [--category NAME] [--size S] [--texture-size N]
-          [--refine-steps N] [--refine-camera auto|scene|new] [--refine-resolution PX] [--no-face-view]
+          [--refine-steps N (default 80, 0: off)] [--refine-camera auto|scene|new] [--refine-resolution PX]
+          [--no-face-view] [--background-color auto|#RRGGBB]
           (--output OUT.blend and/or --export OUT.glb) [--report REPORT.json] [--blend IN.blend]
           Without --blend: the .blend Blender was started with, else an empty scene.
 generate ARGS: --category NAME|all --count N --seed S [--texture-size N] [--spacing M] [--size M]
@@ -91,7 +92,7 @@ def build_parser(inside_blender: bool) -> argparse.ArgumentParser:
                    help="also correct each camera's focal length (implies --refine-cameras)")
     f.add_argument("--write-cameras", action="store_true",
                    help="move the cameras to the refined ones in the output .blend (with --refine-cameras)")
-    from .jobs.image_to_3d import CATEGORIES
+    from .jobs.image_to_3d import CATEGORIES, REFINE_RESOLUTION, REFINE_STEPS
 
     i = sub.add_parser("image-to-3d", help="predict a textured mesh from one image and add it to a scene")
     i.add_argument("--image", required=True, help="image of one object; its alpha is the silhouette")
@@ -100,10 +101,12 @@ def build_parser(inside_blender: bool) -> argparse.ArgumentParser:
     i.add_argument("--category", choices=["none", *CATEGORIES], default="none", help="category hint")
     i.add_argument("--size", type=float, default=1.0, help="bounding-box diagonal of the object (metres)")
     i.add_argument("--texture-size", type=int, default=256, help="texture side in pixels (0: the predictor's)")
-    i.add_argument("--refine-steps", type=int, default=0, help="refine with this many fit steps (0: no refine)")
+    i.add_argument("--refine-steps", type=int, default=REFINE_STEPS,
+                   help=f"fit steps of the refine in the input view (default {REFINE_STEPS}; 0: no refine)")
     i.add_argument("--refine-camera", choices=["auto", "scene", "new"], default="auto",
                    help="camera of the refine: the scene camera if any (auto), the scene camera, or a new one")
-    i.add_argument("--refine-resolution", type=int, default=128, help="image side used by the refine")
+    i.add_argument("--refine-resolution", type=int, default=REFINE_RESOLUTION,
+                   help=f"image side used by the refine (default {REFINE_RESOLUTION})")
     i.add_argument("--no-face-view", action="store_true",
                    help="do not turn the object to face the scene camera")
     i.add_argument("--blend", help="start from this .blend (default: the loaded one, else an empty scene)")

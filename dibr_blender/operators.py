@@ -261,7 +261,7 @@ class DIBR_OT_image_to_3d(bpy.types.Operator):
         description="What the image shows (a hint, stored on the object)")
     size: bpy.props.FloatProperty(  # type: ignore[valid-type]
         name="Size", default=1.0, min=1e-4, soft_max=100.0, subtype="DISTANCE", unit="LENGTH",
-        description="Bounding-box diagonal of the new object")
+        description="Bounding-box diagonal of the predicted object (the refine may change it by a few per cent)")
     texture_size: bpy.props.IntProperty(  # type: ignore[valid-type]
         name="Texture Size", default=256, min=0, max=4096,
         description="Side of the texture image in pixels (the prediction is resized bilinearly); 0 keeps the "
@@ -270,15 +270,16 @@ class DIBR_OT_image_to_3d(bpy.types.Operator):
         name="Face View", default=True,
         description="Turn the object about Z so that the side the image shows faces the 3D viewport (the scene camera when not run from a viewport)")
     refine: bpy.props.BoolProperty(  # type: ignore[valid-type]
-        name="Refine with Fit", default=False,
-        description="Fit shape and texture to the image after the prediction (takes a while)")
+        name="Refine with Fit", default=True,
+        description="Fit shape and texture to the image in its input view after the prediction (a few seconds)")
     refine_steps: bpy.props.IntProperty(  # type: ignore[valid-type]
-        name="Refine Steps", default=100, min=1, max=100000, description="Fit steps of the refine")
+        name="Refine Steps", default=image_to_3d.REFINE_STEPS, min=1, max=100000,
+        description="Fit steps of the refine")
     refine_camera: bpy.props.EnumProperty(  # type: ignore[valid-type]
         name="Refine Camera", items=image_to_3d_scene.REFINE_CAMERA_ITEMS, default="AUTO",
         description="The camera that sees the image during the refine")
     refine_resolution: bpy.props.IntProperty(  # type: ignore[valid-type]
-        name="Refine Resolution", default=128, min=16, max=2048,
+        name="Refine Resolution", default=image_to_3d.REFINE_RESOLUTION, min=16, max=2048,
         description="Longer side, in pixels, of the images the refine compares")
 
     def request(self) -> image_to_3d_scene.Request:
@@ -334,9 +335,8 @@ class DIBR_OT_image_to_3d(bpy.types.Operator):
         job = started.refine
         assert job is not None
         self._started = started
-        self._runner = Runner(lambda progress, stop, preview: run_fit(job.mesh, job.views, job.settings, progress,
-                                                                      stop)).start()
-        return _begin_modal(self, context, job.settings.steps)
+        self._runner = Runner(lambda progress, stop, preview: job.run(progress, stop)).start()
+        return _begin_modal(self, context, job.steps)
 
     def _finish(self, context: Any) -> None:
         _end_modal(self, context)

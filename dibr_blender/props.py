@@ -132,9 +132,10 @@ class DIBR_PG_settings(bpy.types.PropertyGroup):
         name="Face View", default=True,
         description="Turn the object about Z so that the side the image shows faces the 3D viewport (the scene camera when not run from a viewport)")
     i3d_refine: bpy.props.BoolProperty(  # type: ignore[valid-type]
-        name="Refine with Fit", default=False, description="Fit shape and texture to the image after the prediction")
+        name="Refine with Fit", default=True,
+        description="Fit shape and texture to the image in its input view after the prediction (a few seconds)")
     i3d_refine_steps: bpy.props.IntProperty(  # type: ignore[valid-type]
-        name="Steps", default=100, min=1, max=100000, description="Fit steps of the refine")
+        name="Steps", default=image_to_3d.REFINE_STEPS, min=1, max=100000, description="Fit steps of the refine")
     i3d_refine_camera: bpy.props.EnumProperty(  # type: ignore[valid-type]
         name="Camera", items=REFINE_CAMERA_ITEMS, default="AUTO", description="The camera that sees the image")
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -30,10 +30,14 @@ from dibr_core.models.checkpoints import file_sha256
 from dibr_core.models.predictor import Predictor, load_predictor, repair_output
 
 if TYPE_CHECKING:
+    from dibr_core.camera import Camera
+    from dibr_core.fit import FitOptions
     from dibr_core.models.generator import Generator
 
 __all__ = ["PREDICTOR_WEIGHTS", "GENERATOR_WEIGHTS", "FRAME_EXTENT", "FRAME_OFFSET", "PredictedMesh", "load_shipped_predictor",
-           "load_shipped_generator", "prepare_image", "predict_mesh"]
+           "load_shipped_generator", "prepare_image", "predict_mesh", "InputView", "match_input_view",
+           "input_view_iou", "RefinedPrediction", "refine_options", "refine_prediction", "REFINE_STEPS",
+           "REFINE_RESOLUTION"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 PREDICTOR_WEIGHTS = WEIGHTS_DIR / "predictor.pt"
@@ -49,6 +53,10 @@ FRAME_EXTENT: Tuple[float, float] = (0.345, 0.828)
 FRAME_OFFSET: Tuple[Tuple[float, float], Tuple[float, float]] = ((-0.039, 0.094), (-0.047, 0.055))
 
 ImageLike = Union[np.ndarray, torch.Tensor]
+# Pictures smaller than this on either side hold no usable object (prepare_image refuses them).
+MIN_IMAGE_SIDE = 8
+# A silhouette must leave at least this share of the picture as background (as the Blender side's).
+MIN_BACKGROUND_FRACTION = 0.005
 
 
 @dataclass(frozen=True)
@@ -193,13 +201,18 @@ def prepare_image(image: ImageLike, mask: Optional[ImageLike] = None, size: int 
         (4, size, size) float32: RGB (zero outside the mask) and the hard mask (0 or 1).
 
     Raises:
-        ValueError: on bad shapes, float values outside [0, 1] (e.g. 0..255 floats), NaN, a
-            missing mask for RGB input, or an empty mask.
+        ValueError: on bad shapes, an image under :data:`MIN_IMAGE_SIDE` pixels on a side, float
+            values outside [0, 1] (e.g. 0..255 floats), NaN, a missing mask for RGB input, an
+            empty mask, or one that leaves less than :data:`MIN_BACKGROUND_FRACTION` of the
+            picture as background (an opaque picture).
     """
     fn = "prepare_image"
     img = _as_image_tensor(fn, "image", image)
-    if img.dim() != 3 or img.shape[-1] not in (3, 4) or img.shape[0] < 2 or img.shape[1] < 2:
+    if img.dim() != 3 or img.shape[-1] not in (3, 4):
         raise ValueError(f"{fn}(): image must have shape (H, W, 3 or 4), got {tuple(img.shape)}")
+    if min(img.shape[0], img.shape[1]) < MIN_IMAGE_SIDE:
+        raise ValueError(f"{fn}(): image is {img.shape[1]}x{img.shape[0]} pixels (shape {tuple(img.shape)}), too "
+                         f"small to hold an object; give at least {MIN_IMAGE_SIDE} pixels on each side")
     if img.dtype == torch.bool:
         raise TypeError(f"{fn}(): image must be uint8 or float, got {img.dtype}")
     if size < 2:
@@ -221,6 +234,12 @@ def prepare_image(image: ImageLike, mask: Optional[ImageLike] = None, size: int 
     if rows.numel() == 0:
         raise ValueError(f"{fn}(): the mask (or alpha channel) of the {H}x{W} image is empty")
     cols = torch.nonzero(fg.any(dim=0)).flatten()
+    covered = int(torch.count_nonzero(fg))          # (no int64 copy of the mask)
+    if covered > (1.0 - MIN_BACKGROUND_FRACTION) * H * W:
+        src = "mask" if mask is not None else "alpha channel"
+        raise ValueError(f"{fn}(): the {src} of the {H}x{W} image covers {100.0 * covered / (H * W):.1f}% of it "
+                         "(an opaque picture: no background to tell the object from); give a mask, or an RGBA "
+                         "image whose alpha is 0 around the object")
     del fg
     top, left, n = _frame_window(H, W, (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1))
     # The window's part inside the image, converted to premultiplied float RGBA on an (n, n)
@@ -266,12 +285,16 @@ def predict_mesh(image: ImageLike, mask: Optional[ImageLike] = None, model: Opti
     Raises:
         ValueError: for an unknown category, or a generator fitted on another predictor.
     """
+    if category is not None and not isinstance(category, str):
+        raise ValueError(f"predict_mesh(): category must be None or a category name (str), got {category!r}")
     net = model if model is not None else load_shipped_predictor()
     x = prepare_image(image, mask, net.image_size)
     gen = None
     if category is not None:
         gen = generator if generator is not None else load_shipped_generator()
-        gen.category_index(category)                  # raises ValueError for unknown names
+        if category not in gen.categories:
+            raise ValueError(f"predict_mesh(): unknown category {category!r}; the category argument must be None "
+                             f"or one of {', '.join(gen.categories)}")
         if model is None and generator is None:
             fitted_on = gen.meta.get("predictor_sha256")
             if fitted_on is not None and fitted_on != file_sha256(PREDICTOR_WEIGHTS):
@@ -288,3 +311,351 @@ def predict_mesh(image: ImageLike, mask: Optional[ImageLike] = None, model: Opti
     return PredictedMesh(vertices=out.vertices[0].float().contiguous(), faces=net.faces.long().clone(),
                          colors=out.colors[0].float().contiguous(), face_uvs=net.face_uvs.float().clone(),
                          texture=tex, input_image=x)
+
+
+# --------------------------------------------------------------------------- the input view
+
+# The training renders' camera protocol (dibr_core.data.dataset): elevation, distance and vertical
+# field of view; the predictor's meshes are bounding-box centred at the origin with diagonal 1.
+PROTOCOL_ELEVATION_DEG = 30.0
+PROTOCOL_DISTANCE = 2.732
+PROTOCOL_FOV_Y_DEG = 30.0
+PROTOCOL_AZIMUTHS: Tuple[float, ...] = tuple(15.0 * k for k in range(24))
+_NEAR, _FAR = 0.05, 100.0
+
+
+@dataclass(frozen=True)
+class InputView:
+    """The protocol camera that sees a predicted mesh as its input picture shows it.
+
+    The camera stands at ``azimuth_deg`` (degrees, the data set's convention: the eye at
+    ``distance * (cos e sin a, sin e, cos e cos a)``), elevation ``elevation_deg``, looking at the
+    origin (the prediction's bounding-box centre) with the ``fov_y_deg`` lens; its image is then
+    zoomed by ``zoom`` and shifted by ``shift`` (NDC, x right, y up: ``ndc' = zoom * ndc + shift``)
+    so that the mesh's projected box lands on the input's silhouette box.
+
+    Attributes:
+        iou: silhouette IoU of the (hard) render of the mesh it was matched on with the framed
+            input mask it was matched against.
+        resolution: side of the square image the IoU was measured at.
+    """
+
+    azimuth_deg: float
+    elevation_deg: float = PROTOCOL_ELEVATION_DEG
+    distance: float = PROTOCOL_DISTANCE
+    fov_y_deg: float = PROTOCOL_FOV_Y_DEG
+    zoom: float = 1.0
+    shift: Tuple[float, float] = (0.0, 0.0)
+    iou: float = float("nan")
+    resolution: int = 0
+
+    def camera(self, dtype: torch.dtype = torch.float64) -> "Camera":
+        """The view as a :class:`dibr_core.camera.Camera` of batch 1 in the canonical frame."""
+        return _protocol_cameras([self.azimuth_deg], self.elevation_deg, self.distance, self.fov_y_deg,
+                                 torch.tensor([self.zoom], dtype=torch.float64),
+                                 torch.tensor([self.shift], dtype=torch.float64)).to(dtype=dtype)
+
+
+def _protocol_cameras(azimuths: Any, elevation_deg: float, distance: float, fov_y_deg: float,
+                      zoom: torch.Tensor, shift: torch.Tensor) -> "Camera":
+    """(B,) azimuths (degrees), (B,) zooms and (B, 2) NDC shifts -> a float64 Camera of batch B."""
+    from dibr_core.camera import Camera, look_at, perspective_projection
+
+    a = torch.as_tensor(np.radians(np.asarray(azimuths, dtype=np.float64)))
+    e = math.radians(elevation_deg)
+    eye = torch.stack([distance * math.cos(e) * torch.sin(a), torch.full_like(a, distance * math.sin(e)),
+                       distance * math.cos(e) * torch.cos(a)], dim=1)
+    view = look_at(eye, dtype=torch.float64)
+    P = perspective_projection(math.radians(fov_y_deg), 1.0, _NEAR, _FAR, torch.float64).expand(len(a), 4, 4).clone()
+    # ndc' = zoom * ndc + shift, i.e. clip_xy' = zoom * clip_xy + shift * clip_w.
+    P[:, :2] = zoom.view(-1, 1, 1) * P[:, :2] + shift.view(-1, 2, 1) * P[:, 3:4]
+    return Camera(view, P, _NEAR, _FAR)
+
+
+def _mask_box_ndc(mask: torch.Tensor) -> torch.Tensor:
+    """(x0, x1, y0, y1) NDC box (y up) of the pixels above 0.5 of a (S, S) top-to-bottom mask."""
+    m = mask > 0.5
+    S = m.shape[0]
+    rows = torch.nonzero(m.any(dim=1)).flatten()
+    cols = torch.nonzero(m.any(dim=0)).flatten()
+    return torch.tensor([-1.0 + 2.0 * float(cols[0]) / S, -1.0 + 2.0 * float(cols[-1] + 1) / S,
+                         1.0 - 2.0 * float(rows[-1] + 1) / S, 1.0 - 2.0 * float(rows[0]) / S], dtype=torch.float64)
+
+
+def _renders(vertices: torch.Tensor, faces: torch.Tensor, camera: "Camera", size: int,
+             colors: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One mesh ((V, 3), (F, 3), optional (V, 3) colours) in each of B cameras: (B, S, S) bool
+    coverage and (B, S, S, 3) unlit colours (zero without ``colors``)."""
+    from dibr_core.render import Meshes, RenderSettings, render
+
+    B = camera.batch_size
+    v = vertices.detach().float()[None].expand(B, -1, -1).contiguous()
+    c = colors.detach().float()[None].expand(B, -1, -1).contiguous() if colors is not None else None
+    with torch.no_grad():
+        out = render(Meshes(v, faces.long()), camera.to(dtype=torch.float32), colors=c, lighting=None,
+                     settings=RenderSettings(size, size))
+    return out.mask > 0.5, (out.rgb if c is not None else torch.zeros(B, size, size, 3))
+
+
+def _hard_masks(vertices: torch.Tensor, faces: torch.Tensor, camera: "Camera", size: int) -> torch.Tensor:
+    """(B, S, S) bool coverage of one mesh ((V, 3), (F, 3)) in each of the B cameras."""
+    return _renders(vertices, faces, camera, size)[0]
+
+
+def _iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-batch IoU of (B, S, S) bool masks."""
+    inter = (a & b).sum(dim=(-2, -1)).double()
+    return inter / (a | b).sum(dim=(-2, -1)).double().clamp_min(1.0)
+
+
+def input_view_iou(vertices: torch.Tensor, faces: torch.Tensor, view: InputView, mask: torch.Tensor) -> float:
+    """Silhouette IoU of a mesh ((V, 3) canonical vertices, (F, 3) faces) rendered (hard mask) in
+    ``view`` with a framed input mask ((S, S), rows top to bottom, foreground above 0.5)."""
+    S = int(mask.shape[-1])
+    cover = _hard_masks(vertices, faces, view.camera(), S)
+    return float(_iou(cover, (mask > 0.5)[None])[0])
+
+
+# Candidate views whose silhouette IoU is within this of the best one are told apart by colour.
+MATCH_IOU_TIE = 0.03
+
+
+def match_input_view(vertices: torch.Tensor, faces: torch.Tensor, mask: torch.Tensor,
+                     azimuths: Optional[Sequence[float]] = None, colors: Optional[torch.Tensor] = None,
+                     rgb: Optional[torch.Tensor] = None) -> InputView:
+    """The protocol view whose render of the mesh best matches ``mask`` (silhouette IoU).
+
+    For every candidate azimuth (default: the 24 protocol azimuths, 15 degrees apart) two
+    cameras are tried: the protocol camera itself, and the same zoomed and shifted so that the
+    mesh's projected bounding box gets the longer side and the centre of the mask's box; the
+    candidate with the highest IoU wins.
+    With ``colors`` and ``rgb``, the candidates within :data:`MATCH_IOU_TIE` of the best IoU
+    (a symmetric silhouette seen from the front and from the back) are told apart by the mean
+    colour difference where render and mask overlap: the predicted colours show the input's
+    side.
+
+    Args:
+        vertices: (V, 3) canonical vertices (the prediction's frame); faces: (F, 3).
+        mask: (S, S) framed input silhouette (e.g. ``prepare_image(...)[3]``), rows top to bottom.
+        azimuths: candidate azimuths in degrees.
+        colors: (V, 3) the mesh's vertex colours; rgb: (3, S, S) the framed input's colours.
+
+    Raises:
+        ValueError: an empty mask, or bad shapes.
+    """
+    fn = "match_input_view"
+    if mask.dim() != 2 or mask.shape[0] != mask.shape[1] or mask.shape[0] < 2:
+        raise ValueError(f"{fn}(): mask must have shape (S, S), got {tuple(mask.shape)}")
+    if not bool((mask > 0.5).any()):
+        raise ValueError(f"{fn}(): the mask ({mask.shape[0]}x{mask.shape[1]}) is empty")
+    if vertices.dim() != 2 or vertices.shape[-1] != 3 or faces.dim() != 2 or faces.shape[-1] != 3:
+        raise ValueError(f"{fn}(): vertices must be (V, 3) and faces (F, 3), got {tuple(vertices.shape)} and "
+                         f"{tuple(faces.shape)}")
+    az = [float(a) for a in (azimuths if azimuths is not None else PROTOCOL_AZIMUTHS)]
+    if not az:
+        raise ValueError(f"{fn}(): azimuths is empty")
+    B = len(az)
+    S = int(mask.shape[0])
+    base = _protocol_cameras(az, PROTOCOL_ELEVATION_DEG, PROTOCOL_DISTANCE, PROTOCOL_FOV_Y_DEG,
+                             torch.ones(B, dtype=torch.float64), torch.zeros(B, 2, dtype=torch.float64))
+    v = vertices.detach().double()[None].expand(B, -1, -1)
+    clip = base.to_clip(base.to_camera(v))
+    ndc = clip[..., :2] / clip[..., 3:4]                                  # (B, V, 2)
+    lo, hi = ndc.min(dim=1).values, ndc.max(dim=1).values
+    box = _mask_box_ndc(mask)
+    side_t = max(float(box[1] - box[0]), float(box[3] - box[2]))
+    zoom = side_t / (hi - lo).max(dim=1).values.clamp_min(1e-9)
+    centre_t = torch.stack([0.5 * (box[0] + box[1]), 0.5 * (box[2] + box[3])])
+    shift = centre_t[None] - zoom[:, None] * 0.5 * (lo + hi)
+    # Every azimuth twice: the plain protocol camera (a picture framed like the training renders
+    # shows the prediction so) and the one whose box lands on the mask's box.
+    az = az + az
+    zoom = torch.cat([torch.ones(B, dtype=torch.float64), zoom])
+    shift = torch.cat([torch.zeros(B, 2, dtype=torch.float64), shift])
+    cams = _protocol_cameras(az, PROTOCOL_ELEVATION_DEG, PROTOCOL_DISTANCE, PROTOCOL_FOV_Y_DEG, zoom, shift)
+    target = (mask > 0.5)[None]
+    cover, shade = _renders(vertices, faces, cams, S, colors if rgb is not None else None)
+    ious = _iou(cover, target)
+    best = int(torch.argmax(ious))
+    if colors is not None and rgb is not None:
+        both = (cover & target).float()
+        err = ((shade - rgb.permute(1, 2, 0)[None].float()).abs().mean(-1) * both).sum((1, 2)) / both.sum((1, 2)).clamp_min(1.0)
+        close = ious >= ious[best] - MATCH_IOU_TIE
+        best = int(torch.argmin(torch.where(close, err.double(), torch.full_like(ious, float("inf")))))
+    return InputView(az[best], zoom=float(zoom[best]), shift=(float(shift[best, 0]), float(shift[best, 1])),
+                     iou=float(ious[best]), resolution=S)
+
+
+# --------------------------------------------------------------------------- the refine
+
+# Fractions of the refine tried, in order, when the whole of it adds self-intersecting faces.
+REFINE_BACKOFF: Tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
+# The default refine (tuned on the procedural test split, see MODEL_CARD.md "Input-view fidelity").
+REFINE_STEPS = 80
+REFINE_RESOLUTION = 128
+
+
+def refine_options(steps: int = REFINE_STEPS, **overrides: Any) -> "FitOptions":
+    """The :class:`dibr_core.fit.FitOptions` of :func:`refine_prediction`: vertices by large
+    steps and the predictor's UV texture (unlit, display values as the input), bilinear texture
+    lookups as in training; ``overrides`` replace any field."""
+    from dibr_core.fit import FitOptions
+
+    fields: Dict[str, Any] = dict(steps=steps, optimize_vertices=True, optimize_colors=False, optimize_texture=True,
+                                  lighting="none", texture_filter="bilinear", texture_padding=1,
+                                  large_steps_lambda=10.0, lr_large_steps=0.02, lr_texture=0.05,
+                                  halo_start_px=2.0, halo_px=0.1, w_laplacian=5.0, w_flatten=0.02)
+    fields.update(overrides)
+    return FitOptions(**fields)
+
+
+@dataclass(frozen=True)
+class RefinedPrediction:
+    """The result of :func:`refine_prediction`.
+
+    Attributes:
+        mesh: what to use: the refined mesh, or the prediction itself when ``kept_prediction``.
+        refined: the refined mesh (the fit's result with its inside-out pockets removed), also
+            when it was not kept.
+        view: the input view the refine fitted in (matched on the prediction).
+        prediction_iou, refined_iou: input-view silhouette IoU (hard render in ``view`` against
+            the framed input mask at ``resolution``) of the prediction and of ``refined``.
+        iou: that of ``mesh``.
+        refine_fraction: how much of the refine ``mesh`` holds: 1 the whole refine; less when the
+            refine added self-intersecting faces and was backed off toward the prediction
+            (``prediction + f * (refined - prediction)``, the largest of :data:`REFINE_BACKOFF`
+            that adds none and does not lower the IoU); 0 the prediction itself.
+        kept_prediction: ``refine_fraction`` is 0: every step lowered the IoU or added
+            self-intersecting faces (or the refine was cancelled), so ``mesh`` is the prediction.
+        self_intersections: self-intersecting faces of (the prediction, ``refined``).
+        steps: fit steps run; seconds: wall time of the whole refine (matching included);
+        cancelled: ``should_stop`` stopped the fit.
+        color_l1: the fit's masked colour error in the view after the fit.
+        reference: (4, R, R) the framed input the refine compared with.
+    """
+
+    mesh: PredictedMesh
+    refined: PredictedMesh
+    view: InputView
+    resolution: int
+    prediction_iou: float
+    refined_iou: float
+    iou: float
+    kept_prediction: bool
+    refine_fraction: float
+    self_intersections: Tuple[int, int]
+    steps: int
+    seconds: float
+    cancelled: bool
+    color_l1: float
+    reference: torch.Tensor
+
+
+def _texture_vertex_colors(texture: torch.Tensor, faces: torch.Tensor, face_uvs: torch.Tensor,
+                           n_vertices: int) -> torch.Tensor:
+    """(V, 3): a (T, T, 3) texture sampled (bilinear) at every corner's UVs ((F, 3, 2)), averaged
+    per vertex (the predictor's rule for its vertex colours)."""
+    from dibr_core.texture import sample_texture
+
+    tex = texture.float().permute(2, 0, 1)[None].contiguous()
+    corner = sample_texture(tex, face_uvs.float().reshape(1, -1, 2).contiguous())[0]          # (3F, 3)
+    idx = faces.reshape(-1).long()
+    acc = corner.new_zeros(n_vertices, 3).index_add_(0, idx, corner)
+    count = torch.bincount(idx, minlength=n_vertices).clamp_min(1).to(acc.dtype)
+    return acc / count[:, None]
+
+
+def refine_prediction(prediction: PredictedMesh, image: ImageLike, mask: Optional[ImageLike] = None,
+                      steps: int = REFINE_STEPS, resolution: int = REFINE_RESOLUTION,
+                      options: Optional["FitOptions"] = None, view: Optional[InputView] = None,
+                      azimuths: Optional[Sequence[float]] = None,
+                      progress: Optional[Callable[[int, int, float], None]] = None,
+                      should_stop: Optional[Callable[[], bool]] = None) -> RefinedPrediction:
+    """Fit a prediction to the picture it came from, in its input view (the Image to 3D refine).
+
+    The input is framed by :func:`prepare_image` at ``resolution``; the protocol camera that
+    sees the prediction as the picture shows it is found by :func:`match_input_view` (unless
+    ``view`` is given); then :func:`dibr_core.fit.fit` moves the vertices (large steps) and
+    paints the texture so that the render in that view matches the framed picture (silhouette
+    and colours). The result's inside-out pockets are removed (:func:`dibr_core.mesh_repair.untangle`);
+    when it adds self-intersecting faces it is backed off toward the prediction
+    (:data:`REFINE_BACKOFF`), and when no fraction of it keeps the input-view silhouette IoU
+    and the crossings as they were, the prediction is kept (``kept_prediction``).
+
+    Args:
+        prediction: the :func:`predict_mesh` result for ``image`` (canonical frame).
+        image, mask: the picture as given to :func:`predict_mesh` ((H, W, 4) RGBA or (H, W, 3) RGB
+            with an (H, W) mask).
+        steps: fit steps (0: only measure the prediction's input-view IoU).
+        resolution: side of the framed image the refine compares (>= 16).
+        options: the fit's options (default :func:`refine_options` with ``steps``; its ``steps``
+            then wins over the argument).
+        view: the input view (default: matched on the prediction over ``azimuths``).
+        progress, should_stop: passed to the fit (``progress(step, steps, loss)``; ``should_stop()``
+            True cancels, and the prediction is kept).
+
+    Raises:
+        ValueError: bad input (as :func:`prepare_image`), ``steps`` < 0 or ``resolution`` < 16.
+    """
+    import time
+
+    from dibr_core.fit import FitView, fit
+    from dibr_core.mesh_queries import self_intersecting_faces
+    from dibr_core.mesh_repair import untangle
+
+    fn = "refine_prediction"
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+        raise ValueError(f"{fn}(): steps must be an int >= 0, got {steps!r}")
+    if not isinstance(resolution, int) or isinstance(resolution, bool) or resolution < 16:
+        raise ValueError(f"{fn}(): resolution must be an int >= 16, got {resolution!r}")
+    t0 = time.perf_counter()
+    ref = prepare_image(image, mask, resolution)
+    target = ref[3]
+    faces = prediction.faces.long()
+    v0 = prediction.vertices.detach().float()
+    if view is None:
+        view = match_input_view(v0, faces, target, azimuths, prediction.colors, ref[:3])
+    before = input_view_iou(v0, faces, view, target)
+    opts = options if options is not None else refine_options(steps)
+    crossings_before = self_intersecting_faces(v0, faces)
+    if opts.steps == 0:
+        return RefinedPrediction(prediction, prediction, view, resolution, before, before, before, True, 0.0,
+                                 (crossings_before, crossings_before), 0, time.perf_counter() - t0, False,
+                                 float("nan"), ref)
+    fview = FitView(view.camera(torch.float32), ref[:3].permute(1, 2, 0).contiguous(), target.contiguous(), "input")
+    has_tex = prediction.texture is not None
+    if not has_tex:
+        from dataclasses import replace as _replace
+
+        opts = _replace(opts, optimize_texture=False, optimize_colors=True)
+    res = fit(v0, faces, [fview], opts, colors=prediction.colors.float() if not has_tex else None,
+              face_uvs=prediction.face_uvs.float() if has_tex else None,
+              texture=prediction.texture.float() if prediction.texture is not None else None,
+              progress=progress, should_stop=should_stop)
+    verts, _ = untangle(res.vertices.detach().float(), faces)
+    verts = verts.float().contiguous()
+    if res.texture is not None:
+        tex: Optional[torch.Tensor] = res.texture.float().contiguous()
+        colors = _texture_vertex_colors(res.texture, faces, prediction.face_uvs, verts.shape[0])
+    else:
+        tex = None
+        colors = res.colors.float() if res.colors is not None else prediction.colors
+    refined = PredictedMesh(vertices=verts, faces=prediction.faces, colors=colors.contiguous(),
+                            face_uvs=prediction.face_uvs, texture=tex, input_image=prediction.input_image)
+    after = input_view_iou(verts, faces, view, target)
+    crossings = self_intersecting_faces(verts, faces)
+    chosen, fraction, iou = prediction, 0.0, before
+    if not res.cancelled:
+        for f in REFINE_BACKOFF:
+            v = verts if f == 1.0 else untangle(v0 + f * (verts - v0), faces)[0].float().contiguous()
+            n = crossings if f == 1.0 else self_intersecting_faces(v, faces)
+            score = after if f == 1.0 else input_view_iou(v, faces, view, target)
+            if n <= crossings_before and score >= before:
+                chosen = refined if f == 1.0 else PredictedMesh(
+                    vertices=v, faces=prediction.faces, colors=refined.colors, face_uvs=prediction.face_uvs,
+                    texture=refined.texture, input_image=prediction.input_image)
+                fraction, iou = f, score
+                break
+    return RefinedPrediction(chosen, refined, view, resolution, before, after, iou, fraction == 0.0, fraction,
+                             (crossings_before, crossings), res.steps, time.perf_counter() - t0, res.cancelled,
+                             float(res.views[0].color_l1) if res.views else float("nan"), ref)

@@ -167,3 +167,29 @@ def test_reports_record_portable_paths(tmp_path, monkeypatch) -> None:
     assert not portable_path(Path(tmp_path) / "x").startswith(str(tmp_path))
     meta = portable_meta({"args": {"data": str(home / ".cache" / "dibr" / "data"), "steps": 3, "name": "a/b"}})
     assert meta == {"args": {"data": "~/.cache/dibr/data", "steps": 3, "name": "a/b"}}
+
+
+def test_input_view_fidelity_fields(tiny: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--input-view-iou and --refine add the input-view block: the prediction's input-view
+    silhouette IoU, and with the refine the refined one, the 3D IoUs and the times."""
+    from dibr_core.inference import PREDICTOR_WEIGHTS
+
+    if not PREDICTOR_WEIGHTS.is_file():
+        pytest.skip("no shipped weights")
+    args = ("--data", str(tiny), "--weights", str(PREDICTOR_WEIGHTS), "--limit", "1", "--input-view-limit", "1")
+    res = _run(capsys, *args, "--refine", "--refine-steps", "3")
+    iv = res["input_view"]
+    assert iv["steps"] == 3 and iv["count"] == len(CATS) and set(iv["per_category"]) == set(CATS)
+    for k in ("mean_prediction_iou", "mean_refined_iou", "mean_result_iou", "mean_iou_3d_prediction",
+              "mean_iou_3d_refined", "mean_iou_3d_result", "mean_refine_fraction"):
+        assert 0.0 <= iv[k] <= 1.0, (k, iv[k])
+    assert iv["mean_result_iou"] >= iv["mean_prediction_iou"]          # the refine never returns less
+    assert iv["mean_iou_3d_prediction"] == pytest.approx(res["mean_iou"])
+    assert iv["refine_seconds"]["max"] > 0 and iv["predict_seconds"]["max"] > 0
+    res = _run(capsys, *args, "--input-view-iou")
+    iv = res["input_view"]
+    assert iv["steps"] == 0 and iv["mean_refined_iou"] is None and "refine_seconds" not in iv
+    assert iv["mean_result_iou"] == iv["mean_prediction_iou"] and 0.3 < iv["mean_prediction_iou"] <= 1.0
+    # the fidelity needs the predictor
+    assert main(["predictor", "--data", str(tiny), "--refine", "--json", "--no-progress"]) == 2
+    assert "give --weights" in capsys.readouterr().err

@@ -161,29 +161,50 @@ def test_protocol_camera_equals_the_training_camera() -> None:
                                atol=1e-9)
 
 
-def test_framed_view_maps_the_box() -> None:
-    v = meshes.mesh_arrays(_sphere_prediction()).vertices.astype(np.float64)
-    box = (-0.3, 0.5, -0.6, 0.4)  # longer side 1.0 (vertical), centre (0.1, -0.1)
-    view = i3.framed_view(v, 45.0, box)
-    ndc = i3.project_ndc(v, i3.camera_world(view), i3.camera_params(view, 128))
-    lo, hi = ndc.min(0), ndc.max(0)
-    assert max(hi - lo) == pytest.approx(1.0, abs=1e-6)
-    np.testing.assert_allclose(0.5 * (lo + hi), [0.1, -0.1], atol=1e-6)
-    assert i3.mask_box_ndc(np.pad(np.ones((2, 4)), ((0, 2), (0, 0)))) == (-1.0, 1.0, 0.0, 1.0)
+def test_protocol_view_is_the_core_input_view_in_blender() -> None:
+    """The Blender camera of a dibr_core InputView (zoomed, shifted, turned with the object) sees
+    the Blender-frame points where the core camera sees the canonical ones."""
+    from dibr_core.inference import InputView
+
+    view = InputView(30.0, zoom=1.25, shift=(0.1, -0.15), iou=0.9)
+    pts_c = np.random.default_rng(0).uniform(-0.5, 0.5, (20, 3))
+    cam = view.camera()
+    clip = cam.to_clip(cam.to_camera(torch.from_numpy(pts_c)[None]))[0].numpy()
+    want = clip[:, :2] / clip[:, 3:]
+    for turn in (0.0, 37.0):
+        pv = i3.protocol_view(view, turn)
+        assert pv.azimuth_deg == pytest.approx(30.0 + turn) and pv.iou == 0.9
+        t = math.radians(turn)
+        R = np.array([[math.cos(t), -math.sin(t), 0.0], [math.sin(t), math.cos(t), 0.0], [0.0, 0.0, 1.0]])
+        pts_b = meshes.canonical_to_blender(pts_c) @ R.T
+        ndc = i3.project_ndc(pts_b, i3.camera_world(pv), i3.camera_params(pv, 64))
+        np.testing.assert_allclose(ndc, want, atol=1e-9)
 
 
-@pytest.mark.slow
-def test_match_protocol_view_finds_the_render_azimuth() -> None:
-    from dibr_core.data.dataset import make_item
-    from dibr_core.inference import prepare_image
+def test_to_blender_places_refined_vertices_like_the_prediction() -> None:
+    pred = _sphere_prediction()
+    m = meshes.on_ground(meshes.rotate_z(meshes.mesh_arrays(pred, size=2.0), 30.0))
+    np.testing.assert_allclose(i3.to_blender(pred.vertices, m, 30.0), m.vertices, atol=1e-5)
 
-    item = make_item("chair", "test", 1, n_views=4, size=64)  # azimuths 0, 15, 30, 45
-    v = item["vertices"].astype(np.float64)
-    unit = meshes.canonical_to_blender(v - 0.5 * (v.min(0) + v.max(0)))
-    img = item["images"][3]
-    view = i3.match_protocol_view(unit, item["faces"], prepare_image(img, None, 64).numpy()[3],
-                                  prepare_image(img, None, 128).numpy()[3])
-    assert view.azimuth_deg == 45.0 and view.iou > 0.85
+
+def test_refine_defaults_match_dibr_core() -> None:
+    from dibr_core import inference
+
+    assert i3.REFINE_STEPS == inference.REFINE_STEPS > 0
+    assert i3.REFINE_RESOLUTION == inference.REFINE_RESOLUTION
+
+
+def test_auto_background_key_on_a_plain_border_only() -> None:
+    from dibr_blender.jobs import masks
+
+    img = np.full((40, 40, 3), 0.8)
+    img[10:30, 12:28] = [0.2, 0.3, 0.9]
+    key = i3.auto_background_key(img)
+    assert key is not None and key.color == pytest.approx((0.8, 0.8, 0.8))
+    m = masks.key_mask(img, key)
+    assert (m[10:30, 12:28] == 1).all() and m.sum() == 20 * 16
+    noisy = np.random.default_rng(0).uniform(0, 1, (40, 40, 3))
+    assert i3.auto_background_key(noisy) is None
 
 
 def test_report_and_weights_info() -> None:
@@ -204,6 +225,18 @@ def test_report_and_weights_info() -> None:
 
     assert paths(rep) == []
     assert "642 vertices" in i3.summary(rep)
+    assert rep["input_view_iou"] is None and rep["silhouette"] == "alpha"
+    # the input-view silhouette IoU before and after the refine, in the report and its summary line
+    iv = {"prediction": 0.83, "refined": 0.96, "result": 0.96, "camera": "cam"}
+    refine = {"camera": "cam", "steps": 60, "prediction_silhouette_iou": 0.83, "refined_silhouette_iou": 0.96,
+              "silhouette_iou": 0.96, "kept_prediction": False}
+    rep = i3.make_report(object_name="o", mesh=m, category=None, category_passed=False, size=1.0, seconds=0.5,
+                         predict_seconds=0.1, image="x.png", refine=refine, input_view=iv)
+    assert rep["input_view_iou"] == iv
+    assert "input-view silhouette IoU 0.830 -> 0.960 after 60 refine steps" in i3.summary(rep)
+    rep = i3.make_report(object_name="o", mesh=m, category=None, category_passed=False, size=1.0, seconds=0.5,
+                         predict_seconds=0.1, image="x.png", input_view={"prediction": 0.83, "refined": None})
+    assert "input-view silhouette IoU 0.830 (no refine)" in i3.summary(rep)
     assert i3._scrub({"a": "/abs/path", "b": {"c": 1, "d": "/x"}, "e": "rel"}) == {"b": {"c": 1}, "e": "rel"}
 
 
@@ -232,7 +265,11 @@ def test_cli_image_to_3d_bad_input(tmp_path, capsys) -> None:
     assert not (tmp_path / "out.blend").exists() and not (tmp_path / "r.json").exists()
     args = cli.parse(["image-to-3d", "--image", str(img), "--category", "chair", "--export", str(tmp_path / "o.glb")],
                      inside_blender=False)
-    assert args.category == "chair" and args.size == 1.0 and args.texture_size == 256 and args.refine_steps == 0
+    assert args.category == "chair" and args.size == 1.0 and args.texture_size == 256
+    assert args.refine_steps == i3.REFINE_STEPS > 0 and args.refine_resolution == i3.REFINE_RESOLUTION  # on by default
+    off = cli.parse(["image-to-3d", "--image", str(img), "--refine-steps", "0", "--export", str(tmp_path / "o.glb")],
+                    inside_blender=False)
+    assert off.refine_steps == 0
 
 
 def test_facing_rotation_turns_the_input_view_behind_the_viewer() -> None:

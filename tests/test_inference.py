@@ -49,8 +49,10 @@ def test_prepare_image_frames_like_the_training_data() -> None:
     rgb = x[:3]
     assert torch.all(rgb[:, a == 0] == 0)                        # zero outside the mask
     torch.testing.assert_close(rgb[:, a == 1].mean(dim=1), torch.tensor([1.0, 0.0, 0.0]), atol=0.02, rtol=0)
-    # An object filling a whole picture is shrunk to the largest training size.
+    # An object filling a picture (but for its top row: an opaque picture is refused) is shrunk
+    # to the largest training size.
     full = np.ones((50, 80, 4), dtype=np.float32)
+    full[0, :, 3] = 0.0
     assert abs(_box_stats(prepare_image(full)[3] > 0)[0] - FRAME_EXTENT[1]) <= 1.5 / 64
 
 

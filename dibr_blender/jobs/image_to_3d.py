@@ -9,11 +9,12 @@ Colours: the network reproduces the stored (sRGB-encoded) values of its input im
 texture goes unchanged into an sRGB image and its vertex colours are decoded to linear for the
 float colour attribute; Blender then shows the input's colours.
 
-For "refine with fit" without a scene camera, :func:`match_protocol_view` finds the training
-protocol's view (elevation 30 degrees, distance 2.732 x the scale, 30 degree vertical field of
-view, square image) whose silhouette of the predicted mesh best matches the framed input, over the
-24 protocol azimuths; the camera is then zoomed and its lens shifted so that the mesh's projected
-bounding box lands exactly on the input's framed silhouette box.
+The refine (on by default, :data:`REFINE_STEPS` steps) is ``dibr_core.inference.refine_prediction``:
+the fit, started from the prediction, in the input view. That view is the training protocol's
+(elevation 30 degrees, distance 2.732 x the scale, 30 degree vertical field of view, square image)
+whose silhouette of the predicted mesh best matches the framed input over the 24 protocol
+azimuths, zoomed and shifted so that the mesh's projected box lands on the input's silhouette box
+(``dibr_core.inference.match_input_view``); :func:`protocol_view` turns it into a Blender camera.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import convert
+from . import convert, masks
 from .meshes import BlenderMesh, canonical_to_blender
 
 OBJECT_NAME = "DIB-R Image to 3D"
@@ -47,6 +48,13 @@ PROTOCOL_AZIMUTH_STEP_DEG = 15.0
 PROTOCOL_N_AZIMUTHS = 24
 SENSOR_HEIGHT = 24.0          # mm, Blender's default; the camera uses the vertical sensor fit
 PROTOCOL_LENS = SENSOR_HEIGHT / (2.0 * math.tan(math.radians(PROTOCOL_FOV_Y_DEG) / 2.0))
+# dibr_core.inference.REFINE_STEPS / REFINE_RESOLUTION, repeated so that registering does not
+# import dibr_core; tests/test_image_to_3d_pure.py checks that they agree.
+REFINE_STEPS = 80
+REFINE_RESOLUTION = 128
+# An opaque picture (no alpha, or alpha 1 everywhere) without a mask is keyed on its border colour
+# when at least this share of its border pixels lies within half the key's tolerance of the median.
+UNIFORM_BORDER_FRACTION = 0.95
 
 
 # --------------------------------------------------------------------------- inputs
@@ -54,6 +62,22 @@ PROTOCOL_LENS = SENSOR_HEIGHT / (2.0 * math.tan(math.radians(PROTOCOL_FOV_Y_DEG)
 def silhouette(rgba: np.ndarray, has_alpha: bool) -> np.ndarray:
     """A mask image's silhouette: its alpha, or its first (grey) channel when it has no alpha."""
     return np.ascontiguousarray(rgba[..., 3] if has_alpha else rgba[..., 0], dtype=np.float32)
+
+
+def auto_background_key(rgb: np.ndarray) -> Optional[masks.BackgroundKey]:
+    """The key of an opaque picture (no alpha, no mask) on a plain background: its border colour
+    (:func:`masks.border_color`) when at least :data:`UNIFORM_BORDER_FRACTION` of its outermost
+    pixels lie within half the default tolerance of it; None for a busy border (a photo), which
+    needs a mask or an explicit background colour."""
+    a = np.asarray(rgb, dtype=np.float64)[..., :3]
+    if a.ndim != 3 or min(a.shape[:2]) < 2:
+        return None
+    ring = np.concatenate([a[0], a[-1], a[1:-1, 0], a[1:-1, -1]], axis=0)
+    bg = masks.border_color(a)
+    close = np.abs(ring - bg).max(axis=-1) <= 0.5 * masks.DEFAULT_TOLERANCE
+    if float(close.mean()) < UNIFORM_BORDER_FRACTION:
+        return None
+    return masks.BackgroundKey(tuple(float(c) for c in bg))  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- the predictor
@@ -203,83 +227,61 @@ def project_ndc(vertices: np.ndarray, world: np.ndarray, params: convert.CameraP
     return h[:, :2] / h[:, 3:4]
 
 
-def mask_box_ndc(mask: np.ndarray) -> Tuple[float, float, float, float]:
-    """(x_min, x_max, y_min, y_max) in NDC of the pixels above 0.5 of a (S, S) top-to-bottom mask."""
-    m = np.asarray(mask) > 0.5
-    if not m.any():
-        raise ValueError("mask_box_ndc(): the mask is empty")
-    H, W = m.shape
-    rows = np.nonzero(m.any(axis=1))[0]
-    cols = np.nonzero(m.any(axis=0))[0]
-    return (-1.0 + 2.0 * cols[0] / W, -1.0 + 2.0 * (cols[-1] + 1) / W,
-            1.0 - 2.0 * (rows[-1] + 1) / H, 1.0 - 2.0 * rows[0] / H)
+def protocol_view(view: Any, azimuth_offset_deg: float = 0.0) -> ProtocolView:
+    """The Blender camera of a ``dibr_core.inference.InputView`` (``ndc' = zoom * ndc + shift``): the
+    lens zoomed by ``zoom`` and shifted by ``-shift / 2`` (Blender's lens shift moves the content by
+    ``-2 shift`` in NDC on a square image with the vertical fit); its azimuth turned by
+    ``azimuth_offset_deg`` (the object's turn about Z)."""
+    return ProtocolView(float(view.azimuth_deg) + azimuth_offset_deg, float(view.elevation_deg), float(view.distance),
+                        PROTOCOL_LENS * float(view.zoom), -0.5 * float(view.shift[0]), -0.5 * float(view.shift[1]),
+                        float(view.iou))
 
 
-def framed_view(vertices: np.ndarray, azimuth_deg: float, target_box: Tuple[float, float, float, float]
-                ) -> ProtocolView:
-    """The protocol view at ``azimuth_deg`` of scale-1 Blender-frame ``vertices`` (centred at the
-    origin), zoomed and shifted so that the vertices' projected box has the longer side and the
-    centre of ``target_box`` (NDC)."""
-    base = ProtocolView(azimuth_deg)
-    ndc = project_ndc(vertices, camera_world(base), camera_params(base, 64))
-    lo, hi = ndc.min(0), ndc.max(0)
-    side_r = float(max(hi - lo))
-    tx0, tx1, ty0, ty1 = target_box
-    side_t = max(tx1 - tx0, ty1 - ty0)
-    k = side_t / max(side_r, 1e-9)
-    c_r = 0.5 * (lo + hi)
-    c_t = np.array([0.5 * (tx0 + tx1), 0.5 * (ty0 + ty1)])
-    t = c_t - k * c_r                       # NDC' = k NDC + t
-    # Blender's lens shift moves the content by -2 shift in NDC (square image, vertical fit).
-    return ProtocolView(azimuth_deg, lens=PROTOCOL_LENS * k, shift_x=float(-t[0] / 2), shift_y=float(-t[1] / 2))
+def match_view(prediction: Any, rgba: np.ndarray, mask: Optional[np.ndarray], resolution: int) -> Any:
+    """The input view of a prediction (``dibr_core.inference.match_input_view`` on the input framed
+    at ``resolution``, colours breaking silhouette ties)."""
+    from dibr_core import inference
+
+    ref = inference.prepare_image(rgba, mask, size=resolution)
+    return inference.match_input_view(prediction.vertices, prediction.faces, ref[3], colors=prediction.colors,
+                                      rgb=ref[:3])
 
 
-def match_protocol_view(vertices: np.ndarray, faces: np.ndarray, target_mask: np.ndarray,
-                        box_mask: Optional[np.ndarray] = None,
-                        azimuths: Optional[Sequence[float]] = None) -> ProtocolView:
-    """The protocol view whose render of the mesh best matches ``target_mask`` (silhouette IoU).
+def refine(prediction: Any, rgba: np.ndarray, mask: Optional[np.ndarray], steps: int, resolution: int,
+           view: Any = None, backend: str = "auto", progress: Optional[Any] = None,
+           should_stop: Optional[Any] = None) -> Any:
+    """``dibr_core.inference.refine_prediction`` (a ``RefinedPrediction``) with the default options
+    and ``steps``; touches no Blender data (it runs on the operator's worker thread)."""
+    from dibr_core import inference
 
-    Args:
-        vertices: (V, 3) scale-1 Blender-frame vertices centred at the origin; faces: (F, 3).
-        target_mask: (S, S) framed silhouette of the input (rows top to bottom) compared at S.
-        box_mask: a finer framing of the same silhouette used for the box (default target_mask).
-        azimuths: candidates in degrees (default: the 24 protocol azimuths).
-    """
-    import torch
+    return inference.refine_prediction(prediction, rgba, mask, steps=steps, resolution=resolution,
+                                       options=inference.refine_options(steps, backend=backend), view=view,
+                                       progress=progress, should_stop=should_stop)
 
-    from dibr_core.camera import Camera
-    from dibr_core.render import Meshes, RenderSettings, render
 
-    az = list(azimuths) if azimuths is not None else [
-        k * PROTOCOL_AZIMUTH_STEP_DEG for k in range(PROTOCOL_N_AZIMUTHS)]
-    box = mask_box_ndc(box_mask if box_mask is not None else target_mask)
-    S = int(target_mask.shape[0])
-    candidates = [framed_view(vertices, a, box) for a in az]
-    views = np.stack([convert.view_matrix(camera_world(c)) for c in candidates])
-    projs = np.stack([convert.projection_matrix(camera_params(c, S)) for c in candidates])
-    B = len(candidates)
-    v = torch.from_numpy(np.asarray(vertices, dtype=np.float32))[None].expand(B, -1, -1).contiguous()
-    f = torch.from_numpy(np.asarray(faces, dtype=np.int64))
-    cam = Camera(torch.from_numpy(views).float(), torch.from_numpy(projs).float(), 0.05, 100.0)
-    with torch.no_grad():
-        out = render(Meshes(v, f), cam, settings=RenderSettings(S, S))
-    cover = out.mask.numpy() > 0.5
-    target = np.asarray(target_mask)[None] > 0.5
-    ious = (cover & target).sum((1, 2)) / np.maximum((cover | target).sum((1, 2)), 1)
-    best = int(np.argmax(ious))
-    c = candidates[best]
-    return ProtocolView(c.azimuth_deg, c.elevation_deg, c.distance, c.lens, c.shift_x, c.shift_y, float(ious[best]))
+def to_blender(vertices: Any, mesh: BlenderMesh, turn_deg: float = 0.0) -> np.ndarray:
+    """(V, 3) canonical vertices (a refined prediction) placed as ``mesh`` (the prediction made
+    Blender data by ``mesh_arrays``: its centre and scale), turned by ``turn_deg`` about Z, then
+    stood on the ground plane (lowest point at z = 0) -> (V, 3) float32."""
+    v = np.asarray(vertices.detach().cpu().numpy() if hasattr(vertices, "detach") else vertices, dtype=np.float64)
+    out = canonical_to_blender(v - np.asarray(mesh.centre, dtype=np.float64)) * mesh.scale
+    t = math.radians(turn_deg)
+    c, s = math.cos(t), math.sin(t)
+    out = out @ np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]).T
+    out[:, 2] -= out[:, 2].min()
+    return out.astype(np.float32)
 
 
 def self_intersections(vertices: np.ndarray, faces: np.ndarray) -> int:
-    """How many pairs of faces of a closed mesh cross each other ((V, 3) vertices, (F, 3) faces)."""
+    """How many faces of a closed mesh cross another face ((V, 3) vertices, (F, 3) faces), as the
+    input-view refine (``dibr_core.inference.refine_prediction``) counts them."""
     import torch
 
-    from dibr_core.mesh_queries import intersecting_face_pairs
+    from dibr_core.mesh_queries import self_intersecting_faces
 
     v = torch.from_numpy(np.asarray(vertices, dtype=np.float64))
     f = torch.from_numpy(np.asarray(faces, dtype=np.int64))
-    return int(intersecting_face_pairs(v, f).shape[0])
+    return self_intersecting_faces(v, f)
 
 
 def clean_refined(vertices: np.ndarray, faces: np.ndarray) -> Tuple[np.ndarray, int]:
@@ -301,9 +303,12 @@ def make_report(*, object_name: str, mesh: BlenderMesh, category: Optional[str],
                 size: float, seconds: float, predict_seconds: float, image: str,
                 weights: Optional[Dict[str, Any]] = None, refine: Optional[Dict[str, Any]] = None,
                 output: Optional[str] = None, export: Optional[str] = None,
-                facing: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+                facing: Optional[Dict[str, Any]] = None, input_view: Optional[Dict[str, Any]] = None,
+                silhouette_source: str = "alpha") -> Dict[str, Any]:
     """The JSON report of one Image to 3D run (the batch command writes it; the operator prints
-    its summary). ``image``: the input's file name (no folder) or ``image 'NAME'``."""
+    its summary). ``image``: the input's file name (no folder) or ``image 'NAME'``.
+    ``input_view``: the input-view silhouette IoU ``{"prediction", "refined", "result", "camera"}``
+    (``refined`` None without a refine); ``silhouette_source``: where the silhouette came from."""
     w = weights or {}
     return {
         "command": "image-to-3d",
@@ -320,6 +325,8 @@ def make_report(*, object_name: str, mesh: BlenderMesh, category: Optional[str],
         "seconds": round(float(seconds), 3),
         "predict_seconds": round(float(predict_seconds), 3),
         "facing": facing,
+        "silhouette": silhouette_source,
+        "input_view_iou": input_view,
         "refine": refine,
         "output": output,
         "export": export,
@@ -329,18 +336,26 @@ def make_report(*, object_name: str, mesh: BlenderMesh, category: Optional[str],
 
 
 def summary(report: Dict[str, Any]) -> str:
-    """One line for the operator's report."""
+    """One line for the operator's report: the object, and its input-view silhouette IoU before
+    and after the refine."""
     line = (f"DIB-R Image to 3D: '{report['object']}' ({report['vertices']} vertices, {report['faces']} faces"
             + (f", {report['texture_size']} px texture" if report.get("texture_size") else "")
             + f") in {report['seconds']:.2f} s")
+    iv = report.get("input_view_iou") or {}
     r = report.get("refine")
     if r:
-        line += f"; refined {r['steps']} steps against '{r['camera']}', silhouette IoU {r['silhouette_iou']:.3f}"
+        line += (f"; input-view silhouette IoU {r['prediction_silhouette_iou']:.3f} -> "
+                 f"{r['silhouette_iou']:.3f} after {r['steps']} refine steps against '{r['camera']}'")
+        if 0.0 < r.get("refine_fraction", 1.0) < 1.0:
+            line += (f" ({100 * r['refine_fraction']:.0f}% of the refine, which would add self-intersecting faces "
+                     f"at {r['refined_silhouette_iou']:.3f})")
         if r.get("kept_prediction"):
-            line += (f" (the refine would have lowered it to {r.get('refined_silhouette_iou', 0.0):.3f}: "
-                     "kept the prediction)")
+            line += " (kept the prediction: " + (r.get("kept_reason") or "the refine did not improve it") + ")"
+    elif iv.get("prediction") is not None:
+        line += f"; input-view silhouette IoU {iv['prediction']:.3f} (no refine)"
     return line
 
 
-__all__ = ["CATEGORIES", "CATEGORY_ITEMS", "ProtocolView", "camera_params", "camera_world",
-           "make_report", "match_protocol_view", "predict", "weights_info", "weights_meta"]
+__all__ = ["CATEGORIES", "CATEGORY_ITEMS", "REFINE_RESOLUTION", "REFINE_STEPS", "ProtocolView", "auto_background_key",
+           "camera_params", "camera_world", "make_report", "match_view", "predict", "protocol_view", "refine",
+           "to_blender", "weights_info", "weights_meta"]

@@ -49,9 +49,9 @@ class Request:
     category: str = "none"
     size: float = 1.0
     texture_size: int = 256          # 0: the predictor's native size
-    refine_steps: int = 0            # 0: no refine
+    refine_steps: int = image_to_3d.REFINE_STEPS   # 0: no refine
     refine_camera: str = "AUTO"      # see REFINE_CAMERA_ITEMS
-    refine_resolution: int = 128
+    refine_resolution: int = image_to_3d.REFINE_RESOLUTION
     backend: str = "auto"
     name: str = image_to_3d.OBJECT_NAME
     # Turn the object to face this world viewing direction (the 3D viewport's, from the panel);
@@ -69,6 +69,7 @@ class Inputs:
     image: Any                        # the datablock, when it came from one
     mask_file: Optional[str]
     mask_image: Any
+    source: str = "alpha"             # where the silhouette came from (the report's "silhouette")
 
 
 def _abspath(path: str) -> str:
@@ -95,6 +96,7 @@ def read_inputs(req: Request) -> Inputs:
     except ValueError as exc:
         raise SceneError(str(exc)) from None
     mask: Optional[np.ndarray] = None
+    source = "alpha"
     mpath = _abspath(req.mask_path)
     mimg: Any = None
     if mpath:
@@ -107,16 +109,28 @@ def read_inputs(req: Request) -> Inputs:
         mask = image_to_3d.silhouette(io.image_display_values(mimg), io.image_has_alpha(mimg))
     elif req.background is not None:
         mask = masks.key_mask(rgba[..., :3], req.background)
-    elif not has_alpha:
-        raise SceneError(f"{label} has no alpha channel; give a mask image for the silhouette "
-                         "or key out the background colour")
+        source = f"keyed on {req.background.describe()}"
+    elif not has_alpha or masks.background_fraction(rgba[..., 3]) < masks.MIN_BACKGROUND_FRACTION:
+        # An opaque picture: key it on its border colour when that is one plain colour.
+        key = image_to_3d.auto_background_key(rgba[..., :3])
+        what = "has no alpha channel" if not has_alpha else "is opaque (alpha 1 everywhere)"
+        if key is None:
+            raise SceneError(f"{label} {what} and its border is not one plain colour, so the object cannot be "
+                             "told from the background; give a mask image (--mask) or the background colour "
+                             "(--background-color, or the panel's Background Key)")
+        mask = masks.key_mask(rgba[..., :3], key)
+        source = f"keyed on {key.describe()} (automatic: the image {what})"
+    if mpath or req.mask_name:
+        source = "mask image"
+    elif req.background is None and mask is None:
+        source = "alpha"
     if mask is not None and mask.shape != rgba.shape[:2]:
         mask = convert.resize_image(mask[..., None], rgba.shape[1], rgba.shape[0])[..., 0]
     try:
         masks.check_silhouette(mask if mask is not None else rgba[..., 3], label, from_alpha=mask is None)
     except ValueError as exc:
         raise SceneError(str(exc)) from None
-    return Inputs(rgba, mask, label, path or None, img, mpath or None, mimg)
+    return Inputs(rgba, mask, label, path or None, img, mpath or None, mimg, source)
 
 
 @dataclass
@@ -124,9 +138,20 @@ class _Plan:
     """Refine decisions made before anything is added."""
 
     mode: str                                  # "SCENE" or "NEW"
-    view: Optional[image_to_3d.ProtocolView] = None
-    reference: Optional[np.ndarray] = None     # (4, N, N) framed display RGBA (NEW)
+    view: Optional[image_to_3d.ProtocolView] = None   # the new camera (NEW), turned with the object
     reason: str = ""                           # why AUTO chose this camera
+
+
+@dataclass
+class _InputView:
+    """The prediction's input view (a ``dibr_core.inference.InputView``, canonical frame) and the
+    object's turn about Z (degrees) that the Blender camera follows."""
+
+    view: Any
+    turn: float = 0.0
+
+    def blender(self) -> image_to_3d.ProtocolView:
+        return image_to_3d.protocol_view(self.view, self.turn)
 
 
 def scene_camera_overlap(scene: Any, inputs: Inputs, mesh: meshes.BlenderMesh, location: np.ndarray,
@@ -147,12 +172,10 @@ def scene_camera_overlap(scene: Any, inputs: Inputs, mesh: meshes.BlenderMesh, l
     return float((cover & t).sum()) / max(1.0, float((cover | t).sum()))
 
 
-def _plan_refine(req: Request, scene: Any, inputs: Inputs, pred: Any, mesh: meshes.BlenderMesh,
-                 placed: meshes.BlenderMesh, location: np.ndarray,
-                 matched: Optional[Tuple[image_to_3d.ProtocolView, np.ndarray]] = None) -> _Plan:
-    """The refine's camera. ``mesh`` is the prediction centred on the origin, ``placed`` the same
-    as it is added at ``location`` (standing on the ground plane); ``matched``: the input's
-    matching view for ``mesh`` when already found."""
+def _plan_refine(req: Request, scene: Any, inputs: Inputs, placed: meshes.BlenderMesh, location: np.ndarray,
+                 matched: _InputView) -> _Plan:
+    """The refine's camera. ``placed`` is the prediction as it is added at ``location`` (standing
+    on the ground plane); ``matched``: the input's view of the prediction."""
     mode = req.refine_camera.upper()
     if mode not in ("AUTO", "SCENE", "NEW"):
         raise SceneError(f"refine camera must be AUTO, SCENE or NEW, got {req.refine_camera!r}")
@@ -173,19 +196,7 @@ def _plan_refine(req: Request, scene: Any, inputs: Inputs, pred: Any, mesh: mesh
             raise SceneError("the scene has no active camera to refine against")
         io.read_camera(scene.camera, scene, req.refine_resolution)  # refuses odd cameras now
         return _Plan("SCENE", reason=reason)
-    view, ref = matched if matched is not None else _match_input_view(req, inputs, pred, mesh)
-    return _Plan("NEW", view=view, reference=ref, reason=reason)
-
-
-def _match_input_view(req: Request, inputs: Inputs, pred: Any, mesh: meshes.BlenderMesh
-                      ) -> Tuple[image_to_3d.ProtocolView, np.ndarray]:
-    """The training view that best matches the input (see ``match_protocol_view``) for ``mesh``
-    centred on the origin, and the framed input (4, N, N) at the refine resolution."""
-    from dibr_core.inference import prepare_image
-
-    ref = prepare_image(inputs.rgba, inputs.mask, size=req.refine_resolution).numpy()
-    unit = mesh.vertices.astype(np.float64) / mesh.scale
-    return image_to_3d.match_protocol_view(unit, mesh.faces, pred.input_image[3].numpy(), ref[3]), ref
+    return _Plan("NEW", view=matched.blender(), reason=reason)
 
 
 def facing_direction(scene: Any, req: Request) -> Optional[np.ndarray]:
@@ -201,10 +212,22 @@ def facing_direction(scene: Any, req: Request) -> Optional[np.ndarray]:
 
 
 @dataclass
+class CoreRefine:
+    """What the input-view refine (``dibr_core.inference.refine_prediction``) needs: the prediction
+    (canonical frame), the picture and its silhouette, and the matched view."""
+
+    prediction: Any
+    rgba: np.ndarray
+    mask: Optional[np.ndarray]
+    view: _InputView
+
+
+@dataclass
 class RefineJob:
-    """The refine of a just-added object: ``settings``, ``mesh`` and ``views`` for
-    :func:`~dibr_blender.jobs.fit.run_fit` (which may run on a worker thread; it touches no
-    Blender data), then :meth:`apply` on the main thread."""
+    """The refine of a just-added object: :meth:`run` (which may run on a worker thread; it
+    touches no Blender data), then :meth:`apply` on the main thread. Against a new camera (the
+    input view) it is ``dibr_core.inference.refine_prediction`` (``core``); against the scene
+    camera, :func:`~dibr_blender.jobs.fit.run_fit` on ``settings``, ``mesh`` and ``views``."""
 
     settings: FitSettings
     mesh: Any
@@ -218,6 +241,24 @@ class RefineJob:
     extra: Dict[str, Any]
     temps: List[str]
     t0: float
+    core: Optional[CoreRefine] = None
+
+    @property
+    def steps(self) -> int:
+        return self.settings.steps
+
+    def run(self, progress: Optional[Callable[[int, int, float], None]] = None,
+            should_stop: Optional[Callable[[], bool]] = None) -> Any:
+        """The refine itself (no Blender data): a ``RefinedPrediction`` or a ``FitOutput``."""
+        if self.core is not None:
+            c = self.core
+            try:
+                return image_to_3d.refine(c.prediction, c.rgba, c.mask, self.settings.steps, self.resolution,
+                                          view=c.view.view, backend=self.settings.backend, progress=progress,
+                                          should_stop=should_stop)
+            except ValueError as exc:
+                raise SceneError(str(exc)) from None
+        return run_fit(self.mesh, self.views, self.settings, progress=progress, should_stop=should_stop)
 
     def progress_logger(self, log: Callable[[str], None]) -> Callable[[int, int, float], None]:
         every = max(1, self.settings.steps // 5)
@@ -236,10 +277,41 @@ class RefineJob:
                 pass
         self.temps.clear()
 
-    def apply(self, out: FitOutput) -> Dict[str, Any]:
-        """Write the fitted shape, texture and colours into the object; returns the report's
-        ``refine`` block. When the refined object overlaps the image's silhouette less than the
-        prediction did (scored on what the user gets), the prediction is kept (``kept_prediction``)."""
+    def apply(self, out: Any) -> Dict[str, Any]:
+        """Write the refined shape, texture and colours into the object (unless the refine kept the
+        prediction); returns the report's ``refine`` block."""
+        if self.core is not None:
+            return self._apply_core(out)
+        return self._apply_fit(out)
+
+    def _apply_core(self, r: Any) -> Dict[str, Any]:
+        ob, img, mesh = self.ob, self.img, self.blender_mesh
+        assert self.core is not None
+        if not r.kept_prediction:
+            local = image_to_3d.to_blender(r.mesh.vertices, mesh, self.core.view.turn)
+            M = np.array(ob.matrix_world, dtype=np.float64)
+            io.write_shape_key(ob, local @ M[:3, :3].T + M[:3, 3], apply=True)
+            if r.mesh.texture is not None and img is not None:
+                tex = r.mesh.texture.detach().cpu().numpy()      # display (sRGB-encoded) values
+                io.set_texture_pixels(img, meshes.texture_pixels(tex, int(img.size[0])))
+            io.write_colors(ob, convert.srgb_to_linear(np.clip(r.mesh.colors.detach().cpu().numpy(), 0.0, 1.0)))
+        reason = ""
+        if r.kept_prediction:
+            reason = ("cancelled" if r.cancelled else
+                      "the refine lowered the overlap" if r.refined_iou < r.prediction_iou else
+                      "the refine added self-intersecting faces")
+        return {"camera": self.camera_name, "camera_created": self.camera_created, "steps": r.steps,
+                "resolution": self.resolution, "silhouette_iou": round(r.iou, 4),
+                "prediction_silhouette_iou": round(r.prediction_iou, 4),
+                "refined_silhouette_iou": round(r.refined_iou, 4), "kept_prediction": r.kept_prediction,
+                "kept_reason": reason or None, "refine_fraction": r.refine_fraction,
+                "self_intersections": {"prediction": r.self_intersections[0], "refined": r.self_intersections[1]},
+                "color_l1": r.color_l1, "refine_seconds": round(r.seconds, 3),
+                "seconds": round(time.perf_counter() - self.t0, 3), **self.extra}
+
+    def _apply_fit(self, out: FitOutput) -> Dict[str, Any]:
+        """The scene-camera fit: when the refined object overlaps the image's silhouette less than
+        the prediction did (scored on what the user gets), the prediction is kept."""
         ob, img, mesh = self.ob, self.img, self.blender_mesh
         before = fit.scores_as_seen(ob, self.views)[0]
         faces = np.asarray(mesh.faces)
@@ -269,13 +341,15 @@ class RefineJob:
                 "silhouette_iou": before if kept else after, "prediction_silhouette_iou": before,
                 "refined_silhouette_iou": after,
                 "kept_prediction": kept,
+                "kept_reason": ("the refine lowered the overlap" if after < before else
+                                "the refine added self-intersecting faces") if kept else None,
                 "self_intersections": {"prediction": crossings_before, "refined": crossings},
                 "fit_silhouette_iou": out.views[0]["silhouette_iou"], "color_l1": out.views[0]["color_l1"],
                 "seconds": round(time.perf_counter() - self.t0, 3), **self.extra}
 
 
 def _refine_job(req: Request, plan: _Plan, scene: Any, ob: Any, img: Any, location: np.ndarray,
-                mesh: meshes.BlenderMesh, inputs: Inputs, created: Created,
+                mesh: meshes.BlenderMesh, inputs: Inputs, created: Created, pred: Any, matched: _InputView,
                 log: Callable[[str], None]) -> RefineJob:
     has_tex = img is not None
     settings = FitSettings(steps=req.refine_steps, max_side=req.refine_resolution, optimize_vertices=True,
@@ -284,6 +358,9 @@ def _refine_job(req: Request, plan: _Plan, scene: Any, ob: Any, img: Any, locati
     temps: List[str] = []
     t0 = time.perf_counter()
     extra: Dict[str, Any] = {}
+    core: Optional[CoreRefine] = None
+    views: List[ViewData] = []
+    fit_mesh: Any = None
     try:
         if plan.mode == "SCENE":
             path = inputs.image_path
@@ -296,24 +373,23 @@ def _refine_job(req: Request, plan: _Plan, scene: Any, ob: Any, img: Any, locati
                 mask_path, tmp = fit.image_path_of(inputs.mask_image)
                 if tmp:
                     temps.append(mask_path)
-            _, fit_mesh, views = fit.gather(scene, ob.name, [(None, path, mask_path)], settings, req.background)
+            background = req.background
+            if background is None and inputs.mask is not None and mask_path is None:
+                # A silhouette keyed automatically: the scene fit keys the same way.
+                background = image_to_3d.auto_background_key(inputs.rgba[..., :3])
+            _, fit_mesh, views = fit.gather(scene, ob.name, [(None, path, mask_path)], settings, background)
             cam_name = scene.camera.name
+            log(f"refine: {settings.steps} steps against camera '{cam_name}' at {views[0].camera.width}x"
+                f"{views[0].camera.height}")
         else:
-            assert plan.view is not None and plan.reference is not None
+            assert plan.view is not None
             cam_ob = _add_camera(plan.view, mesh.scale, location, req.refine_resolution, created)
             cam_name = cam_ob.name
-            N = req.refine_resolution
-            params = image_to_3d.camera_params(plan.view, N, mesh.scale)
-            world = image_to_3d.camera_world(plan.view, mesh.scale, location)
-            cam = CameraData(cam_name, convert.view_matrix(world), convert.projection_matrix(params), N, N,
-                             params.clip_start, params.clip_end)
-            ref = plan.reference
-            image = convert.srgb_to_linear(np.transpose(ref[:3], (1, 2, 0))).astype(np.float32)
-            views = [ViewData(cam, image, np.ascontiguousarray(ref[3], dtype=np.float32),
-                              os.path.basename(inputs.label))]
-            fit_mesh = io.read_mesh(ob, with_texture=has_tex)
+            core = CoreRefine(pred, inputs.rgba, inputs.mask, matched)
             extra = {"azimuth_deg": plan.view.azimuth_deg, "elevation_deg": plan.view.elevation_deg,
                      "lens_mm": round(plan.view.lens, 3), "initial_silhouette_iou": round(plan.view.iou, 4)}
+            log(f"refine: {settings.steps} steps in the input view (camera '{cam_name}') at "
+                f"{req.refine_resolution}x{req.refine_resolution}")
     except BaseException:
         for p in temps:
             try:
@@ -323,10 +399,8 @@ def _refine_job(req: Request, plan: _Plan, scene: Any, ob: Any, img: Any, locati
         raise
     if plan.reason:
         extra["camera_choice"] = plan.reason
-    log(f"refine: {settings.steps} steps against camera '{cam_name}' at {views[0].camera.width}x"
-        f"{views[0].camera.height}")
     return RefineJob(settings, fit_mesh, views, ob, img, mesh, cam_name, plan.mode == "NEW",
-                     req.refine_resolution, extra, temps, t0)
+                     req.refine_resolution, extra, temps, t0, core)
 
 
 def _add_camera(view: image_to_3d.ProtocolView, scale: float, location: np.ndarray, resolution: int,
@@ -367,8 +441,14 @@ class Started:
         if self.refine is not None:
             self.refine.cleanup()
         select_only(bpy.context.view_layer, [self.ob], active=self.ob)
+        args = dict(self.report_args)
+        if refine is not None:
+            # The refine's own before / after (in the scene camera when it refined against that).
+            args["input_view"] = {**args["input_view"], "prediction": refine["prediction_silhouette_iou"],
+                                  "refined": refine["refined_silhouette_iou"], "result": refine["silhouette_iou"],
+                                  "camera": refine["camera"]}
         report = image_to_3d.make_report(object_name=self.ob.name, seconds=time.perf_counter() - self.t0,
-                                         refine=refine, **self.report_args)
+                                         refine=refine, **args)
         return self.ob, report
 
     def abort(self) -> None:
@@ -379,8 +459,8 @@ class Started:
 
 def begin(scene: Any, collection: Any, location: Sequence[float], req: Request,
           log: Callable[[str], None] = lambda s: None) -> Started:
-    """Check the request, predict, add the object (and the refine camera) and prepare the
-    refine. Raises SceneError for bad input; nothing stays added when it raises."""
+    """Check the request, predict, find the input view, add the object (and the refine camera)
+    and prepare the refine. Raises SceneError for bad input; nothing stays added when it raises."""
     t0 = time.perf_counter()
     if not (req.size > 0 and math.isfinite(req.size)):
         raise SceneError(f"size must be positive, got {req.size}")
@@ -388,45 +468,44 @@ def begin(scene: Any, collection: Any, location: Sequence[float], req: Request,
         raise SceneError(f"texture size must be 0 (native) or positive, got {req.texture_size}")
     if req.refine_steps < 0:
         raise SceneError(f"refine steps must be 0 (no refine) or positive, got {req.refine_steps}")
+    if req.refine_resolution < 16:
+        raise SceneError(f"refine resolution must be at least 16, got {req.refine_resolution}")
     if req.category not in ("none", *image_to_3d.CATEGORIES):
         raise SceneError(f"unknown category {req.category!r}; expected none or one of "
                          f"{', '.join(image_to_3d.CATEGORIES)}")
     inputs = read_inputs(req)
-    log(f"input {inputs.label} ({inputs.rgba.shape[1]}x{inputs.rgba.shape[0]})")
+    log(f"input {inputs.label} ({inputs.rgba.shape[1]}x{inputs.rgba.shape[0]}), silhouette: {inputs.source}")
     try:
         t1 = time.perf_counter()
         pred, passed = image_to_3d.predict(inputs.rgba, inputs.mask, req.category)
         predict_seconds = time.perf_counter() - t1
         weights = image_to_3d.weights_info()
+        # The input view: the protocol camera that sees the prediction as the image shows it.
+        matched = _InputView(image_to_3d.match_view(pred, inputs.rgba, inputs.mask, req.refine_resolution))
     except ImportError as exc:
         raise SceneError(f"torch/dibr_core cannot be imported ({exc}); see the add-on preferences") from None
     except (ValueError, FileNotFoundError) as exc:
         raise SceneError(str(exc)) from None
     centred = meshes.mesh_arrays(pred, req.size, req.texture_size)
     direction = facing_direction(scene, req)
-    matched: Optional[Tuple[image_to_3d.ProtocolView, np.ndarray]] = None
     facing: Optional[Dict[str, Any]] = None
     if direction is not None:
-        try:
-            view, ref = _match_input_view(req, inputs, pred, centred)
-        except ValueError as exc:
-            raise SceneError(str(exc)) from None
-        turn = image_to_3d.facing_rotation_deg(view.azimuth_deg, direction)
+        turn = image_to_3d.facing_rotation_deg(matched.view.azimuth_deg, direction)
         if turn is not None:  # the mesh and its matching view turn together
             centred = meshes.rotate_z(centred, turn)
-            matched = (replace(view, azimuth_deg=view.azimuth_deg + turn), ref)
-            facing = {"input_view_azimuth_deg": view.azimuth_deg, "turn_deg": round(turn, 3),
+            matched.turn = turn
+            facing = {"input_view_azimuth_deg": matched.view.azimuth_deg, "turn_deg": round(turn, 3),
                       "direction": [round(float(x), 6) for x in direction],
                       "source": "given" if req.facing is not None else f"camera '{scene.camera.name}'"}
             log(f"turned {turn:.1f} degrees about Z to face the view (input view azimuth "
-                f"{view.azimuth_deg:.0f} degrees)")
+                f"{matched.view.azimuth_deg:.0f} degrees)")
     mesh = meshes.on_ground(centred)  # stands on the cursor's ground plane
     log(f"predicted {len(mesh.vertices)} vertices, {len(mesh.faces)} faces in {predict_seconds:.3f} s "
-        f"(weights {weights.get('weights')})")
+        f"(weights {weights.get('weights')}); input-view silhouette IoU {matched.view.iou:.3f}")
     loc = np.asarray(location, dtype=np.float64).reshape(3)
     source = os.path.basename(inputs.image_path) if inputs.image_path else inputs.label
     try:
-        plan = _plan_refine(req, scene, inputs, pred, centred, mesh, loc, matched) if req.refine_steps > 0 else None
+        plan = _plan_refine(req, scene, inputs, mesh, loc, matched) if req.refine_steps > 0 else None
     except ValueError as exc:
         raise SceneError(str(exc)) from None
     if plan is not None and plan.reason:
@@ -439,12 +518,17 @@ def begin(scene: Any, collection: Any, location: Sequence[float], req: Request,
                                   {"dibr_category": req.category, "dibr_image": source})
         view_layer.update()
         centre = loc + np.array([0.0, 0.0, float(mesh.vertices[:, 2].max()) / 2.0])  # the bounding-box centre
-        job = _refine_job(req, plan, scene, ob, img, centre, mesh, inputs, created, log) if plan is not None else None
+        job = (_refine_job(req, plan, scene, ob, img, centre, mesh, inputs, created, pred, matched, log)
+               if plan is not None else None)
     except BaseException:
         created.rollback()
         raise
     report_args = {"mesh": mesh, "category": req.category, "category_passed": passed, "size": req.size,
-                   "predict_seconds": predict_seconds, "image": source, "weights": weights, "facing": facing}
+                   "predict_seconds": predict_seconds, "image": source, "weights": weights, "facing": facing,
+                   "silhouette_source": inputs.source,
+                   "input_view": {"prediction": round(matched.view.iou, 4), "refined": None,
+                                  "result": round(matched.view.iou, 4), "resolution": req.refine_resolution,
+                                  "azimuth_deg": matched.view.azimuth_deg}}
     return Started(ob, job, created, report_args, t0)
 
 
@@ -462,12 +546,11 @@ def run(scene: Any, collection: Any, location: Sequence[float], req: Request,
     try:
         if started.refine is not None:
             job = started.refine
-            out = run_fit(job.mesh, job.views, job.settings, progress=job.progress_logger(log))
-            refine = job.apply(out)
+            refine = job.apply(job.run(progress=job.progress_logger(log)))
     except BaseException:
         started.abort()
         raise
     return started.finish(refine)
 
 
-__all__ = ["REFINE_CAMERA_ITEMS", "RefineJob", "Request", "Started", "begin", "read_inputs", "run"]
+__all__ = ["REFINE_CAMERA_ITEMS", "CoreRefine", "RefineJob", "Request", "Started", "begin", "read_inputs", "run"]

@@ -4,6 +4,7 @@ Usage::
 
     python -m dibr_core.eval predictor --split test --json [--data DIR] [--weights RUN_DIR_or_checkpoint]
         [--limit N] [--view 0] [--points 2500] [--seed 0] [--no-repair]
+        [--input-view-iou [--refine] [--input-view-limit N] [--refine-steps N]]
 
 Prints ONE JSON object on stdout (progress goes to stderr). For every method (the predictor when
 ``--weights`` is given, else ``"predictor": null``, and the baselines) and every test item, the
@@ -51,11 +52,22 @@ Baselines:
 
 Both category baselines use the category label (oracle information the predictor does not get)
 and need the train split; without one they are ``null``.
+
+Input-view fidelity (``--input-view-iou``, with ``--weights``): on the first
+``--input-view-limit`` items per category, the predicted mesh's silhouette in its input view
+(:func:`dibr_core.inference.match_input_view`: the protocol camera that sees it as the picture
+shows it) against the framed input mask, at the refine's resolution
+(:data:`~dibr_core.inference.REFINE_RESOLUTION`); with ``--refine`` also after the Image to 3D
+refine (:func:`dibr_core.inference.refine_prediction` with its defaults, or ``--refine-steps``),
+with the 3D IoU of what the refine returns against the prediction's, and the time of
+``predict_mesh`` and of the refine (wall clock, this process's torch threads). Reported under
+``"input_view"``: per-category and mean-of-categories values, as above.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
@@ -66,7 +78,7 @@ from dibr_core.data.dataset import load_item, make_camera
 from dibr_core.data.loaders import list_items
 from dibr_core.eval.baselines import Mesh, mean_occupancy, medoid_index, voxel_boundary_mesh
 from dibr_core.eval.metrics3d import chamfer_and_fscore, iou_3d, normalize_unit_diagonal, sample_surface
-from dibr_core.inference import predict_mesh
+from dibr_core.inference import REFINE_RESOLUTION, REFINE_STEPS, PredictedMesh, predict_mesh, refine_prediction
 from dibr_core.models.checkpoints import portable_path
 from dibr_core.render import Meshes, RenderSettings, render
 from dibr_core.voxels import voxelize_mesh
@@ -166,9 +178,12 @@ Method = Callable[[str, Dict[str, np.ndarray]], Mesh]
 def evaluate(data: Union[str, Path], split: str = "test", weights: Optional[Union[str, Path]] = None,
              limit: Optional[int] = None, view: int = 0, n_points: int = 2500, seed: int = 0,
              medoid_pool: int = 200, progress: bool = True, train_split: str = "train",
-             gt_points: str = "stored", repair: bool = True) -> Dict[str, Any]:
+             gt_points: str = "stored", repair: bool = True, input_view: bool = False, refine: bool = False,
+             input_view_limit: Optional[int] = 5, refine_steps: int = REFINE_STEPS) -> Dict[str, Any]:
     """Evaluate the predictor (if ``weights``; its meshes repaired unless ``repair`` is False) and
-    the baselines; returns the JSON-ready dict."""
+    the baselines; returns the JSON-ready dict. ``input_view`` / ``refine``: also the input-view
+    fidelity on the first ``input_view_limit`` items per category (None: all; see the module
+    docstring)."""
     from tqdm import tqdm
 
     from dibr_core.models.predictor import Predictor, load_predictor
@@ -205,16 +220,22 @@ def evaluate(data: Union[str, Path], split: str = "test", weights: Optional[Unio
         methods["category_mean"] = lambda cat, it: mean_meshes[cat]
         grids["category_mean"] = lambda cat: means[cat]
         methods["category_medoid"] = lambda cat, it: medoids[cat]
+    if (input_view or refine) and model is None:
+        raise ValueError("--input-view-iou and --refine measure the predictor: give --weights")
+    last: Dict[str, Any] = {}
     if model is not None:
         pred_model = model
 
         def _predict(cat: str, it: Dict[str, np.ndarray]) -> Mesh:
+            t = time.perf_counter()
             pred = predict_mesh(np.asarray(it["images"])[view], model=pred_model, repair=repair)
+            last["pred"], last["seconds"] = pred, time.perf_counter() - t
             return pred.vertices, pred.faces
 
         methods["predictor"] = _predict
 
     per_item: Dict[str, Dict[str, List[Dict[str, float]]]] = {m: {c: [] for c in items} for m in methods}
+    fidelity: Dict[str, List[Dict[str, float]]] = {c: [] for c in items}
     jobs = [(c, p) for c, ps in items.items() for p in ps]
     for j, (cat, path) in enumerate(tqdm(jobs, desc=f"eval {split}", unit="item", disable=not progress,
                                          file=sys.stderr)):
@@ -227,6 +248,10 @@ def evaluate(data: Union[str, Path], split: str = "test", weights: Optional[Unio
             grid = grids[name](cat) if name in grids else None
             per_item[name][cat].append(evaluate_mesh(v, f, it, n_points, seed * 1_000_003 + 2 * j, view,
                                                        gt_points=gt_points, occupancy=grid))
+        if (input_view or refine) and (input_view_limit is None or len(fidelity[cat]) < input_view_limit):
+            fidelity[cat].append(input_view_fidelity(last["pred"], np.asarray(it["images"])[view], it,
+                                                     refine_steps if refine else 0,
+                                                     per_item["predictor"][cat][-1]["iou"], last["seconds"]))
 
     result: Dict[str, Any] = {"split": split, "data": portable_path(data), "view": view, "points": n_points,
                               "thresholds": list(THRESHOLDS), "gt_points": gt_points,
@@ -257,7 +282,55 @@ def evaluate(data: Union[str, Path], split: str = "test", weights: Optional[Unio
         baselines["category_medoid"] = None
         result["category_mean_note"] = f"no {train_split!r} items for some categories: category_mean skipped"
     result["baselines"] = baselines
+    if input_view or refine:
+        result["input_view"] = _aggregate_fidelity(fidelity, refine_steps if refine else 0)
     return result
+
+
+FIDELITY_KEYS = ["prediction_iou", "refined_iou", "result_iou", "kept", "refine_fraction", "iou_3d_prediction",
+                 "iou_3d_refined", "iou_3d_result", "predict_seconds", "refine_seconds"]
+
+
+def input_view_fidelity(pred: PredictedMesh, image: np.ndarray, item: Dict[str, np.ndarray], steps: int,
+                        iou_3d_prediction: float, predict_seconds: float) -> Dict[str, float]:
+    """One item's input-view silhouette IoU of the prediction (and, with ``steps`` > 0, after
+    :func:`refine_prediction` with the default options and ``steps``), with 3D IoUs and times.
+    Values a run without a refine cannot have are NaN."""
+    r = refine_prediction(pred, image, steps=steps, resolution=REFINE_RESOLUTION)
+    row = {"prediction_iou": r.prediction_iou, "predict_seconds": predict_seconds,
+           "iou_3d_prediction": iou_3d_prediction}
+    nan = float("nan")
+    if steps > 0:
+        res = int(item["occupancy"].shape[0])
+        iou_refined = iou_3d(voxelize_mesh(r.refined.vertices, r.refined.faces, res), item["occupancy"])
+        iou_result = iou_refined if r.mesh is r.refined else (
+            iou_3d_prediction if r.kept_prediction else iou_3d(voxelize_mesh(r.mesh.vertices, r.mesh.faces, res),
+                                                               item["occupancy"]))
+        row.update(refined_iou=r.refined_iou, result_iou=r.iou, kept=float(r.kept_prediction),
+                   refine_fraction=r.refine_fraction, iou_3d_refined=iou_refined, iou_3d_result=iou_result,
+                   refine_seconds=r.seconds)
+    else:
+        row.update(refined_iou=nan, result_iou=r.prediction_iou, kept=nan, refine_fraction=nan, iou_3d_refined=nan,
+                   iou_3d_result=iou_3d_prediction, refine_seconds=nan)
+    return row
+
+
+def _aggregate_fidelity(rows: Dict[str, List[Dict[str, float]]], steps: int) -> Dict[str, Any]:
+    """Per-category means and the mean of the categories of :func:`input_view_fidelity` rows,
+    with the time spread over all items."""
+    per_cat = {c: {k: float(np.mean([r[k] for r in rs])) for k in FIDELITY_KEYS} | {"count": len(rs)}
+               for c, rs in rows.items() if rs}
+    out: Dict[str, Any] = {"steps": steps, "resolution": REFINE_RESOLUTION, "threads": torch.get_num_threads(),
+                           "count": int(sum(len(rs) for rs in rows.values()))}
+    for k in FIDELITY_KEYS:
+        out["mean_" + k] = float(np.mean([d[k] for d in per_cat.values()])) if per_cat else float("nan")
+    every = [r for rs in rows.values() for r in rs]
+    for k in ("predict_seconds", "refine_seconds"):
+        vals = np.array([r[k] for r in every], dtype=np.float64)
+        if vals.size and np.isfinite(vals).all():
+            out[k] = {"mean": float(vals.mean()), "median": float(np.median(vals)), "max": float(vals.max())}
+    out["per_category"] = per_cat
+    return out
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -271,9 +344,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--medoid-pool", type=int, default=200, help="train items per category for the medoid")
     p.add_argument("--no-repair", action="store_true",
                    help="measure the raw decoder output (default: repaired, as predict_mesh returns it)")
+    p.add_argument("--input-view-iou", action="store_true",
+                   help="also the prediction's input-view silhouette IoU (on --input-view-limit items per category)")
+    p.add_argument("--refine", action="store_true",
+                   help="also the input-view IoU, 3D IoU and time after the Image to 3D refine (implies "
+                        "--input-view-iou)")
+    p.add_argument("--input-view-limit", type=int, default=5,
+                   help="items per category for --input-view-iou / --refine (default 5; 0: all)")
+    p.add_argument("--refine-steps", type=int, default=REFINE_STEPS,
+                   help=f"steps of the refine (default {REFINE_STEPS}, the Image to 3D default)")
 
 
 def run(a: argparse.Namespace) -> Dict[str, Any]:
     """The report of ``python -m dibr_core.eval predictor`` (``a.data``: the resolved data root)."""
+    if (a.input_view_iou or a.refine) and a.weights is None:
+        raise ValueError("--input-view-iou and --refine measure the predictor: give --weights")
+    if a.refine_steps < 1:
+        raise ValueError(f"--refine-steps must be at least 1, got {a.refine_steps}")
+    if a.input_view_limit < 0:
+        raise ValueError(f"--input-view-limit must be 0 (all) or more, got {a.input_view_limit}")
     return evaluate(a.data, a.split, a.weights, a.limit, a.view, a.points, a.seed, a.medoid_pool, a.progress,
-                    gt_points=a.gt_points, repair=not a.no_repair)
+                    gt_points=a.gt_points, repair=not a.no_repair, input_view=a.input_view_iou or a.refine,
+                    refine=a.refine, input_view_limit=a.input_view_limit or None, refine_steps=a.refine_steps)

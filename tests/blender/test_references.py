@@ -70,13 +70,16 @@ def test_background_key_recovers_the_silhouette(addon, opaque_reference) -> None
 
 
 @pytest.mark.blender
-def test_image_to_3d_refuses_an_opaque_image_and_keys_it(addon, opaque_reference) -> None:
+def test_image_to_3d_keys_an_opaque_image(addon, opaque_reference) -> None:
+    """An opaque render (alpha 1 everywhere) on a plain background is keyed on its border colour
+    automatically, as with an explicit Background Key."""
     _, ref, opaque = opaque_reference
-    with pytest.raises(SceneError, match="alpha is 1 everywhere"):
-        image_to_3d_scene.read_inputs(image_to_3d_scene.Request(image_path=opaque))
+    auto = image_to_3d_scene.read_inputs(image_to_3d_scene.Request(image_path=opaque))
     keyed = image_to_3d_scene.read_inputs(image_to_3d_scene.Request(image_path=opaque, background=BackgroundKey()))
     truth = image_to_3d_scene.read_inputs(image_to_3d_scene.Request(image_path=ref))
-    assert keyed.mask is not None and _iou(keyed.mask, truth.rgba[..., 3]) > 0.97
+    assert "automatic: the image is opaque (alpha 1 everywhere)" in auto.source
+    for inputs in (auto, keyed):
+        assert inputs.mask is not None and _iou(inputs.mask, truth.rgba[..., 3]) > 0.97
 
 
 def _batch(*args: str) -> subprocess.CompletedProcess:

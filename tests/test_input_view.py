@@ -1,0 +1,165 @@
+"""The input view of a prediction and the Image to 3D refine (dibr_core.inference.match_input_view,
+input_view_iou, refine_prediction), and the bad pictures predict_mesh refuses."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dibr_core import inference
+from dibr_core.inference import (PREDICTOR_WEIGHTS, InputView, input_view_iou, match_input_view, predict_mesh,
+                                 prepare_image, refine_options, refine_prediction)
+
+SHIPPED = PREDICTOR_WEIGHTS.is_file()
+
+
+def test_protocol_constants_match_the_data_set() -> None:
+    from dibr_core.data import dataset
+
+    assert inference.PROTOCOL_ELEVATION_DEG == dataset.ELEVATION_DEG
+    assert inference.PROTOCOL_DISTANCE == dataset.DISTANCE
+    assert inference.PROTOCOL_FOV_Y_DEG == dataset.FOV_Y_DEG
+    assert inference.PROTOCOL_AZIMUTHS == tuple(15.0 * k for k in range(24)) == tuple(
+        float(a) for a in dataset.view_matrices()[1])
+
+
+def test_input_view_camera_is_the_data_set_camera_zoomed_and_shifted() -> None:
+    from dibr_core.data.dataset import make_camera, view_matrices
+
+    views, _ = view_matrices()
+    pts = torch.rand(1, 50, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64) - 0.5
+    for k in (0, 5, 17):
+        ref = make_camera(views[k:k + 1].double())
+        clip = ref.to_clip(ref.to_camera(pts))
+        ndc = clip[..., :2] / clip[..., 3:]
+        cam = InputView(15.0 * k, zoom=1.3, shift=(0.1, -0.2)).camera()
+        clip2 = cam.to_clip(cam.to_camera(pts))
+        want = 1.3 * ndc + torch.tensor([0.1, -0.2], dtype=torch.float64)
+        # (the data set's view matrices are float32)
+        torch.testing.assert_close(clip2[..., :2] / clip2[..., 3:], want, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(clip2[..., 3], clip[..., 3], atol=1e-6, rtol=1e-6)
+
+
+def test_match_input_view_finds_the_render_azimuth() -> None:
+    """The ground-truth mesh of a test shape, matched on its own render at azimuth 45 degrees,
+    finds that view, unzoomed and unshifted (up to a pixel of the box), with an IoU near 1."""
+    from dibr_core.data.dataset import make_item
+
+    item = make_item("chair", "test", 1, n_views=4, size=64)  # azimuths 0, 15, 30, 45
+    v = torch.from_numpy(item["vertices"]).float()
+    f = torch.from_numpy(item["faces"]).long()
+    mask = prepare_image(item["images"][3], None, 64)[3]
+    view = match_input_view(v, f, mask)
+    assert view.azimuth_deg == 45.0 and view.resolution == 64
+    assert view.zoom == pytest.approx(1.0, abs=0.05) and max(abs(s) for s in view.shift) < 0.05
+    assert view.iou > 0.9
+    assert input_view_iou(v, f, view, mask) == pytest.approx(view.iou, abs=1e-9)
+    # the data set's own camera scores about as well
+    assert input_view_iou(v, f, InputView(45.0), mask) > 0.9
+
+
+def test_match_input_view_rejects_bad_masks() -> None:
+    v = torch.rand(4, 3)
+    f = torch.tensor([[0, 1, 2], [0, 2, 3]])
+    with pytest.raises(ValueError, match=r"match_input_view\(\): the mask \(16x16\) is empty"):
+        match_input_view(v, f, torch.zeros(16, 16))
+    with pytest.raises(ValueError, match=r"match_input_view\(\): mask must have shape \(S, S\), got \(16, 8\)"):
+        match_input_view(v, f, torch.ones(16, 8))
+
+
+def test_refine_options_defaults() -> None:
+    o = refine_options()
+    assert o.steps == inference.REFINE_STEPS > 0 and o.optimize_vertices and o.optimize_texture
+    assert o.optimizer == "large_steps" and o.lighting == "none"
+    assert refine_options(5, lr_texture=0.0).steps == 5
+
+
+@pytest.mark.skipif(not SHIPPED, reason="no shipped weights")
+def test_refine_raises_the_input_view_iou_on_test_renders() -> None:
+    """On test renders of the procedural data set (a table and an airplane, whose predictions
+    leave room), the default refine raises the input-view silhouette IoU by a clear margin, and
+    what it returns never overlaps less than the prediction nor crosses itself more."""
+    from dibr_core.data.dataset import make_item
+    from dibr_core.mesh_queries import self_intersecting_faces
+
+    torch.manual_seed(0)
+    for category, view, margin in (("table", 0, 0.05), ("airplane", 0, 0.05)):
+        img = make_item(category, "test", 0, n_views=1, size=64, textured=True)["images"][view]
+        pred = predict_mesh(img)
+        r = refine_prediction(pred, img)
+        assert r.steps == inference.REFINE_STEPS and not r.cancelled
+        assert r.refined_iou > r.prediction_iou + margin, (category, r.prediction_iou, r.refined_iou)
+        # what it returns overlaps at least as much and crosses itself no more than the prediction
+        assert r.iou >= r.prediction_iou and 0.0 <= r.refine_fraction <= 1.0
+        assert r.mesh.vertices.shape == pred.vertices.shape and torch.isfinite(r.mesh.vertices).all()
+        assert self_intersecting_faces(r.mesh.vertices, r.mesh.faces) <= r.self_intersections[0]
+        assert input_view_iou(r.mesh.vertices, r.mesh.faces, r.view, r.reference[3]) == pytest.approx(r.iou)
+        if r.refine_fraction == 1.0:
+            assert r.mesh is r.refined and r.iou == r.refined_iou
+        if not r.kept_prediction:
+            assert r.refined.texture is not None and r.refined.texture.shape == pred.texture.shape  # type: ignore[union-attr]
+            assert float(r.refined.colors.min()) >= 0.0 and float(r.refined.colors.max()) <= 1.0
+        # the view is the one matched on the prediction, and steps=0 only measures it
+        r0 = refine_prediction(pred, img, steps=0, view=r.view)
+        assert r0.mesh is pred and r0.prediction_iou == pytest.approx(r.prediction_iou, abs=1e-9)
+
+
+@pytest.mark.skipif(not SHIPPED, reason="no shipped weights")
+def test_refine_is_cancellable_and_keeps_the_prediction() -> None:
+    from dibr_core.data.dataset import make_item
+
+    img = make_item("car", "test", 0, n_views=1, size=64)["images"][0]
+    pred = predict_mesh(img)
+    calls = []
+    r = refine_prediction(pred, img, steps=50, resolution=32, progress=lambda s, n, loss: calls.append(s),
+                          should_stop=lambda: len(calls) >= 3)
+    assert r.cancelled and r.kept_prediction and r.mesh is pred and r.steps == 3
+
+
+def test_refine_prediction_rejects_bad_arguments() -> None:
+    from types import SimpleNamespace
+
+    img = np.zeros((32, 32, 4), np.float32)
+    img[8:24, 8:24] = 1.0
+    pred = SimpleNamespace()
+    with pytest.raises(ValueError, match=r"refine_prediction\(\): steps must be an int >= 0, got -1"):
+        refine_prediction(pred, img, steps=-1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"refine_prediction\(\): resolution must be an int >= 16, got 8"):
+        refine_prediction(pred, img, resolution=8)  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(not SHIPPED, reason="no shipped weights")
+@pytest.mark.parametrize("case", ["1x1", "transparent", "opaque", "rgb_no_mask", "category", "category_type"])
+def test_predict_mesh_bad_pictures(case: str) -> None:
+    """Each bad picture gets one clear ValueError naming the function and what to change."""
+    ok = np.zeros((32, 32, 4), np.float32)
+    ok[8:24, 8:24] = 1.0
+    args, kwargs, msg = {
+        "1x1": ((np.ones((1, 1, 4), np.float32),), {},
+                r"prepare_image\(\): image is 1x1 pixels \(shape \(1, 1, 4\)\), too small to hold an object"),
+        "transparent": ((np.zeros((32, 32, 4), np.uint8),), {},
+                        r"prepare_image\(\): the mask \(or alpha channel\) of the 32x32 image is empty"),
+        "opaque": ((np.ones((32, 32, 4), np.float32),), {},
+                   r"prepare_image\(\): the alpha channel of the 32x32 image covers 100.0% of it \(an opaque picture"),
+        "rgb_no_mask": ((ok[..., :3],), {}, r"prepare_image\(\): an RGB image of shape \(32, 32, 3\) needs a mask"),
+        "category": ((ok,), {"category": "teapot"},
+                     r"predict_mesh\(\): unknown category 'teapot'; the category argument must be None or one of "
+                     r"airplane, bench"),
+        "category_type": ((ok,), {"category": 3}, r"predict_mesh\(\): category must be None or a category name"),
+    }[case]
+    with pytest.raises(ValueError, match=msg):
+        predict_mesh(*args, **kwargs)
+
+
+def test_input_view_iou_is_symmetric_in_its_definition() -> None:
+    """input_view_iou of a mesh that covers exactly the mask's pixels is 1 and of one beside it 0."""
+    from dibr_core.mesh import icosphere
+
+    v, f, _ = icosphere(3, 0.4)
+    view = InputView(0.0)
+    cover = inference._hard_masks(v, f, view.camera(), 32)[0]
+    assert input_view_iou(v, f, view, cover.float()) == pytest.approx(1.0)
+    assert input_view_iou(v, f, view, (~cover).float()) == pytest.approx(0.0)
+    assert math.isfinite(input_view_iou(v, f, InputView(90.0, zoom=0.5), cover.float()))
