@@ -620,8 +620,8 @@ def _lamp2(rng: np.random.Generator) -> Shape:
     parts: Shape = []
     if rng.random() < 0.5:                               # tripod floor lamp
         for k in range(3):
-            a = 2 * np.pi * k / 3
-            parts.append(cylinder((np.cos(a) * H * 0.25, 0, np.sin(a) * H * 0.25), (0, H * 0.6, 0), 0.012, metal, sides=6))
+            ang = 2 * np.pi * k / 3
+            parts.append(cylinder((np.cos(ang) * H * 0.25, 0, np.sin(ang) * H * 0.25), (0, H * 0.6, 0), 0.012, metal, sides=6))
         parts.append(cylinder((0, H * 0.55, 0), (0, H, 0), 0.012, metal, sides=6))
         sr = _u(rng, 0.12, 0.25)
         parts.append(cylinder((0, H - 0.05, 0), (0, H + _u(rng, 0.1, 0.25), 0), sr, shade, r1=sr * _u(rng, 0.6, 1.0),
