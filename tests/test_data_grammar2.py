@@ -242,3 +242,19 @@ def test_train_init_starts_from_given_weights(tmp_path: Path):
     assert any(not torch.equal(sa[k], v) for k, v in fresh.state_dict().items() if v.is_floating_point())
     with pytest.raises(ValueError, match="model_config"):
         train(tmp_path / "d", tmp_path / "c", steps=1, batch=2, views=2, progress=False, texture_size=16, init=w)
+
+
+def test_cli_grammar_defaults_and_randomize(tmp_path: Path):
+    from dibr_core.data.__main__ import main as cli_main
+
+    base = ["generate", "--out", str(tmp_path), "--per-category", "1", "--categories", "car", "--views", "1"]
+    assert cli_main(base + ["--split", "train", "--randomize"]) == 0
+    assert cli_main(base + ["--split", "test"]) == 0
+    assert cli_main(base + ["--split", "val", "--grammar", "2"]) == 0
+    train = ds.load_item(ds.item_path(tmp_path, "train", "car", 0))
+    test = ds.load_item(ds.item_path(tmp_path, "test", "car", 0))
+    val = ds.load_item(ds.item_path(tmp_path, "val", "car", 0))
+    assert (int(train["grammar"]), bool(train["randomized"])) == (2, True)
+    assert (int(test["grammar"]), bool(test["randomized"])) == (1, False)
+    assert int(val["grammar"]) == 2 and float(test["fov_y_deg"]) == 30.0
+    assert np.array_equal(test["vertices"], shape_mesh(make_shape("car", int(test["seed"])))[0].astype(np.float32))
