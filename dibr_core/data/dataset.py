@@ -21,7 +21,11 @@ Files: ``<out>/<split>/<category>/<index:05d>.npz`` with
 * ``vertices`` (V, 3) float32, ``faces`` (F, 3) int32, ``vertex_colors`` (V, 3) float32;
 * ``light_direction`` (3,), ``light_color`` (3,), ``ambient`` (3,) float32;
 * ``category_id``, ``category``, ``split``, ``index``, ``seed``, ``normalize``;
-* with ``--textured`` only: ``texture`` (Ht, Wt, 3) uint8 atlas and ``face_uvs`` (F, 3, 2) float32.
+* with ``--textured`` only: ``texture`` (Ht, Wt, 3) uint8 atlas and ``face_uvs`` (F, 3, 2) float32;
+* ``grammar`` (1 or 2, see :func:`dibr_core.data.shapes.make_shape`) and ``randomized`` (bool);
+  randomised items (``--randomize``, :class:`Randomization`, meant for training renders) store
+  per-view ``azimuths_deg``, ``elevation_deg``, ``distance``, ``fov_y_deg`` (24,) and
+  ``projection`` (24, 4, 4), and their own lighting and part colours.
 
 and ``<out>/<split>/contact_<category>.png``: the first 8 shapes of the category, one view each.
 """
