@@ -26,7 +26,11 @@ Usage::
 
     python -m dibr_core.train predictor --data DIR --out RUN_DIR [--split train --steps N --batch B
         --views 2 --lr 1e-4 --resume --threads T --seed S --log-every K --ckpt-every K
-        --texture-size T --stream --schedule cosine --warmup 200 --clip 1.0]
+        --texture-size T --stream --schedule cosine --warmup 200 --clip 1.0 --init WEIGHTS]
+
+``--init WEIGHTS`` fine-tunes: a fresh run starts from those model weights (fresh optimizer).
+Randomised data (``generate --randomize``) carries per-view fields of view; the renders of the
+loss use each view's own.
 
     torchrun --nproc_per_node 2 -m dibr_core.train predictor ...   # DDP: gloo on CPU, nccl on GPU
 
