@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from dibr_core.data.dataset import N_VIEWS, SPLITS, default_data_dir, generate
+from dibr_core.data.dataset import DEFAULT_RANDOMIZATION, N_VIEWS, SPLITS, default_data_dir, generate
 from dibr_core.data.shapes import CATEGORIES
 
 
@@ -24,6 +24,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     g.add_argument("--normalize", choices=("diagonal", "longest"), default="diagonal",
                    help="scale the bbox diagonal (default, ShapeNet-like) or the longest side to 1")
     g.add_argument("--textured", action="store_true", help="procedural per-part textures instead of flat colours")
+    g.add_argument("--grammar", type=int, choices=(1, 2), default=None,
+                   help="shape grammar: 1 (the shipped data set) or 2 (richer parts; dibr_core.data.shapes2). "
+                   "Default: 2 for the train split, 1 for val and test (the published evaluation splits)")
+    g.add_argument("--randomize", action="store_true",
+                   help="domain randomisation of materials, lighting and cameras (dataset.Randomization; "
+                   "meant for training renders)")
     g.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
     r = sub.add_parser("realmodels", help="build the real-model evaluation set from Debian game data packages")
     r.add_argument("--out", default=None, help=f"data root; writes OUT/realmodels (default {default_data_dir()})")
@@ -42,9 +48,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    grammar = args.grammar if args.grammar is not None else (2 if args.split == "train" else 1)
+    print(f"grammar {grammar}{', randomised renders' if args.randomize else ''}")
     stats = generate(args.out, args.split, args.per_category, args.categories, n_views=args.views,
                      start_index=args.start_index, overwrite=args.overwrite,
-                     normalize=args.normalize, textured=args.textured)
+                     normalize=args.normalize, textured=args.textured, grammar=grammar,
+                     randomize=DEFAULT_RANDOMIZATION if args.randomize else None)
     out = args.out if args.out is not None else default_data_dir()
     print(f"wrote {int(stats['shapes'])} shapes to {out} in {stats['seconds']:.1f} s "
           f"({stats['seconds_per_shape']:.3f} s per shape: build + occupancy + points + {args.views} views)")

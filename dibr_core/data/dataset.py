@@ -21,7 +21,11 @@ Files: ``<out>/<split>/<category>/<index:05d>.npz`` with
 * ``vertices`` (V, 3) float32, ``faces`` (F, 3) int32, ``vertex_colors`` (V, 3) float32;
 * ``light_direction`` (3,), ``light_color`` (3,), ``ambient`` (3,) float32;
 * ``category_id``, ``category``, ``split``, ``index``, ``seed``, ``normalize``;
-* with ``--textured`` only: ``texture`` (Ht, Wt, 3) uint8 atlas and ``face_uvs`` (F, 3, 2) float32.
+* with ``--textured`` only: ``texture`` (Ht, Wt, 3) uint8 atlas and ``face_uvs`` (F, 3, 2) float32;
+* ``grammar`` (1 or 2, see :func:`dibr_core.data.shapes.make_shape`) and ``randomized`` (bool);
+  randomised items (``--randomize``, :class:`Randomization`, meant for training renders) store
+  per-view ``azimuths_deg``, ``elevation_deg``, ``distance``, ``fov_y_deg`` (24,) and
+  ``projection`` (24, 4, 4), and their own lighting and part colours.
 
 and ``<out>/<split>/contact_<category>.png``: the first 8 shapes of the category, one view each.
 """
@@ -30,6 +34,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -37,8 +42,8 @@ import numpy as np
 import torch
 
 from dibr_core.camera import Camera, look_at
-from dibr_core.data.shapes import (CATEGORIES, Shape, make_shape, occupancy, procedural_texture, shape_mesh,
-                                   surface_points)
+from dibr_core.data.shapes import (CATEGORIES, PATTERNS2, Shape, make_shape, occupancy, procedural_texture,
+                                   shape_mesh, surface_points)
 from dibr_core.render import DirectionalLights, Meshes, RenderSettings, render
 
 IMAGE_SIZE = 64
@@ -81,22 +86,99 @@ def view_matrices(n_views: int = N_VIEWS, elevation_deg: float = ELEVATION_DEG, 
     return look_at(torch.from_numpy(eye).float()), az
 
 
-def make_camera(views: torch.Tensor) -> Camera:
-    """Perspective cameras of the protocol for (B, 4, 4) view matrices."""
-    return Camera.perspective(views, math.radians(FOV_Y_DEG), 1.0, near=0.1, far=100.0)
+def make_camera(views: torch.Tensor, fov_y_deg: Optional[torch.Tensor] = None) -> Camera:
+    """Perspective cameras of the protocol for (B, 4, 4) view matrices; ``fov_y_deg`` (B,)
+    gives each camera its own vertical field of view (default: the protocol's 30 degrees)."""
+    if fov_y_deg is None:
+        return Camera.perspective(views, math.radians(FOV_Y_DEG), 1.0, near=0.1, far=100.0)
+    fov = torch.as_tensor(fov_y_deg, dtype=views.dtype, device=views.device).reshape(-1)
+    if fov.shape[0] != views.shape[0] or not bool(((fov > 0) & (fov < 180)).all()):
+        raise ValueError(f"make_camera(): fov_y_deg must be ({views.shape[0]},) degrees in (0, 180), "
+                         f"got shape {tuple(fov.shape)}")
+    near, far = 0.1, 100.0
+    f = 1.0 / torch.tan(torch.deg2rad(fov) / 2)
+    P = torch.zeros(views.shape[0], 4, 4, dtype=views.dtype, device=views.device)
+    P[:, 0, 0] = f
+    P[:, 1, 1] = f
+    P[:, 2, 2] = -(far + near) / (far - near)
+    P[:, 2, 3] = -2 * far * near / (far - near)
+    P[:, 3, 2] = -1
+    return Camera(views, P, near, far)
+
+
+@dataclass(frozen=True)
+class Randomization:
+    """Domain randomisation of the training renders (``generate --randomize``); every draw comes
+    from the item's own stream ``default_rng([seed, 3])``, so an item is reproducible.
+
+    Camera, per view: elevation uniform in ``elevation_deg``; azimuth ``15 k`` degrees plus a
+    uniform jitter of +-``azimuth_jitter_deg``; field of view uniform in ``fov_deg``; the distance
+    keeps the object's apparent size at ``zoom`` times the protocol's (uniform), i.e.
+    ``d = DISTANCE * tan(15 deg) / tan(fov / 2) / zoom``, so the framing stays within the range
+    that :func:`dibr_core.inference.prepare_image` maps inputs to while perspective varies.
+    Lighting, per item: light elevation and azimuth (uniform), strength ``light`` and ambient
+    ``ambient`` (uniform, grey), a light tint of +-``tint`` per channel.
+    Materials, per item: with probability ``p_recolor`` every part gets a random colour (uniform
+    RGB), else the grammar's palette colours; each part's brightness is scaled by a factor
+    uniform in ``brightness`` (specular-like variation between parts); each part is patterned
+    with probability ``p_pattern`` from :data:`dibr_core.data.shapes.PATTERNS2`.
+    """
+
+    elevation_deg: Tuple[float, float] = (15.0, 45.0)
+    azimuth_jitter_deg: float = 7.5
+    fov_deg: Tuple[float, float] = (22.0, 40.0)
+    zoom: Tuple[float, float] = (0.85, 1.15)
+    light_elevation_deg: Tuple[float, float] = (10.0, 85.0)
+    light: Tuple[float, float] = (0.2, 0.9)
+    ambient: Tuple[float, float] = (0.2, 0.7)
+    tint: float = 0.06
+    p_recolor: float = 0.35
+    brightness: Tuple[float, float] = (0.7, 1.3)
+    p_pattern: float = 0.7
+
+
+DEFAULT_RANDOMIZATION = Randomization()
+
+
+def random_views(rng: np.random.Generator, n_views: int = N_VIEWS,
+                 r: Randomization = DEFAULT_RANDOMIZATION) -> Dict[str, np.ndarray]:
+    """Jittered cameras (see :class:`Randomization`): ``views`` (n, 4, 4) float32,
+    ``azimuths_deg``, ``elevation_deg``, ``distance``, ``fov_y_deg`` (n,) float32."""
+    az = np.arange(n_views) * AZIMUTH_STEP_DEG + rng.uniform(-r.azimuth_jitter_deg, r.azimuth_jitter_deg, n_views)
+    el = rng.uniform(*r.elevation_deg, n_views)
+    fov = rng.uniform(*r.fov_deg, n_views)
+    zoom = rng.uniform(*r.zoom, n_views)
+    dist = DISTANCE * math.tan(math.radians(FOV_Y_DEG) / 2) / np.tan(np.radians(fov) / 2) / zoom
+    a, e = np.radians(az), np.radians(el)
+    eye = np.stack([dist * np.cos(e) * np.sin(a), dist * np.sin(e), dist * np.cos(e) * np.cos(a)], axis=1)
+    views = look_at(torch.from_numpy(eye).float()).numpy().astype(np.float32)
+    return {"views": views, "azimuths_deg": az.astype(np.float32), "elevation_deg": el.astype(np.float32),
+            "distance": dist.astype(np.float32), "fov_y_deg": fov.astype(np.float32)}
+
+
+def randomize_materials(shape: Shape, rng: np.random.Generator,
+                        r: Randomization = DEFAULT_RANDOMIZATION) -> Shape:
+    """The shape with randomised part colours (see :class:`Randomization`); geometry unchanged."""
+    recolor = rng.random() < r.p_recolor
+    out = []
+    for p in shape:
+        base = rng.uniform(0.05, 0.95, 3) if recolor else p.color
+        out.append(replace(p, color=np.clip(base * rng.uniform(*r.brightness), 0.0, 1.0)))
+    return out
 
 
 def render_views(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray, views: torch.Tensor,
                  light_direction: np.ndarray, light_color: np.ndarray, ambient: np.ndarray,
                  size: int = IMAGE_SIZE, texture: Optional[np.ndarray] = None,
-                 face_uvs: Optional[np.ndarray] = None) -> np.ndarray:
+                 face_uvs: Optional[np.ndarray] = None, fov_y_deg: Optional[np.ndarray] = None) -> np.ndarray:
     """Render one mesh in B views -> (B, size, size, 4) uint8 RGBA, alpha = hard mask.
 
     Args:
         vertices: (V, 3); faces: (F, 3) counter-clockwise from outside; colors: (V, 3) in [0, 1];
         views: (B, 4, 4) float32; light_direction: (3,) unit, toward the light; light_color,
         ambient: (3,); texture: optional (Ht, Wt, 3) in [0, 1] (replaces the vertex colours,
-        rendered perspective-correct) with face_uvs (F, 3, 2).
+        rendered perspective-correct) with face_uvs (F, 3, 2); fov_y_deg: optional (B,) per-view
+        fields of view (default the protocol's).
     """
     B = int(views.shape[0])
     v = torch.from_numpy(np.asarray(vertices, dtype=np.float32))[None].expand(B, -1, -1)
@@ -115,14 +197,16 @@ def render_views(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray, vi
         tex_t = torch.from_numpy(np.asarray(texture, dtype=np.float32)).permute(2, 0, 1)[None].contiguous()
         uv_t = torch.from_numpy(np.asarray(face_uvs, dtype=np.float32))
     with torch.no_grad():
-        out = render(Meshes(v.contiguous(), f), make_camera(views), colors=c.contiguous(), face_uvs=uv_t,
+        fov_t = None if fov_y_deg is None else torch.from_numpy(np.asarray(fov_y_deg, dtype=np.float32))
+        out = render(Meshes(v.contiguous(), f), make_camera(views, fov_t), colors=c.contiguous(), face_uvs=uv_t,
                      texture=tex_t, lighting=lights, settings=settings)
     rgba = torch.cat([out.rgb * out.mask[..., None], out.mask[..., None]], dim=-1)
     return np.asarray(np.round(rgba.clamp(0, 1).numpy() * 255.0).astype(np.uint8))
 
 
 def make_item(category: str, split: str, index: int, n_views: int = N_VIEWS,
-              size: int = IMAGE_SIZE, normalize: str = "diagonal", textured: bool = False) -> Dict[str, np.ndarray]:
+              size: int = IMAGE_SIZE, normalize: str = "diagonal", textured: bool = False,
+              grammar: int = 1, randomize: Optional[Randomization] = None) -> Dict[str, np.ndarray]:
     """Build, voxelise, sample and render one shape; returns the arrays stored in the ``.npz``.
 
     ``normalize``: ``"diagonal"`` (bbox diagonal 1, ShapeNetCore-v1-like, default) or
@@ -130,36 +214,63 @@ def make_item(category: str, split: str, index: int, n_views: int = N_VIEWS,
     ``textured``: render with :func:`dibr_core.data.shapes.procedural_texture` (its own random
     stream, so geometry, lighting and points are the same as untextured) and store
     ``texture`` (Ht, Wt, 3) uint8 and ``face_uvs`` (F, 3, 2) float32.
+    ``grammar``: the shape grammar (1, the default, or 2; see :func:`make_shape`).
+    ``randomize``: domain randomisation of materials, lighting and cameras (:class:`Randomization`,
+    its own random stream); then ``azimuths_deg``, ``elevation_deg``, ``distance`` and
+    ``fov_y_deg`` are (n_views,) arrays and ``projection`` is (n_views, 4, 4). Geometry,
+    occupancy and surface points do not depend on it.
     """
     seed = shape_seed(category, split, index)
-    shape: Shape = make_shape(category, seed, normalize)
+    shape: Shape = make_shape(category, seed, normalize, grammar)
     aux = np.random.default_rng([seed, 1])          # lighting and point sampling, own stream
     v, f, col = shape_mesh(shape)
     occ = occupancy(shape, OCCUPANCY_RES)
     pts = surface_points(shape, N_SURFACE_POINTS, aux)
     az_light = aux.uniform(0, 2 * np.pi)
     el_light = aux.uniform(np.radians(20), np.radians(80))
-    light_dir = np.array([np.cos(el_light) * np.sin(az_light), np.sin(el_light), np.cos(el_light) * np.cos(az_light)])
     light_color = np.full(3, aux.uniform(0.4, 0.6))
     ambient = np.full(3, aux.uniform(0.4, 0.6))
     views, az = view_matrices(n_views)
-    extra: Dict[str, np.ndarray] = {}
-    if textured:
-        tex, uvs, _ = procedural_texture(shape, np.random.default_rng([seed, 2]))
-        tex = np.round(tex * 255.0) / 255.0                 # render exactly what is stored
-        extra = {"texture": np.round(tex * 255.0).astype(np.uint8), "face_uvs": uvs.astype(np.float32)}
-        images = render_views(v, f, col, views, light_dir, light_color, ambient, size, tex, uvs)
-    else:
-        images = render_views(v, f, col, views, light_dir, light_color, ambient, size)
-    return {
-        **extra,
-        "images": images,
+    cams: Dict[str, np.ndarray] = {
         "views": views.numpy().astype(np.float32),
         "projection": make_camera(views[:1]).projection[0].numpy().astype(np.float32),
         "azimuths_deg": az.astype(np.float32),
         "elevation_deg": np.array(ELEVATION_DEG, dtype=np.float32),
         "distance": np.array(DISTANCE, dtype=np.float32),
         "fov_y_deg": np.array(FOV_Y_DEG, dtype=np.float32),
+    }
+    fov: Optional[np.ndarray] = None
+    patterns = None
+    if randomize is not None:
+        r = randomize
+        dr = np.random.default_rng([seed, 3])
+        az_light = dr.uniform(0, 2 * np.pi)
+        el_light = np.radians(dr.uniform(*r.light_elevation_deg))
+        light_color = np.clip(dr.uniform(*r.light) + dr.uniform(-r.tint, r.tint, 3), 0.0, 1.0)
+        ambient = np.full(3, dr.uniform(*r.ambient))
+        shape = randomize_materials(shape, dr, r)
+        col = shape_mesh(shape)[2]
+        cams = random_views(dr, n_views, r)
+        views = torch.from_numpy(cams["views"])
+        fov = cams["fov_y_deg"]
+        cams["projection"] = make_camera(views, torch.from_numpy(fov)).projection.numpy().astype(np.float32)
+        patterns = (PATTERNS2, r.p_pattern)
+    light_dir = np.array([np.cos(el_light) * np.sin(az_light), np.sin(el_light), np.cos(el_light) * np.cos(az_light)])
+    extra: Dict[str, np.ndarray] = {}
+    if textured:
+        if patterns is None:
+            tex, uvs, _ = procedural_texture(shape, np.random.default_rng([seed, 2]))
+        else:
+            tex, uvs, _ = procedural_texture(shape, np.random.default_rng([seed, 2]), patterns[1], patterns[0])
+        tex = np.round(tex * 255.0) / 255.0                 # render exactly what is stored
+        extra = {"texture": np.round(tex * 255.0).astype(np.uint8), "face_uvs": uvs.astype(np.float32)}
+        images = render_views(v, f, col, views, light_dir, light_color, ambient, size, tex, uvs, fov)
+    else:
+        images = render_views(v, f, col, views, light_dir, light_color, ambient, size, fov_y_deg=fov)
+    return {
+        **extra,
+        "images": images,
+        **cams,
         "occupancy_bits": np.packbits(occ.reshape(-1)),
         "occupancy_res": np.array(OCCUPANCY_RES, dtype=np.int64),
         "surface_points": pts.astype(np.float16),
@@ -175,6 +286,8 @@ def make_item(category: str, split: str, index: int, n_views: int = N_VIEWS,
         "index": np.array(index, dtype=np.int64),
         "seed": np.array(seed, dtype=np.int64),
         "normalize": np.array(normalize),
+        "grammar": np.array(grammar, dtype=np.int64),
+        "randomized": np.array(randomize is not None),
     }
 
 
@@ -204,7 +317,8 @@ def contact_sheet(images: Sequence[np.ndarray], background: float = 1.0) -> np.n
 def generate(out: Optional[Union[str, Path]] = None, split: str = "train", per_category: int = 10,
              categories: Optional[Sequence[str]] = None, n_views: int = N_VIEWS, size: int = IMAGE_SIZE,
              start_index: int = 0, overwrite: bool = False, progress: bool = True,
-             normalize: str = "diagonal", textured: bool = False) -> Dict[str, float]:
+             normalize: str = "diagonal", textured: bool = False, grammar: int = 1,
+             randomize: Optional[Randomization] = None) -> Dict[str, float]:
     """Generate ``per_category`` shapes of each category into ``out`` (resumable: existing files
     are kept unless ``overwrite``) and a contact sheet per category.
 
@@ -231,7 +345,7 @@ def generate(out: Optional[Union[str, Path]] = None, split: str = "train", per_c
             if len(sheets[c]) < CONTACT_SHAPES:
                 sheets[c].append(load_item(path)["images"][view])
             continue
-        item = make_item(c, split, i, n_views, size, normalize, textured)
+        item = make_item(c, split, i, n_views, size, normalize, textured, grammar, randomize)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
         np.savez_compressed(tmp, **item)

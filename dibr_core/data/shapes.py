@@ -535,11 +535,26 @@ def normalize_shape(shape: Shape, mode: str = "diagonal") -> Shape:
     return transform_shape(shape, s, -(lo + hi) / 2 * s)
 
 
-def make_shape(category: str, seed: int, normalize: str = "diagonal") -> Shape:
-    """Build the shape of ``category`` for ``seed`` (deterministic: same seed, same arrays)."""
+GRAMMARS: Tuple[int, ...] = (1, 2)
+"""Shape grammar versions: 1 (the original templates, kept bit for bit) and 2 (richer part
+variants, :mod:`dibr_core.data.shapes2`)."""
+
+
+def make_shape(category: str, seed: int, normalize: str = "diagonal", grammar: int = 1) -> Shape:
+    """Build the shape of ``category`` for ``seed`` (deterministic: same seed, same arrays).
+
+    ``grammar``: 1 (default; the shapes of the shipped data set, unchanged) or 2 (the richer
+    grammar of :mod:`dibr_core.data.shapes2`).
+    """
     if category not in _GRAMMARS:
         raise ValueError(f"make_shape(): unknown category {category!r}; expected one of {CATEGORIES}")
+    if grammar not in GRAMMARS:
+        raise ValueError(f"make_shape(): grammar must be one of {GRAMMARS}, got {grammar!r}")
     rng = np.random.default_rng(seed)
+    if grammar == 2:
+        from dibr_core.data.shapes2 import GRAMMAR2
+
+        return normalize_shape(GRAMMAR2[category](rng), normalize)
     return normalize_shape(_GRAMMARS[category](rng), normalize)
 
 
@@ -638,6 +653,10 @@ def surface_points(shape: Shape, n: int, rng: np.random.Generator) -> np.ndarray
 # ----------------------------------------------------------------------------------------------
 
 PATTERNS: Tuple[str, ...] = ("plain", "stripes", "checker", "noise", "wood")
+"""Patterns of grammar-1 data (the shipped set); the first is the plain colour."""
+PATTERNS2: Tuple[str, ...] = PATTERNS + ("dots", "panels", "gradient", "bands")
+"""Patterns of the randomised training renders: also dots, panel seams, a brightness ramp
+(specular-like) and wide two-tone bands (a livery) in a second random colour."""
 _TILE = 16
 _PAD = 1
 
@@ -657,16 +676,32 @@ def _pattern_tile(kind: str, color: np.ndarray, rng: np.random.Generator, n: int
         m = coarse[idx][:, idx] + rng.normal(0, 0.03, (n, n))
     elif kind == "wood":
         m = 0.85 + 0.15 * np.sin(2 * np.pi * (x + 1.5 * np.sin(y / 3.0 + rng.uniform(0, 6))) / rng.uniform(3, 6))
+    elif kind == "dots":
+        k = int(rng.integers(3, 6))
+        d = np.hypot((x % k) - k / 2, (y % k) - k / 2)
+        m = np.where(d < k * rng.uniform(0.2, 0.35), rng.uniform(0.4, 0.7), 1.0)
+    elif kind == "panels":
+        k = int(rng.integers(4, 9))
+        m = np.where((np.floor(x) % k == 0) | (np.floor(y) % k == 0), rng.uniform(0.5, 0.75), 1.0)
+    elif kind == "gradient":
+        t = (y * np.cos(rng.uniform(0, np.pi)) + x * np.sin(rng.uniform(0, np.pi))) / n
+        m = rng.uniform(0.6, 0.85) + rng.uniform(0.3, 0.6) * np.clip(np.abs(t), 0, 1)
+    elif kind == "bands":
+        other = rng.uniform(0.05, 0.95, 3)
+        cut = rng.uniform(0.3, 0.7) * n
+        mask = (y < cut)[..., None] if rng.random() < 0.5 else (x < cut)[..., None]
+        return np.asarray(np.clip(np.where(mask, other[None, None, :], color[None, None, :]), 0.0, 1.0))
     else:
         m = np.ones((n, n))
     return np.clip(color[None, None, :] * m[..., None], 0.0, 1.0)
 
 
-def procedural_texture(shape: Shape, rng: np.random.Generator,
-                       p_pattern: float = 0.5) -> Tuple[np.ndarray, np.ndarray, List[str]]:
+def procedural_texture(shape: Shape, rng: np.random.Generator, p_pattern: float = 0.5,
+                       patterns: Tuple[str, ...] = PATTERNS) -> Tuple[np.ndarray, np.ndarray, List[str]]:
     """A texture atlas with one padded tile per part, and box-projected per-corner UVs.
 
-    Each part gets, with probability ``p_pattern``, a pattern from :data:`PATTERNS` (else plain)
+    Each part gets, with probability ``p_pattern``, a pattern from ``patterns`` (default
+    :data:`PATTERNS`; :data:`PATTERNS2` for randomised renders; the first entry is plain) (else plain)
     in its colour. A face is mapped by dropping the axis its normal is most aligned with and
     scaling the part's bounding box on the two other axes onto the part's tile.
 
@@ -681,7 +716,7 @@ def procedural_texture(shape: Shape, rng: np.random.Generator,
     uvs: List[np.ndarray] = []
     names: List[str] = []
     for i, p in enumerate(shape):
-        kind = str(rng.choice(PATTERNS[1:])) if rng.random() < p_pattern else "plain"
+        kind = str(rng.choice(patterns[1:])) if rng.random() < p_pattern else "plain"
         names.append(kind)
         tile = _pattern_tile(kind, p.color, rng)
         tex[:, i * side:(i + 1) * side] = np.pad(tile, ((_PAD, _PAD), (_PAD, _PAD), (0, 0)), mode="edge")

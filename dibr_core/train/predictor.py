@@ -26,7 +26,11 @@ Usage::
 
     python -m dibr_core.train predictor --data DIR --out RUN_DIR [--split train --steps N --batch B
         --views 2 --lr 1e-4 --resume --threads T --seed S --log-every K --ckpt-every K
-        --texture-size T --stream --schedule cosine --warmup 200 --clip 1.0]
+        --texture-size T --stream --schedule cosine --warmup 200 --clip 1.0 --init WEIGHTS]
+
+``--init WEIGHTS`` fine-tunes: a fresh run starts from those model weights (fresh optimizer).
+Randomised data (``generate --randomize``) carries per-view fields of view; the renders of the
+loss use each view's own.
 
     torchrun --nproc_per_node 2 -m dibr_core.train predictor ...   # DDP: gloo on CPU, nccl on GPU
 
@@ -49,7 +53,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from dibr_core.data.dataset import make_camera
+from dibr_core.data.dataset import FOV_Y_DEG, make_camera
 from dibr_core.data.loaders import ViewDataset
 from dibr_core.losses import flatten_loss, iou_loss, laplacian_loss, masked_l1, silhouette_iou
 from dibr_core.models.checkpoints import CHECKPOINT, half_floats, run_file, save_weights
@@ -68,7 +72,8 @@ METRIC_FIELDS = ["step", "loss", "iou_loss", "color_l1", "lap", "flat", "iou", "
 
 def multiview_step_losses(model: Predictor, images: torch.Tensor, views: torch.Tensor,
                           settings: Optional[RenderSettings] = None,
-                          forward: Optional[torch.nn.Module] = None) -> Dict[str, torch.Tensor]:
+                          forward: Optional[torch.nn.Module] = None,
+                          fov_y_deg: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
     """Losses of DIB-R's multi-view scheme for one batch.
 
     Args:
@@ -78,6 +83,8 @@ def multiview_step_losses(model: Predictor, images: torch.Tensor, views: torch.T
             texture head, whose texture then replaces the vertex colours in the renders).
         forward: the module to call on the images (a DistributedDataParallel wrapper of
             ``model``); default ``model``.
+        fov_y_deg: (B, V) the cameras' vertical fields of view in degrees (randomised data);
+            default the protocol's 30 degrees.
 
     Returns:
         dict of () tensors: ``loss`` (weighted total, differentiable), ``iou_loss``, ``color_l1``,
@@ -90,6 +97,7 @@ def multiview_step_losses(model: Predictor, images: torch.Tensor, views: torch.T
     verts = out.vertices.view(B, V, 1, P, 3).expand(B, V, V, P, 3).reshape(B * V * V, P, 3)
     cols = out.colors.view(B, V, 1, P, 3).expand(B, V, V, P, 3).reshape(B * V * V, P, 3)
     cam_v = views.view(B, 1, V, 4, 4).expand(B, V, V, 4, 4).reshape(B * V * V, 4, 4)
+    cam_fov = None if fov_y_deg is None else fov_y_deg.reshape(B, 1, V).expand(B, V, V).reshape(B * V * V)
     gt = images.view(B, 1, V, C, S, S).expand(B, V, V, C, S, S).reshape(B * V * V, C, S, S)
     gt = gt.permute(0, 2, 3, 1)                                      # (N, S, S, 4) channels last
     tex = None
@@ -97,7 +105,7 @@ def multiview_step_losses(model: Predictor, images: torch.Tensor, views: torch.T
         T = out.texture.shape[-1]
         tex = out.texture.view(B, V, 1, 3, T, T).expand(B, V, V, 3, T, T).reshape(B * V * V, 3, T, T).contiguous()
     st = settings or RenderSettings(height=S, width=S, perspective_correct=tex is not None)
-    r = render(Meshes(verts.contiguous(), model.faces), make_camera(cam_v.contiguous()),
+    r = render(Meshes(verts.contiguous(), model.faces), make_camera(cam_v.contiguous(), cam_fov),
                colors=cols.contiguous(), face_uvs=model.face_uvs if tex is not None else None, texture=tex,
                lighting=None, settings=st)
     gt_rgb, gt_a = gt[..., :3].contiguous(), gt[..., 3].contiguous()
@@ -213,11 +221,15 @@ def train(data: Union[str, Path], out: Union[str, Path], steps: int = 1000, batc
           log_every: int = 10, ckpt_every: int = 500, progress: bool = True,
           dataset: Optional[ViewDataset] = None, texture_size: int = 0, in_memory: bool = True,
           schedule: str = "constant", warmup: int = 200, clip: float = 0.0,
-          normalize_bbox: bool = False) -> TrainResult:
+          normalize_bbox: bool = False, init: Optional[Union[str, Path]] = None) -> TrainResult:
     """Train (or resume training) up to ``steps`` total steps; see the module docstring.
 
     ``threads > 0`` sets torch's intra-op thread count for the run (restored on return).
     ``schedule``/``warmup``: see :func:`lr_at`; ``clip > 0`` clips the gradient norm.
+    ``init``: start a fresh run from these model weights (a weights file such as
+    ``dibr_core/weights/predictor.pt``, a checkpoint or a run directory; its model configuration
+    must match) instead of random ones; the optimizer starts fresh (fine-tuning). A resumed run
+    ignores it.
     Under torchrun (``WORLD_SIZE > 1``) the model is wrapped in DistributedDataParallel, every
     rank samples its own ``batch`` objects (a global batch of ``batch * world``) from its own RNG
     stream, and rank 0 alone logs, shows progress and writes checkpoints (which hold every
@@ -228,7 +240,7 @@ def train(data: Union[str, Path], out: Union[str, Path], steps: int = 1000, batc
         torch.set_num_threads(threads)
     try:
         return _train(data, out, steps, batch, views, lr, resume, seed, split, log_every, ckpt_every, progress,
-                      dataset, texture_size, in_memory, schedule, warmup, clip, normalize_bbox)
+                      dataset, texture_size, in_memory, schedule, warmup, clip, normalize_bbox, init)
     finally:
         torch.set_num_threads(old_threads)
 
@@ -236,7 +248,7 @@ def train(data: Union[str, Path], out: Union[str, Path], steps: int = 1000, batc
 def _train(data: Union[str, Path], out: Union[str, Path], steps: int, batch: int, views: int, lr: float,
            resume: bool, seed: int, split: str, log_every: int, ckpt_every: int, progress: bool,
            dataset: Optional[ViewDataset], texture_size: int, in_memory: bool, schedule: str, warmup: int,
-           clip: float, normalize_bbox: bool) -> TrainResult:
+           clip: float, normalize_bbox: bool, init: Optional[Union[str, Path]] = None) -> TrainResult:
     lr_at(0, steps, lr, schedule, warmup)               # validates the schedule name
     dist_info = _init_distributed()
     run = Path(out)
@@ -245,10 +257,12 @@ def _train(data: Union[str, Path], out: Union[str, Path], steps: int, batch: int
     args: Dict[str, object] = {"batch": batch, "views": views, "lr": lr, "seed": seed, "split": split,
                                "data": str(data), "schedule": schedule, "warmup": warmup, "clip": clip,
                                "steps": steps, "texture_size": texture_size, "normalize_bbox": normalize_bbox,
-                               "world_size": dist_info.world}
+                               "world_size": dist_info.world, "init": None if init is None else str(init)}
     ds = dataset if dataset is not None else ViewDataset(data, split, in_memory)
     torch.manual_seed(seed)                             # identical initial weights on every rank
     model = Predictor(image_size=ds.image_size, texture_size=texture_size, normalize_bbox=normalize_bbox)
+    if init is not None:
+        _load_init(model, init)
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999))
     rng = np.random.default_rng([seed, dist_info.rank])
     step = 0
@@ -294,8 +308,9 @@ def _train(data: Union[str, Path], out: Union[str, Path], steps: int, batch: int
     while step < steps:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, lr, schedule, warmup)
-        ims, vm = ds.sample(rng, batch, views)
-        losses = multiview_step_losses(model, ims, vm, forward=forward)
+        ims, vm, fov = ds.sample_cameras(rng, batch, views)
+        protocol = bool((fov - FOV_Y_DEG).abs().max() < 1e-4)
+        losses = multiview_step_losses(model, ims, vm, forward=forward, fov_y_deg=None if protocol else fov)
         opt.zero_grad(set_to_none=True)
         losses["loss"].backward()                       # DDP averages the gradients across ranks here
         if clip > 0:
@@ -327,6 +342,20 @@ def _train(data: Union[str, Path], out: Union[str, Path], steps: int, batch: int
         plot_losses(metrics_path, run / "loss.png")
     dt = time.perf_counter() - t_start
     return TrainResult(step, last, dt / max(step - start_step, 1))
+
+
+def _load_init(model: Predictor, init: Union[str, Path]) -> None:
+    """Copy the weights of ``init`` (weights file, checkpoint or run directory) into ``model``
+    (float16 files are cast to the model's float32)."""
+    state = torch.load(run_file(init, CHECKPOINT), map_location="cpu", weights_only=False)
+    config = state.get("model_config", {})
+    mine = {"image_size": model.image_size, "texture_size": model.texture_size,
+            "normalize_bbox": model.normalize_bbox}
+    diff = {k: (v, mine[k]) for k, v in config.items() if k in mine and mine[k] != v}
+    if diff:
+        raise ValueError(f"train(): init {init} has model_config {config}, which differs from this run's "
+                         f"({', '.join(f'{k}: {a!r} vs {b!r}' for k, (a, b) in diff.items())})")
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state["model"].items()})
 
 
 def _checkpoint(path: Path, model: Predictor, opt: torch.optim.Optimizer, step: int, rng: np.random.Generator,
@@ -372,6 +401,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--normalize-bbox", action="store_true",
                    help="re-normalise predicted meshes like the data set (bbox centred, diagonal 1)")
     p.add_argument("--clip", type=float, default=0.0, help="clip the gradient norm to this (0: off)")
+    p.add_argument("--init", metavar="WEIGHTS", default=None,
+                   help="fine-tune: start from these model weights (weights file, checkpoint or run dir) with a "
+                   "fresh optimizer; ignored by --resume of an existing run")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     if a.export is not None:
@@ -383,7 +415,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     res = train(a.data, a.out, a.steps, a.batch, a.views, a.lr, a.resume, a.threads, a.seed, a.split,
                 a.log_every, a.ckpt_every, not a.no_progress,
                 texture_size=a.texture_size, in_memory=not a.stream, schedule=a.schedule, warmup=a.warmup,
-                clip=a.clip, normalize_bbox=a.normalize_bbox)
+                clip=a.clip, normalize_bbox=a.normalize_bbox, init=a.init)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     print(f"step {res.step} loss {res.last_loss:.5f} ({res.seconds_per_step * 1000:.1f} ms/step)")
