@@ -42,7 +42,7 @@ __all__ = ["PREDICTOR_WEIGHTS", "GENERATOR_WEIGHTS", "FRAME_EXTENT", "FRAME_OFFS
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 PREDICTOR_WEIGHTS = WEIGHTS_DIR / "predictor.pt"
 GENERATOR_WEIGHTS = WEIGHTS_DIR / "generator.pt"
-# The framing of the training renders (python -m dibr_core.data generate --split train, all 24
+# The framing of the training renders (python -m dibr_core.data generate --split train --grammar 1, all 24
 # views of the first 20 shapes of each category, 6,240 images; see prepare_image): the 0.5th and
 # 99.5th percentiles of the mask bounding box's diagonal as a fraction of the image side, and of
 # its centre's offset from the image centre (rows down, columns right) as a fraction of the side.
