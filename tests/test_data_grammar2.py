@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from dibr_core.data import dataset as ds
+from dibr_core.data.grammars import make_shape
 from dibr_core.data.loaders import ViewDataset
-from dibr_core.data.shapes import (CATEGORIES, PATTERNS, PATTERNS2, inside_parts, make_shape, occupancy,
+from dibr_core.data.shapes import (CATEGORIES, PATTERNS, PATTERNS2, inside_parts, occupancy,
                                    procedural_texture, shape_bbox, shape_mesh, surface_points)
 from dibr_core.data.shapes2 import VARIANTS, describe
 from dibr_core.eval.metrics3d import iou_3d

@@ -22,7 +22,7 @@ Files: ``<out>/<split>/<category>/<index:05d>.npz`` with
 * ``light_direction`` (3,), ``light_color`` (3,), ``ambient`` (3,) float32;
 * ``category_id``, ``category``, ``split``, ``index``, ``seed``, ``normalize``;
 * with ``--textured`` only: ``texture`` (Ht, Wt, 3) uint8 atlas and ``face_uvs`` (F, 3, 2) float32;
-* ``grammar`` (1 or 2, see :func:`dibr_core.data.shapes.make_shape`) and ``randomized`` (bool);
+* ``grammar`` (1 or 2, see :func:`dibr_core.data.grammars.make_shape`) and ``randomized`` (bool);
   randomised items (``--randomize``, :class:`Randomization`, meant for training renders) store
   per-view ``azimuths_deg``, ``elevation_deg``, ``distance``, ``fov_y_deg`` (24,) and
   ``projection`` (24, 4, 4), and their own lighting and part colours.
@@ -42,7 +42,8 @@ import numpy as np
 import torch
 
 from dibr_core.camera import Camera, look_at
-from dibr_core.data.shapes import (CATEGORIES, PATTERNS2, Shape, make_shape, occupancy, procedural_texture,
+from dibr_core.data.grammars import make_shape
+from dibr_core.data.shapes import (CATEGORIES, PATTERNS2, Shape, occupancy, procedural_texture,
                                    shape_mesh, surface_points)
 from dibr_core.render import DirectionalLights, Meshes, RenderSettings, render
 

@@ -494,7 +494,7 @@ def _watercraft(rng: np.random.Generator) -> Shape:
     return parts
 
 
-_GRAMMARS: Dict[str, Callable[[np.random.Generator], Shape]] = {
+GRAMMAR1: Dict[str, Callable[[np.random.Generator], Shape]] = {
     "airplane": _airplane, "bench": _bench, "cabinet": _cabinet, "car": _car, "chair": _chair,
     "display": _display, "lamp": _lamp, "loudspeaker": _loudspeaker, "rifle": _rifle, "sofa": _sofa,
     "table": _table, "telephone": _telephone, "watercraft": _watercraft,
@@ -535,27 +535,13 @@ def normalize_shape(shape: Shape, mode: str = "diagonal") -> Shape:
     return transform_shape(shape, s, -(lo + hi) / 2 * s)
 
 
-GRAMMARS: Tuple[int, ...] = (1, 2)
-"""Shape grammar versions: 1 (the original templates, kept bit for bit) and 2 (richer part
-variants, :mod:`dibr_core.data.shapes2`)."""
-
-
-def make_shape(category: str, seed: int, normalize: str = "diagonal", grammar: int = 1) -> Shape:
-    """Build the shape of ``category`` for ``seed`` (deterministic: same seed, same arrays).
-
-    ``grammar``: 1 (default; the shapes of the shipped data set, unchanged) or 2 (the richer
-    grammar of :mod:`dibr_core.data.shapes2`).
-    """
-    if category not in _GRAMMARS:
+def make_shape(category: str, seed: int, normalize: str = "diagonal") -> Shape:
+    """Build the grammar-1 shape of ``category`` for ``seed`` (deterministic: same seed, same
+    arrays): the shapes of the shipped data set, unchanged. Both grammars are drawn through
+    :func:`dibr_core.data.grammars.make_shape`."""
+    if category not in GRAMMAR1:
         raise ValueError(f"make_shape(): unknown category {category!r}; expected one of {CATEGORIES}")
-    if grammar not in GRAMMARS:
-        raise ValueError(f"make_shape(): grammar must be one of {GRAMMARS}, got {grammar!r}")
-    rng = np.random.default_rng(seed)
-    if grammar == 2:
-        from dibr_core.data.shapes2 import GRAMMAR2
-
-        return normalize_shape(GRAMMAR2[category](rng), normalize)
-    return normalize_shape(_GRAMMARS[category](rng), normalize)
+    return normalize_shape(GRAMMAR1[category](np.random.default_rng(seed)), normalize)
 
 
 def shape_mesh(shape: Shape) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -1,6 +1,6 @@
 """Grammar 2 of the procedural shapes: the parts that real objects have.
 
-Grammar 1 (:mod:`dibr_core.data.shapes`, the default of :func:`~dibr_core.data.shapes.make_shape`)
+Grammar 1 (:mod:`dibr_core.data.shapes`, the default of :func:`~dibr_core.data.grammars.make_shape`)
 draws one template per category with random proportions. Grammar 2 (``make_shape(..., grammar=2)``,
 ``python -m dibr_core.data generate --grammar 2``) draws, per category, among the variants that
 real objects show, and builds them from the same parameterised convex parts (boxes, lofts,
