@@ -193,15 +193,12 @@ def revert(ob: Any, written: Written, snap: Optional[Snapshot] = None) -> None:
 def scores_as_seen(ob: Any, views: Sequence[ViewData]) -> List[float]:
     """The silhouette IoU of each view computed on what the user gets: the object's evaluated mesh
     (shape key, modifiers) after the result was written, rendered through the view's camera."""
+    from ..jobs.heldout import silhouette_iou
     from ..jobs.preview import render_view
 
     mesh = io.read_mesh(ob, with_texture=False)
-    ious = []
-    for v in views:
-        cover = render_view(mesh, v, colors=np.zeros((len(mesh.vertices), 3)))[..., 3] > 0.5
-        target = v.mask > 0.5
-        ious.append(float((cover & target).sum()) / max(1.0, float((cover | target).sum())))
-    return ious
+    black = np.zeros((len(mesh.vertices), 3))
+    return [silhouette_iou(render_view(mesh, v, colors=black)[..., 3], v.mask) for v in views]
 
 
 def honest_report(ob: Any, out: FitOutput, views: Sequence[ViewData], cameras_written: bool = False) -> None:

@@ -359,25 +359,31 @@ def write_shape_key(ob: Any, vertices_world: np.ndarray, apply: bool = False) ->
     return created
 
 
+def fill_triangles(me: Any, vertices: np.ndarray, faces: np.ndarray) -> bool:
+    """Fill the empty mesh datablock ``me`` with (V, 3) vertices and (F, 3) triangles (one
+    polygon per face, loops in face order), compute its edges and validate it. Returns True
+    when validation had to correct something (the input was not a valid mesh)."""
+    F = len(faces)
+    me.vertices.add(len(vertices))
+    me.loops.add(3 * F)
+    me.polygons.add(F)
+    me.vertices.foreach_set("co", np.ascontiguousarray(vertices, dtype=np.float32).ravel())
+    me.loops.foreach_set("vertex_index", np.ascontiguousarray(faces, dtype=np.int32).ravel())
+    me.polygons.foreach_set("loop_start", np.arange(0, 3 * F, 3, dtype=np.int32))
+    me.polygons.foreach_set("loop_total", np.full(F, 3, dtype=np.int32))
+    me.update(calc_edges=True)
+    return bool(me.validate())
+
+
 def replace_mesh_data(ob: Any, vertices_world: np.ndarray, faces: np.ndarray) -> Any:
     """Give ``ob`` a new mesh datablock of triangles (a fit that changed the topology): named
     after the old one plus " DIB-R Fit", with the old mesh's materials and shading (smooth when
     most of its faces were). The old datablock is kept (undo and cancel put it back; without
     users it is dropped when the file is saved). Returns the old mesh."""
     old = ob.data
-    local = world_to_local(ob, vertices_world)
-    F = len(faces)
     me = bpy.data.meshes.new(f"{old.name} DIB-R Fit")
     try:
-        me.vertices.add(len(local))
-        me.loops.add(3 * F)
-        me.polygons.add(F)
-        me.vertices.foreach_set("co", np.ascontiguousarray(local, dtype=np.float32).ravel())
-        me.loops.foreach_set("vertex_index", np.ascontiguousarray(faces, dtype=np.int32).ravel())
-        me.polygons.foreach_set("loop_start", np.arange(0, 3 * F, 3, dtype=np.int32))
-        me.polygons.foreach_set("loop_total", np.full(F, 3, dtype=np.int32))
-        me.update(calc_edges=True)
-        if me.validate():
+        if fill_triangles(me, world_to_local(ob, vertices_world), faces):
             raise SceneError(f"mesh '{ob.name}': the remeshed surface is not a valid mesh")
         for mat in old.materials:
             me.materials.append(mat)
@@ -627,18 +633,9 @@ def load_image_display(path: str) -> Tuple[np.ndarray, bool]:
 def new_mesh_object(name: str, vertices: np.ndarray, faces: np.ndarray, collection: Any,
                     smooth: bool = True) -> Any:
     """A new triangle-mesh object (one polygon per face, loops in face order) linked to ``collection``."""
-    F = len(faces)
     me = bpy.data.meshes.new(name)
     try:
-        me.vertices.add(len(vertices))
-        me.loops.add(3 * F)
-        me.polygons.add(F)
-        me.vertices.foreach_set("co", np.asarray(vertices, dtype=np.float32).ravel())
-        me.loops.foreach_set("vertex_index", np.asarray(faces, dtype=np.int32).ravel())
-        me.polygons.foreach_set("loop_start", np.arange(0, 3 * F, 3, dtype=np.int32))
-        me.polygons.foreach_set("loop_total", np.full(F, 3, dtype=np.int32))
-        me.update(calc_edges=True)
-        me.validate()
+        fill_triangles(me, vertices, faces)
         if smooth and hasattr(me, "shade_smooth"):
             me.shade_smooth()
         ob = bpy.data.objects.new(name, me)

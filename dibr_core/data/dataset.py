@@ -205,6 +205,67 @@ def render_views(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray, vi
     return np.asarray(np.round(rgba.clamp(0, 1).numpy() * 255.0).astype(np.uint8))
 
 
+def light_direction(azimuth: float, elevation: float) -> np.ndarray:
+    """(3,) unit direction towards a light at ``azimuth`` / ``elevation`` (radians; +Y up,
+    azimuth 0 along +Z)."""
+    return np.array([np.cos(elevation) * np.sin(azimuth), np.sin(elevation), np.cos(elevation) * np.cos(azimuth)])
+
+
+def protocol_lighting(rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The protocol's light, drawn from ``rng``: (3,) direction (azimuth uniform, elevation
+    20–80°), (3,) grey colour and (3,) grey ambient, each 0.4–0.6."""
+    az = rng.uniform(0, 2 * np.pi)
+    el = rng.uniform(np.radians(20), np.radians(80))
+    light_color = np.full(3, rng.uniform(0.4, 0.6))
+    ambient = np.full(3, rng.uniform(0.4, 0.6))
+    return light_direction(az, el), light_color, ambient
+
+
+def protocol_cameras(n_views: int) -> Tuple[torch.Tensor, Dict[str, np.ndarray]]:
+    """The protocol's ``n_views`` cameras: (n_views, 4, 4) view matrices and the stored camera
+    arrays (``views``, ``projection`` (4, 4), ``azimuths_deg``, ``elevation_deg``, ``distance``,
+    ``fov_y_deg``)."""
+    views, az = view_matrices(n_views)
+    return views, {
+        "views": views.numpy().astype(np.float32),
+        "projection": make_camera(views[:1]).projection[0].numpy().astype(np.float32),
+        "azimuths_deg": az.astype(np.float32),
+        "elevation_deg": np.array(ELEVATION_DEG, dtype=np.float32),
+        "distance": np.array(DISTANCE, dtype=np.float32),
+        "fov_y_deg": np.array(FOV_Y_DEG, dtype=np.float32),
+    }
+
+
+def shape_arrays(occ: np.ndarray, points: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
+                 colors: np.ndarray, light_dir: np.ndarray, light_color: np.ndarray,
+                 ambient: np.ndarray) -> Dict[str, np.ndarray]:
+    """The stored arrays of a shape and its light: packed (R, R, R) occupancy, (P, 3) surface
+    points, the (V, 3) / (F, 3) / (V, 3) rendered mesh and the (3,) light."""
+    return {
+        "occupancy_bits": np.packbits(occ.reshape(-1)),
+        "occupancy_res": np.array(OCCUPANCY_RES, dtype=np.int64),
+        "surface_points": points.astype(np.float16),
+        "vertices": vertices.astype(np.float32),
+        "faces": faces.astype(np.int32),
+        "vertex_colors": colors.astype(np.float32),
+        "light_direction": light_dir.astype(np.float32),
+        "light_color": light_color.astype(np.float32),
+        "ambient": ambient.astype(np.float32),
+    }
+
+
+def identity_arrays(category: str, split: str, index: int, seed: int, normalize: str) -> Dict[str, np.ndarray]:
+    """The stored arrays that say which item this is."""
+    return {
+        "category_id": np.array(CATEGORIES.index(category), dtype=np.int64),
+        "category": np.array(category),
+        "split": np.array(split),
+        "index": np.array(index, dtype=np.int64),
+        "seed": np.array(seed, dtype=np.int64),
+        "normalize": np.array(normalize),
+    }
+
+
 def make_item(category: str, split: str, index: int, n_views: int = N_VIEWS,
               size: int = IMAGE_SIZE, normalize: str = "diagonal", textured: bool = False,
               grammar: int = 1, randomize: Optional[Randomization] = None) -> Dict[str, np.ndarray]:
@@ -227,26 +288,15 @@ def make_item(category: str, split: str, index: int, n_views: int = N_VIEWS,
     v, f, col = shape_mesh(shape)
     occ = occupancy(shape, OCCUPANCY_RES)
     pts = surface_points(shape, N_SURFACE_POINTS, aux)
-    az_light = aux.uniform(0, 2 * np.pi)
-    el_light = aux.uniform(np.radians(20), np.radians(80))
-    light_color = np.full(3, aux.uniform(0.4, 0.6))
-    ambient = np.full(3, aux.uniform(0.4, 0.6))
-    views, az = view_matrices(n_views)
-    cams: Dict[str, np.ndarray] = {
-        "views": views.numpy().astype(np.float32),
-        "projection": make_camera(views[:1]).projection[0].numpy().astype(np.float32),
-        "azimuths_deg": az.astype(np.float32),
-        "elevation_deg": np.array(ELEVATION_DEG, dtype=np.float32),
-        "distance": np.array(DISTANCE, dtype=np.float32),
-        "fov_y_deg": np.array(FOV_Y_DEG, dtype=np.float32),
-    }
+    light_dir, light_color, ambient = protocol_lighting(aux)
+    views, cams = protocol_cameras(n_views)
     fov: Optional[np.ndarray] = None
     patterns = None
     if randomize is not None:
         r = randomize
         dr = np.random.default_rng([seed, 3])
         az_light = dr.uniform(0, 2 * np.pi)
-        el_light = np.radians(dr.uniform(*r.light_elevation_deg))
+        light_dir = light_direction(az_light, np.radians(dr.uniform(*r.light_elevation_deg)))
         light_color = np.clip(dr.uniform(*r.light) + dr.uniform(-r.tint, r.tint, 3), 0.0, 1.0)
         ambient = np.full(3, dr.uniform(*r.ambient))
         shape = randomize_materials(shape, dr, r)
@@ -256,7 +306,6 @@ def make_item(category: str, split: str, index: int, n_views: int = N_VIEWS,
         fov = cams["fov_y_deg"]
         cams["projection"] = make_camera(views, torch.from_numpy(fov)).projection.numpy().astype(np.float32)
         patterns = (PATTERNS2, r.p_pattern)
-    light_dir = np.array([np.cos(el_light) * np.sin(az_light), np.sin(el_light), np.cos(el_light) * np.cos(az_light)])
     extra: Dict[str, np.ndarray] = {}
     if textured:
         if patterns is None:
@@ -272,21 +321,8 @@ def make_item(category: str, split: str, index: int, n_views: int = N_VIEWS,
         **extra,
         "images": images,
         **cams,
-        "occupancy_bits": np.packbits(occ.reshape(-1)),
-        "occupancy_res": np.array(OCCUPANCY_RES, dtype=np.int64),
-        "surface_points": pts.astype(np.float16),
-        "vertices": v.astype(np.float32),
-        "faces": f.astype(np.int32),
-        "vertex_colors": col.astype(np.float32),
-        "light_direction": light_dir.astype(np.float32),
-        "light_color": light_color.astype(np.float32),
-        "ambient": ambient.astype(np.float32),
-        "category_id": np.array(CATEGORIES.index(category), dtype=np.int64),
-        "category": np.array(category),
-        "split": np.array(split),
-        "index": np.array(index, dtype=np.int64),
-        "seed": np.array(seed, dtype=np.int64),
-        "normalize": np.array(normalize),
+        **shape_arrays(occ, pts, v, f, col, light_dir, light_color, ambient),
+        **identity_arrays(category, split, index, seed, normalize),
         "grammar": np.array(grammar, dtype=np.int64),
         "randomized": np.array(randomize is not None),
     }

@@ -372,8 +372,8 @@ def make_real_item(model: RealModel, mesh: ModelMesh, index: int, licence: Dict[
     """The ``.npz`` arrays of one real model (the procedural item's keys, see
     :mod:`dibr_core.data.dataset`, plus ``model_name``, ``package``, ``source_file``, ``licence``,
     ``copyright``, ``package_version``)."""
-    from dibr_core.data.dataset import (DISTANCE, ELEVATION_DEG, FOV_Y_DEG, N_SURFACE_POINTS, N_VIEWS, OCCUPANCY_RES,
-                                        make_camera, render_views, view_matrices)
+    from dibr_core.data.dataset import (N_SURFACE_POINTS, N_VIEWS, OCCUPANCY_RES, identity_arrays, protocol_cameras,
+                                        protocol_lighting, render_views, shape_arrays)
     from dibr_core.voxels import mark_surface_voxels
 
     if len(mesh.faces) == 0:
@@ -386,38 +386,16 @@ def make_real_item(model: RealModel, mesh: ModelMesh, index: int, licence: Dict[
     seed = _seed(model.name)
     aux = np.random.default_rng([seed, 1])
     pts = surface_samples(v, mesh.faces, boundary, N_SURFACE_POINTS, aux)
-    az_light = aux.uniform(0, 2 * np.pi)
-    el_light = aux.uniform(np.radians(20), np.radians(80))
-    light_dir = np.array([np.cos(el_light) * np.sin(az_light), np.sin(el_light), np.cos(el_light) * np.cos(az_light)])
-    light_color = np.full(3, aux.uniform(0.4, 0.6))
-    ambient = np.full(3, aux.uniform(0.4, 0.6))
+    light_dir, light_color, ambient = protocol_lighting(aux)
     cv, cf, cc = colour_mesh(mesh, v)
     both = np.concatenate([cf, cf[:, ::-1]])             # both sides: game meshes are single-sided
-    views, az = view_matrices(N_VIEWS)
+    views, cams = protocol_cameras(N_VIEWS)
     images = render_views(cv, both, cc, views, light_dir, light_color, ambient)
     return {
         "images": images,
-        "views": views.numpy().astype(np.float32),
-        "projection": make_camera(views[:1]).projection[0].numpy().astype(np.float32),
-        "azimuths_deg": az.astype(np.float32),
-        "elevation_deg": np.array(ELEVATION_DEG, dtype=np.float32),
-        "distance": np.array(DISTANCE, dtype=np.float32),
-        "fov_y_deg": np.array(FOV_Y_DEG, dtype=np.float32),
-        "occupancy_bits": np.packbits(occ.reshape(-1)),
-        "occupancy_res": np.array(OCCUPANCY_RES, dtype=np.int64),
-        "surface_points": pts.astype(np.float16),
-        "vertices": cv.astype(np.float32),
-        "faces": cf.astype(np.int32),
-        "vertex_colors": cc.astype(np.float32),
-        "light_direction": light_dir.astype(np.float32),
-        "light_color": light_color.astype(np.float32),
-        "ambient": ambient.astype(np.float32),
-        "category_id": np.array(CATEGORIES.index(model.category), dtype=np.int64),
-        "category": np.array(model.category),
-        "split": np.array(SPLIT),
-        "index": np.array(index, dtype=np.int64),
-        "seed": np.array(seed % 2 ** 63, dtype=np.int64),
-        "normalize": np.array("diagonal"),
+        **cams,
+        **shape_arrays(occ, pts, cv, cf, cc, light_dir, light_color, ambient),
+        **identity_arrays(model.category, SPLIT, index, seed % 2 ** 63, "diagonal"),
         "model_name": np.array(model.name),
         "package": np.array(model.package),
         "package_version": np.array(licence.get("version", "")),

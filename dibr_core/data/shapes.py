@@ -409,6 +409,17 @@ def _rifle(rng: np.random.Generator) -> Shape:
     return parts
 
 
+def seat_cushions(rng: np.random.Generator, length: float, depth: float, base_height: float, arm_width: float,
+                  back_thickness: float, ride: float, color: Vec) -> Shape:
+    """1 to 3 seat cushions side by side between a sofa's arms, on its base (draws their count,
+    then their height, from ``rng``)."""
+    n = int(rng.integers(1, 4))
+    inner = length - 2 * arm_width
+    ch = _u(rng, 0.05, 0.1)
+    return [box((-inner / 2 + inner * (i + 0.5) / n, ride + base_height + ch / 2, back_thickness / 2),
+                (inner / n * 0.97, ch, depth - back_thickness), color) for i in range(n)]
+
+
 def _sofa(rng: np.random.Generator) -> Shape:
     fab, cush = _color(rng, "fabric"), _color(rng, "fabric")
     L, D, Hb = _u(rng, 1.0, 1.8), _u(rng, 0.5, 0.8), _u(rng, 0.15, 0.3)
@@ -418,12 +429,7 @@ def _sofa(rng: np.random.Generator) -> Shape:
              box((0, ride + (Hb + bh) / 2, -D / 2 + bt / 2), (L, Hb + bh, bt), fab)]
     for s in (1, -1):
         parts.append(box((s * (L / 2 - aw / 2), ride + (Hb + ah) / 2, 0), (aw, Hb + ah, D), fab))
-    n = int(rng.integers(1, 4))
-    inner = L - 2 * aw
-    ch = _u(rng, 0.05, 0.1)
-    for i in range(n):
-        x = -inner / 2 + inner * (i + 0.5) / n
-        parts.append(box((x, ride + Hb + ch / 2, bt / 2), (inner / n * 0.97, ch, D - bt), cush))
+    parts += seat_cushions(rng, L, D, Hb, aw, bt, ride, cush)
     if ride > 0.03:
         for sx in (1, -1):
             for sz in (1, -1):

@@ -34,7 +34,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from dibr_core.data import shapes as g1
-from dibr_core.data.shapes import Shape, box, cylinder, ellipsoid, loft, rot_x, rot_y
+from dibr_core.data.shapes import Shape, box, cylinder, ellipsoid, loft, rot_x, rot_y, seat_cushions
 
 __all__ = ["GRAMMAR2", "VARIANTS", "describe"]
 
@@ -475,12 +475,7 @@ def _sofa2(rng: np.random.Generator) -> Shape:
             parts.append(box((s * (L / 2 - aw / 2), ride + (Hb + ah) / 2 - aw / 4, 0), (aw, Hb + ah - aw / 2, D), fab))
             parts.append(cylinder((s * (L / 2 - aw / 2), ride + Hb + ah - aw / 2, D / 2),
                                   (s * (L / 2 - aw / 2), ride + Hb + ah - aw / 2, -D / 2), aw * 0.62, fab, sides=12))
-    n = int(rng.integers(1, 4))
-    inner = L - 2 * aw
-    ch = _u(rng, 0.05, 0.1)
-    for i in range(n):
-        x = -inner / 2 + inner * (i + 0.5) / n
-        parts.append(box((x, ride + Hb + ch / 2, bt / 2), (inner / n * 0.97, ch, D - bt), cush))
+    parts += seat_cushions(rng, L, D, Hb, aw, bt, ride, cush)
     if rng.random() < 0.25:                              # chaise: an L-shaped extension
         s = 1.0 if rng.random() < 0.5 else -1.0
         cl = _u(rng, 0.4, 0.7)
