@@ -105,6 +105,52 @@ def test_multiview_losses_gradients(tiny_data: Path) -> None:
     assert g is not None and float(g.abs().sum()) > 0
 
 
+
+def test_input_view_weight_adds_the_input_view_iou_loss(tiny_data: Path) -> None:
+    """The extra term is the IoU loss of each mesh rendered in its own input camera (i == j),
+    checked against renders made one by one, and it enters the total with its weight."""
+    import dataclasses
+
+    import numpy as np
+    from dibr_core.data.dataset import make_camera
+    from dibr_core.losses import iou_loss
+    from dibr_core.render import Meshes, RenderSettings, render
+
+    ims, vm = ViewDataset(tiny_data).sample(np.random.default_rng(1), 2, 3)
+    torch.manual_seed(0)
+    m = Predictor(image_size=SIZE)
+    m.eval()
+    # View 0 of each object shows a full-frame alpha and its mesh is made large enough to cover
+    # every camera's frame; the other meshes are shrunk: the i == j pairs differ from the others.
+    ims = ims.clone()
+    ims[:, 0, 3] = 1.0
+    scale = torch.tensor([4.0, 0.3, 0.3, 4.0, 0.3, 0.3]).view(6, 1, 1)
+
+    class Sized(torch.nn.Module):                      # a distinct size per input image
+        def forward(self, x: torch.Tensor):  # type: ignore[no-untyped-def]
+            out = m(x)
+            return dataclasses.replace(out, vertices=out.vertices * scale)
+
+    base = multiview_step_losses(m, ims, vm, forward=Sized())
+    heavy = multiview_step_losses(m, ims, vm, forward=Sized(), input_view_weight=2.5)
+    st = RenderSettings(height=SIZE, width=SIZE)
+    with torch.no_grad():
+        out = Sized()(ims.reshape(6, 4, SIZE, SIZE))
+        gt_a = ims.reshape(6, 4, SIZE, SIZE)[:, 3]
+        r = render(Meshes(out.vertices, m.faces), make_camera(vm.reshape(6, 4, 4)), colors=out.colors,
+                   lighting=None, settings=st)
+        own = float(iou_loss(r.alpha, gt_a))
+        # Each mesh in the next view's camera, against that view's image: not the input-view term.
+        nxt = torch.tensor([1, 2, 0, 4, 5, 3])
+        r2 = render(Meshes(out.vertices, m.faces), make_camera(vm.reshape(6, 4, 4)[nxt]), colors=out.colors,
+                    lighting=None, settings=st)
+        wrong = float(iou_loss(r2.alpha, gt_a[nxt]))
+    assert float(heavy["input_iou_loss"]) == pytest.approx(own, abs=1e-5)
+    assert abs(wrong - own) > 0.05
+    assert float(heavy["loss"] - base["loss"]) == pytest.approx(2.5 * own, abs=1e-5)
+    with pytest.raises(ValueError, match="input_view_weight"):
+        multiview_step_losses(m, ims, vm, input_view_weight=-1.0)
+
 def test_streaming_loader_matches_in_memory(tiny_data: Path) -> None:
     import numpy as np
     a = ViewDataset(tiny_data, in_memory=True)

@@ -8,6 +8,12 @@ render is compared with the ground-truth image of its camera:
 
     L = W_IOU * iou_loss(soft alpha, GT alpha) + W_COL * masked_l1(rgb, GT rgb, GT alpha)
         + W_LAP * laplacian_loss(offsets) + W_FLAT * flatten_loss(vertices)
+        [+ input_view_weight * iou_loss(soft alpha, GT alpha) over the B*V input-view renders]
+
+The last term (``--input-view-weight``, default 0: DIB-R's loss) weighs the render of each
+predicted mesh in the very camera its input image came from once more, so the prediction
+matches the picture it was given (Image to 3D's input-view fidelity) and not only the object's
+other views.
 
 with W_IOU = 1, W_COL = 3 and the [REIMPL] regulariser weights 0.01 and 0.001 converted to
 :mod:`dibr_core.losses`' plain means: its Laplacian is ``mean((A d - d)^2) * 3P`` = our
@@ -67,13 +73,15 @@ W_IOU = 1.0
 W_COL = 3.0
 W_LAP = 0.01 * 642      # [REIMPL] 0.01 * mean(...) * 3P  ==  0.01 * P * laplacian_loss
 W_FLAT = 0.001 * 1920   # [REIMPL] 0.001 * mean(...) * E  ==  0.001 * E * flatten_loss
-METRIC_FIELDS = ["step", "loss", "iou_loss", "color_l1", "lap", "flat", "iou", "seconds_per_step", "wall"]
+METRIC_FIELDS = ["step", "loss", "iou_loss", "color_l1", "lap", "flat", "input_iou_loss", "iou", "seconds_per_step",
+                 "wall"]
 
 
 def multiview_step_losses(model: Predictor, images: torch.Tensor, views: torch.Tensor,
                           settings: Optional[RenderSettings] = None,
                           forward: Optional[torch.nn.Module] = None,
-                          fov_y_deg: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+                          fov_y_deg: Optional[torch.Tensor] = None,
+                          input_view_weight: float = 0.0) -> Dict[str, torch.Tensor]:
     """Losses of DIB-R's multi-view scheme for one batch.
 
     Args:
@@ -85,11 +93,16 @@ def multiview_step_losses(model: Predictor, images: torch.Tensor, views: torch.T
             ``model``); default ``model``.
         fov_y_deg: (B, V) the cameras' vertical fields of view in degrees (randomised data);
             default the protocol's 30 degrees.
+        input_view_weight: weight of the extra silhouette IoU loss over the B*V renders of each
+            mesh in its own input camera (0: DIB-R's loss).
 
     Returns:
         dict of () tensors: ``loss`` (weighted total, differentiable), ``iou_loss``, ``color_l1``,
-        ``lap``, ``flat`` (unweighted terms) and ``iou`` (mean soft IoU, detached).
+        ``lap``, ``flat``, ``input_iou_loss`` (unweighted terms; the last over the input-view
+        renders) and ``iou`` (mean soft IoU, detached).
     """
+    if input_view_weight < 0:
+        raise ValueError(f"multiview_step_losses(): input_view_weight must be >= 0, got {input_view_weight}")
     B, V, C, S, _ = images.shape
     out = (forward or model)(images.reshape(B * V, C, S, S))
     P = out.vertices.shape[1]
@@ -113,10 +126,16 @@ def multiview_step_losses(model: Predictor, images: torch.Tensor, views: torch.T
     l_col = masked_l1(r.rgb, gt_rgb, gt_a)
     l_lap = laplacian_loss(out.offsets, model.faces)
     l_flat = flatten_loss(out.vertices, model.faces)
+    # Render n = (b * V + i) * V + j shows the mesh of input view i in camera j: i == j is its input view.
+    own = torch.eye(V, dtype=torch.bool).expand(B, V, V).reshape(B * V * V)
+    l_input = iou_loss(r.alpha[own], gt_a[own])
     total = W_IOU * l_iou + W_COL * l_col + W_LAP * l_lap + W_FLAT * l_flat
+    if input_view_weight > 0:
+        total = total + input_view_weight * l_input
     with torch.no_grad():
         iou = silhouette_iou(r.alpha, gt_a).mean()
-    return {"loss": total, "iou_loss": l_iou, "color_l1": l_col, "lap": l_lap, "flat": l_flat, "iou": iou}
+    return {"loss": total, "iou_loss": l_iou, "color_l1": l_col, "lap": l_lap, "flat": l_flat,
+            "input_iou_loss": l_input, "iou": iou}
 
 
 @dataclass
@@ -221,7 +240,8 @@ def train(data: Union[str, Path], out: Union[str, Path], steps: int = 1000, batc
           log_every: int = 10, ckpt_every: int = 500, progress: bool = True,
           dataset: Optional[ViewDataset] = None, texture_size: int = 0, in_memory: bool = True,
           schedule: str = "constant", warmup: int = 200, clip: float = 0.0,
-          normalize_bbox: bool = False, init: Optional[Union[str, Path]] = None) -> TrainResult:
+          normalize_bbox: bool = False, init: Optional[Union[str, Path]] = None,
+          input_view_weight: float = 0.0) -> TrainResult:
     """Train (or resume training) up to ``steps`` total steps; see the module docstring.
 
     ``threads > 0`` sets torch's intra-op thread count for the run (restored on return).
@@ -230,6 +250,7 @@ def train(data: Union[str, Path], out: Union[str, Path], steps: int = 1000, batc
     ``dibr_core/weights/predictor.pt``, a checkpoint or a run directory; its model configuration
     must match) instead of random ones; the optimizer starts fresh (fine-tuning). A resumed run
     ignores it.
+    ``input_view_weight``: see :func:`multiview_step_losses`.
     Under torchrun (``WORLD_SIZE > 1``) the model is wrapped in DistributedDataParallel, every
     rank samples its own ``batch`` objects (a global batch of ``batch * world``) from its own RNG
     stream, and rank 0 alone logs, shows progress and writes checkpoints (which hold every
@@ -240,7 +261,8 @@ def train(data: Union[str, Path], out: Union[str, Path], steps: int = 1000, batc
         torch.set_num_threads(threads)
     try:
         return _train(data, out, steps, batch, views, lr, resume, seed, split, log_every, ckpt_every, progress,
-                      dataset, texture_size, in_memory, schedule, warmup, clip, normalize_bbox, init)
+                      dataset, texture_size, in_memory, schedule, warmup, clip, normalize_bbox, init,
+                      input_view_weight)
     finally:
         torch.set_num_threads(old_threads)
 
@@ -248,7 +270,8 @@ def train(data: Union[str, Path], out: Union[str, Path], steps: int = 1000, batc
 def _train(data: Union[str, Path], out: Union[str, Path], steps: int, batch: int, views: int, lr: float,
            resume: bool, seed: int, split: str, log_every: int, ckpt_every: int, progress: bool,
            dataset: Optional[ViewDataset], texture_size: int, in_memory: bool, schedule: str, warmup: int,
-           clip: float, normalize_bbox: bool, init: Optional[Union[str, Path]] = None) -> TrainResult:
+           clip: float, normalize_bbox: bool, init: Optional[Union[str, Path]] = None,
+           input_view_weight: float = 0.0) -> TrainResult:
     lr_at(0, steps, lr, schedule, warmup)               # validates the schedule name
     dist_info = _init_distributed()
     run = Path(out)
@@ -257,7 +280,8 @@ def _train(data: Union[str, Path], out: Union[str, Path], steps: int, batch: int
     args: Dict[str, object] = {"batch": batch, "views": views, "lr": lr, "seed": seed, "split": split,
                                "data": str(data), "schedule": schedule, "warmup": warmup, "clip": clip,
                                "steps": steps, "texture_size": texture_size, "normalize_bbox": normalize_bbox,
-                               "world_size": dist_info.world, "init": None if init is None else str(init)}
+                               "world_size": dist_info.world, "init": None if init is None else str(init),
+                               "input_view_weight": input_view_weight}
     ds = dataset if dataset is not None else ViewDataset(data, split, in_memory)
     torch.manual_seed(seed)                             # identical initial weights on every rank
     model = Predictor(image_size=ds.image_size, texture_size=texture_size, normalize_bbox=normalize_bbox)
@@ -310,7 +334,8 @@ def _train(data: Union[str, Path], out: Union[str, Path], steps: int, batch: int
             group["lr"] = lr_at(step, steps, lr, schedule, warmup)
         ims, vm, fov = ds.sample_cameras(rng, batch, views)
         protocol = bool((fov - FOV_Y_DEG).abs().max() < 1e-4)
-        losses = multiview_step_losses(model, ims, vm, forward=forward, fov_y_deg=None if protocol else fov)
+        losses = multiview_step_losses(model, ims, vm, forward=forward, fov_y_deg=None if protocol else fov,
+                                       input_view_weight=input_view_weight)
         opt.zero_grad(set_to_none=True)
         losses["loss"].backward()                       # DDP averages the gradients across ranks here
         if clip > 0:
@@ -404,6 +429,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--init", metavar="WEIGHTS", default=None,
                    help="fine-tune: start from these model weights (weights file, checkpoint or run dir) with a "
                    "fresh optimizer; ignored by --resume of an existing run")
+    p.add_argument("--input-view-weight", type=float, default=0.0,
+                   help="extra weight of the silhouette IoU loss in each mesh's own input camera (0: DIB-R's loss)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     if a.export is not None:
@@ -415,7 +442,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     res = train(a.data, a.out, a.steps, a.batch, a.views, a.lr, a.resume, a.threads, a.seed, a.split,
                 a.log_every, a.ckpt_every, not a.no_progress,
                 texture_size=a.texture_size, in_memory=not a.stream, schedule=a.schedule, warmup=a.warmup,
-                clip=a.clip, normalize_bbox=a.normalize_bbox, init=a.init)
+                clip=a.clip, normalize_bbox=a.normalize_bbox, init=a.init, input_view_weight=a.input_view_weight)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     print(f"step {res.step} loss {res.last_loss:.5f} ({res.seconds_per_step * 1000:.1f} ms/step)")
