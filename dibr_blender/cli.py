@@ -353,6 +353,7 @@ def run_fit_command(args: argparse.Namespace) -> int:
     notes = result_notes(out)
     if out.topology_changed:
         report["shape_key_note"] = notes[0]
+        report["carried"] = out.carried
     for line in notes:
         print(f"dibr fit: {line}", flush=True)
     _write_outputs(args, report, lambda line: print(f"dibr fit: {line}", flush=True), selection_only=False)

@@ -264,6 +264,11 @@ class FitResult:
         self_intersecting_faces: faces of the result that intersect a non-adjacent face.
         face_uvs: (F', 3, 2) the UVs of ``texture`` (given, or made by auto UVs), or None.
         remeshes: how many times the surface was remeshed.
+        source_positions: (V', 3) per result vertex, a point near the start mesh's surface that
+            it descends from (the start positions carried through remeshing like the colours: a
+            split or collapse vertex gets the mean of its edge's end points); without remeshing
+            the start positions. Data on the start mesh (weights, UVs, materials) can be looked
+            up there for the new vertices.
         filled_colors: vertices whose colour :attr:`FitOptions.fill_unseen_colors` replaced.
     """
 
@@ -285,6 +290,7 @@ class FitResult:
     face_uvs: Optional[torch.Tensor] = None
     remeshes: int = 0
     filled_colors: int = 0
+    source_positions: Optional[torch.Tensor] = None
 
     @property
     def final_loss(self) -> float:
@@ -404,6 +410,7 @@ def fit(
     faces = faces.long()
     V = vertices.shape[0]
     base = vertices.detach().clone()
+    source = base.clone()           # per vertex: where on the start surface it came from (carried by remeshing)
     scale = float((base.max(0).values - base.min(0).values).norm().clamp(min=1e-6))
 
     large_steps = options.optimize_vertices and options.optimizer == "large_steps"
@@ -510,12 +517,12 @@ def fit(
 
     def do_remesh() -> None:
         """Remesh the current surface and rebuild everything that depends on the topology."""
-        nonlocal base, faces, V, offsets, system, u, color_logits, uniform_opt, remeshes, topology_changed
+        nonlocal base, faces, V, offsets, system, u, color_logits, uniform_opt, remeshes, topology_changed, source
         with torch.no_grad():
             x = positions(final=True).detach()
             target = target_length_from_views(x, [v.camera for v in views], image_sizes,
                                               pixels=options.target_edge_px)
-            attrs: Dict[str, torch.Tensor] = {"colors": color_logits.detach()}
+            attrs: Dict[str, torch.Tensor] = {"colors": color_logits.detach(), "source": source}
             cstate = opt.state.get(color_logits, {}) if opt is not None else {}
             for key in ("exp_avg", "exp_avg_sq"):
                 if key in cstate:
@@ -535,6 +542,7 @@ def fit(
         V = r.vertices.shape[0]
         base = r.vertices.detach().clone()
         a = r.attributes
+        source = a["source"]
         new_colors = a["colors"].clone().requires_grad_(True)
         if opt is not None:
             st: Dict[str, object] = {}
@@ -668,6 +676,7 @@ def fit(
         self_intersecting_faces=self_intersecting_faces(final.cpu(), faces.cpu()),
         face_uvs=texturing.face_uvs.detach().clone() if texturing is not None else None,
         remeshes=remeshes,
+        source_positions=source.clone(),
         filled_colors=filled,
     )
 

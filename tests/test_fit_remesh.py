@@ -71,6 +71,13 @@ def test_fit_from_a_coarse_sphere_with_remeshing_ends_with_even_triangles() -> N
     # The edges got shorter than the coarse start's (the target is about 2 pixels).
     assert float(lengths.mean()) < 0.8 * float(lengths0.mean())
     assert min(m.silhouette_iou for m in res.views) > 0.9
+    # Every new vertex knows where on the start sphere (radius 0.5) it came from: on it, or on a
+    # chord of it (split vertices), never at the fitted position.
+    src = res.source_positions
+    assert src is not None and src.shape == res.vertices.shape
+    r = src.norm(dim=1)
+    assert float(r.max()) <= 0.5 + 1e-5 and float(r.min()) > 0.5 * math.cos(math.radians(20))
+    assert float((src - res.vertices).norm(dim=1).mean()) > 0.05
 
 
 def test_fit_without_remeshing_keeps_the_faces() -> None:
@@ -80,6 +87,7 @@ def test_fit_without_remeshing_keeps_the_faces() -> None:
     res = fit(v0, f0, views, FitOptions(steps=5))
     assert not res.topology_changed and res.remeshes == 0
     assert res.faces is not None and torch.equal(res.faces, f0)
+    assert res.source_positions is not None and torch.equal(res.source_positions, v0)
 
 
 def test_remeshing_fit_refuses_bad_start_meshes_and_options() -> None:

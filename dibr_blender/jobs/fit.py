@@ -86,6 +86,10 @@ class FitOutput:
     cameras: List[CameraData] = field(default_factory=list)       # per view, the refined camera
     loop_uvs: Optional[np.ndarray] = None        # (L, 2) the UVs made for a mesh without a UV map
                                                  # (MeshData.loop_uvs), to write with the texture
+    source_positions: Optional[np.ndarray] = None  # (V, 3) world, topology_changed: each vertex's source
+                                                 # point on the start surface (FitResult.source_positions)
+    carried: str = ""                            # what writing a remeshed result carried from the old
+                                                 # mesh (set by scene.fit.apply_result)
 
     @property
     def final_loss(self) -> float:
@@ -235,7 +239,9 @@ def run_fit(mesh: MeshData, views: List[ViewData], settings: FitSettings,
         topology_changed=res.topology_changed, remeshes=res.remeshes,
         self_intersecting_faces=res.self_intersecting_faces, carried_colors=carried,
         camera_corrections=corrections, cameras=cameras,
-        loop_uvs=None if res.topology_changed else mesh.loop_uvs)
+        loop_uvs=None if res.topology_changed else mesh.loop_uvs,
+        source_positions=(res.source_positions.numpy() if (res.topology_changed and res.source_positions is not None)
+                          else None))
 
 
 def result_notes(out: FitOutput) -> List[str]:
@@ -245,6 +251,8 @@ def result_notes(out: FitOutput) -> List[str]:
     if out.topology_changed:
         lines.append(f"remeshed to {out.face_count} faces: the vertex count changed, so the result is new mesh "
                      "data, not a shape key")
+        if out.carried:
+            lines.append(out.carried)
     for c in out.camera_corrections:
         lines.append(f"camera '{c['camera']}' corrected by {c['rotation_deg']:.2f} deg, moved "
                      f"{c['translation_pct']:.2f}% of its distance, focal x{c['focal_scale']:.4f}")

@@ -14,6 +14,7 @@ from ..jobs.fit import FitOutput, FitSettings, check_settings, result_notes
 from ..jobs.masks import BackgroundKey
 from ..jobs.records import MeshData, SceneError, Snapshot, ViewData
 from . import io
+from .carry import carry_mesh_data
 
 
 def image_path_of(img: Any) -> Tuple[str, bool]:
@@ -129,7 +130,11 @@ def apply_result(ob: Any, out: FitOutput, settings: FitSettings, apply_geometry:
     try:
         if out.topology_changed:
             assert out.faces is not None
+            groups, active_group = [g.name for g in ob.vertex_groups], ob.vertex_groups.active_index
             written.old_mesh = io.replace_mesh_data(ob, out.vertices, out.faces)
+            if out.source_positions is not None:
+                out.carried = carry_mesh_data(ob, written.old_mesh, io.world_to_local(ob, out.source_positions),
+                                              groups, active_group).note()
             if out.carried_colors is not None:
                 old_attr = written.old_mesh.color_attributes.active_color
                 io.write_point_colors(ob, out.carried_colors, old_attr.name if old_attr is not None else io.COLOR_ATTR)

@@ -20,7 +20,7 @@ bpy = pytest.importorskip("bpy")
 mathutils = pytest.importorskip("mathutils")
 
 from dibr_blender import cli  # noqa: E402
-from dibr_blender.jobs.fit import FitSettings, run_fit  # noqa: E402
+from dibr_blender.jobs.fit import FitSettings, result_notes, run_fit  # noqa: E402
 from dibr_blender.jobs.records import SceneError  # noqa: E402
 from dibr_blender.scene import fit as scene_fit  # noqa: E402
 from dibr_blender.scene import io as scene_io  # noqa: E402
@@ -494,6 +494,79 @@ def test_operator_remesh_writes_new_mesh_data_and_errors_or_cancel_put_everythin
     scene_io.restore(ob, snap, False)
     assert ob.data.name == "Sphere" and len(ob.data.polygons) == 320 and ob.data.shape_keys is None
 
+
+
+@pytest.mark.blender
+def test_remeshed_result_carries_vertex_groups_uv_maps_and_material_slots(addon, ring_scene) -> None:
+    """The old mesh's vertex-group weights, UV maps and per-face material slots are looked up at
+    each new vertex's / face's source point on the old surface: a linear weight ramp, a planar UV
+    map and a top/bottom material split come out as those functions of the source points."""
+    bpy.ops.wm.open_mainfile(filepath=ring_scene["blend"])
+    scene = bpy.context.scene
+    ob = bpy.data.objects["Sphere"]
+    me = ob.data
+    co = np.empty(3 * len(me.vertices))
+    me.vertices.foreach_get("co", co)
+    co = co.reshape(-1, 3)
+    top = ob.vertex_groups.new(name="Top")
+    for i, z in enumerate(co[:, 2]):
+        top.add([i], float(0.5 + z / 1.5), "REPLACE")
+    ob.vertex_groups.new(name="Unused")
+    me.materials.append(bpy.data.materials.new("Top Material"))
+    centre_z = np.array([np.mean([co[v, 2] for v in p.vertices]) for p in me.polygons])
+    me.polygons.foreach_set("material_index", (centre_z > 0).astype(np.int32))
+    planar = me.uv_layers.new(name="Planar")
+    loop_v = np.empty(len(me.loops), dtype=np.int64)
+    me.loops.foreach_get("vertex_index", loop_v)
+    planar.data.foreach_set("uv", (0.5 + co[loop_v, :2] / 1.5).astype(np.float32).ravel())
+    me.uv_layers.active = planar
+    ob.shape_key_add(name="Basis")
+    ob.shape_key_add(name="Squash")
+    settings = FitSettings(steps=6, max_side=32, remesh=True, max_faces=600)
+    _, mesh, views = scene_fit.gather(scene, "Sphere", [("Cam0", ring_scene["refs"]["Cam0"])], settings)
+    out = run_fit(mesh, views, settings)
+    assert out.topology_changed and out.source_positions is not None
+    src = out.source_positions                        # the object's transform is the identity
+    assert src.shape == out.vertices.shape
+    scene_fit.apply_result(ob, out, settings)
+    new = ob.data
+    assert new.name == "Sphere DIB-R Fit" and len(new.vertices) == len(src)
+    # The weight ramp and the planar UVs are linear in position, so interpolating them on the
+    # old triangle nearest a source point gives their value at that nearest point.
+    from mathutils.bvhtree import BVHTree
+
+    tree = BVHTree.FromPolygons([tuple(c) for c in co], [tuple(p.vertices) for p in me.polygons])
+
+    def on_old_surface(points: np.ndarray) -> np.ndarray:
+        return np.array([tuple(tree.find_nearest(mathutils.Vector(tuple(map(float, q))))[0]) for q in points])
+
+    assert [g.name for g in ob.vertex_groups] == ["Top", "Unused"]
+    w = np.zeros(len(new.vertices))
+    for v in new.vertices:
+        for g in v.groups:
+            assert ob.vertex_groups[g.group].name == "Top"      # the empty group stays empty
+            w[v.index] = g.weight
+    np.testing.assert_allclose(w, 0.5 + on_old_surface(src)[:, 2] / 1.5, atol=2e-3)
+    faces = np.array([tuple(p.vertices) for p in new.polygons])
+    mats = np.empty(len(faces), dtype=np.int64)
+    new.polygons.foreach_get("material_index", mats)
+    fz = src[faces].mean(axis=1)[:, 2]
+    clear = np.abs(fz) > 0.12
+    assert clear.sum() > 0.6 * len(faces)
+    np.testing.assert_array_equal(mats[clear], (fz[clear] > 0).astype(np.int64))
+    assert [m.name for m in new.materials] == ["Sphere Material", "Top Material"]
+    assert new.uv_layers.active.name == "Planar" and "DIB-R UV" not in new.uv_layers
+    uv = np.empty(2 * len(new.loops))
+    new.uv_layers["Planar"].data.foreach_get("uv", uv)
+    err = np.abs(uv.reshape(-1, 2) - (0.5 + on_old_surface(src[faces.ravel()])[:, :2] / 1.5)).max(axis=1)
+    # Corners interpolate on their own nearest triangle; the few faces that would tear that way
+    # extend one triangle's UVs over the face instead (a planar map has no seams to tear at, so
+    # only faces nearly edge-on to the map, whose UV areas are tiny and unstable, fall back).
+    assert float(np.mean(err < 2e-3)) > 0.95 and float(err.max()) < 0.08, (np.mean(err < 2e-3), err.max())
+    note = "carried from the old mesh: 1 vertex group weight(s); UV map(s) 'Planar'; the faces' material slots; " \
+           "1 shape key(s) not carried"
+    assert out.carried.startswith(note), out.carried
+    assert note in " ".join(result_notes(out))
 
 def replace_steps(settings: FitSettings, steps: int) -> FitSettings:
     from dataclasses import replace
