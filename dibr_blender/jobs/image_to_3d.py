@@ -50,7 +50,7 @@ SENSOR_HEIGHT = 24.0          # mm, Blender's default; the camera uses the verti
 PROTOCOL_LENS = SENSOR_HEIGHT / (2.0 * math.tan(math.radians(PROTOCOL_FOV_Y_DEG) / 2.0))
 # dibr_core.inference.REFINE_STEPS / REFINE_RESOLUTION, repeated so that registering does not
 # import dibr_core; tests/test_image_to_3d_pure.py checks that they agree.
-REFINE_STEPS = 80
+REFINE_STEPS = 100
 REFINE_RESOLUTION = 128
 # An opaque picture (no alpha, or alpha 1 everywhere) without a mask is keyed on its border colour
 # when at least this share of its border pixels lies within half the key's tolerance of the median.
