@@ -741,7 +741,7 @@ def refine_prediction(prediction: PredictedMesh, image: ImageLike, mask: Optiona
     if not cancelled:
         chosen, fraction, iou = _choose_refined(prediction, refined, after, crossings, states, res.steps, view,
                                                 target, before, crossings_before)
-    if not cancelled and fraction < 1.0 and REFINE_RETRY is not None:
+    if not cancelled and crossings > crossings_before and REFINE_RETRY is not None:
         # The whole refine adds crossings: go on from its last state that adds none, stiffer.
         start_step, start = 0, v0
         for step, v in reversed(states):
