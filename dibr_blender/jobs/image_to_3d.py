@@ -347,8 +347,10 @@ def summary(report: Dict[str, Any]) -> str:
         line += (f"; input-view silhouette IoU {r['prediction_silhouette_iou']:.3f} -> "
                  f"{r['silhouette_iou']:.3f} after {r['steps']} refine steps against '{r['camera']}'")
         if 0.0 < r.get("refine_fraction", 1.0) < 1.0:
-            line += (f" ({100 * r['refine_fraction']:.0f}% of the refine, which would add self-intersecting faces "
-                     f"at {r['refined_silhouette_iou']:.3f})")
+            x = r.get("self_intersections") or {}
+            why = ("would add self-intersecting faces" if x.get("refined", 0) > x.get("prediction", 0) else
+                   "overlaps less")
+            line += f" ({100 * r['refine_fraction']:.0f}% of the refine; the whole {why} at {r['refined_silhouette_iou']:.3f})"
         if r.get("kept_prediction"):
             line += " (kept the prediction: " + (r.get("kept_reason") or "the refine did not improve it") + ")"
     elif iv.get("prediction") is not None:
