@@ -11,8 +11,11 @@ import torch
 from dibr_core import inference
 from dibr_core.inference import (PREDICTOR_WEIGHTS, InputView, input_view_iou, match_input_view, predict_mesh,
                                  prepare_image, refine_options, refine_prediction)
+from helpers import one_torch_thread  # noqa: F401  (fixture)
 
 SHIPPED = PREDICTOR_WEIGHTS.is_file()
+# The refines here are small fits: on one torch thread they run far faster on a busy machine.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_protocol_constants_match_the_data_set() -> None:
