@@ -488,13 +488,13 @@ def match_input_view(vertices: torch.Tensor, faces: torch.Tensor, mask: torch.Te
 
 # --------------------------------------------------------------------------- the refine
 
-# Fractions of the refine tried, in order, when the whole of it adds self-intersecting faces.
+# Back-offs toward the prediction (fractions of the refine), candidates for what the refine returns.
 REFINE_BACKOFF: Tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
 # The default refine (tuned on the procedural test split and the real-model set, see MODEL_CARD.md
 # "Input-view fidelity").
 REFINE_STEPS = 100
 REFINE_RESOLUTION = 128
-# The refine keeps the fit's state every this many steps: candidates when its end adds crossings.
+# The refine keeps the fit's state every this many steps (candidates for what it returns).
 REFINE_CHECK_EVERY = 5
 # When the whole refine adds self-intersecting faces, the fit goes on from its last state that adds
 # none, for the steps that were left (at least REFINE_RETRY_STEPS), with these stiffer options
@@ -530,11 +530,11 @@ class RefinedPrediction:
             the framed input mask at ``resolution``) of the prediction and of ``refined``.
         iou: that of ``mesh``.
         refine_fraction: how much of the refine ``mesh`` holds: 1 the whole of it (``refined``);
-            less when that added self-intersecting faces: an earlier state of the fit (the share
-            of its pass's steps it had run) or a back-off toward the prediction
-            (``prediction + f * (refined - prediction)``, ``f`` from :data:`REFINE_BACKOFF`),
-            whichever has the highest IoU among those that add no crossings and do not lower
-            the IoU; 0 the prediction itself.
+            less for an earlier state of the fit (the share of its pass's steps it had run) or a
+            back-off toward the prediction (``prediction + f * (refined - prediction)``, ``f`` from
+            :data:`REFINE_BACKOFF`), returned when it has the highest IoU among the candidates
+            that add no self-intersecting faces and do not lower the IoU (the whole refine then
+            added crossings or overlapped less); 0 the prediction itself.
         kept_prediction: ``refine_fraction`` is 0: every candidate lowered the IoU or added
             self-intersecting faces (or the refine was cancelled), so ``mesh`` is the prediction.
         self_intersections: self-intersecting faces of (the prediction, ``refined``).
