@@ -12,7 +12,7 @@ fit ARGS: [--object NAME] (--image IMAGE [--mask MASK] | --view CAMERA=IMAGE[,MA
           [--texture] [--no-colors] [--no-shape] [--lighting auto|none|sun|sh] [--apply] [--smoothness L]
           [--remesh [--max-faces N] [--target-edge-px PX]] [--refine-cameras] [--refine-focal] [--write-cameras]
 image-to-3d ARGS: --image IMAGE [--mask MASK] [--category NAME] [--size S] [--texture-size N]
-          [--refine-steps N (default 80, 0: off)] [--refine-camera auto|scene|new] [--refine-resolution PX]
+          [--refine-steps N (default 100, 0: off)] [--refine-camera auto|scene|new] [--refine-resolution PX]
           [--no-face-view] [--background-color auto|#RRGGBB]
           (--output OUT.blend and/or --export OUT.glb) [--report REPORT.json] [--blend IN.blend]
           Without --blend: the .blend Blender was started with, else an empty scene.

@@ -31,7 +31,7 @@ from dibr_core.models.predictor import Predictor, load_predictor, repair_output
 
 if TYPE_CHECKING:
     from dibr_core.camera import Camera
-    from dibr_core.fit import FitOptions
+    from dibr_core.fit import FitOptions, FitResult, FitView
     from dibr_core.models.generator import Generator
 
 __all__ = ["PREDICTOR_WEIGHTS", "GENERATOR_WEIGHTS", "FRAME_EXTENT", "FRAME_OFFSET", "PredictedMesh", "load_shipped_predictor",
@@ -488,11 +488,19 @@ def match_input_view(vertices: torch.Tensor, faces: torch.Tensor, mask: torch.Te
 
 # --------------------------------------------------------------------------- the refine
 
-# Fractions of the refine tried, in order, when the whole of it adds self-intersecting faces.
+# Back-offs toward the prediction (fractions of the refine), candidates for what the refine returns.
 REFINE_BACKOFF: Tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
-# The default refine (tuned on the procedural test split, see MODEL_CARD.md "Input-view fidelity").
-REFINE_STEPS = 80
+# The default refine (tuned on the procedural test split and the real-model set, see MODEL_CARD.md
+# "Input-view fidelity").
+REFINE_STEPS = 100
 REFINE_RESOLUTION = 128
+# The refine keeps the fit's state every this many steps (candidates for what it returns).
+REFINE_CHECK_EVERY = 5
+# When the whole refine adds self-intersecting faces, the fit goes on from its last state that adds
+# none, for the steps that were left (at least REFINE_RETRY_STEPS), with these stiffer options
+# (None: no second pass).
+REFINE_RETRY: Optional[Dict[str, Any]] = {"large_steps_lambda": 30.0, "w_laplacian": 5.0}
+REFINE_RETRY_STEPS = 20
 
 
 def refine_options(steps: int = REFINE_STEPS, **overrides: Any) -> "FitOptions":
@@ -503,8 +511,8 @@ def refine_options(steps: int = REFINE_STEPS, **overrides: Any) -> "FitOptions":
 
     fields: Dict[str, Any] = dict(steps=steps, optimize_vertices=True, optimize_colors=False, optimize_texture=True,
                                   lighting="none", texture_filter="bilinear", texture_padding=1,
-                                  large_steps_lambda=10.0, lr_large_steps=0.02, lr_texture=0.05,
-                                  halo_start_px=2.0, halo_px=0.1, w_laplacian=5.0, w_flatten=0.02)
+                                  large_steps_lambda=3.0, lr_large_steps=0.02, lr_texture=0.05,
+                                  halo_start_px=2.0, halo_px=0.1, w_laplacian=1.0, w_flatten=0.02)
     fields.update(overrides)
     return FitOptions(**fields)
 
@@ -516,22 +524,27 @@ class RefinedPrediction:
     Attributes:
         mesh: what to use: the refined mesh, or the prediction itself when ``kept_prediction``.
         refined: the refined mesh (the fit's result with its inside-out pockets removed), also
-            when it was not kept.
+            when it was not kept; after a second pass (``retried``) that pass's result.
         view: the input view the refine fitted in (matched on the prediction).
         prediction_iou, refined_iou: input-view silhouette IoU (hard render in ``view`` against
             the framed input mask at ``resolution``) of the prediction and of ``refined``.
         iou: that of ``mesh``.
-        refine_fraction: how much of the refine ``mesh`` holds: 1 the whole refine; less when the
-            refine added self-intersecting faces and was backed off toward the prediction
-            (``prediction + f * (refined - prediction)``, the largest of :data:`REFINE_BACKOFF`
-            that adds none and does not lower the IoU); 0 the prediction itself.
-        kept_prediction: ``refine_fraction`` is 0: every step lowered the IoU or added
+        refine_fraction: how much of the refine ``mesh`` holds: 1 the whole of it (``refined``);
+            less for an earlier state of the fit (the share of its pass's steps it had run) or a
+            back-off toward the prediction (``prediction + f * (refined - prediction)``, ``f`` from
+            :data:`REFINE_BACKOFF`), returned when it has the highest IoU among the candidates
+            that add no self-intersecting faces and do not lower the IoU (the whole refine then
+            added crossings or overlapped less); 0 the prediction itself.
+        kept_prediction: ``refine_fraction`` is 0: every candidate lowered the IoU or added
             self-intersecting faces (or the refine was cancelled), so ``mesh`` is the prediction.
         self_intersections: self-intersecting faces of (the prediction, ``refined``).
-        steps: fit steps run; seconds: wall time of the whole refine (matching included);
-        cancelled: ``should_stop`` stopped the fit.
+        steps: fit steps run (both passes); seconds: wall time of the whole refine (matching
+            included); cancelled: ``should_stop`` stopped the fit.
         color_l1: the fit's masked colour error in the view after the fit.
         reference: (4, R, R) the framed input the refine compared with.
+        retried: the first pass's whole result added self-intersecting faces, so the fit went on
+            from its last state that added none with stiffer options (:data:`REFINE_RETRY`) for a
+            second pass, and ``refined`` is that pass's result.
     """
 
     mesh: PredictedMesh
@@ -549,6 +562,7 @@ class RefinedPrediction:
     cancelled: bool
     color_l1: float
     reference: torch.Tensor
+    retried: bool = False
 
 
 def _texture_vertex_colors(texture: torch.Tensor, faces: torch.Tensor, face_uvs: torch.Tensor,
@@ -565,6 +579,92 @@ def _texture_vertex_colors(texture: torch.Tensor, faces: torch.Tensor, face_uvs:
     return acc / count[:, None]
 
 
+def _fit_with_states(v: torch.Tensor, faces: torch.Tensor, fview: "FitView", opts: "FitOptions",
+                     colors: Optional[torch.Tensor], face_uvs: Optional[torch.Tensor], texture: Optional[torch.Tensor],
+                     progress: Optional[Callable[[int, int, float], None]], should_stop: Optional[Callable[[], bool]],
+                     offset: int, total: Optional[int]) -> Tuple["FitResult", List[Tuple[int, torch.Tensor]]]:
+    """:func:`dibr_core.fit.fit` of one view, with its states every :data:`REFINE_CHECK_EVERY` steps
+    (``(step, (V, 3) vertices)``, the end excluded); ``progress`` sees steps from ``offset`` of ``total``."""
+    from dibr_core.fit import fit
+
+    states: List[Tuple[int, torch.Tensor]] = []
+
+    def keep_state(step: int, vertices: torch.Tensor) -> None:
+        if step < opts.steps:
+            states.append((step, vertices.float()))
+
+    report = progress
+    if progress is not None and (offset or total):
+        def report(step: int, steps: int, loss: float) -> None:
+            assert progress is not None
+            progress(offset + step, total if total is not None else offset + steps, loss)
+
+    res = fit(v, faces, [fview], opts, colors=colors, face_uvs=face_uvs, texture=texture, progress=report,
+              should_stop=should_stop, preview=keep_state, preview_every=REFINE_CHECK_EVERY)
+    return res, states
+
+
+def _color_l1(res: "FitResult") -> float:
+    """The fit's masked colour error in its (one) view after the fit."""
+    return float(res.views[0].color_l1) if res.views else float("nan")
+
+
+def _refined_mesh(prediction: PredictedMesh, res: "FitResult", faces: torch.Tensor, view: InputView,
+                  target: torch.Tensor) -> Tuple[PredictedMesh, float, int]:
+    """The fit's result as a mesh with its inside-out pockets removed, its input-view IoU and its
+    self-intersecting faces."""
+    from dibr_core.mesh_queries import self_intersecting_faces
+    from dibr_core.mesh_repair import untangle
+
+    verts = untangle(res.vertices.detach().float(), faces)[0].float().contiguous()
+    if res.texture is not None:
+        tex: Optional[torch.Tensor] = res.texture.float().contiguous()
+        colors = _texture_vertex_colors(res.texture, faces, prediction.face_uvs, verts.shape[0])
+    else:
+        tex = None
+        colors = res.colors.float() if res.colors is not None else prediction.colors
+    refined = PredictedMesh(vertices=verts, faces=prediction.faces, colors=colors.contiguous(),
+                            face_uvs=prediction.face_uvs, texture=tex, input_image=prediction.input_image)
+    return refined, input_view_iou(verts, faces, view, target), self_intersecting_faces(verts, faces)
+
+
+def _choose_refined(prediction: PredictedMesh, refined: PredictedMesh, refined_iou: float, refined_crossings: int,
+                    states: Sequence[Tuple[int, torch.Tensor]], steps: int, view: InputView, target: torch.Tensor,
+                    before: float, crossings_before: int) -> Tuple[PredictedMesh, float, float]:
+    """What the refine returns: ``(mesh, refine_fraction, input-view IoU)``.
+
+    The candidates are the refined mesh, its back-offs toward the prediction
+    (:data:`REFINE_BACKOFF`) and the fit's earlier states (``states``: ``(step, (V, 3) vertices)``,
+    fraction ``step / steps``), each with its inside-out pockets removed; the one with the highest
+    input-view IoU that adds no self-intersecting faces and does not lower the IoU wins (the
+    prediction itself when none qualifies). Textures and colours are the refined ones."""
+    from dibr_core.mesh_queries import self_intersecting_faces
+    from dibr_core.mesh_repair import untangle
+
+    faces = prediction.faces.long()
+    v0 = prediction.vertices.detach().float()
+    cands: List[Tuple[float, float, torch.Tensor]] = [(refined_iou, 1.0, refined.vertices)]
+    for f in REFINE_BACKOFF:
+        if f != 1.0:
+            cands.append((float("nan"), f, untangle(v0 + f * (refined.vertices - v0), faces)[0].float().contiguous()))
+    for step, v in states:
+        cands.append((float("nan"), step / max(steps, 1), untangle(v, faces)[0].float().contiguous()))
+    scored = [(s if f == 1.0 else input_view_iou(v, faces, view, target), f, v) for s, f, v in cands]
+    # Highest IoU first; among equal IoUs the larger fraction (the whole refine before its states).
+    order = sorted(range(len(scored)), key=lambda k: (-scored[k][0], -scored[k][1]))
+    for k in order:
+        score, f, v = scored[k]
+        if score < before:
+            break
+        n = refined_crossings if f == 1.0 and v is refined.vertices else self_intersecting_faces(v, faces)
+        if n <= crossings_before:
+            if v is refined.vertices:
+                return refined, 1.0, score
+            return PredictedMesh(vertices=v, faces=prediction.faces, colors=refined.colors, face_uvs=prediction.face_uvs,
+                                 texture=refined.texture, input_image=prediction.input_image), f, score
+    return prediction, 0.0, before
+
+
 def refine_prediction(prediction: PredictedMesh, image: ImageLike, mask: Optional[ImageLike] = None,
                       steps: int = REFINE_STEPS, resolution: int = REFINE_RESOLUTION,
                       options: Optional["FitOptions"] = None, view: Optional[InputView] = None,
@@ -577,10 +677,14 @@ def refine_prediction(prediction: PredictedMesh, image: ImageLike, mask: Optiona
     sees the prediction as the picture shows it is found by :func:`match_input_view` (unless
     ``view`` is given); then :func:`dibr_core.fit.fit` moves the vertices (large steps) and
     paints the texture so that the render in that view matches the framed picture (silhouette
-    and colours). The result's inside-out pockets are removed (:func:`dibr_core.mesh_repair.untangle`);
-    when it adds self-intersecting faces it is backed off toward the prediction
-    (:data:`REFINE_BACKOFF`), and when no fraction of it keeps the input-view silhouette IoU
-    and the crossings as they were, the prediction is kept (``kept_prediction``).
+    and colours). The result's inside-out pockets are removed (:func:`dibr_core.mesh_repair.untangle`).
+    When it adds self-intersecting faces, the fit goes on from its last state (kept every
+    :data:`REFINE_CHECK_EVERY` steps) that adds none, with the stiffer :data:`REFINE_RETRY`
+    options, and what is returned is the candidate with the highest input-view IoU among those
+    that add no self-intersecting faces: the result of either pass, the fit's states, or the
+    result backed off toward the prediction (:data:`REFINE_BACKOFF`); when none keeps the
+    input-view silhouette IoU and the crossings as they were, the prediction is kept
+    (``kept_prediction``).
 
     Args:
         prediction: the :func:`predict_mesh` result for ``image`` (canonical frame).
@@ -591,15 +695,16 @@ def refine_prediction(prediction: PredictedMesh, image: ImageLike, mask: Optiona
         options: the fit's options (default :func:`refine_options` with ``steps``; its ``steps``
             then wins over the argument).
         view: the input view (default: matched on the prediction over ``azimuths``).
-        progress, should_stop: passed to the fit (``progress(step, steps, loss)``; ``should_stop()``
-            True cancels, and the prediction is kept).
+        progress, should_stop: passed to the fit (``progress(step, steps, loss)``, counting on
+            through a second pass; ``should_stop()`` True cancels, and the prediction is kept).
 
     Raises:
         ValueError: bad input (as :func:`prepare_image`), ``steps`` < 0 or ``resolution`` < 16.
     """
     import time
+    from dataclasses import replace
 
-    from dibr_core.fit import FitView, fit
+    from dibr_core.fit import FitView
     from dibr_core.mesh_queries import self_intersecting_faces
     from dibr_core.mesh_repair import untangle
 
@@ -625,37 +730,45 @@ def refine_prediction(prediction: PredictedMesh, image: ImageLike, mask: Optiona
     fview = FitView(view.camera(torch.float32), ref[:3].permute(1, 2, 0).contiguous(), target.contiguous(), "input")
     has_tex = prediction.texture is not None
     if not has_tex:
-        from dataclasses import replace as _replace
-
-        opts = _replace(opts, optimize_texture=False, optimize_colors=True)
-    res = fit(v0, faces, [fview], opts, colors=prediction.colors.float() if not has_tex else None,
-              face_uvs=prediction.face_uvs.float() if has_tex else None,
-              texture=prediction.texture.float() if prediction.texture is not None else None,
-              progress=progress, should_stop=should_stop)
-    verts, _ = untangle(res.vertices.detach().float(), faces)
-    verts = verts.float().contiguous()
-    if res.texture is not None:
-        tex: Optional[torch.Tensor] = res.texture.float().contiguous()
-        colors = _texture_vertex_colors(res.texture, faces, prediction.face_uvs, verts.shape[0])
-    else:
-        tex = None
-        colors = res.colors.float() if res.colors is not None else prediction.colors
-    refined = PredictedMesh(vertices=verts, faces=prediction.faces, colors=colors.contiguous(),
-                            face_uvs=prediction.face_uvs, texture=tex, input_image=prediction.input_image)
-    after = input_view_iou(verts, faces, view, target)
-    crossings = self_intersecting_faces(verts, faces)
+        opts = replace(opts, optimize_texture=False, optimize_colors=True)
+    res, states = _fit_with_states(v0, faces, fview, opts, prediction.colors.float() if not has_tex else None,
+                                   prediction.face_uvs.float() if has_tex else None,
+                                   prediction.texture.float() if prediction.texture is not None else None, progress,
+                                   should_stop, 0, None)
+    refined, after, crossings = _refined_mesh(prediction, res, faces, view, target)
+    steps_run, cancelled, retried, color_l1 = res.steps, res.cancelled, False, _color_l1(res)
     chosen, fraction, iou = prediction, 0.0, before
-    if not res.cancelled:
-        for f in REFINE_BACKOFF:
-            v = verts if f == 1.0 else untangle(v0 + f * (verts - v0), faces)[0].float().contiguous()
-            n = crossings if f == 1.0 else self_intersecting_faces(v, faces)
-            score = after if f == 1.0 else input_view_iou(v, faces, view, target)
-            if n <= crossings_before and score >= before:
-                chosen = refined if f == 1.0 else PredictedMesh(
-                    vertices=v, faces=prediction.faces, colors=refined.colors, face_uvs=prediction.face_uvs,
-                    texture=refined.texture, input_image=prediction.input_image)
-                fraction, iou = f, score
+    if not cancelled:
+        chosen, fraction, iou = _choose_refined(prediction, refined, after, crossings, states, res.steps, view,
+                                                target, before, crossings_before)
+    if not cancelled and crossings > crossings_before and REFINE_RETRY is not None:
+        # The whole refine adds crossings: go on from its last state that adds none, stiffer.
+        start_step, start = 0, v0
+        for step, v in reversed(states):
+            vu = untangle(v, faces)[0].float().contiguous()
+            if self_intersecting_faces(vu, faces) <= crossings_before:
+                start_step, start = step, vu
                 break
+        n2 = max(opts.steps - start_step, REFINE_RETRY_STEPS)
+        # the halo goes on narrowing from where it was at that state (FitOptions: geometric, over 70% of the steps)
+        t_halo = min(1.0, start_step / max(0.7 * (opts.steps - 1), 1.0))
+        halo = opts.halo_start_px * (opts.halo_px / opts.halo_start_px) ** t_halo
+        res2, states2 = _fit_with_states(start, faces, fview, replace(opts, steps=n2, halo_start_px=halo, **REFINE_RETRY),
+                                         res.colors.float() if not has_tex and res.colors is not None else None,
+                                         prediction.face_uvs.float() if has_tex else None,
+                                         res.texture.float() if res.texture is not None else None,
+                                         progress, should_stop, res.steps, res.steps + n2)
+        steps_run += res2.steps
+        cancelled = res2.cancelled
+        if cancelled:
+            chosen, fraction, iou = prediction, 0.0, before
+        else:
+            refined, after, crossings = _refined_mesh(prediction, res2, faces, view, target)
+            retried, color_l1 = True, _color_l1(res2)
+            chosen2, fraction2, iou2 = _choose_refined(prediction, refined, after, crossings, states2, res2.steps,
+                                                       view, target, before, crossings_before)
+            if iou2 >= iou:
+                chosen, fraction, iou = chosen2, fraction2, iou2
     return RefinedPrediction(chosen, refined, view, resolution, before, after, iou, fraction == 0.0, fraction,
-                             (crossings_before, crossings), res.steps, time.perf_counter() - t0, res.cancelled,
-                             float(res.views[0].color_l1) if res.views else float("nan"), ref)
+                             (crossings_before, crossings), steps_run, time.perf_counter() - t0, cancelled,
+                             color_l1, ref, retried)

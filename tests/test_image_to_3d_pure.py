@@ -234,6 +234,13 @@ def test_report_and_weights_info() -> None:
                          predict_seconds=0.1, image="x.png", refine=refine, input_view=iv)
     assert rep["input_view_iou"] == iv
     assert "input-view silhouette IoU 0.830 -> 0.960 after 60 refine steps" in i3.summary(rep)
+    # part of the refine returned: the line says why the whole was not
+    for crossed, why in ((3, "would add self-intersecting faces"), (0, "overlaps less")):
+        part = dict(refine, silhouette_iou=0.95, refined_silhouette_iou=0.94, refine_fraction=0.75,
+                    self_intersections={"prediction": 0, "refined": crossed})
+        rep = i3.make_report(object_name="o", mesh=m, category=None, category_passed=False, size=1.0, seconds=0.5,
+                             predict_seconds=0.1, image="x.png", refine=part, input_view=iv)
+        assert f"(75% of the refine; the whole {why} at 0.940)" in i3.summary(rep)
     rep = i3.make_report(object_name="o", mesh=m, category=None, category_passed=False, size=1.0, seconds=0.5,
                          predict_seconds=0.1, image="x.png", input_view={"prediction": 0.83, "refined": None})
     assert "input-view silhouette IoU 0.830 (no refine)" in i3.summary(rep)

@@ -11,8 +11,11 @@ import torch
 from dibr_core import inference
 from dibr_core.inference import (PREDICTOR_WEIGHTS, InputView, input_view_iou, match_input_view, predict_mesh,
                                  prepare_image, refine_options, refine_prediction)
+from helpers import one_torch_thread  # noqa: F401  (fixture)
 
 SHIPPED = PREDICTOR_WEIGHTS.is_file()
+# The refines here are small fits: on one torch thread they run far faster on a busy machine.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_protocol_constants_match_the_data_set() -> None:
@@ -89,7 +92,8 @@ def test_refine_raises_the_input_view_iou_on_test_renders() -> None:
         img = make_item(category, "test", 0, n_views=1, size=64, textured=True)["images"][view]
         pred = predict_mesh(img)
         r = refine_prediction(pred, img)
-        assert r.steps == inference.REFINE_STEPS and not r.cancelled
+        # (a second, stiffer pass runs on when the whole refine adds self-intersecting faces)
+        assert (r.steps == inference.REFINE_STEPS or r.retried and r.steps > inference.REFINE_STEPS) and not r.cancelled
         assert r.refined_iou > r.prediction_iou + margin, (category, r.prediction_iou, r.refined_iou)
         # what it returns overlaps at least as much and crosses itself no more than the prediction
         assert r.iou >= r.prediction_iou and 0.0 <= r.refine_fraction <= 1.0
@@ -163,3 +167,80 @@ def test_input_view_iou_is_symmetric_in_its_definition() -> None:
     assert input_view_iou(v, f, view, cover.float()) == pytest.approx(1.0)
     assert input_view_iou(v, f, view, (~cover).float()) == pytest.approx(0.0)
     assert math.isfinite(input_view_iou(v, f, InputView(90.0, zoom=0.5), cover.float()))
+
+
+def _thin_cross_picture(size: int = 128) -> np.ndarray:
+    """(size, size, 4) RGBA: a grey body (a vertical bar 12 % of the side wide) crossed by a thin
+    red wing (4 % of the side high, 80 % wide), on a transparent background: thin parts that
+    a sphere must grow."""
+    img = np.zeros((size, size, 4), np.float32)
+    c, s = size // 2, size / 100.0
+    img[int(c - 30 * s):int(c + 30 * s), int(c - 6 * s):int(c + 6 * s)] = (0.5, 0.5, 0.5, 1.0)
+    img[int(c - 2 * s):int(c + 2 * s), int(c - 40 * s):int(c + 40 * s)] = (0.8, 0.1, 0.1, 1.0)
+    return img
+
+
+def _sphere_prediction(texture_size: int = 32) -> inference.PredictedMesh:
+    """A 642-vertex sphere (the predictor's template) with a grey texture, as a prediction."""
+    from dibr_core.mesh import icosphere
+
+    v, f, uv = icosphere(3, 0.3)
+    return inference.PredictedMesh(vertices=v, faces=f, colors=torch.full((v.shape[0], 3), 0.5), face_uvs=uv,
+                                   texture=torch.full((texture_size, texture_size, 3), 0.5),
+                                   input_image=torch.zeros(4, 64, 64))
+
+
+def test_refine_grows_thin_parts_that_the_earlier_default_missed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From a sphere, the default refine grows a thin cross (a body and a wing 4 % of the picture
+    high) to a clearly higher input-view IoU than the earlier default (80 steps, lambda 10,
+    Laplacian 5, no second pass) reached, without crossing itself; the mesh keeps the
+    prediction's topology and UVs and gets a texture of the prediction's size."""
+    from dibr_core.mesh_queries import self_intersecting_faces
+
+    torch.manual_seed(0)
+    img = _thin_cross_picture()
+    pred = _sphere_prediction()
+    r = refine_prediction(pred, img)
+    with monkeypatch.context() as m:
+        m.setattr(inference, "REFINE_RETRY", None)
+        old = refine_prediction(pred, img, view=r.view,
+                                options=refine_options(80, large_steps_lambda=10.0, w_laplacian=5.0))
+    # measured: 0.91 (the default) and 0.72 (the earlier one), from 0.32 for the sphere
+    assert r.iou >= 0.88 and old.iou <= 0.78, (r.iou, old.iou)
+    assert self_intersecting_faces(r.mesh.vertices, r.mesh.faces) <= r.self_intersections[0]
+    assert torch.equal(r.mesh.faces, pred.faces) and torch.equal(r.mesh.face_uvs, pred.face_uvs)
+    assert r.mesh.texture is not None and r.mesh.texture.shape == pred.texture.shape  # type: ignore[union-attr]
+    # the wing is red, the body grey: the texture took the colours
+    assert float(r.mesh.texture[..., 0].max()) > 0.7 and float(r.color_l1) < 0.1  # type: ignore[index]
+    assert input_view_iou(r.mesh.vertices, r.mesh.faces, r.view, r.reference[3]) == pytest.approx(r.iou)
+
+
+def test_choose_refined_returns_the_best_crossing_free_candidate() -> None:
+    """Of a refined mesh that crosses itself and the fit's earlier states that do not, the state
+    with the highest input-view IoU is returned (its fraction the share of the steps, the refined
+    texture with it); when every candidate overlaps less than the prediction, the prediction."""
+    from dibr_core.mesh_queries import self_intersecting_faces
+
+    pred = _sphere_prediction(8)
+    v0, faces = pred.vertices, pred.faces
+    view = InputView(0.0)
+    target = inference._hard_masks(v0 * 1.5, faces, view.camera(), 64)[0].float()
+    crossed = v0 * 1.5
+    crossed[0] = -crossed[0] * 1.2               # a vertex pulled through the far side
+    crossings = self_intersecting_faces(crossed, faces)
+    assert crossings > 0
+    refined = inference.PredictedMesh(vertices=crossed, faces=faces, colors=pred.colors,
+                                      face_uvs=pred.face_uvs, texture=torch.zeros(8, 8, 3),
+                                      input_image=pred.input_image)
+    before = input_view_iou(v0, faces, view, target)
+    after = input_view_iou(crossed, faces, view, target)
+    states = [(20, v0 * 1.2), (60, v0 * 1.45), (80, v0 * 1.3)]
+    mesh, fraction, iou = inference._choose_refined(pred, refined, after, crossings, states, 100, view, target,
+                                                    before, 0)
+    assert fraction == pytest.approx(0.6) and iou == pytest.approx(input_view_iou(v0 * 1.45, faces, view, target))
+    assert iou > before and torch.allclose(mesh.vertices, v0 * 1.45, atol=1e-6)
+    assert mesh.texture is refined.texture and torch.equal(mesh.faces, faces)
+    # every candidate overlaps less than the prediction: the prediction is kept
+    mesh, fraction, iou = inference._choose_refined(pred, refined, 0.0, crossings, [(50, v0 * 0.5)], 100, view,
+                                                    target, 1.0, 0)
+    assert mesh is pred and fraction == 0.0 and iou == 1.0

@@ -50,7 +50,7 @@ SENSOR_HEIGHT = 24.0          # mm, Blender's default; the camera uses the verti
 PROTOCOL_LENS = SENSOR_HEIGHT / (2.0 * math.tan(math.radians(PROTOCOL_FOV_Y_DEG) / 2.0))
 # dibr_core.inference.REFINE_STEPS / REFINE_RESOLUTION, repeated so that registering does not
 # import dibr_core; tests/test_image_to_3d_pure.py checks that they agree.
-REFINE_STEPS = 80
+REFINE_STEPS = 100
 REFINE_RESOLUTION = 128
 # An opaque picture (no alpha, or alpha 1 everywhere) without a mask is keyed on its border colour
 # when at least this share of its border pixels lies within half the key's tolerance of the median.
@@ -347,8 +347,10 @@ def summary(report: Dict[str, Any]) -> str:
         line += (f"; input-view silhouette IoU {r['prediction_silhouette_iou']:.3f} -> "
                  f"{r['silhouette_iou']:.3f} after {r['steps']} refine steps against '{r['camera']}'")
         if 0.0 < r.get("refine_fraction", 1.0) < 1.0:
-            line += (f" ({100 * r['refine_fraction']:.0f}% of the refine, which would add self-intersecting faces "
-                     f"at {r['refined_silhouette_iou']:.3f})")
+            x = r.get("self_intersections") or {}
+            why = ("would add self-intersecting faces" if x.get("refined", 0) > x.get("prediction", 0) else
+                   "overlaps less")
+            line += f" ({100 * r['refine_fraction']:.0f}% of the refine; the whole {why} at {r['refined_silhouette_iou']:.3f})"
         if r.get("kept_prediction"):
             line += " (kept the prediction: " + (r.get("kept_reason") or "the refine did not improve it") + ")"
     elif iv.get("prediction") is not None:

@@ -519,8 +519,10 @@ def test_refine_raises_the_input_view_overlap_and_keeps_a_clean_surface(addon, e
         kept[category] = r["kept_prediction"]
         if not r["kept_prediction"]:
             assert r["silhouette_iou"] > r["prediction_silhouette_iou"], r
-        if r["refine_fraction"] == 1.0:   # else backed off: the whole refine added crossing faces
+        if r["refine_fraction"] == 1.0:   # else an earlier state or a back-off overlapped more
             assert r["self_intersections"]["refined"] <= r["self_intersections"]["prediction"], r
-    # measured: table 0.789 -> 0.83, car 0.895 -> 0.96, chair 0.807 -> 0.927 (5 crossing faces:
-    # backed off to 75 %: 0.905)
+        # a second, stiffer pass runs only when the first one's whole result crossed itself
+        assert isinstance(r["retried"], bool) and r["steps"] >= req.refine_steps + int(r["retried"]), r
+    # measured: table 0.789 -> 0.854, car 0.895 -> 0.964 (0.75 of the refine),
+    # chair 0.807 -> 0.922 (0.83 of the refine); no crossing faces
     assert not any(kept.values()), "the refine should improve these test renders"
