@@ -356,15 +356,17 @@ class InputView:
                                  torch.tensor([self.shift], dtype=torch.float64)).to(dtype=dtype)
 
 
-def _protocol_cameras(azimuths: Any, elevation_deg: float, distance: float, fov_y_deg: float,
+def _protocol_cameras(azimuths: Any, elevation_deg: Any, distance: float, fov_y_deg: float,
                       zoom: torch.Tensor, shift: torch.Tensor) -> "Camera":
-    """(B,) azimuths (degrees), (B,) zooms and (B, 2) NDC shifts -> a float64 Camera of batch B."""
+    """(B,) azimuths (degrees), elevations (degrees, one or (B,)), (B,) zooms and (B, 2) NDC
+    shifts -> a float64 Camera of batch B."""
     from dibr_core.camera import Camera, look_at, perspective_projection
 
-    a = torch.as_tensor(np.radians(np.asarray(azimuths, dtype=np.float64)))
-    e = math.radians(elevation_deg)
-    eye = torch.stack([distance * math.cos(e) * torch.sin(a), torch.full_like(a, distance * math.sin(e)),
-                       distance * math.cos(e) * torch.cos(a)], dim=1)
+    az_deg = np.asarray(azimuths, dtype=np.float64)
+    a = torch.as_tensor(np.radians(az_deg))
+    e = torch.as_tensor(np.radians(np.broadcast_to(np.asarray(elevation_deg, dtype=np.float64), az_deg.shape)).copy())
+    eye = torch.stack([distance * torch.cos(e) * torch.sin(a), distance * torch.sin(e),
+                       distance * torch.cos(e) * torch.cos(a)], dim=1)
     view = look_at(eye, dtype=torch.float64)
     P = perspective_projection(math.radians(fov_y_deg), 1.0, _NEAR, _FAR, torch.float64).expand(len(a), 4, 4).clone()
     # ndc' = zoom * ndc + shift, i.e. clip_xy' = zoom * clip_xy + shift * clip_w.
@@ -418,11 +420,14 @@ def input_view_iou(vertices: torch.Tensor, faces: torch.Tensor, view: InputView,
 
 # Candidate views whose silhouette IoU is within this of the best one are told apart by colour.
 MATCH_IOU_TIE = 0.03
+# Elevations (degrees) match_input_view tries by default.
+MATCH_ELEVATIONS: Tuple[float, ...] = (PROTOCOL_ELEVATION_DEG,)
 
 
 def match_input_view(vertices: torch.Tensor, faces: torch.Tensor, mask: torch.Tensor,
                      azimuths: Optional[Sequence[float]] = None, colors: Optional[torch.Tensor] = None,
-                     rgb: Optional[torch.Tensor] = None) -> InputView:
+                     rgb: Optional[torch.Tensor] = None,
+                     elevations: Optional[Sequence[float]] = None) -> InputView:
     """The protocol view whose render of the mesh best matches ``mask`` (silhouette IoU).
 
     For every candidate azimuth (default: the 24 protocol azimuths, 15 degrees apart) two
@@ -439,6 +444,8 @@ def match_input_view(vertices: torch.Tensor, faces: torch.Tensor, mask: torch.Te
         mask: (S, S) framed input silhouette (e.g. ``prepare_image(...)[3]``), rows top to bottom.
         azimuths: candidate azimuths in degrees.
         colors: (V, 3) the mesh's vertex colours; rgb: (3, S, S) the framed input's colours.
+        elevations: candidate elevations in degrees (default :data:`MATCH_ELEVATIONS`); every
+            azimuth is tried at each.
 
     Raises:
         ValueError: an empty mask, or bad shapes.
@@ -451,12 +458,17 @@ def match_input_view(vertices: torch.Tensor, faces: torch.Tensor, mask: torch.Te
     if vertices.dim() != 2 or vertices.shape[-1] != 3 or faces.dim() != 2 or faces.shape[-1] != 3:
         raise ValueError(f"{fn}(): vertices must be (V, 3) and faces (F, 3), got {tuple(vertices.shape)} and "
                          f"{tuple(faces.shape)}")
-    az = [float(a) for a in (azimuths if azimuths is not None else PROTOCOL_AZIMUTHS)]
-    if not az:
+    az1 = [float(a) for a in (azimuths if azimuths is not None else PROTOCOL_AZIMUTHS)]
+    if not az1:
         raise ValueError(f"{fn}(): azimuths is empty")
+    el1 = [float(e) for e in (elevations if elevations is not None else MATCH_ELEVATIONS)]
+    if not el1 or not all(-90.0 < e < 90.0 for e in el1):
+        raise ValueError(f"{fn}(): elevations must be a non-empty list of degrees in (-90, 90), got {el1}")
+    az = [a for _ in el1 for a in az1]
+    el = [e for e in el1 for _ in az1]
     B = len(az)
     S = int(mask.shape[0])
-    base = _protocol_cameras(az, PROTOCOL_ELEVATION_DEG, PROTOCOL_DISTANCE, PROTOCOL_FOV_Y_DEG,
+    base = _protocol_cameras(az, el, PROTOCOL_DISTANCE, PROTOCOL_FOV_Y_DEG,
                              torch.ones(B, dtype=torch.float64), torch.zeros(B, 2, dtype=torch.float64))
     v = vertices.detach().double()[None].expand(B, -1, -1)
     clip = base.to_clip(base.to_camera(v))
@@ -469,10 +481,10 @@ def match_input_view(vertices: torch.Tensor, faces: torch.Tensor, mask: torch.Te
     shift = centre_t[None] - zoom[:, None] * 0.5 * (lo + hi)
     # Every azimuth twice: the plain protocol camera (a picture framed like the training renders
     # shows the prediction so) and the one whose box lands on the mask's box.
-    az = az + az
+    az, el = az + az, el + el
     zoom = torch.cat([torch.ones(B, dtype=torch.float64), zoom])
     shift = torch.cat([torch.zeros(B, 2, dtype=torch.float64), shift])
-    cams = _protocol_cameras(az, PROTOCOL_ELEVATION_DEG, PROTOCOL_DISTANCE, PROTOCOL_FOV_Y_DEG, zoom, shift)
+    cams = _protocol_cameras(az, el, PROTOCOL_DISTANCE, PROTOCOL_FOV_Y_DEG, zoom, shift)
     target = (mask > 0.5)[None]
     cover, shade = _renders(vertices, faces, cams, S, colors if rgb is not None else None)
     ious = _iou(cover, target)
@@ -482,7 +494,7 @@ def match_input_view(vertices: torch.Tensor, faces: torch.Tensor, mask: torch.Te
         err = ((shade - rgb.permute(1, 2, 0)[None].float()).abs().mean(-1) * both).sum((1, 2)) / both.sum((1, 2)).clamp_min(1.0)
         close = ious >= ious[best] - MATCH_IOU_TIE
         best = int(torch.argmin(torch.where(close, err.double(), torch.full_like(ious, float("inf")))))
-    return InputView(az[best], zoom=float(zoom[best]), shift=(float(shift[best, 0]), float(shift[best, 1])),
+    return InputView(az[best], el[best], zoom=float(zoom[best]), shift=(float(shift[best, 0]), float(shift[best, 1])),
                      iou=float(ious[best]), resolution=S)
 
 

@@ -63,6 +63,30 @@ def test_match_input_view_finds_the_render_azimuth() -> None:
     assert input_view_iou(v, f, InputView(45.0), mask) > 0.9
 
 
+
+def test_match_input_view_tries_the_given_elevations() -> None:
+    """A picture taken from higher up than the protocol's 30 degrees: with candidate elevations
+    the match finds the camera's (and overlaps better than at 30 degrees alone)."""
+    from dibr_core.data.dataset import make_item
+    from dibr_core.render import Meshes, RenderSettings, render
+
+    item = make_item("chair", "test", 1, n_views=1, size=64)
+    v = torch.from_numpy(item["vertices"]).float()
+    f = torch.from_numpy(item["faces"]).long()
+    with torch.no_grad():
+        r = render(Meshes(v[None], f), InputView(45.0, 55.0).camera(torch.float32), lighting=None,
+                   settings=RenderSettings(64, 64))
+    mask = prepare_image(torch.cat([r.rgb[0], r.mask[0][..., None]], -1).numpy(), None, 64)[3]
+    view = match_input_view(v, f, mask, elevations=(15.0, 30.0, 55.0))
+    assert (view.azimuth_deg, view.elevation_deg) == (45.0, 55.0) and view.iou > 0.9
+    assert input_view_iou(v, f, view, mask) == pytest.approx(view.iou, abs=1e-9)
+    flat = match_input_view(v, f, mask, elevations=(30.0,))
+    assert flat.elevation_deg == 30.0 and flat.iou < view.iou - 0.03
+    with pytest.raises(ValueError, match=r"match_input_view\(\): elevations must be"):
+        match_input_view(v, f, mask, elevations=(95.0,))
+    with pytest.raises(ValueError, match=r"match_input_view\(\): elevations must be"):
+        match_input_view(v, f, mask, elevations=())
+
 def test_match_input_view_rejects_bad_masks() -> None:
     v = torch.rand(4, 3)
     f = torch.tensor([[0, 1, 2], [0, 2, 3]])
