@@ -513,6 +513,10 @@ REFINE_CHECK_EVERY = 5
 # (None: no second pass).
 REFINE_RETRY: Optional[Dict[str, Any]] = {"large_steps_lambda": 30.0, "w_laplacian": 5.0}
 REFINE_RETRY_STEPS = 20
+# The second pass is skipped when it would end later than this many seconds after the refine
+# started (its time estimated from the first pass's time per step), so that the default refine
+# keeps to about 5 s on a busy machine; the first pass's best candidate is returned then.
+REFINE_TIME_BUDGET_S: Optional[float] = 5.0
 
 
 def refine_options(steps: int = REFINE_STEPS, **overrides: Any) -> "FitOptions":
@@ -557,6 +561,8 @@ class RefinedPrediction:
         retried: the first pass's whole result added self-intersecting faces, so the fit went on
             from its last state that added none with stiffer options (:data:`REFINE_RETRY`) for a
             second pass, and ``refined`` is that pass's result.
+        retry_skipped: the second pass was due but skipped, because it would have ended after
+            ``time_budget_s`` (the first pass's candidates are returned).
     """
 
     mesh: PredictedMesh
@@ -575,6 +581,7 @@ class RefinedPrediction:
     color_l1: float
     reference: torch.Tensor
     retried: bool = False
+    retry_skipped: bool = False
 
 
 def _texture_vertex_colors(texture: torch.Tensor, faces: torch.Tensor, face_uvs: torch.Tensor,
@@ -682,7 +689,8 @@ def refine_prediction(prediction: PredictedMesh, image: ImageLike, mask: Optiona
                       options: Optional["FitOptions"] = None, view: Optional[InputView] = None,
                       azimuths: Optional[Sequence[float]] = None,
                       progress: Optional[Callable[[int, int, float], None]] = None,
-                      should_stop: Optional[Callable[[], bool]] = None) -> RefinedPrediction:
+                      should_stop: Optional[Callable[[], bool]] = None,
+                      time_budget_s: Optional[float] = REFINE_TIME_BUDGET_S) -> RefinedPrediction:
     """Fit a prediction to the picture it came from, in its input view (the Image to 3D refine).
 
     The input is framed by :func:`prepare_image` at ``resolution``; the protocol camera that
@@ -709,6 +717,8 @@ def refine_prediction(prediction: PredictedMesh, image: ImageLike, mask: Optiona
         view: the input view (default: matched on the prediction over ``azimuths``).
         progress, should_stop: passed to the fit (``progress(step, steps, loss)``, counting on
             through a second pass; ``should_stop()`` True cancels, and the prediction is kept).
+        time_budget_s: skip the second pass when, at the first pass's time per step, it would end
+            later than this many seconds after the start (``retry_skipped``); None: no limit.
 
     Raises:
         ValueError: bad input (as :func:`prepare_image`), ``steps`` < 0 or ``resolution`` < 16.
@@ -762,6 +772,10 @@ def refine_prediction(prediction: PredictedMesh, image: ImageLike, mask: Optiona
                 start_step, start = step, vu
                 break
         n2 = max(opts.steps - start_step, REFINE_RETRY_STEPS)
+        if time_budget_s is not None and (time.perf_counter() - t0) + res.seconds / max(res.steps, 1) * n2 > time_budget_s:
+            return RefinedPrediction(chosen, refined, view, resolution, before, after, iou, fraction == 0.0, fraction,
+                                     (crossings_before, crossings), steps_run, time.perf_counter() - t0, cancelled,
+                                     color_l1, ref, False, True)
         # the halo goes on narrowing from where it was at that state (FitOptions: geometric, over 70% of the steps)
         t_halo = min(1.0, start_step / max(0.7 * (opts.steps - 1), 1.0))
         halo = opts.halo_start_px * (opts.halo_px / opts.halo_start_px) ** t_halo

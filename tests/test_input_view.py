@@ -268,3 +268,26 @@ def test_choose_refined_returns_the_best_crossing_free_candidate() -> None:
     mesh, fraction, iou = inference._choose_refined(pred, refined, 0.0, crossings, [(50, v0 * 0.5)], 100, view,
                                                     target, 1.0, 0)
     assert mesh is pred and fraction == 0.0 and iou == 1.0
+
+
+def test_the_second_pass_keeps_to_the_time_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the first pass's whole result adds crossings (made so here) the second pass runs,
+    unless at the first pass's pace it would end after ``time_budget_s``: then it is skipped and
+    the first pass's best candidate is returned."""
+    real = inference._refined_mesh
+    calls = {"n": 0}
+
+    def first_pass_crosses(*args: object, **kw: object) -> tuple:
+        refined, after, crossings = real(*args, **kw)  # type: ignore[arg-type]
+        calls["n"] += 1
+        return refined, after, crossings + (5 if calls["n"] == 1 else 0)
+
+    monkeypatch.setattr(inference, "_refined_mesh", first_pass_crosses)
+    img, pred = _thin_cross_picture(64), _sphere_prediction()
+    steps = 20
+    r = refine_prediction(pred, img, steps=steps, resolution=64, time_budget_s=None)
+    assert r.retried and not r.retry_skipped and r.steps > steps
+    calls["n"] = 0
+    r = refine_prediction(pred, img, steps=steps, resolution=64, time_budget_s=0.0)
+    assert not r.retried and r.retry_skipped and r.steps == steps
+    assert r.iou >= r.prediction_iou and not r.cancelled
