@@ -8,6 +8,19 @@ import bpy
 from .jobs import status
 
 
+def _switch(layout: Any, s: Any, name: str, *shown: str, **texts: str) -> None:
+    """A checkbox ``name`` and, while it is on, one row of the options ``shown`` (``texts``:
+    labels by option name)."""
+    layout.prop(s, name)
+    if getattr(s, name):
+        row = layout.row(align=True)
+        for option in shown:
+            if option in texts:
+                row.prop(s, option, text=texts[option])
+            else:
+                row.prop(s, option)
+
+
 def _background_key(layout: Any, s: Any, prefix: str) -> None:
     """The Background Key row (mode, and the colour and tolerance when keying)."""
     row = layout.row(align=True)
@@ -60,16 +73,8 @@ class DIBR_PT_main(bpy.types.Panel):
         layout.prop(s, "resolution")
         layout.prop(s, "smoothness")
         col = layout.column()
-        col.prop(s, "remesh")
-        if s.remesh:
-            row = col.row(align=True)
-            row.prop(s, "max_faces")
-            row.prop(s, "target_edge_px")
-        col.prop(s, "refine_cameras")
-        if s.refine_cameras:
-            row = col.row(align=True)
-            row.prop(s, "refine_focal")
-            row.prop(s, "write_cameras")
+        _switch(col, s, "remesh", "max_faces", "target_edge_px")
+        _switch(col, s, "refine_cameras", "refine_focal", "write_cameras")
         row = layout.row()
         row.enabled = not s.remesh
         row.prop(s, "apply_shape")
@@ -107,11 +112,7 @@ class DIBR_PT_image_to_3d(bpy.types.Panel):
         col.prop(s, "i3d_size")
         col.prop(s, "i3d_texture_size")
         col.prop(s, "i3d_face_view")
-        col.prop(s, "i3d_refine")
-        if s.i3d_refine:
-            row = col.row(align=True)
-            row.prop(s, "i3d_refine_steps")
-            row.prop(s, "i3d_refine_camera", text="")
+        _switch(col, s, "i3d_refine", "i3d_refine_steps", "i3d_refine_camera", i3d_refine_camera="")
         op = layout.operator("dibr.image_to_3d", icon="MESH_MONKEY")
         op.image_path = s.i3d_image_path
         op.image_name = s.i3d_image.name if (s.i3d_image is not None and not s.i3d_image_path) else ""

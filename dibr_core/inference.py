@@ -759,6 +759,7 @@ def refine_prediction(prediction: PredictedMesh, image: ImageLike, mask: Optiona
                                    should_stop, 0, None)
     refined, after, crossings = _refined_mesh(prediction, res, faces, view, target)
     steps_run, cancelled, retried, color_l1 = res.steps, res.cancelled, False, _color_l1(res)
+    retry_skipped = False
     chosen, fraction, iou = prediction, 0.0, before
     if not cancelled:
         chosen, fraction, iou = _choose_refined(prediction, refined, after, crossings, states, res.steps, view,
@@ -772,29 +773,31 @@ def refine_prediction(prediction: PredictedMesh, image: ImageLike, mask: Optiona
                 start_step, start = step, vu
                 break
         n2 = max(opts.steps - start_step, REFINE_RETRY_STEPS)
-        if time_budget_s is not None and (time.perf_counter() - t0) + res.seconds / max(res.steps, 1) * n2 > time_budget_s:
-            return RefinedPrediction(chosen, refined, view, resolution, before, after, iou, fraction == 0.0, fraction,
-                                     (crossings_before, crossings), steps_run, time.perf_counter() - t0, cancelled,
-                                     color_l1, ref, False, True)
-        # the halo goes on narrowing from where it was at that state (FitOptions: geometric, over 70% of the steps)
-        t_halo = min(1.0, start_step / max(0.7 * (opts.steps - 1), 1.0))
-        halo = opts.halo_start_px * (opts.halo_px / opts.halo_start_px) ** t_halo
-        res2, states2 = _fit_with_states(start, faces, fview, replace(opts, steps=n2, halo_start_px=halo, **REFINE_RETRY),
-                                         res.colors.float() if not has_tex and res.colors is not None else None,
-                                         prediction.face_uvs.float() if has_tex else None,
-                                         res.texture.float() if res.texture is not None else None,
-                                         progress, should_stop, res.steps, res.steps + n2)
-        steps_run += res2.steps
-        cancelled = res2.cancelled
-        if cancelled:
-            chosen, fraction, iou = prediction, 0.0, before
-        else:
-            refined, after, crossings = _refined_mesh(prediction, res2, faces, view, target)
-            retried, color_l1 = True, _color_l1(res2)
-            chosen2, fraction2, iou2 = _choose_refined(prediction, refined, after, crossings, states2, res2.steps,
-                                                       view, target, before, crossings_before)
-            if iou2 >= iou:
-                chosen, fraction, iou = chosen2, fraction2, iou2
+        # skipped when, at the first pass's time per step, it would end after the budget
+        retry_skipped = (time_budget_s is not None
+                         and time.perf_counter() - t0 + res.seconds / max(res.steps, 1) * n2 > time_budget_s)
+        if not retry_skipped:
+            # the halo goes on narrowing from where it was at that state (FitOptions: geometric over
+            # 70% of the steps)
+            t_halo = min(1.0, start_step / max(0.7 * (opts.steps - 1), 1.0))
+            halo = opts.halo_start_px * (opts.halo_px / opts.halo_start_px) ** t_halo
+            opts2 = replace(opts, steps=n2, halo_start_px=halo, **REFINE_RETRY)
+            res2, states2 = _fit_with_states(start, faces, fview, opts2,
+                                             res.colors.float() if not has_tex and res.colors is not None else None,
+                                             prediction.face_uvs.float() if has_tex else None,
+                                             res.texture.float() if res.texture is not None else None,
+                                             progress, should_stop, res.steps, res.steps + n2)
+            steps_run += res2.steps
+            cancelled = res2.cancelled
+            if cancelled:
+                chosen, fraction, iou = prediction, 0.0, before
+            else:
+                refined, after, crossings = _refined_mesh(prediction, res2, faces, view, target)
+                retried, color_l1 = True, _color_l1(res2)
+                chosen2, fraction2, iou2 = _choose_refined(prediction, refined, after, crossings, states2, res2.steps,
+                                                           view, target, before, crossings_before)
+                if iou2 >= iou:
+                    chosen, fraction, iou = chosen2, fraction2, iou2
     return RefinedPrediction(chosen, refined, view, resolution, before, after, iou, fraction == 0.0, fraction,
                              (crossings_before, crossings), steps_run, time.perf_counter() - t0, cancelled,
-                             color_l1, ref, retried)
+                             color_l1, ref, retried, retry_skipped)

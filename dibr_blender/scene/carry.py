@@ -25,7 +25,7 @@ from typing import Any, List, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["Carried", "carry_mesh_data", "nearest_triangles", "barycentric"]
+__all__ = ["Carried", "carry_mesh_data", "OldSurface", "barycentric"]
 
 
 @dataclass
@@ -73,19 +73,33 @@ def barycentric(points: np.ndarray, tri: np.ndarray) -> np.ndarray:
     return np.stack([1.0 - v - w, v, w], axis=1)
 
 
-def nearest_triangles(tri_vertices: np.ndarray, triangles: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Index of the triangle ((T, 3) indices into (V, 3) ``tri_vertices``) nearest to each of
-    the (N, 3) ``points``, by Blender's BVH tree; (N,) int64."""
-    from mathutils import Vector
-    from mathutils.bvhtree import BVHTree
+class OldSurface:
+    """The old mesh's triangles ((V, 3) positions, (T, 3) vertex indices) in Blender's BVH tree,
+    built once for every lookup."""
 
-    tree: Any = BVHTree.FromPolygons([tuple(map(float, v)) for v in tri_vertices],
-                                     [tuple(map(int, t)) for t in triangles], all_triangles=True)
-    out = np.empty(len(points), dtype=np.int64)
-    for i, p in enumerate(points):
-        hit = tree.find_nearest(Vector((float(p[0]), float(p[1]), float(p[2]))))
-        out[i] = hit[2] if hit[2] is not None else 0
-    return out
+    def __init__(self, vertices: np.ndarray, triangles: np.ndarray) -> None:
+        from mathutils.bvhtree import BVHTree
+
+        self.vertices, self.triangles = vertices, triangles
+        self.tree: Any = BVHTree.FromPolygons([tuple(map(float, v)) for v in vertices],
+                                              [tuple(map(int, t)) for t in triangles], all_triangles=True)
+
+    def nearest(self, points: np.ndarray) -> np.ndarray:
+        """Index of the triangle nearest to each of the (N, 3) ``points``; (N,) int64."""
+        from mathutils import Vector
+
+        out = np.empty(len(points), dtype=np.int64)
+        for i, p in enumerate(points):
+            hit = self.tree.find_nearest(Vector((float(p[0]), float(p[1]), float(p[2]))))
+            out[i] = hit[2] if hit[2] is not None else 0
+        return out
+
+    def nearest_inside(self, points: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """The nearest triangle of each of the (N, 3) ``points`` and the point's barycentric
+        coordinates on it, clamped into the triangle: (N,) int64, (N, 3)."""
+        t = self.nearest(points)
+        bary = np.clip(barycentric(points, self.vertices[self.triangles[t]]), 0.0, 1.0)
+        return t, bary / np.maximum(bary.sum(axis=1, keepdims=True), 1e-12)
 
 
 def _old_triangles(old: Any) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -139,46 +153,47 @@ def carry_mesh_data(ob: Any, old: Any, source_local: np.ndarray, groups: Sequenc
     if len(old.polygons) == 0 or len(me.polygons) == 0:
         return carried
     co, tv, tl, tp = _old_triangles(old)
+    surface = OldSurface(co, tv)
     F = len(me.polygons)
     faces = np.empty(3 * F, dtype=np.int64)
     me.loops.foreach_get("vertex_index", faces)
     faces = faces.reshape(F, 3)
     src = np.asarray(source_local, dtype=np.float64)
+    W = np.zeros((0, 0))
     if groups:
         made = [ob.vertex_groups.get(name) or ob.vertex_groups.new(name=name) for name in groups]
         if 0 <= active_group < len(made):
             ob.vertex_groups.active_index = made[active_group].index
         W = _old_weights(old, len(groups))
-        if W.any():
-            t = nearest_triangles(co, tv, src)
-            bary = np.clip(barycentric(src, co[tv[t]]), 0.0, 1.0)
-            bary /= np.maximum(bary.sum(axis=1, keepdims=True), 1e-12)
-            new_w = np.einsum("nk,nkg->ng", bary, W[tv[t]])
-            for g, vg in enumerate(made):
-                idx = np.nonzero(new_w[:, g] > 1e-6)[0]
-                for i in idx:
-                    vg.add([int(i)], float(new_w[i, g]), "REPLACE")
-                carried.vertex_groups += int(len(idx) > 0)
     uv_names = [uv.name for uv in old.uv_layers]
+    # Each new vertex on the old surface: for the weights, and per face corner for the UVs.
+    vt, vbary = surface.nearest_inside(src) if (W.any() or uv_names) else (None, None)
+    if W.any():
+        assert vt is not None and vbary is not None
+        new_w = np.einsum("nk,nkg->ng", vbary, W[tv[vt]])
+        for g, vg in enumerate(made):
+            idx = np.nonzero(new_w[:, g] > 1e-6)[0]
+            for i in idx:
+                vg.add([int(i)], float(new_w[i, g]), "REPLACE")
+            carried.vertex_groups += int(len(idx) > 0)
     mats = np.empty(len(old.polygons), dtype=np.int64)
     old.polygons.foreach_get("material_index", mats)
-    needs_faces = bool(uv_names) or (len(old.materials) > 1 and bool((mats != mats[0]).any()))
-    if not needs_faces:
+    mixed_materials = len(old.materials) > 1 and bool((mats != mats[0]).any())
+    if not (uv_names or mixed_materials):
         return carried
-    t = nearest_triangles(co, tv, src[faces].mean(axis=1))
-    if len(old.materials) > 1 and bool((mats != mats[0]).any()):
+    t = surface.nearest(src[faces].mean(axis=1))                    # each face's triangle
+    if mixed_materials:
         me.polygons.foreach_set("material_index", mats[tp[t]].astype(np.int32))
         carried.material_faces = True
     if uv_names:
+        assert vt is not None and vbary is not None
         corners = src[faces].reshape(-1, 3)                         # (3F, 3) corner source points
         # one triangle per face (the one nearest its centroid) ...
         bary_f = barycentric(corners, np.repeat(co[tv[t]], 3, axis=0))
         loops_f = np.repeat(tl[t], 3, axis=0)                       # (3F, 3) its loops
-        # ... or per corner, the triangle nearest the corner
-        tc = nearest_triangles(co, tv, corners)
-        bary_c = np.clip(barycentric(corners, co[tv[tc]]), 0.0, 1.0)
-        bary_c /= np.maximum(bary_c.sum(axis=1, keepdims=True), 1e-12)
-        loops_c = tl[tc]
+        # ... or per corner, the triangle nearest the corner's vertex
+        bary_c = vbary[faces.ravel()]
+        loops_c = tl[vt[faces.ravel()]]
         active = old.uv_layers.active.name if old.uv_layers.active is not None else None
         for name in uv_names:
             uv_old = np.empty(2 * len(old.loops), dtype=np.float64)
