@@ -513,10 +513,13 @@ REFINE_CHECK_EVERY = 5
 # (None: no second pass).
 REFINE_RETRY: Optional[Dict[str, Any]] = {"large_steps_lambda": 30.0, "w_laplacian": 5.0}
 REFINE_RETRY_STEPS = 20
-# The second pass is skipped when it would end later than this many seconds after the refine
-# started (its time estimated from the first pass's time per step), so that the default refine
-# keeps to about 5 s on a busy machine; the first pass's best candidate is returned then.
+# The refine's time budget (seconds from its start): its fit passes stop when it is spent but for
+# REFINE_CHOICE_RESERVE_S, kept for choosing among the candidates (which stops trying further
+# candidates once the whole budget is spent); the second pass is skipped when fewer than
+# REFINE_RETRY_STEPS of its steps would fit. So the default refine keeps to about 5 s on a busy
+# machine and returns the best candidate it has by then.
 REFINE_TIME_BUDGET_S: Optional[float] = 5.0
+REFINE_CHOICE_RESERVE_S = 0.8
 
 
 def refine_options(steps: int = REFINE_STEPS, **overrides: Any) -> "FitOptions":
@@ -561,8 +564,11 @@ class RefinedPrediction:
         retried: the first pass's whole result added self-intersecting faces, so the fit went on
             from its last state that added none with stiffer options (:data:`REFINE_RETRY`) for a
             second pass, and ``refined`` is that pass's result.
-        retry_skipped: the second pass was due but skipped, because it would have ended after
-            ``time_budget_s`` (the first pass's candidates are returned).
+        retry_skipped: the second pass was due but skipped, because fewer than
+            :data:`REFINE_RETRY_STEPS` of its steps fitted in ``time_budget_s`` (the first pass's
+            candidates are returned).
+        timed_out: the time budget stopped a pass before its last step, or the choice before it
+            had tried every candidate (what is returned is the best candidate it had).
     """
 
     mesh: PredictedMesh
@@ -582,6 +588,39 @@ class RefinedPrediction:
     reference: torch.Tensor
     retried: bool = False
     retry_skipped: bool = False
+    timed_out: bool = False
+
+
+class _Untangled:
+    """Each candidate's vertices with their inside-out pockets removed, its input-view IoU and its
+    self-intersecting faces, each computed once (the choice of both passes and the search for the
+    second pass's start share them; untangling a crossed state is the refine's costliest check)."""
+
+    def __init__(self, faces: torch.Tensor, view: InputView, target: torch.Tensor) -> None:
+        self.faces, self.view, self.target = faces, view, target
+        self._v: Dict[int, Tuple[torch.Tensor, torch.Tensor]] = {}
+        self._iou: Dict[int, float] = {}
+        self._crossings: Dict[int, int] = {}
+
+    def vertices(self, raw: torch.Tensor) -> torch.Tensor:
+        from dibr_core.mesh_repair import untangle
+
+        k = id(raw)
+        if k not in self._v:                       # the raw tensor is kept, so its id stays unique
+            self._v[k] = (raw, untangle(raw, self.faces)[0].float().contiguous())
+        return self._v[k][1]
+
+    def iou(self, v: torch.Tensor) -> float:
+        if id(v) not in self._iou:
+            self._iou[id(v)] = input_view_iou(v, self.faces, self.view, self.target)
+        return self._iou[id(v)]
+
+    def crossings(self, v: torch.Tensor) -> int:
+        from dibr_core.mesh_queries import self_intersecting_faces
+
+        if id(v) not in self._crossings:
+            self._crossings[id(v)] = self_intersecting_faces(v, self.faces)
+        return self._crossings[id(v)]
 
 
 def _texture_vertex_colors(texture: torch.Tensor, faces: torch.Tensor, face_uvs: torch.Tensor,
@@ -628,14 +667,11 @@ def _color_l1(res: "FitResult") -> float:
     return float(res.views[0].color_l1) if res.views else float("nan")
 
 
-def _refined_mesh(prediction: PredictedMesh, res: "FitResult", faces: torch.Tensor, view: InputView,
-                  target: torch.Tensor) -> Tuple[PredictedMesh, float, int]:
+def _refined_mesh(prediction: PredictedMesh, res: "FitResult", memo: _Untangled) -> Tuple[PredictedMesh, float, int]:
     """The fit's result as a mesh with its inside-out pockets removed, its input-view IoU and its
     self-intersecting faces."""
-    from dibr_core.mesh_queries import self_intersecting_faces
-    from dibr_core.mesh_repair import untangle
-
-    verts = untangle(res.vertices.detach().float(), faces)[0].float().contiguous()
+    faces = memo.faces
+    verts = memo.vertices(res.vertices.detach().float())
     if res.texture is not None:
         tex: Optional[torch.Tensor] = res.texture.float().contiguous()
         colors = _texture_vertex_colors(res.texture, faces, prediction.face_uvs, verts.shape[0])
@@ -644,44 +680,50 @@ def _refined_mesh(prediction: PredictedMesh, res: "FitResult", faces: torch.Tens
         colors = res.colors.float() if res.colors is not None else prediction.colors
     refined = PredictedMesh(vertices=verts, faces=prediction.faces, colors=colors.contiguous(),
                             face_uvs=prediction.face_uvs, texture=tex, input_image=prediction.input_image)
-    return refined, input_view_iou(verts, faces, view, target), self_intersecting_faces(verts, faces)
+    return refined, memo.iou(verts), memo.crossings(verts)
 
 
-def _choose_refined(prediction: PredictedMesh, refined: PredictedMesh, refined_iou: float, refined_crossings: int,
-                    states: Sequence[Tuple[int, torch.Tensor]], steps: int, view: InputView, target: torch.Tensor,
-                    before: float, crossings_before: int) -> Tuple[PredictedMesh, float, float]:
-    """What the refine returns: ``(mesh, refine_fraction, input-view IoU)``.
+def _choose_refined(prediction: PredictedMesh, refined: PredictedMesh, refined_crossings: int,
+                    states: Sequence[Tuple[int, torch.Tensor]], steps: int, memo: _Untangled,
+                    before: float, crossings_before: int,
+                    deadline: Optional[float] = None) -> Tuple[PredictedMesh, float, float, bool]:
+    """What the refine returns: ``(mesh, refine_fraction, input-view IoU, timed_out)``.
 
     The candidates are the refined mesh, its back-offs toward the prediction
     (:data:`REFINE_BACKOFF`) and the fit's earlier states (``states``: ``(step, (V, 3) vertices)``,
     fraction ``step / steps``), each with its inside-out pockets removed; the one with the highest
     input-view IoU that adds no self-intersecting faces and does not lower the IoU wins (the
-    prediction itself when none qualifies). Textures and colours are the refined ones."""
-    from dibr_core.mesh_queries import self_intersecting_faces
-    from dibr_core.mesh_repair import untangle
+    prediction itself when none qualifies). Textures and colours are the refined ones. Past
+    ``deadline`` (``time.perf_counter()``) no further candidate is untangled (``timed_out``); the
+    refined mesh itself is always tried."""
+    import time
 
-    faces = prediction.faces.long()
     v0 = prediction.vertices.detach().float()
-    cands: List[Tuple[float, float, torch.Tensor]] = [(refined_iou, 1.0, refined.vertices)]
-    for f in REFINE_BACKOFF:
-        if f != 1.0:
-            cands.append((float("nan"), f, untangle(v0 + f * (refined.vertices - v0), faces)[0].float().contiguous()))
-    for step, v in states:
-        cands.append((float("nan"), step / max(steps, 1), untangle(v, faces)[0].float().contiguous()))
-    scored = [(s if f == 1.0 else input_view_iou(v, faces, view, target), f, v) for s, f, v in cands]
+    memo._crossings.setdefault(id(refined.vertices), refined_crossings)
+    # latest first: when the deadline cuts the list short, the candidates with the most refine are in
+    raw: List[Tuple[float, torch.Tensor]] = [(step / max(steps, 1), v) for step, v in reversed(states)]
+    raw += [(f, v0 + f * (refined.vertices - v0)) for f in REFINE_BACKOFF if f != 1.0]
+    raw.sort(key=lambda c: -c[0])
+    scored: List[Tuple[float, float, torch.Tensor]] = [(memo.iou(refined.vertices), 1.0, refined.vertices)]
+    timed_out = False
+    for f, v in raw:
+        if deadline is not None and time.perf_counter() > deadline:
+            timed_out = True
+            break
+        vu = memo.vertices(v)
+        scored.append((memo.iou(vu), f, vu))
     # Highest IoU first; among equal IoUs the larger fraction (the whole refine before its states).
     order = sorted(range(len(scored)), key=lambda k: (-scored[k][0], -scored[k][1]))
     for k in order:
         score, f, v = scored[k]
         if score < before:
             break
-        n = refined_crossings if f == 1.0 and v is refined.vertices else self_intersecting_faces(v, faces)
-        if n <= crossings_before:
+        if memo.crossings(v) <= crossings_before:
             if v is refined.vertices:
-                return refined, 1.0, score
+                return refined, 1.0, score, timed_out
             return PredictedMesh(vertices=v, faces=prediction.faces, colors=refined.colors, face_uvs=prediction.face_uvs,
-                                 texture=refined.texture, input_image=prediction.input_image), f, score
-    return prediction, 0.0, before
+                                 texture=refined.texture, input_image=prediction.input_image), f, score, timed_out
+    return prediction, 0.0, before, timed_out
 
 
 def refine_prediction(prediction: PredictedMesh, image: ImageLike, mask: Optional[ImageLike] = None,
@@ -717,8 +759,10 @@ def refine_prediction(prediction: PredictedMesh, image: ImageLike, mask: Optiona
         view: the input view (default: matched on the prediction over ``azimuths``).
         progress, should_stop: passed to the fit (``progress(step, steps, loss)``, counting on
             through a second pass; ``should_stop()`` True cancels, and the prediction is kept).
-        time_budget_s: skip the second pass when, at the first pass's time per step, it would end
-            later than this many seconds after the start (``retry_skipped``); None: no limit.
+        time_budget_s: seconds from the start after which the refine returns the best candidate
+            it has (the fit passes stop :data:`REFINE_CHOICE_RESERVE_S` earlier, ``timed_out``);
+            the second pass is skipped when fewer than :data:`REFINE_RETRY_STEPS` of its steps
+            would fit (``retry_skipped``); None: no limit.
 
     Raises:
         ValueError: bad input (as :func:`prepare_image`), ``steps`` < 0 or ``resolution`` < 16.
@@ -728,7 +772,6 @@ def refine_prediction(prediction: PredictedMesh, image: ImageLike, mask: Optiona
 
     from dibr_core.fit import FitView
     from dibr_core.mesh_queries import self_intersecting_faces
-    from dibr_core.mesh_repair import untangle
 
     fn = "refine_prediction"
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
@@ -753,51 +796,72 @@ def refine_prediction(prediction: PredictedMesh, image: ImageLike, mask: Optiona
     has_tex = prediction.texture is not None
     if not has_tex:
         opts = replace(opts, optimize_texture=False, optimize_colors=True)
+    # The budget stops the fit passes (not a cancel: their candidates are still chosen from).
+    fit_deadline = None if time_budget_s is None else t0 + max(time_budget_s - REFINE_CHOICE_RESERVE_S, 0.0)
+    deadline = None if time_budget_s is None else t0 + time_budget_s
+    hit = {"deadline": False}
+
+    def stop() -> bool:
+        if should_stop is not None and should_stop():
+            return True
+        if fit_deadline is not None and time.perf_counter() >= fit_deadline:
+            hit["deadline"] = True
+            return True
+        return False
+
+    memo = _Untangled(faces, view, target)
     res, states = _fit_with_states(v0, faces, fview, opts, prediction.colors.float() if not has_tex else None,
                                    prediction.face_uvs.float() if has_tex else None,
                                    prediction.texture.float() if prediction.texture is not None else None, progress,
-                                   should_stop, 0, None)
-    refined, after, crossings = _refined_mesh(prediction, res, faces, view, target)
-    steps_run, cancelled, retried, color_l1 = res.steps, res.cancelled, False, _color_l1(res)
+                                   stop, 0, None)
+    refined, after, crossings = _refined_mesh(prediction, res, memo)
+    cancelled = res.cancelled and not hit["deadline"]
+    steps_run, retried, color_l1 = res.steps, False, _color_l1(res)
     retry_skipped = False
+    timed_out = hit["deadline"]
     chosen, fraction, iou = prediction, 0.0, before
     if not cancelled:
-        chosen, fraction, iou = _choose_refined(prediction, refined, after, crossings, states, res.steps, view,
-                                                target, before, crossings_before)
+        chosen, fraction, iou, late = _choose_refined(prediction, refined, crossings, states, res.steps, memo, before,
+                                                      crossings_before, deadline)
+        timed_out = timed_out or late
     if not cancelled and crossings > crossings_before and REFINE_RETRY is not None:
         # The whole refine adds crossings: go on from its last state that adds none, stiffer.
         start_step, start = 0, v0
         for step, v in reversed(states):
-            vu = untangle(v, faces)[0].float().contiguous()
-            if self_intersecting_faces(vu, faces) <= crossings_before:
+            vu = memo.vertices(v)
+            if memo.crossings(vu) <= crossings_before:
                 start_step, start = step, vu
                 break
         n2 = max(opts.steps - start_step, REFINE_RETRY_STEPS)
-        # skipped when, at the first pass's time per step, it would end after the budget
-        retry_skipped = (time_budget_s is not None
-                         and time.perf_counter() - t0 + res.seconds / max(res.steps, 1) * n2 > time_budget_s)
+        # skipped when, at the first pass's time per step, fewer than REFINE_RETRY_STEPS of its
+        # steps fit before the budget stops the fit
+        retry_skipped = (fit_deadline is not None and time.perf_counter()
+                         + res.seconds / max(res.steps, 1) * min(n2, REFINE_RETRY_STEPS) > fit_deadline)
         if not retry_skipped:
             # the halo goes on narrowing from where it was at that state (FitOptions: geometric over
             # 70% of the steps)
             t_halo = min(1.0, start_step / max(0.7 * (opts.steps - 1), 1.0))
             halo = opts.halo_start_px * (opts.halo_px / opts.halo_start_px) ** t_halo
             opts2 = replace(opts, steps=n2, halo_start_px=halo, **REFINE_RETRY)
+            hit["deadline"] = False
             res2, states2 = _fit_with_states(start, faces, fview, opts2,
                                              res.colors.float() if not has_tex and res.colors is not None else None,
                                              prediction.face_uvs.float() if has_tex else None,
                                              res.texture.float() if res.texture is not None else None,
-                                             progress, should_stop, res.steps, res.steps + n2)
+                                             progress, stop, res.steps, res.steps + n2)
             steps_run += res2.steps
-            cancelled = res2.cancelled
+            cancelled = res2.cancelled and not hit["deadline"]
+            timed_out = timed_out or hit["deadline"]
             if cancelled:
                 chosen, fraction, iou = prediction, 0.0, before
             else:
-                refined, after, crossings = _refined_mesh(prediction, res2, faces, view, target)
+                refined, after, crossings = _refined_mesh(prediction, res2, memo)
                 retried, color_l1 = True, _color_l1(res2)
-                chosen2, fraction2, iou2 = _choose_refined(prediction, refined, after, crossings, states2, res2.steps,
-                                                           view, target, before, crossings_before)
+                chosen2, fraction2, iou2, late = _choose_refined(prediction, refined, crossings, states2, res2.steps,
+                                                                 memo, before, crossings_before, deadline)
+                timed_out = timed_out or late
                 if iou2 >= iou:
                     chosen, fraction, iou = chosen2, fraction2, iou2
     return RefinedPrediction(chosen, refined, view, resolution, before, after, iou, fraction == 0.0, fraction,
                              (crossings_before, crossings), steps_run, time.perf_counter() - t0, cancelled,
-                             color_l1, ref, retried, retry_skipped)
+                             color_l1, ref, retried, retry_skipped, timed_out)

@@ -3,6 +3,7 @@ input_view_iou, refine_prediction), and the bad pictures predict_mesh refuses.""
 from __future__ import annotations
 
 import math
+from typing import Callable, Dict
 
 import numpy as np
 import pytest
@@ -257,23 +258,38 @@ def test_choose_refined_returns_the_best_crossing_free_candidate() -> None:
                                       face_uvs=pred.face_uvs, texture=torch.zeros(8, 8, 3),
                                       input_image=pred.input_image)
     before = input_view_iou(v0, faces, view, target)
-    after = input_view_iou(crossed, faces, view, target)
     states = [(20, v0 * 1.2), (60, v0 * 1.45), (80, v0 * 1.3)]
-    mesh, fraction, iou = inference._choose_refined(pred, refined, after, crossings, states, 100, view, target,
-                                                    before, 0)
+    memo = inference._Untangled(faces.long(), view, target)
+    mesh, fraction, iou, late = inference._choose_refined(pred, refined, crossings, states, 100, memo, before, 0)
     assert fraction == pytest.approx(0.6) and iou == pytest.approx(input_view_iou(v0 * 1.45, faces, view, target))
-    assert iou > before and torch.allclose(mesh.vertices, v0 * 1.45, atol=1e-6)
+    assert iou > before and torch.allclose(mesh.vertices, v0 * 1.45, atol=1e-6) and not late
     assert mesh.texture is refined.texture and torch.equal(mesh.faces, faces)
     # every candidate overlaps less than the prediction: the prediction is kept
-    mesh, fraction, iou = inference._choose_refined(pred, refined, 0.0, crossings, [(50, v0 * 0.5)], 100, view,
-                                                    target, 1.0, 0)
+    mesh, fraction, iou, late = inference._choose_refined(pred, refined, crossings, [(50, v0 * 0.5)], 100, memo, 1.0, 0)
     assert mesh is pred and fraction == 0.0 and iou == 1.0
+    # past the deadline only the refined mesh itself is tried (it crosses: the prediction is kept)
+    mesh, fraction, iou, late = inference._choose_refined(pred, refined, crossings, states, 100, memo, before, 0,
+                                                          deadline=0.0)
+    assert late and mesh is pred and fraction == 0.0
 
 
-def test_the_second_pass_keeps_to_the_time_budget(monkeypatch: pytest.MonkeyPatch) -> None:
-    """When the first pass's whole result adds crossings (made so here) the second pass runs,
-    unless at the first pass's pace it would end after ``time_budget_s``: then it is skipped and
-    the first pass's best candidate is returned."""
+def _clock_jump(monkeypatch: pytest.MonkeyPatch, at_step: int) -> Callable[[int, int, float], None]:
+    """A progress callback that moves the clock the refine reads 100 s ahead once the fit has
+    run ``at_step`` steps (a deterministic stand-in for a busy machine)."""
+    import time
+
+    real = time.perf_counter
+    offset = {"s": 0.0}
+    monkeypatch.setattr(time, "perf_counter", lambda: real() + offset["s"])
+
+    def progress(step: int, steps: int, loss: float) -> None:
+        if step >= at_step:
+            offset["s"] = 100.0
+    return progress
+
+
+def _first_pass_crosses(monkeypatch: pytest.MonkeyPatch) -> Dict[str, int]:
+    """Make the first pass's whole result count 5 more self-intersecting faces (so a second pass is due)."""
     real = inference._refined_mesh
     calls = {"n": 0}
 
@@ -283,11 +299,33 @@ def test_the_second_pass_keeps_to_the_time_budget(monkeypatch: pytest.MonkeyPatc
         return refined, after, crossings + (5 if calls["n"] == 1 else 0)
 
     monkeypatch.setattr(inference, "_refined_mesh", first_pass_crosses)
+    return calls
+
+
+def test_the_second_pass_is_skipped_when_the_budget_is_spent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the first pass's whole result adds crossings the second pass runs, unless fewer than
+    REFINE_RETRY_STEPS of its steps fit in ``time_budget_s``: then it is skipped, and past the
+    budget the choice tries only the refined mesh itself."""
+    calls = _first_pass_crosses(monkeypatch)
     img, pred = _thin_cross_picture(64), _sphere_prediction()
     steps = 20
     r = refine_prediction(pred, img, steps=steps, resolution=64, time_budget_s=None)
-    assert r.retried and not r.retry_skipped and r.steps > steps
+    assert r.retried and not r.retry_skipped and not r.timed_out and r.steps > steps
     calls["n"] = 0
-    r = refine_prediction(pred, img, steps=steps, resolution=64, time_budget_s=0.0)
-    assert not r.retried and r.retry_skipped and r.steps == steps
+    # the clock jumps past the budget once the first pass has run all its steps
+    r = refine_prediction(pred, img, steps=steps, resolution=64, time_budget_s=5.0,
+                          progress=_clock_jump(monkeypatch, steps))
+    assert not r.retried and r.retry_skipped and r.timed_out and r.steps == steps
     assert r.iou >= r.prediction_iou and not r.cancelled
+
+
+def test_the_budget_stops_the_fit_and_returns_its_best_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fit stopped by the time budget is not a cancel: the best crossing-free candidate it has
+    (here an earlier state or the stopped result) is returned, with ``timed_out``."""
+    img, pred = _thin_cross_picture(64), _sphere_prediction()
+    r = refine_prediction(pred, img, steps=40, resolution=64, time_budget_s=5.0, progress=_clock_jump(monkeypatch, 12))
+    assert r.timed_out and not r.cancelled and 12 <= r.steps < 40
+    assert not r.kept_prediction and r.iou > r.prediction_iou
+    # a cancel by the caller still keeps the prediction
+    r = refine_prediction(pred, img, steps=40, resolution=64, should_stop=lambda: True)
+    assert r.cancelled and r.kept_prediction and not r.timed_out

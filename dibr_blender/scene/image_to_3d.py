@@ -306,6 +306,7 @@ class RefineJob:
                 "refined_silhouette_iou": round(r.refined_iou, 4), "kept_prediction": r.kept_prediction,
                 "kept_reason": reason or None, "refine_fraction": r.refine_fraction,
                 "retried": bool(r.retried), "retry_skipped": bool(r.retry_skipped),
+                "timed_out": bool(r.timed_out),
                 "self_intersections": {"prediction": r.self_intersections[0], "refined": r.self_intersections[1]},
                 "color_l1": r.color_l1, "refine_seconds": round(r.seconds, 3),
                 "seconds": round(time.perf_counter() - self.t0, 3), **self.extra}
