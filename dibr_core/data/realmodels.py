@@ -37,7 +37,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -46,8 +46,12 @@ from dibr_core.data.debian_assets import (check_package_allowed, fetch_package, 
 from dibr_core.data.mesh_formats import ModelMesh, find_texture, load_model
 from dibr_core.data.shapes import CATEGORIES
 
+if TYPE_CHECKING:
+    from dibr_core.data.dataset import Randomization
+
 __all__ = ["RealModel", "MANIFEST", "SPLIT", "validate_manifest", "canonical_rotation",
-           "normalize_to_unit_diagonal", "solid_occupancy", "colour_mesh", "make_real_item", "build"]
+           "normalize_to_unit_diagonal", "solid_occupancy", "colour_mesh", "PreparedModel", "prepare_real_model",
+           "real_item_arrays", "make_real_item", "build"]
 
 SPLIT = "realmodels"
 SUBDIVIDE_EDGE = 0.03
@@ -368,16 +372,32 @@ def _seed(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
 
 
-def make_real_item(model: RealModel, mesh: ModelMesh, index: int, licence: Dict[str, str]) -> Dict[str, np.ndarray]:
-    """The ``.npz`` arrays of one real model (the procedural item's keys, see
-    :mod:`dibr_core.data.dataset`, plus ``model_name``, ``package``, ``source_file``, ``licence``,
-    ``copyright``, ``package_version``)."""
-    from dibr_core.data.dataset import (N_SURFACE_POINTS, N_VIEWS, OCCUPANCY_RES, identity_arrays, protocol_cameras,
-                                        protocol_lighting, render_views, shape_arrays)
+@dataclass(frozen=True)
+class PreparedModel:
+    """A real model in the data set's frame, ready to render (:func:`prepare_real_model`):
+    (V, 3) unit-diagonal vertices and (F, 3) faces, the occupancy grid and surface samples, the
+    coloured subdivided copy ((Vc, 3), (Fc, 3), (Vc, 3) colours), the protocol light drawn for
+    the model, and its seed."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    occupancy: np.ndarray
+    points: np.ndarray
+    color_vertices: np.ndarray
+    color_faces: np.ndarray
+    colors: np.ndarray
+    light: Tuple[np.ndarray, np.ndarray, np.ndarray]
+    seed: int
+
+
+def prepare_real_model(model: RealModel, mesh: ModelMesh, max_edge: float = SUBDIVIDE_EDGE) -> PreparedModel:
+    """Frame, voxelise, sample and colour one model (see the module doc); ``max_edge``: the
+    colour copy's longest edge (:func:`colour_mesh`)."""
+    from dibr_core.data.dataset import N_SURFACE_POINTS, OCCUPANCY_RES, protocol_lighting
     from dibr_core.voxels import mark_surface_voxels
 
     if len(mesh.faces) == 0:
-        raise ValueError(f"make_real_item(): {model.name} has no faces")
+        raise ValueError(f"prepare_real_model(): {model.name} has no faces")
     R = canonical_rotation(model.forward, model.up)
     v, _, _ = normalize_to_unit_diagonal(mesh.vertices @ R.T, mesh.faces)
     surf = mark_surface_voxels(v, mesh.faces, OCCUPANCY_RES)
@@ -386,16 +406,47 @@ def make_real_item(model: RealModel, mesh: ModelMesh, index: int, licence: Dict[
     seed = _seed(model.name)
     aux = np.random.default_rng([seed, 1])
     pts = surface_samples(v, mesh.faces, boundary, N_SURFACE_POINTS, aux)
-    light_dir, light_color, ambient = protocol_lighting(aux)
-    cv, cf, cc = colour_mesh(mesh, v)
-    both = np.concatenate([cf, cf[:, ::-1]])             # both sides: game meshes are single-sided
+    light = protocol_lighting(aux)
+    cv, cf, cc = colour_mesh(mesh, v, max_edge)
+    return PreparedModel(v, mesh.faces, occ, pts, cv, cf, cc, light, seed)
+
+
+def real_item_arrays(model: RealModel, prepared: PreparedModel, split: str, index: int, licence: Dict[str, str],
+                     variant: int = 0, randomize: Optional["Randomization"] = None) -> Dict[str, np.ndarray]:
+    """The ``.npz`` arrays of one render set of a prepared model: the protocol's cameras and the
+    model's protocol light, or, with ``randomize``, the training renders' randomisation drawn
+    from the stream ``default_rng([seed, 3, variant])`` (cameras and lighting as
+    :func:`dibr_core.data.dataset.make_item`; the model's colours scaled by a brightness draw
+    and tinted per channel)."""
+    import torch
+
+    from dibr_core.data.dataset import (N_VIEWS, identity_arrays, light_direction, make_camera, protocol_cameras,
+                                        random_views, render_views, shape_arrays)
+
+    p = prepared
+    light_dir, light_color, ambient = p.light
     views, cams = protocol_cameras(N_VIEWS)
-    images = render_views(cv, both, cc, views, light_dir, light_color, ambient)
+    colors, fov = p.colors, None
+    if randomize is not None:
+        r = randomize
+        dr = np.random.default_rng([p.seed, 3, variant])
+        light_dir = light_direction(dr.uniform(0, 2 * np.pi), np.radians(dr.uniform(*r.light_elevation_deg)))
+        light_color = np.clip(dr.uniform(*r.light) + dr.uniform(-r.tint, r.tint, 3), 0.0, 1.0)
+        ambient = np.full(3, dr.uniform(*r.ambient))
+        colors = np.clip(p.colors * dr.uniform(*r.brightness) * (1.0 + dr.uniform(-0.15, 0.15, 3)), 0.0, 1.0)
+        cams = random_views(dr, N_VIEWS, r)
+        views = torch.from_numpy(cams["views"])
+        fov = cams["fov_y_deg"]
+        cams["projection"] = make_camera(views, torch.from_numpy(fov)).projection.numpy().astype(np.float32)
+    both = np.concatenate([p.color_faces, p.color_faces[:, ::-1]])   # both sides: game meshes are single-sided
+    images = render_views(p.color_vertices, both, colors, views, light_dir, light_color, ambient, fov_y_deg=fov)
     return {
         "images": images,
         **cams,
-        **shape_arrays(occ, pts, cv, cf, cc, light_dir, light_color, ambient),
-        **identity_arrays(model.category, SPLIT, index, seed % 2 ** 63, "diagonal"),
+        **shape_arrays(p.occupancy, p.points, p.color_vertices, p.color_faces, colors, light_dir, light_color,
+                       ambient),
+        **identity_arrays(model.category, split, index, p.seed % 2 ** 63, "diagonal"),
+        "randomized": np.array(randomize is not None),
         "model_name": np.array(model.name),
         "package": np.array(model.package),
         "package_version": np.array(licence.get("version", "")),
@@ -403,6 +454,13 @@ def make_real_item(model: RealModel, mesh: ModelMesh, index: int, licence: Dict[
         "licence": np.array(licence["licence"]),
         "copyright": np.array(licence["copyright"]),
     }
+
+
+def make_real_item(model: RealModel, mesh: ModelMesh, index: int, licence: Dict[str, str]) -> Dict[str, np.ndarray]:
+    """The ``.npz`` arrays of one model of the evaluation set (the procedural item's keys, see
+    :mod:`dibr_core.data.dataset`, plus ``model_name``, ``package``, ``source_file``, ``licence``,
+    ``copyright``, ``package_version``), rendered with the protocol."""
+    return real_item_arrays(model, prepare_real_model(model, mesh), SPLIT, index, licence)
 
 
 def _model_file(tree: Path, model: RealModel) -> Path:
