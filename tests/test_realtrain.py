@@ -135,6 +135,8 @@ def test_build_from_a_prepared_cache(tmp_path: Path) -> None:
     assert lic["sh3dt_toy_armchair"]["licence"] == "CC0" and lic["sh3dt_toy_armchair"]["copyright"] == "toy makers"
     assert lic["sh3dt_toy_desklamp"]["credit"] == "Caf\u00e9 maker"
     assert lic["sh3dt_toy_coffee"]["items"] == ["realtrain/table/00000.npz", "realtrain/table/00001.npz"]
+    credits = (tmp_path / "data/realtrain/credits.md").read_text()
+    assert "| lamp | desk lamp | Caf\u00e9 maker | CC0 | toy makers | Toy.sh3f!toy/desklamp/desklamp.obj |" in credits
     it = load_item(tmp_path / "data/realtrain/lamp/00000.npz")
     v = it["vertices"]
     assert np.ptp(v[:, 1]) > 3 * np.ptp(v[:, 0])                            # y up, as the catalogue

@@ -6,7 +6,8 @@ catalogue file (``PluginFurnitureCatalog.properties``) of every ``.sh3f`` archiv
 sofa, table, lamp or bench (:data:`RULES`, :func:`category_for`), drops every model that the
 real-model evaluation set uses (:data:`dibr_core.data.realmodels.MANIFEST`, so that the two sets
 share no model file) and writes ``<out>/realtrain/<category>/<index:05d>.npz`` in the layout of
-a procedural split, plus ``<out>/realtrain/licences.json`` and a contact sheet per category.
+a procedural split, plus ``<out>/realtrain/licences.json``, ``credits.md`` (the same as a
+Markdown table, :func:`credits_markdown`) and a contact sheet per category.
 
 Each model is prepared once (canonical frame, occupancy, surface samples, texture colours at the
 corners of a subdivided copy: :func:`dibr_core.data.realmodels.prepare_real_model`) and rendered
@@ -35,7 +36,7 @@ import numpy as np
 from dibr_core.data.realmodels import MANIFEST, RealModel
 
 __all__ = ["SPLIT", "PACKAGE", "RULES", "EXCLUDE", "CatalogueEntry", "parse_catalogue", "category_for",
-           "evaluation_members", "training_models", "build"]
+           "evaluation_members", "training_models", "credits_markdown", "build"]
 
 SPLIT = "realtrain"
 # The colour copy's longest edge: coarser than the evaluation set's (0.03), since the catalogue's
@@ -137,6 +138,18 @@ def training_models(entries: Sequence[CatalogueEntry],
     return out
 
 
+def credits_markdown(licences: Dict[str, Dict[str, Any]]) -> str:
+    """A Markdown table of the models in ``licences`` (``licences.json``): category, name,
+    author, licence, copyright and source file (the attribution the CC-BY models ask for)."""
+    rows = ["| category | model | author | licence | copyright | file (package " + PACKAGE + ") |",
+            "|---|---|---|---|---|---|"]
+    for name, lic in sorted(licences.items(), key=lambda kv: (kv[1]["category"], kv[0])):
+        cells = [lic["category"], lic["note"], lic["credit"], lic["licence"], lic["copyright"],
+                 lic["file"].split(_FURNITURE + "/", 1)[-1]]
+        rows.append("| " + " | ".join(str(c).replace("|", "/").replace("\n", " ") for c in cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
 def _catalogue_entries(tree: Path) -> List[CatalogueEntry]:
     entries: List[CatalogueEntry] = []
     for archive in sorted((tree / _FURNITURE).glob("*.sh3f")):
@@ -202,6 +215,7 @@ def build(out: Optional[Union[str, Path]] = None, cache: Optional[Union[str, Pat
             print(f"{m.name} ({m.category}): {len(mesh.faces)} faces, {variants} items, {st.licence}", flush=True)
     root.mkdir(parents=True, exist_ok=True)
     (root / "licences.json").write_text(json.dumps(licences, indent=2, sort_keys=True) + "\n")
+    (root / "credits.md").write_text(credits_markdown(licences))
     for cat, ims in sheets.items():
         Image.fromarray(contact_sheet(ims)).save(root / f"contact_{cat}.png")
     return {"models": sum(models.values()), "items": sum(counts.values()), "skipped": skipped,
