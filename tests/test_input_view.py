@@ -116,7 +116,7 @@ def test_refine_raises_the_input_view_iou_on_test_renders() -> None:
     for category, view, margin in (("table", 0, 0.05), ("airplane", 0, 0.05)):
         img = make_item(category, "test", 0, n_views=1, size=64, textured=True)["images"][view]
         pred = predict_mesh(img)
-        r = refine_prediction(pred, img)
+        r = refine_prediction(pred, img, time_budget_s=None)      # quality, not time: no deadline
         # (a second, stiffer pass runs on when the whole refine adds self-intersecting faces)
         assert (r.steps == inference.REFINE_STEPS or r.retried and r.steps > inference.REFINE_STEPS) and not r.cancelled
         assert r.refined_iou > r.prediction_iou + margin, (category, r.prediction_iou, r.refined_iou)

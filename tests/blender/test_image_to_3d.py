@@ -521,8 +521,11 @@ def test_refine_raises_the_input_view_overlap_and_keeps_a_clean_surface(addon, e
             assert r["silhouette_iou"] > r["prediction_silhouette_iou"], r
         if r["refine_fraction"] == 1.0:   # else an earlier state or a back-off overlapped more
             assert r["self_intersections"]["refined"] <= r["self_intersections"]["prediction"], r
-        # a second, stiffer pass runs only when the first one's whole result crossed itself
-        assert isinstance(r["retried"], bool) and r["steps"] >= req.refine_steps + int(r["retried"]), r
+        # a second, stiffer pass runs only when the first one's whole result crossed itself (the
+        # 5 s budget may cut a pass short on a slow machine: timed_out says so)
+        assert isinstance(r["retried"], bool) and isinstance(r["timed_out"], bool), r
+        if not r["timed_out"]:
+            assert r["steps"] >= req.refine_steps + int(r["retried"]), r
     # measured: table 0.789 -> 0.854, car 0.895 -> 0.964 (0.75 of the refine),
     # chair 0.807 -> 0.922 (0.83 of the refine); no crossing faces
     assert not any(kept.values()), "the refine should improve these test renders"
