@@ -128,7 +128,7 @@ def test_build_from_a_prepared_cache(tmp_path: Path) -> None:
         z.writestr("toy/armchair/armchair.obj", _box_obj((1, 1.6, 1)))
         z.writestr("toy/desklamp/desklamp.obj", _box_obj((0.4, 1.5, 0.4)))
         z.writestr("toy/coffee/coffee.obj", _box_obj((2, 0.6, 1)))
-    res = build(tmp_path / "data", cache, variants=2, progress=False)
+    res = build(tmp_path / "data", cache, variants=2, kinds=("furniture",), progress=False)
     assert res["models"] == 3 and res["items"] == 6 and res["skipped"] == {}
     assert res["per_category"] == {"chair": 1, "lamp": 1, "table": 1}
     lic = json.loads((tmp_path / "data/realtrain/licences.json").read_text())
@@ -136,7 +136,8 @@ def test_build_from_a_prepared_cache(tmp_path: Path) -> None:
     assert lic["sh3dt_toy_desklamp"]["credit"] == "Caf\u00e9 maker"
     assert lic["sh3dt_toy_coffee"]["items"] == ["realtrain/table/00000.npz", "realtrain/table/00001.npz"]
     credits = (tmp_path / "data/realtrain/credits.md").read_text()
-    assert "| lamp | desk lamp | Caf\u00e9 maker | CC0 | toy makers | Toy.sh3f!toy/desklamp/desklamp.obj |" in credits
+    assert "| lamp | desk lamp | Caf\u00e9 maker | CC0 | toy makers | sweethome3d-furniture: "
+    assert "sweethome3d/furniture/Toy.sh3f!toy/desklamp/desklamp.obj |" in credits
     it = load_item(tmp_path / "data/realtrain/lamp/00000.npz")
     v = it["vertices"]
     assert np.ptp(v[:, 1]) > 3 * np.ptp(v[:, 0])                            # y up, as the catalogue
@@ -146,3 +147,43 @@ def test_build_from_a_prepared_cache(tmp_path: Path) -> None:
     assert len(ds) == 6 and ds.fovs is not None and ds.fovs[1].std() > 0
     with pytest.raises(ValueError, match="variants"):
         build(tmp_path / "data", cache, variants=0)
+    with pytest.raises(ValueError, match="kinds"):
+        build(tmp_path / "data", cache, kinds=("boats",))
+    # the vehicles, built alone, replace only their own categories (their package faked here)
+    tree = cache / "toy-games"
+    (cache / "toy-games_2.0-1_all.deb").write_bytes(b"")
+    (tree / "usr/share/doc/toy-games").mkdir(parents=True)
+    (tree / ".extracted").write_text("toy-games_2.0-1_all.deb")
+    (tree / "usr/share/doc/toy-games/copyright").write_text(
+        "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n"
+        "Files: *\nCopyright: game makers\nLicense: GPL-2+\n")
+    (tree / "usr/share/games/toy/plane.obj").parent.mkdir(parents=True)
+    (tree / "usr/share/games/toy/plane.obj").write_text(_box_obj((3, 0.5, 0.6)))
+    plane = RealModel("toyplane", "toy-games", "usr/share/games/toy/plane.obj", "airplane", "+x", "+y")
+    import dibr_core.data.realtrain as realtrain
+
+    orig = realtrain.VEHICLES
+    try:
+        realtrain.VEHICLES = (plane,)
+        res = build(tmp_path / "data", cache, variants=1, kinds=("vehicles",), progress=False)
+    finally:
+        realtrain.VEHICLES = orig
+    assert res["per_category"] == {"airplane": 1}
+    lic = json.loads((tmp_path / "data/realtrain/licences.json").read_text())
+    assert set(lic) == {"sh3dt_toy_armchair", "sh3dt_toy_desklamp", "sh3dt_toy_coffee", "toyplane"}
+    assert lic["toyplane"]["licence"] == "GPL-2+" and "catalogue_licence" not in lic["toyplane"]
+    assert len(list((tmp_path / "data/realtrain/chair").glob("*.npz"))) == 2          # furniture kept
+
+
+def test_vehicles_are_valid_and_not_evaluation_files() -> None:
+    from dibr_core.data.realmodels import validate_manifest
+    from dibr_core.data.realtrain import VEHICLES
+
+    validate_manifest(VEHICLES)
+    assert not {m.path for m in VEHICLES} & {m.path for m in MANIFEST}
+    assert not {m.name for m in VEHICLES} & {m.name for m in MANIFEST}
+    stems = {m.path.rsplit("/", 1)[-1].split(".")[0].lower() for m in MANIFEST}
+    # no colour / decal variant of an evaluation file (gl-14b beside gl-14, PilatusB4_26 beside PilatusB4)
+    for m in VEHICLES:
+        stem = m.path.rsplit("/", 1)[-1].split(".")[0].lower()
+        assert not any(stem != e and stem.startswith(e) for e in stems), m.name

@@ -1,6 +1,6 @@
 """``python -m dibr_core.data generate --out DIR --per-category N --split train|val|test [--categories ...]``;
 ``python -m dibr_core.data realmodels [--out DIR]`` (the real-model evaluation set, :mod:`dibr_core.data.realmodels`);
-``python -m dibr_core.data realtrain [--out DIR] [--variants N]`` (real furniture for training, :mod:`dibr_core.data.realtrain`)."""
+``python -m dibr_core.data realtrain [--out DIR] [--variants N]`` (real models for training, :mod:`dibr_core.data.realtrain`)."""
 from __future__ import annotations
 
 import argparse
@@ -37,14 +37,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     r.add_argument("--cache", default=None, help="where the .deb files are downloaded and extracted "
                    "(default $DIBR_DEB_CACHE or ~/.cache/dibr/debian)")
     r.add_argument("--models", nargs="+", default=None, help="only these manifest names (for checking)")
-    t = sub.add_parser("realtrain", help="build real furniture training items from Sweet Home 3D's catalogues "
-                       "(models disjoint from the realmodels evaluation set)")
+    t = sub.add_parser("realtrain", help="build real training items: Sweet Home 3D furniture and game-package "
+                       "airplanes (models disjoint from the realmodels evaluation set)")
     t.add_argument("--out", default=None, help=f"data root; writes OUT/realtrain (default {default_data_dir()})")
     t.add_argument("--cache", default=None, help="where the .deb files are downloaded and extracted "
                    "(default $DIBR_DEB_CACHE or ~/.cache/dibr/debian)")
     t.add_argument("--variants", type=int, default=4, help="render sets per model: the protocol's, then "
                    "randomised ones (default 4)")
     t.add_argument("--limit", type=int, default=None, help="at most N models (for checking)")
+    t.add_argument("--kinds", nargs="+", choices=("furniture", "vehicles"), default=["furniture", "vehicles"],
+                   help="which models to (re)build (default both; one kind replaces only its categories)")
     t.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
     args = parser.parse_args(argv)
     if args.command == "realtrain":
@@ -54,7 +56,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             import torch
 
             torch.set_num_threads(args.threads)
-        res = build_train(args.out, args.cache, variants=args.variants, limit=args.limit)
+        res = build_train(args.out, args.cache, variants=args.variants, limit=args.limit, kinds=args.kinds)
         print(f"wrote {res['items']} items of {res['models']} real models {res['per_category']} in "
               f"{res['seconds']:.1f} s; skipped {len(res['skipped'])}: {res['skipped']}")
         return 0

@@ -1,25 +1,28 @@
-"""Real furniture models for training, from Sweet Home 3D's furniture catalogues (Debian).
+"""Real models for training: furniture from Sweet Home 3D's catalogues and airplanes from the
+game packages the evaluation set also draws on (Debian), none of them a model of the evaluation set.
 
-``python -m dibr_core.data realtrain [--out DIR] [--cache DIR] [--variants N]`` reads the
-catalogue file (``PluginFurnitureCatalog.properties``) of every ``.sh3f`` archive of the
+``python -m dibr_core.data realtrain [--out DIR] [--cache DIR] [--variants N] [--kinds ...]``
+reads the catalogue file (``PluginFurnitureCatalog.properties``) of every ``.sh3f`` archive of the
 ``sweethome3d-furniture`` package, keeps the pieces whose catalogue name says they are a chair,
 sofa, table, lamp or bench (:data:`RULES`, :func:`category_for`), drops every model that the
 real-model evaluation set uses (:data:`dibr_core.data.realmodels.MANIFEST`, so that the two sets
-share no model file) and writes ``<out>/realtrain/<category>/<index:05d>.npz`` in the layout of
-a procedural split, plus ``<out>/realtrain/licences.json``, ``credits.md`` (the same as a
-Markdown table, :func:`credits_markdown`) and a contact sheet per category.
+share no model file), adds the airplanes of :data:`VEHICLES` (crrcsim and gl-117 files that the
+evaluation set does not use, nor colour variants of those it does) and writes
+``<out>/realtrain/<category>/<index:05d>.npz`` in the layout of a procedural split, plus
+``<out>/realtrain/licences.json``, ``credits.md`` (the same as a Markdown table,
+:func:`credits_markdown`) and a contact sheet per category.
 
 Each model is prepared once (canonical frame, occupancy, surface samples, texture colours at the
 corners of a subdivided copy: :func:`dibr_core.data.realmodels.prepare_real_model`) and rendered
-``variants`` times (default 4): variant 0 with the data set's protocol, the others with the training
-renders' domain randomisation (:class:`dibr_core.data.dataset.Randomization`: cameras, lighting
-and a brightness and tint draw per variant), so one model gives ``variants`` training items.
+``variants`` times (default 4): variant 0 with the data set's protocol, the others with the
+training renders' domain randomisation (:class:`dibr_core.data.dataset.Randomization`: cameras,
+lighting and a brightness and tint draw per variant), so one model gives ``variants`` items.
 
-The catalogues' licences all permit training (public domain, Creative Commons Attribution 3.0);
-the licence, copyright and author of every model are recorded in ``licences.json`` from the
-package's copyright file and the catalogue's ``creator`` field. Pieces with a ``modelRotation``
-(a model stored in another frame) are left out, since the manifest convention (y up, front
-towards +Z) does not hold for them.
+The catalogues' licences all permit training (public domain, Creative Commons Attribution 3.0),
+and so do the game packages' (GPL-2 / GPL-2+); the licence, copyright and author of every model
+are recorded in ``licences.json`` from the package's copyright file (and the catalogue's
+``creator`` field). Catalogue pieces with a ``modelRotation`` (a model stored in another frame)
+are left out, since the manifest convention (y up, front towards +Z) does not hold for them.
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ import numpy as np
 
 from dibr_core.data.realmodels import MANIFEST, RealModel
 
-__all__ = ["SPLIT", "PACKAGE", "RULES", "EXCLUDE", "CatalogueEntry", "parse_catalogue", "category_for",
+__all__ = ["SPLIT", "PACKAGE", "RULES", "EXCLUDE", "VEHICLES", "KINDS", "CatalogueEntry", "parse_catalogue", "category_for",
            "evaluation_members", "training_models", "credits_markdown", "build"]
 
 SPLIT = "realtrain"
@@ -141,13 +144,42 @@ def training_models(entries: Sequence[CatalogueEntry],
 def credits_markdown(licences: Dict[str, Dict[str, Any]]) -> str:
     """A Markdown table of the models in ``licences`` (``licences.json``): category, name,
     author, licence, copyright and source file (the attribution the CC-BY models ask for)."""
-    rows = ["| category | model | author | licence | copyright | file (package " + PACKAGE + ") |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| category | model | author | licence | copyright | package: file |", "|---|---|---|---|---|---|"]
     for name, lic in sorted(licences.items(), key=lambda kv: (kv[1]["category"], kv[0])):
         cells = [lic["category"], lic["note"], lic["credit"], lic["licence"], lic["copyright"],
-                 lic["file"].split(_FURNITURE + "/", 1)[-1]]
+                 f"{lic['package']}: {lic['file'].split('usr/share/', 1)[-1]}"]
         rows.append("| " + " | ".join(str(c).replace("|", "/").replace("\n", " ") for c in cells) + " |")
     return "\n".join(rows) + "\n"
+
+
+_CR = "usr/share/games/crrcsim/objects"
+_GL = "usr/share/games/gl-117/models"
+
+
+def _crrc(stem: str, note: str) -> RealModel:
+    """An airplane of crrcsim's objects (AC3D, nose +Z, up +Y: the evaluation set's crrcsim axes)."""
+    return RealModel(f"crrct_{stem.lower()}", "crrcsim-data", f"{_CR}/{stem}.ac", "airplane", "+z", "+y", note=note)
+
+
+def _gl(stem: str, category: str, note: str) -> RealModel:
+    """A gl-117 model (3DS, nose -X, up +Z: the evaluation set's gl-117 axes)."""
+    return RealModel(f"gl117t_{stem.replace('-', '')}", "gl-117-data", f"{_GL}/{stem}.3ds", category, "-x", "+z",
+                     note=note)
+
+
+# Vehicles for training from the game packages the evaluation set also draws on: other files than
+# its own (and no colour or decal variants of them: gl-14b/c/d, PilatusB4_26 are left out), with
+# each package's axes as the evaluation manifest sets them.
+VEHICLES: Tuple[RealModel, ...] = tuple(
+    [_crrc(stem, "RC model aircraft") for stem in (
+        "Angel_S30E", "Crossfire", "Erwin", "Fireworks_C", "Skorpion", "allegro", "apogee", "flexifly_xlm", "gap65",
+        "k2", "mav", "melyan_01", "outrage", "quickie01", "sovereign", "supra", "wasabi_wr", "zagi", "zipper")]
+    + [_gl("gl-15", "airplane", "fighter"), _gl("gl-21", "airplane", "fighter"), _gl("gl-50", "airplane", "fighter"),
+       _gl("transp2", "airplane", "transport aircraft"), _gl("transp4", "airplane", "transport aircraft")]
+)
+# (left out after looking at their renders: crrcsim's cape_cod (a flat sheet) and qc01 (a
+# quadcopter), gl-117's gl-117.3ds (the game's logo))
+"""Airplanes for training (crrcsim, gl-117); none is a file of the evaluation manifest."""
 
 
 def _catalogue_entries(tree: Path) -> List[CatalogueEntry]:
@@ -159,11 +191,16 @@ def _catalogue_entries(tree: Path) -> List[CatalogueEntry]:
     return entries
 
 
+KINDS = ("furniture", "vehicles")
+
+
 def build(out: Optional[Union[str, Path]] = None, cache: Optional[Union[str, Path]] = None, variants: int = 4,
-          limit: Optional[int] = None, progress: bool = True) -> Dict[str, Any]:
-    """Fetch the package, choose the models (:func:`training_models`) and write ``variants``
-    items per model into ``out/realtrain`` (see the module doc). ``limit``: at most this many
-    models (for checks). Returns ``{"models", "items", "skipped", "seconds", "per_category"}``."""
+          limit: Optional[int] = None, kinds: Sequence[str] = KINDS, progress: bool = True) -> Dict[str, Any]:
+    """Fetch the packages, choose the models (``"furniture"``: :func:`training_models` of the
+    catalogues; ``"vehicles"``: :data:`VEHICLES`) and write ``variants`` items per model into
+    ``out/realtrain`` (see the module doc). Building one kind replaces that kind's categories only
+    (their items and entries in ``licences.json``). ``limit``: at most this many models (for
+    checks). Returns ``{"models", "items", "skipped", "seconds", "per_category"}``."""
     from PIL import Image
 
     from dibr_core.data.dataset import DEFAULT_RANDOMIZATION, contact_sheet, default_data_dir
@@ -173,30 +210,52 @@ def build(out: Optional[Union[str, Path]] = None, cache: Optional[Union[str, Pat
 
     if variants < 1:
         raise ValueError(f"build(): variants must be at least 1, got {variants}")
-    deb, tree = fetch_package(PACKAGE, cache)
-    stanzas = parse_copyright((tree / "usr/share/doc" / PACKAGE / "copyright").read_text(encoding="utf-8"))
-    chosen = training_models(_catalogue_entries(tree))[:limit]
+    if not kinds or any(k not in KINDS for k in kinds):
+        raise ValueError(f"build(): kinds must be a non-empty subset of {KINDS}, got {list(kinds)}")
+    trees: Dict[str, Tuple[Path, Path, Any]] = {}
+
+    def package(name: str) -> Tuple[Path, Path, Any]:
+        if name not in trees:
+            deb, tree = fetch_package(name, cache)
+            trees[name] = (deb, tree, parse_copyright((tree / "usr/share/doc" / name / "copyright")
+                                                      .read_text(encoding="utf-8")))
+        return trees[name]
+
+    chosen: List[Tuple[RealModel, str]] = []
+    if "furniture" in kinds:
+        chosen += [(m, e.licence) for m, e in training_models(_catalogue_entries(package(PACKAGE)[1]))]
+    if "vehicles" in kinds:
+        chosen += [(m, "") for m in VEHICLES]
+    chosen = chosen[:limit]
     root = (Path(out) if out is not None else default_data_dir()) / SPLIT
+    rebuilt = {m.category for m, _ in chosen}
+    licences: Dict[str, Dict[str, Any]] = {}
+    if (root / "licences.json").is_file():                 # the other kind's models stay
+        licences = {k: v for k, v in json.loads((root / "licences.json").read_text()).items()
+                    if v["category"] not in rebuilt}
     if limit is None and root.is_dir():
-        for old in root.glob("*/*.npz"):
-            old.unlink()
+        for cat in rebuilt:
+            for old in (root / cat).glob("*.npz"):
+                old.unlink()
     t0 = time.perf_counter()
     counts: Dict[str, int] = {}
     models: Dict[str, int] = {}
-    licences: Dict[str, Dict[str, str]] = {}
     sheets: Dict[str, List[np.ndarray]] = {}
     skipped: Dict[str, str] = {}
-    for m, e in chosen:
+    for m, catalogue_licence in chosen:
+        deb, tree, stanzas = package(m.package)
         try:
-            st = licence_for(stanzas, m.copyright_path)
-            mesh = load_model(_model_file(tree, m))
+            st = licence_for(stanzas, m.copyright_path or m.path.replace("!", "/"))
+            mesh = load_model(_model_file(tree, m), exclude=m.exclude)
             prepared = prepare_real_model(m, mesh, SUBDIVIDE_EDGE)
-        except (ValueError, OSError, KeyError) as err:        # an unreadable piece is left out, said why
+        except (ValueError, OSError, KeyError) as err:        # an unreadable model is left out, said why
             skipped[m.name] = str(err)[:200]
             continue
-        lic = {"package": PACKAGE, "version": package_version(deb), "file": m.path, "licence": st.licence,
-               "copyright": st.copyright, "category": m.category, "note": m.note, "credit": m.credit,
-               "catalogue_licence": e.licence}
+        lic: Dict[str, Any] = {"package": m.package, "version": package_version(deb), "file": m.path,
+                               "licence": st.licence, "copyright": st.copyright, "category": m.category,
+                               "note": m.note, "credit": m.credit}
+        if catalogue_licence:
+            lic["catalogue_licence"] = catalogue_licence
         items = []
         for k in range(variants):
             index = counts.get(m.category, 0)
@@ -210,7 +269,7 @@ def build(out: Optional[Union[str, Path]] = None, cache: Optional[Union[str, Pat
             if k == 0:
                 sheets.setdefault(m.category, []).append(item["images"][3])
         models[m.category] = models.get(m.category, 0) + 1
-        licences[m.name] = {**lic, "items": items}                         # type: ignore[dict-item]
+        licences[m.name] = {**lic, "items": items}
         if progress:
             print(f"{m.name} ({m.category}): {len(mesh.faces)} faces, {variants} items, {st.licence}", flush=True)
     root.mkdir(parents=True, exist_ok=True)
