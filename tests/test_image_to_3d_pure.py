@@ -241,6 +241,13 @@ def test_report_and_weights_info() -> None:
         rep = i3.make_report(object_name="o", mesh=m, category=None, category_passed=False, size=1.0, seconds=0.5,
                              predict_seconds=0.1, image="x.png", refine=part, input_view=iv)
         assert f"(75% of the refine; the whole {why} at 0.940)" in i3.summary(rep)
+    # a refine that the time budget stopped says so
+    rep = i3.make_report(object_name="o", mesh=m, category=None, category_passed=False, size=1.0, seconds=0.5,
+                         predict_seconds=0.1, image="x.png", refine=dict(refine, timed_out=True), input_view=iv)
+    assert "stopped at its time budget" in i3.summary(rep)
+    rep = i3.make_report(object_name="o", mesh=m, category=None, category_passed=False, size=1.0, seconds=0.5,
+                         predict_seconds=0.1, image="x.png", refine=refine, input_view=iv)
+    assert "time budget" not in i3.summary(rep)
     rep = i3.make_report(object_name="o", mesh=m, category=None, category_passed=False, size=1.0, seconds=0.5,
                          predict_seconds=0.1, image="x.png", input_view={"prediction": 0.83, "refined": None})
     assert "input-view silhouette IoU 0.830 (no refine)" in i3.summary(rep)
