@@ -598,29 +598,29 @@ class _Untangled:
 
     def __init__(self, faces: torch.Tensor, view: InputView, target: torch.Tensor) -> None:
         self.faces, self.view, self.target = faces, view, target
+        # keyed by the tensor's id; each entry keeps its tensor, so the id is not reused
         self._v: Dict[int, Tuple[torch.Tensor, torch.Tensor]] = {}
-        self._iou: Dict[int, float] = {}
-        self._crossings: Dict[int, int] = {}
+        self._iou: Dict[int, Tuple[torch.Tensor, float]] = {}
+        self._crossings: Dict[int, Tuple[torch.Tensor, int]] = {}
 
     def vertices(self, raw: torch.Tensor) -> torch.Tensor:
         from dibr_core.mesh_repair import untangle
 
-        k = id(raw)
-        if k not in self._v:                       # the raw tensor is kept, so its id stays unique
-            self._v[k] = (raw, untangle(raw, self.faces)[0].float().contiguous())
-        return self._v[k][1]
+        if id(raw) not in self._v:
+            self._v[id(raw)] = (raw, untangle(raw, self.faces)[0].float().contiguous())
+        return self._v[id(raw)][1]
 
     def iou(self, v: torch.Tensor) -> float:
         if id(v) not in self._iou:
-            self._iou[id(v)] = input_view_iou(v, self.faces, self.view, self.target)
-        return self._iou[id(v)]
+            self._iou[id(v)] = (v, input_view_iou(v, self.faces, self.view, self.target))
+        return self._iou[id(v)][1]
 
     def crossings(self, v: torch.Tensor) -> int:
         from dibr_core.mesh_queries import self_intersecting_faces
 
         if id(v) not in self._crossings:
-            self._crossings[id(v)] = self_intersecting_faces(v, self.faces)
-        return self._crossings[id(v)]
+            self._crossings[id(v)] = (v, self_intersecting_faces(v, self.faces))
+        return self._crossings[id(v)][1]
 
 
 def _texture_vertex_colors(texture: torch.Tensor, faces: torch.Tensor, face_uvs: torch.Tensor,
@@ -683,7 +683,7 @@ def _refined_mesh(prediction: PredictedMesh, res: "FitResult", memo: _Untangled)
     return refined, memo.iou(verts), memo.crossings(verts)
 
 
-def _choose_refined(prediction: PredictedMesh, refined: PredictedMesh, refined_crossings: int,
+def _choose_refined(prediction: PredictedMesh, refined: PredictedMesh,
                     states: Sequence[Tuple[int, torch.Tensor]], steps: int, memo: _Untangled,
                     before: float, crossings_before: int,
                     deadline: Optional[float] = None) -> Tuple[PredictedMesh, float, float, bool]:
@@ -699,7 +699,6 @@ def _choose_refined(prediction: PredictedMesh, refined: PredictedMesh, refined_c
     import time
 
     v0 = prediction.vertices.detach().float()
-    memo._crossings.setdefault(id(refined.vertices), refined_crossings)
     # latest first: when the deadline cuts the list short, the candidates with the most refine are in
     raw: List[Tuple[float, torch.Tensor]] = [(step / max(steps, 1), v) for step, v in reversed(states)]
     raw += [(f, v0 + f * (refined.vertices - v0)) for f in REFINE_BACKOFF if f != 1.0]
@@ -821,7 +820,7 @@ def refine_prediction(prediction: PredictedMesh, image: ImageLike, mask: Optiona
     timed_out = hit["deadline"]
     chosen, fraction, iou = prediction, 0.0, before
     if not cancelled:
-        chosen, fraction, iou, late = _choose_refined(prediction, refined, crossings, states, res.steps, memo, before,
+        chosen, fraction, iou, late = _choose_refined(prediction, refined, states, res.steps, memo, before,
                                                       crossings_before, deadline)
         timed_out = timed_out or late
     if not cancelled and crossings > crossings_before and REFINE_RETRY is not None:
@@ -857,8 +856,8 @@ def refine_prediction(prediction: PredictedMesh, image: ImageLike, mask: Optiona
             else:
                 refined, after, crossings = _refined_mesh(prediction, res2, memo)
                 retried, color_l1 = True, _color_l1(res2)
-                chosen2, fraction2, iou2, late = _choose_refined(prediction, refined, crossings, states2, res2.steps,
-                                                                 memo, before, crossings_before, deadline)
+                chosen2, fraction2, iou2, late = _choose_refined(prediction, refined, states2, res2.steps, memo,
+                                                                 before, crossings_before, deadline)
                 timed_out = timed_out or late
                 if iou2 >= iou:
                     chosen, fraction, iou = chosen2, fraction2, iou2

@@ -260,15 +260,15 @@ def test_choose_refined_returns_the_best_crossing_free_candidate() -> None:
     before = input_view_iou(v0, faces, view, target)
     states = [(20, v0 * 1.2), (60, v0 * 1.45), (80, v0 * 1.3)]
     memo = inference._Untangled(faces.long(), view, target)
-    mesh, fraction, iou, late = inference._choose_refined(pred, refined, crossings, states, 100, memo, before, 0)
+    mesh, fraction, iou, late = inference._choose_refined(pred, refined, states, 100, memo, before, 0)
     assert fraction == pytest.approx(0.6) and iou == pytest.approx(input_view_iou(v0 * 1.45, faces, view, target))
     assert iou > before and torch.allclose(mesh.vertices, v0 * 1.45, atol=1e-6) and not late
     assert mesh.texture is refined.texture and torch.equal(mesh.faces, faces)
     # every candidate overlaps less than the prediction: the prediction is kept
-    mesh, fraction, iou, late = inference._choose_refined(pred, refined, crossings, [(50, v0 * 0.5)], 100, memo, 1.0, 0)
+    mesh, fraction, iou, late = inference._choose_refined(pred, refined, [(50, v0 * 0.5)], 100, memo, 1.0, 0)
     assert mesh is pred and fraction == 0.0 and iou == 1.0
     # past the deadline only the refined mesh itself is tried (it crosses: the prediction is kept)
-    mesh, fraction, iou, late = inference._choose_refined(pred, refined, crossings, states, 100, memo, before, 0,
+    mesh, fraction, iou, late = inference._choose_refined(pred, refined, states, 100, memo, before, 0,
                                                           deadline=0.0)
     assert late and mesh is pred and fraction == 0.0
 

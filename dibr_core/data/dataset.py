@@ -143,8 +143,8 @@ DEFAULT_RANDOMIZATION = Randomization()
 
 def random_views(rng: np.random.Generator, n_views: int = N_VIEWS,
                  r: Randomization = DEFAULT_RANDOMIZATION) -> Dict[str, np.ndarray]:
-    """Jittered cameras (see :class:`Randomization`): ``views`` (n, 4, 4) float32,
-    ``azimuths_deg``, ``elevation_deg``, ``distance``, ``fov_y_deg`` (n,) float32."""
+    """Jittered cameras (see :class:`Randomization`): ``views`` and ``projection`` (n, 4, 4)
+    float32, ``azimuths_deg``, ``elevation_deg``, ``distance``, ``fov_y_deg`` (n,) float32."""
     az = np.arange(n_views) * AZIMUTH_STEP_DEG + rng.uniform(-r.azimuth_jitter_deg, r.azimuth_jitter_deg, n_views)
     el = rng.uniform(*r.elevation_deg, n_views)
     fov = rng.uniform(*r.fov_deg, n_views)
@@ -152,9 +152,21 @@ def random_views(rng: np.random.Generator, n_views: int = N_VIEWS,
     dist = DISTANCE * math.tan(math.radians(FOV_Y_DEG) / 2) / np.tan(np.radians(fov) / 2) / zoom
     a, e = np.radians(az), np.radians(el)
     eye = np.stack([dist * np.cos(e) * np.sin(a), dist * np.sin(e), dist * np.cos(e) * np.cos(a)], axis=1)
-    views = look_at(torch.from_numpy(eye).float()).numpy().astype(np.float32)
-    return {"views": views, "azimuths_deg": az.astype(np.float32), "elevation_deg": el.astype(np.float32),
-            "distance": dist.astype(np.float32), "fov_y_deg": fov.astype(np.float32)}
+    views = look_at(torch.from_numpy(eye).float())
+    fov32 = fov.astype(np.float32)
+    projection = make_camera(views, torch.from_numpy(fov32)).projection.numpy().astype(np.float32)
+    return {"views": views.numpy().astype(np.float32), "projection": projection,
+            "azimuths_deg": az.astype(np.float32), "elevation_deg": el.astype(np.float32),
+            "distance": dist.astype(np.float32), "fov_y_deg": fov32}
+
+
+def random_lighting(rng: np.random.Generator,
+                    r: Randomization = DEFAULT_RANDOMIZATION) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A randomised light (see :class:`Randomization`): (3,) direction, (3,) tinted colour and
+    (3,) grey ambient."""
+    direction = light_direction(rng.uniform(0, 2 * np.pi), np.radians(rng.uniform(*r.light_elevation_deg)))
+    color = np.clip(rng.uniform(*r.light) + rng.uniform(-r.tint, r.tint, 3), 0.0, 1.0)
+    return direction, color, np.full(3, rng.uniform(*r.ambient))
 
 
 def randomize_materials(shape: Shape, rng: np.random.Generator,
@@ -295,16 +307,12 @@ def make_item(category: str, split: str, index: int, n_views: int = N_VIEWS,
     if randomize is not None:
         r = randomize
         dr = np.random.default_rng([seed, 3])
-        az_light = dr.uniform(0, 2 * np.pi)
-        light_dir = light_direction(az_light, np.radians(dr.uniform(*r.light_elevation_deg)))
-        light_color = np.clip(dr.uniform(*r.light) + dr.uniform(-r.tint, r.tint, 3), 0.0, 1.0)
-        ambient = np.full(3, dr.uniform(*r.ambient))
+        light_dir, light_color, ambient = random_lighting(dr, r)
         shape = randomize_materials(shape, dr, r)
         col = shape_mesh(shape)[2]
         cams = random_views(dr, n_views, r)
         views = torch.from_numpy(cams["views"])
         fov = cams["fov_y_deg"]
-        cams["projection"] = make_camera(views, torch.from_numpy(fov)).projection.numpy().astype(np.float32)
         patterns = (PATTERNS2, r.p_pattern)
     extra: Dict[str, np.ndarray] = {}
     if textured:

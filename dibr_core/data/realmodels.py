@@ -420,8 +420,8 @@ def real_item_arrays(model: RealModel, prepared: PreparedModel, split: str, inde
     and tinted per channel)."""
     import torch
 
-    from dibr_core.data.dataset import (N_VIEWS, identity_arrays, light_direction, make_camera, protocol_cameras,
-                                        random_views, render_views, shape_arrays)
+    from dibr_core.data.dataset import (N_VIEWS, identity_arrays, protocol_cameras, random_lighting, random_views,
+                                        render_views, shape_arrays)
 
     p = prepared
     light_dir, light_color, ambient = p.light
@@ -430,14 +430,11 @@ def real_item_arrays(model: RealModel, prepared: PreparedModel, split: str, inde
     if randomize is not None:
         r = randomize
         dr = np.random.default_rng([p.seed, 3, variant])
-        light_dir = light_direction(dr.uniform(0, 2 * np.pi), np.radians(dr.uniform(*r.light_elevation_deg)))
-        light_color = np.clip(dr.uniform(*r.light) + dr.uniform(-r.tint, r.tint, 3), 0.0, 1.0)
-        ambient = np.full(3, dr.uniform(*r.ambient))
+        light_dir, light_color, ambient = random_lighting(dr, r)
         colors = np.clip(p.colors * dr.uniform(*r.brightness) * (1.0 + dr.uniform(-0.15, 0.15, 3)), 0.0, 1.0)
         cams = random_views(dr, N_VIEWS, r)
         views = torch.from_numpy(cams["views"])
         fov = cams["fov_y_deg"]
-        cams["projection"] = make_camera(views, torch.from_numpy(fov)).projection.numpy().astype(np.float32)
     both = np.concatenate([p.color_faces, p.color_faces[:, ::-1]])   # both sides: game meshes are single-sided
     images = render_views(p.color_vertices, both, colors, views, light_dir, light_color, ambient, fov_y_deg=fov)
     return {

@@ -169,7 +169,9 @@ def _gl(stem: str, category: str, note: str) -> RealModel:
 
 # Vehicles for training from the game packages the evaluation set also draws on: other files than
 # its own (and no colour or decal variants of them: gl-14b/c/d, PilatusB4_26 are left out), with
-# each package's axes as the evaluation manifest sets them.
+# each package's axes as the evaluation manifest sets them. Left out after looking at their
+# renders: crrcsim's cape_cod (a flat sheet) and qc01 (a quadcopter), gl-117's gl-117.3ds (the
+# game's logo).
 VEHICLES: Tuple[RealModel, ...] = tuple(
     [_crrc(stem, "RC model aircraft") for stem in (
         "Angel_S30E", "Crossfire", "Erwin", "Fireworks_C", "Skorpion", "allegro", "apogee", "flexifly_xlm", "gap65",
@@ -177,8 +179,6 @@ VEHICLES: Tuple[RealModel, ...] = tuple(
     + [_gl("gl-15", "airplane", "fighter"), _gl("gl-21", "airplane", "fighter"), _gl("gl-50", "airplane", "fighter"),
        _gl("transp2", "airplane", "transport aircraft"), _gl("transp4", "airplane", "transport aircraft")]
 )
-# (left out after looking at their renders: crrcsim's cape_cod (a flat sheet) and qc01 (a
-# quadcopter), gl-117's gl-117.3ds (the game's logo))
 """Airplanes for training (crrcsim, gl-117); none is a file of the evaluation manifest."""
 
 
