@@ -89,22 +89,38 @@ def _tri_overlap(ta: np.ndarray, tb: np.ndarray, tol: float) -> np.ndarray:
     return out
 
 
+# Candidate pairs tested per batch in _overlaps (bounds its memory).
+_PAIR_BATCH = 1 << 18
+
+
 def _overlaps(t: np.ndarray, tol: float) -> np.ndarray:
+    """(P, 2) sorted index pairs of the (F, 3, 2) triangles ``t`` that overlap (see
+    :func:`_tri_overlap`): a sweep along u finds the pairs whose boxes overlap, all at once, and
+    the separating-axis test runs on them in batches."""
     lo, hi = t.min(axis=1), t.max(axis=1)
     order = np.argsort(lo[:, 0], kind="stable")
     lo_s, hi_s, t_s = lo[order], hi[order], t[order]
+    n = len(order)
+    # for each i, the candidates are i + 1 .. j_end[i] - 1 (their u ranges start before i's ends)
+    j_end = np.maximum(np.searchsorted(lo_s[:, 0], hi_s[:, 0] - tol, side="left"), np.arange(n) + 1)
+    count = j_end - np.arange(n) - 1
     pairs: List[np.ndarray] = []
-    for i in range(len(order) - 1):
-        j_end = int(np.searchsorted(lo_s[:, 0], hi_s[i, 0] - tol, side="left"))
-        if j_end <= i + 1:
-            continue
-        js = np.arange(i + 1, j_end)
-        js = js[(lo_s[js, 1] < hi_s[i, 1] - tol) & (hi_s[js, 1] > lo_s[i, 1] + tol)]
-        if js.size == 0:
-            continue
-        hit = _tri_overlap(np.repeat(t_s[i:i + 1], js.size, axis=0), t_s[js], tol)
-        if hit.any():
-            pairs.append(np.stack([np.full(int(hit.sum()), i), js[hit]], axis=1))
+    start = 0
+    while start < n:
+        # a run of rows whose candidates fit in one batch (at least one row)
+        stop = start + max(1, int(np.searchsorted(np.cumsum(count[start:]), _PAIR_BATCH, side="right")))
+        c = count[start:stop]
+        if c.sum():
+            i = np.repeat(np.arange(start, stop), c)
+            first = np.repeat(np.cumsum(c) - c, c)
+            j = i + 1 + (np.arange(int(c.sum())) - first)
+            keep = (lo_s[j, 1] < hi_s[i, 1] - tol) & (hi_s[j, 1] > lo_s[i, 1] + tol)
+            i, j = i[keep], j[keep]
+            if i.size:
+                hit = _tri_overlap(t_s[i], t_s[j], tol)
+                if hit.any():
+                    pairs.append(np.stack([i[hit], j[hit]], axis=1))
+        start = stop
     if not pairs:
         return np.zeros((0, 2), dtype=np.int64)
     p = order[np.concatenate(pairs)]
