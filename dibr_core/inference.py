@@ -522,16 +522,31 @@ REFINE_TIME_BUDGET_S: Optional[float] = 5.0
 REFINE_CHOICE_RESERVE_S = 0.8
 
 
-def refine_options(steps: int = REFINE_STEPS, **overrides: Any) -> "FitOptions":
+# The refine remeshes the surface (:mod:`dibr_core.remesh`) towards edges of ``target_edge_px``
+# pixels of its image every ``remesh_every`` steps in the first ``remesh_until`` of its steps, so
+# thin parts (wings, legs, lamp arms) get the vertices they need: the prediction's 642 vertices lie
+# 5-8 px apart at 128 px. The texture is then made on the final surface (automatic UVs, the
+# colours baked in) and painted from there. Measured on the real-model set and the procedural test
+# split (MODEL_CARD.md, "Input-view fidelity").
+REFINE_REMESH: Dict[str, Any] = {"target_edge_px": 2.0, "remesh_every": 20, "remesh_until": 0.6, "max_faces": 5000}
+# Side of the texture a remeshing refine paints (the fit's automatic UVs).
+REFINE_TEXTURE_SIZE = 256
+
+
+def refine_options(steps: int = REFINE_STEPS, remesh: bool = True, **overrides: Any) -> "FitOptions":
     """The :class:`dibr_core.fit.FitOptions` of :func:`refine_prediction`: vertices by large
-    steps and the predictor's UV texture (unlit, display values as the input), bilinear texture
-    lookups as in training; ``overrides`` replace any field."""
+    steps, unlit colours (display values, as the input), bilinear texture lookups as in training;
+    with ``remesh`` (the default) the surface is remeshed (:data:`REFINE_REMESH`) and a new
+    :data:`REFINE_TEXTURE_SIZE` texture is painted on it, without it the prediction's topology and
+    UV texture are kept. ``overrides`` replace any field."""
     from dibr_core.fit import FitOptions
 
     fields: Dict[str, Any] = dict(steps=steps, optimize_vertices=True, optimize_colors=False, optimize_texture=True,
                                   lighting="none", texture_filter="bilinear", texture_padding=1,
                                   large_steps_lambda=3.0, lr_large_steps=0.02, lr_texture=0.05,
                                   halo_start_px=2.0, halo_px=0.1, w_laplacian=1.0, w_flatten=0.02)
+    if remesh:
+        fields.update(remesh=True, texture_size=REFINE_TEXTURE_SIZE, **REFINE_REMESH)
     fields.update(overrides)
     return FitOptions(**fields)
 
@@ -542,8 +557,11 @@ class RefinedPrediction:
 
     Attributes:
         mesh: what to use: the refined mesh, or the prediction itself when ``kept_prediction``.
+            When ``remeshed`` it has its own faces, UVs and texture (the remeshed surface).
         refined: the refined mesh (the fit's result with its inside-out pockets removed), also
-            when it was not kept; after a second pass (``retried``) that pass's result.
+            when it was not kept: the remeshing pass's result, or, after it was rejected
+            (``remesh_rejected``), the refine on the prediction's topology; after a second pass
+            (``retried``) that pass's result.
         view: the input view the refine fitted in (matched on the prediction).
         prediction_iou, refined_iou: input-view silhouette IoU (hard render in ``view`` against
             the framed input mask at ``resolution``) of the prediction and of ``refined``.
@@ -569,6 +587,9 @@ class RefinedPrediction:
             candidates are returned).
         timed_out: the time budget stopped a pass before its last step, or the choice before it
             had tried every candidate (what is returned is the best candidate it had).
+        remeshed: ``mesh`` is the remeshing pass's surface (new topology; see :func:`refine_options`).
+        remesh_rejected: the remeshing pass ran, but each of its candidates added self-intersecting
+            faces or lowered the IoU, so the refine ran again on the prediction's topology.
     """
 
     mesh: PredictedMesh
@@ -589,6 +610,8 @@ class RefinedPrediction:
     retried: bool = False
     retry_skipped: bool = False
     timed_out: bool = False
+    remeshed: bool = False
+    remesh_rejected: bool = False
 
 
 class _Untangled:
@@ -602,12 +625,22 @@ class _Untangled:
         self._v: Dict[int, Tuple[torch.Tensor, torch.Tensor]] = {}
         self._iou: Dict[int, Tuple[torch.Tensor, float]] = {}
         self._crossings: Dict[int, Tuple[torch.Tensor, int]] = {}
+        # the longest one candidate's checks (untangle, IoU, crossings) have taken so far
+        self.check_seconds = 0.0
+
+    def _timed(self, fn: Callable[[], Any]) -> Any:
+        import time
+
+        t = time.perf_counter()
+        out = fn()
+        self.check_seconds = max(self.check_seconds, time.perf_counter() - t)
+        return out
 
     def vertices(self, raw: torch.Tensor) -> torch.Tensor:
         from dibr_core.mesh_repair import untangle
 
         if id(raw) not in self._v:
-            self._v[id(raw)] = (raw, untangle(raw, self.faces)[0].float().contiguous())
+            self._v[id(raw)] = (raw, self._timed(lambda: untangle(raw, self.faces)[0].float().contiguous()))
         return self._v[id(raw)][1]
 
     def iou(self, v: torch.Tensor) -> float:
@@ -669,44 +702,56 @@ def _color_l1(res: "FitResult") -> float:
 
 def _refined_mesh(prediction: PredictedMesh, res: "FitResult", memo: _Untangled) -> Tuple[PredictedMesh, float, int]:
     """The fit's result as a mesh with its inside-out pockets removed, its input-view IoU and its
-    self-intersecting faces."""
+    self-intersecting faces (``memo`` is for the result's faces: the prediction's, or the
+    remeshed ones with the fit's UVs)."""
     faces = memo.faces
     verts = memo.vertices(res.vertices.detach().float())
+    remeshed = not torch.equal(faces, prediction.faces.long())
+    face_uvs = res.face_uvs if res.face_uvs is not None else None
+    if face_uvs is None:
+        from dibr_core.uv import auto_uvs
+
+        face_uvs = auto_uvs(verts, faces) if remeshed else prediction.face_uvs
+    face_uvs = face_uvs.float().contiguous()
     if res.texture is not None:
         tex: Optional[torch.Tensor] = res.texture.float().contiguous()
-        colors = _texture_vertex_colors(res.texture, faces, prediction.face_uvs, verts.shape[0])
+        colors = _texture_vertex_colors(res.texture, faces, face_uvs, verts.shape[0])
     else:
         tex = None
         colors = res.colors.float() if res.colors is not None else prediction.colors
-    refined = PredictedMesh(vertices=verts, faces=prediction.faces, colors=colors.contiguous(),
-                            face_uvs=prediction.face_uvs, texture=tex, input_image=prediction.input_image)
+    refined = PredictedMesh(vertices=verts, faces=faces if remeshed else prediction.faces, colors=colors.contiguous(),
+                            face_uvs=face_uvs, texture=tex, input_image=prediction.input_image)
     return refined, memo.iou(verts), memo.crossings(verts)
 
 
 def _choose_refined(prediction: PredictedMesh, refined: PredictedMesh,
                     states: Sequence[Tuple[int, torch.Tensor]], steps: int, memo: _Untangled,
                     before: float, crossings_before: int,
-                    deadline: Optional[float] = None) -> Tuple[PredictedMesh, float, float, bool]:
+                    deadline: Optional[float] = None, backoff: bool = True) -> Tuple[PredictedMesh, float, float, bool]:
     """What the refine returns: ``(mesh, refine_fraction, input-view IoU, timed_out)``.
 
     The candidates are the refined mesh, its back-offs toward the prediction
-    (:data:`REFINE_BACKOFF`) and the fit's earlier states (``states``: ``(step, (V, 3) vertices)``,
+    (:data:`REFINE_BACKOFF`; only with ``backoff``, which needs the prediction's topology) and the
+    fit's earlier states (``states``: ``(step, (V, 3) vertices)`` of the refined mesh's topology,
     fraction ``step / steps``), each with its inside-out pockets removed; the one with the highest
     input-view IoU that adds no self-intersecting faces and does not lower the IoU wins (the
-    prediction itself when none qualifies). Textures and colours are the refined ones. Past
-    ``deadline`` (``time.perf_counter()``) no further candidate is untangled (``timed_out``); the
-    refined mesh itself is always tried."""
+    prediction itself when none qualifies). Textures and colours are the refined ones. No
+    candidate is untangled that would end past ``deadline`` (``time.perf_counter()``) at twice the
+    longest time one check has taken so far (``memo.check_seconds``; ``timed_out``); the refined
+    mesh itself is always tried."""
     import time
 
     v0 = prediction.vertices.detach().float()
     # latest first: when the deadline cuts the list short, the candidates with the most refine are in
     raw: List[Tuple[float, torch.Tensor]] = [(step / max(steps, 1), v) for step, v in reversed(states)]
-    raw += [(f, v0 + f * (refined.vertices - v0)) for f in REFINE_BACKOFF if f != 1.0]
+    if backoff:
+        raw += [(f, v0 + f * (refined.vertices - v0)) for f in REFINE_BACKOFF if f != 1.0]
     raw.sort(key=lambda c: -c[0])
     scored: List[Tuple[float, float, torch.Tensor]] = [(memo.iou(refined.vertices), 1.0, refined.vertices)]
     timed_out = False
     for f, v in raw:
-        if deadline is not None and time.perf_counter() > deadline:
+        # no candidate is started that would end past the deadline at the longest a check has taken
+        if deadline is not None and time.perf_counter() + 2.0 * memo.check_seconds > deadline:
             timed_out = True
             break
         vu = memo.vertices(v)
@@ -720,9 +765,29 @@ def _choose_refined(prediction: PredictedMesh, refined: PredictedMesh,
         if memo.crossings(v) <= crossings_before:
             if v is refined.vertices:
                 return refined, 1.0, score, timed_out
-            return PredictedMesh(vertices=v, faces=prediction.faces, colors=refined.colors, face_uvs=prediction.face_uvs,
+            return PredictedMesh(vertices=v, faces=refined.faces, colors=refined.colors, face_uvs=refined.face_uvs,
                                  texture=refined.texture, input_image=prediction.input_image), f, score, timed_out
     return prediction, 0.0, before, timed_out
+
+
+@dataclass
+class _Pass:
+    """What one fit pass of :func:`refine_prediction` (and its second, stiffer pass) gave: the
+    chosen candidate (``fraction`` 0: the prediction), the last result, and the flags."""
+
+    steps: int = 0
+    color_l1: float = float("nan")
+    timed_out: bool = False
+    cancelled: bool = False
+    remeshed: bool = False
+    chosen: Optional[PredictedMesh] = None
+    refined: Optional[PredictedMesh] = None
+    fraction: float = 0.0
+    iou: float = 0.0
+    after: float = float("nan")
+    crossings: int = 0
+    retried: bool = False
+    retry_skipped: bool = False
 
 
 def refine_prediction(prediction: PredictedMesh, image: ImageLike, mask: Optional[ImageLike] = None,
@@ -738,14 +803,19 @@ def refine_prediction(prediction: PredictedMesh, image: ImageLike, mask: Optiona
     sees the prediction as the picture shows it is found by :func:`match_input_view` (unless
     ``view`` is given); then :func:`dibr_core.fit.fit` moves the vertices (large steps) and
     paints the texture so that the render in that view matches the framed picture (silhouette
-    and colours). The result's inside-out pockets are removed (:func:`dibr_core.mesh_repair.untangle`).
-    When it adds self-intersecting faces, the fit goes on from its last state (kept every
-    :data:`REFINE_CHECK_EVERY` steps) that adds none, with the stiffer :data:`REFINE_RETRY`
-    options, and what is returned is the candidate with the highest input-view IoU among those
-    that add no self-intersecting faces: the result of either pass, the fit's states, or the
-    result backed off toward the prediction (:data:`REFINE_BACKOFF`); when none keeps the
-    input-view silhouette IoU and the crossings as they were, the prediction is kept
-    (``kept_prediction``).
+    and colours). By default (``options.remesh``, see :func:`refine_options`) the fit remeshes
+    the surface in its first steps, so the result has its own topology, UVs and texture
+    (``remeshed``); without it the prediction's faces, UVs and texture size are kept. The
+    result's inside-out pockets are removed (:func:`dibr_core.mesh_repair.untangle`). When it
+    adds self-intersecting faces, the fit goes on from its last state (kept every
+    :data:`REFINE_CHECK_EVERY` steps; after the last remesh) that adds none, with the stiffer
+    :data:`REFINE_RETRY` options, and what is returned is the candidate with the highest
+    input-view IoU among those that add no self-intersecting faces: the result of either pass,
+    the fit's states, or, on the prediction's topology, the result backed off toward the
+    prediction (:data:`REFINE_BACKOFF`). When no remeshed candidate qualifies, the refine runs
+    again on the prediction's topology (``remesh_rejected``; skipped when the budget is spent);
+    when no candidate keeps the input-view silhouette IoU and the crossings as they were, the
+    prediction is kept (``kept_prediction``).
 
     Args:
         prediction: the :func:`predict_mesh` result for ``image`` (canonical frame).
@@ -757,7 +827,7 @@ def refine_prediction(prediction: PredictedMesh, image: ImageLike, mask: Optiona
             then wins over the argument).
         view: the input view (default: matched on the prediction over ``azimuths``).
         progress, should_stop: passed to the fit (``progress(step, steps, loss)``, counting on
-            through a second pass; ``should_stop()`` True cancels, and the prediction is kept).
+            through later passes; ``should_stop()`` True cancels, and the prediction is kept).
         time_budget_s: seconds from the start after which the refine returns the best candidate
             it has (the fit passes stop :data:`REFINE_CHOICE_RESERVE_S` earlier, ``timed_out``);
             the second pass is skipped when fewer than :data:`REFINE_RETRY_STEPS` of its steps
@@ -808,59 +878,109 @@ def refine_prediction(prediction: PredictedMesh, image: ImageLike, mask: Optiona
             return True
         return False
 
-    memo = _Untangled(faces, view, target)
-    res, states = _fit_with_states(v0, faces, fview, opts, prediction.colors.float() if not has_tex else None,
-                                   prediction.face_uvs.float() if has_tex else None,
-                                   prediction.texture.float() if prediction.texture is not None else None, progress,
-                                   stop, 0, None)
-    refined, after, crossings = _refined_mesh(prediction, res, memo)
-    cancelled = res.cancelled and not hit["deadline"]
-    steps_run, retried, color_l1 = res.steps, False, _color_l1(res)
-    retry_skipped = False
-    timed_out = hit["deadline"]
-    chosen, fraction, iou = prediction, 0.0, before
-    if not cancelled:
-        chosen, fraction, iou, late = _choose_refined(prediction, refined, states, res.steps, memo, before,
-                                                      crossings_before, deadline)
-        timed_out = timed_out or late
-    if not cancelled and crossings > crossings_before and REFINE_RETRY is not None:
-        # The whole refine adds crossings: go on from its last state that adds none, stiffer.
-        start_step, start = 0, v0
+    def run(start: torch.Tensor, opts_p: "FitOptions", colors: Optional[torch.Tensor],
+            face_uvs: Optional[torch.Tensor], texture: Optional[torch.Tensor], offset: int) -> _Pass:
+        """A fit pass from ``start`` (the prediction's topology, or a remesh of it with
+        ``opts_p.remesh``) and, when its whole result adds self-intersecting faces, a second,
+        stiffer pass on the result's topology from its last state that adds none."""
+        hit["deadline"] = False
+        res, states = _fit_with_states(start, faces, fview, opts_p, colors, face_uvs, texture, progress, stop,
+                                       offset, None)
+        out = _Pass(steps=res.steps, color_l1=_color_l1(res), timed_out=hit["deadline"],
+                    cancelled=res.cancelled and not hit["deadline"], remeshed=res.topology_changed)
+        if out.cancelled:
+            return out
+        memo = _Untangled(res.faces.long() if res.faces is not None else faces, view, target)
+        out.refined, out.after, out.crossings = _refined_mesh(prediction, res, memo)
+        if opts_p.remesh:
+            # the candidates share the result's topology: its states after the last remesh
+            ran = [k for k in opts_p.remesh_steps() if k < res.steps]
+            states = [(k, v) for k, v in states if k > (max(ran) if ran else -1)]
+        out.chosen, out.fraction, out.iou, late = _choose_refined(prediction, out.refined, states, res.steps, memo,
+                                                                  before, crossings_before, deadline,
+                                                                  backoff=not out.remeshed)
+        out.timed_out = out.timed_out or late
+        if out.crossings <= crossings_before or REFINE_RETRY is None:
+            return out
+        # The whole pass adds crossings: go on from its last state that adds none, stiffer (on the
+        # remeshed topology only from such a state: the prediction is another topology). Skipped
+        # when, at the first pass's time per step, fewer than REFINE_RETRY_STEPS steps would fit
+        # before the budget stops the fit (checked before and after the search for the start).
+        def no_time() -> bool:
+            return (fit_deadline is not None and time.perf_counter()
+                    + res.seconds / max(res.steps, 1) * REFINE_RETRY_STEPS > fit_deadline)
+
+        out.retry_skipped = no_time()
+        if out.retry_skipped:
+            return out
+        start_step, start2 = 0, (None if out.remeshed else start)
         for step, v in reversed(states):
             vu = memo.vertices(v)
             if memo.crossings(vu) <= crossings_before:
-                start_step, start = step, vu
+                start_step, start2 = step, vu
                 break
-        n2 = max(opts.steps - start_step, REFINE_RETRY_STEPS)
-        # skipped when, at the first pass's time per step, fewer than REFINE_RETRY_STEPS of its
-        # steps fit before the budget stops the fit
-        retry_skipped = (fit_deadline is not None and time.perf_counter()
-                         + res.seconds / max(res.steps, 1) * min(n2, REFINE_RETRY_STEPS) > fit_deadline)
-        if not retry_skipped:
-            # the halo goes on narrowing from where it was at that state (FitOptions: geometric over
-            # 70% of the steps)
-            t_halo = min(1.0, start_step / max(0.7 * (opts.steps - 1), 1.0))
-            halo = opts.halo_start_px * (opts.halo_px / opts.halo_start_px) ** t_halo
-            opts2 = replace(opts, steps=n2, halo_start_px=halo, **REFINE_RETRY)
-            hit["deadline"] = False
-            res2, states2 = _fit_with_states(start, faces, fview, opts2,
-                                             res.colors.float() if not has_tex and res.colors is not None else None,
-                                             prediction.face_uvs.float() if has_tex else None,
-                                             res.texture.float() if res.texture is not None else None,
-                                             progress, stop, res.steps, res.steps + n2)
-            steps_run += res2.steps
-            cancelled = res2.cancelled and not hit["deadline"]
-            timed_out = timed_out or hit["deadline"]
-            if cancelled:
-                chosen, fraction, iou = prediction, 0.0, before
-            else:
-                refined, after, crossings = _refined_mesh(prediction, res2, memo)
-                retried, color_l1 = True, _color_l1(res2)
-                chosen2, fraction2, iou2, late = _choose_refined(prediction, refined, states2, res2.steps, memo,
-                                                                 before, crossings_before, deadline)
-                timed_out = timed_out or late
-                if iou2 >= iou:
-                    chosen, fraction, iou = chosen2, fraction2, iou2
-    return RefinedPrediction(chosen, refined, view, resolution, before, after, iou, fraction == 0.0, fraction,
-                             (crossings_before, crossings), steps_run, time.perf_counter() - t0, cancelled,
-                             color_l1, ref, retried, retry_skipped, timed_out)
+        if start2 is None:
+            return out
+        n2 = max(opts_p.steps - start_step, REFINE_RETRY_STEPS)
+        out.retry_skipped = no_time()
+        if out.retry_skipped:
+            return out
+        # the halo goes on narrowing from where it was at that state (FitOptions: geometric over
+        # 70% of the steps)
+        t_halo = min(1.0, start_step / max(0.7 * (opts_p.steps - 1), 1.0))
+        halo = opts_p.halo_start_px * (opts_p.halo_px / opts_p.halo_start_px) ** t_halo
+        opts2 = replace(opts_p, steps=n2, halo_start_px=halo, remesh=False, **REFINE_RETRY)
+        tex = res.texture.float() if res.texture is not None else None
+        hit["deadline"] = False
+        res2, states2 = _fit_with_states(start2, memo.faces, fview, opts2,
+                                         res.colors.float() if tex is None and res.colors is not None else None,
+                                         out.refined.face_uvs if tex is not None else None, tex, progress, stop,
+                                         offset + res.steps, offset + res.steps + n2)
+        out.steps += res2.steps
+        out.cancelled = res2.cancelled and not hit["deadline"]
+        out.timed_out = out.timed_out or hit["deadline"]
+        if out.cancelled:
+            return out
+        out.refined, out.after, out.crossings = _refined_mesh(prediction, res2, memo)
+        out.retried, out.color_l1 = True, _color_l1(res2)
+        chosen2, fraction2, iou2, late = _choose_refined(prediction, out.refined, states2, res2.steps, memo, before,
+                                                         crossings_before, deadline, backoff=not out.remeshed)
+        out.timed_out = out.timed_out or late
+        if iou2 >= out.iou:
+            out.chosen, out.fraction, out.iou = chosen2, fraction2, iou2
+        return out
+
+    offset, remesh_rejected = 0, False
+    if opts.remesh and opts.optimize_vertices:
+        # The remeshing refine; when none of its candidates qualifies, the refine runs again on
+        # the prediction's topology.
+        first = run(v0, opts, prediction.colors.float(), None, None, 0)
+        if first.cancelled:
+            return RefinedPrediction(prediction, prediction, view, resolution, before, before, before, True, 0.0,
+                                     (crossings_before, crossings_before), first.steps, time.perf_counter() - t0,
+                                     True, float("nan"), ref)
+        if first.fraction > 0.0:
+            assert first.chosen is not None and first.refined is not None
+            return RefinedPrediction(first.chosen, first.refined, view, resolution, before, first.after, first.iou,
+                                     False, first.fraction, (crossings_before, first.crossings), first.steps,
+                                     time.perf_counter() - t0, False, first.color_l1, ref, first.retried,
+                                     first.retry_skipped, first.timed_out, remeshed=first.remeshed)
+        offset, remesh_rejected = first.steps, True
+        if fit_deadline is not None and time.perf_counter() >= fit_deadline:   # no time left for another
+            return RefinedPrediction(prediction, first.refined or prediction, view, resolution, before, first.after,
+                                     before, True, 0.0, (crossings_before, first.crossings), offset,
+                                     time.perf_counter() - t0, False, first.color_l1, ref, first.retried,
+                                     first.retry_skipped, True, remesh_rejected=True)
+        opts = replace(opts, remesh=False)
+    out = run(v0, opts, prediction.colors.float() if not has_tex else None,
+              prediction.face_uvs.float() if has_tex else None,
+              prediction.texture.float() if prediction.texture is not None else None, offset)
+    if out.cancelled or out.chosen is None or out.refined is None:
+        return RefinedPrediction(prediction, out.refined or prediction, view, resolution, before, out.after, before,
+                                 True, 0.0, (crossings_before, out.crossings), offset + out.steps,
+                                 time.perf_counter() - t0, out.cancelled, out.color_l1, ref, out.retried,
+                                 out.retry_skipped, out.timed_out, remesh_rejected=remesh_rejected)
+    return RefinedPrediction(out.chosen, out.refined, view, resolution, before, out.after, out.iou,
+                             out.fraction == 0.0, out.fraction, (crossings_before, out.crossings), offset + out.steps,
+                             time.perf_counter() - t0, False, out.color_l1, ref, out.retried, out.retry_skipped,
+                             out.timed_out, remesh_rejected=remesh_rejected)

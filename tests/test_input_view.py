@@ -101,7 +101,11 @@ def test_refine_options_defaults() -> None:
     o = refine_options()
     assert o.steps == inference.REFINE_STEPS > 0 and o.optimize_vertices and o.optimize_texture
     assert o.optimizer == "large_steps" and o.lighting == "none"
+    assert o.remesh and o.texture_size == inference.REFINE_TEXTURE_SIZE
+    assert {k: getattr(o, k) for k in inference.REFINE_REMESH} == inference.REFINE_REMESH
+    assert o.remesh_steps() == [0, 20, 40]
     assert refine_options(5, lr_texture=0.0).steps == 5
+    assert not refine_options(remesh=False).remesh and refine_options(remesh=False).remesh_steps() == []
 
 
 @pytest.mark.skipif(not SHIPPED, reason="no shipped weights")
@@ -117,18 +121,22 @@ def test_refine_raises_the_input_view_iou_on_test_renders() -> None:
         img = make_item(category, "test", 0, n_views=1, size=64, textured=True)["images"][view]
         pred = predict_mesh(img)
         r = refine_prediction(pred, img, time_budget_s=None)      # quality, not time: no deadline
-        # (a second, stiffer pass runs on when the whole refine adds self-intersecting faces)
-        assert (r.steps == inference.REFINE_STEPS or r.retried and r.steps > inference.REFINE_STEPS) and not r.cancelled
+        # (the refine on the prediction's topology runs on when each remeshed candidate adds
+        # self-intersecting faces, and a second, stiffer pass when that one's whole result does)
+        assert (r.steps == inference.REFINE_STEPS or (r.retried or r.remesh_rejected)
+                and r.steps > inference.REFINE_STEPS) and not r.cancelled
         assert r.refined_iou > r.prediction_iou + margin, (category, r.prediction_iou, r.refined_iou)
         # what it returns overlaps at least as much and crosses itself no more than the prediction
         assert r.iou >= r.prediction_iou and 0.0 <= r.refine_fraction <= 1.0
-        assert r.mesh.vertices.shape == pred.vertices.shape and torch.isfinite(r.mesh.vertices).all()
+        assert torch.isfinite(r.mesh.vertices).all()
+        assert r.remeshed or r.mesh.vertices.shape == pred.vertices.shape
         assert self_intersecting_faces(r.mesh.vertices, r.mesh.faces) <= r.self_intersections[0]
         assert input_view_iou(r.mesh.vertices, r.mesh.faces, r.view, r.reference[3]) == pytest.approx(r.iou)
         if r.refine_fraction == 1.0:
             assert r.mesh is r.refined and r.iou == r.refined_iou
         if not r.kept_prediction:
-            assert r.refined.texture is not None and r.refined.texture.shape == pred.texture.shape  # type: ignore[union-attr]
+            size = (inference.REFINE_TEXTURE_SIZE,) * 2 + (3,) if r.remeshed else pred.texture.shape  # type: ignore[union-attr]
+            assert r.refined.texture is not None and r.refined.texture.shape == size
             assert float(r.refined.colors.min()) >= 0.0 and float(r.refined.colors.max()) <= 1.0
         # the view is the one matched on the prediction, and steps=0 only measures it
         r0 = refine_prediction(pred, img, steps=0, view=r.view)
@@ -216,28 +224,80 @@ def _sphere_prediction(texture_size: int = 32) -> inference.PredictedMesh:
 
 
 def test_refine_grows_thin_parts_that_the_earlier_default_missed(monkeypatch: pytest.MonkeyPatch) -> None:
-    """From a sphere, the default refine grows a thin cross (a body and a wing 4 % of the picture
-    high) to a clearly higher input-view IoU than the earlier default (80 steps, lambda 10,
-    Laplacian 5, no second pass) reached, without crossing itself; the mesh keeps the
-    prediction's topology and UVs and gets a texture of the prediction's size."""
+    """From a sphere, the refine on the prediction's topology (``remesh=False``) grows a thin
+    cross (a body and a wing 4 % of the picture high) to a clearly higher input-view IoU than the
+    earlier default (80 steps, lambda 10, Laplacian 5, no second pass) reached, without crossing
+    itself; the mesh keeps the prediction's topology and UVs and gets a texture of the
+    prediction's size."""
     from dibr_core.mesh_queries import self_intersecting_faces
 
     torch.manual_seed(0)
     img = _thin_cross_picture()
     pred = _sphere_prediction()
-    r = refine_prediction(pred, img)
+    r = refine_prediction(pred, img, options=refine_options(remesh=False))
     with monkeypatch.context() as m:
         m.setattr(inference, "REFINE_RETRY", None)
         old = refine_prediction(pred, img, view=r.view,
-                                options=refine_options(80, large_steps_lambda=10.0, w_laplacian=5.0))
-    # measured: 0.91 (the default) and 0.72 (the earlier one), from 0.32 for the sphere
+                                options=refine_options(80, remesh=False, large_steps_lambda=10.0, w_laplacian=5.0))
+    # measured: 0.91 (on the prediction's topology) and 0.72 (the earlier one), from 0.32 for the sphere
     assert r.iou >= 0.88 and old.iou <= 0.78, (r.iou, old.iou)
+    assert not r.remeshed and not r.remesh_rejected
     assert self_intersecting_faces(r.mesh.vertices, r.mesh.faces) <= r.self_intersections[0]
     assert torch.equal(r.mesh.faces, pred.faces) and torch.equal(r.mesh.face_uvs, pred.face_uvs)
     assert r.mesh.texture is not None and r.mesh.texture.shape == pred.texture.shape  # type: ignore[union-attr]
     # the wing is red, the body grey: the texture took the colours
     assert float(r.mesh.texture[..., 0].max()) > 0.7 and float(r.color_l1) < 0.1  # type: ignore[index]
     assert input_view_iou(r.mesh.vertices, r.mesh.faces, r.view, r.reference[3]) == pytest.approx(r.iou)
+
+
+def test_the_default_refine_remeshes_and_grows_thin_parts_further() -> None:
+    """The default refine remeshes the surface: on the thin cross it overlaps the picture more
+    than the refine on the prediction's topology, and returns one closed, consistently oriented
+    surface (genus 0, like the prediction) with its own UVs in [0, 1], a
+    REFINE_TEXTURE_SIZE texture that took the colours, vertex colours in [0, 1], and no
+    self-intersecting faces added."""
+    from dibr_core.mesh_queries import self_intersecting_faces
+    from dibr_core.remesh import check_closed_manifold
+
+    torch.manual_seed(0)
+    img = _thin_cross_picture()
+    pred = _sphere_prediction()
+    r = refine_prediction(pred, img)
+    fixed = refine_prediction(pred, img, view=r.view, options=refine_options(remesh=False))
+    # measured: 0.96 remeshed, 0.91 on the prediction's topology
+    assert r.remeshed and not r.remesh_rejected and not r.kept_prediction and r.iou >= fixed.iou + 0.02, (r.iou, fixed.iou)
+    m = r.mesh
+    rep = check_closed_manifold(m.faces, m.vertices.shape[0])
+    assert rep.ok and rep.genus == 0, rep.problems()
+    assert m.faces.shape[0] != pred.faces.shape[0] and m.faces.shape[0] <= inference.REFINE_REMESH["max_faces"]
+    assert m.face_uvs.shape == (m.faces.shape[0], 3, 2) and float(m.face_uvs.min()) >= 0.0 and float(m.face_uvs.max()) <= 1.0
+    assert m.texture is not None and m.texture.shape == (inference.REFINE_TEXTURE_SIZE,) * 2 + (3,)
+    assert m.colors.shape == m.vertices.shape and float(m.colors.min()) >= 0.0 and float(m.colors.max()) <= 1.0
+    assert float(m.texture[..., 0].max()) > 0.7 and float(r.color_l1) < 0.1   # the red wing
+    assert self_intersecting_faces(m.vertices, m.faces) <= r.self_intersections[0]
+    assert input_view_iou(m.vertices, m.faces, r.view, r.reference[3]) == pytest.approx(r.iou)
+
+
+def test_a_rejected_remesh_falls_back_to_the_prediction_topology(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When every candidate of the remeshing pass adds self-intersecting faces, the refine runs
+    again on the prediction's topology (``remesh_rejected``), its progress counting on from the
+    first pass's steps."""
+    img, pred = _thin_cross_picture(64), _sphere_prediction()
+    real = inference._Untangled.crossings
+    n_faces = pred.faces.shape[0]
+
+    def remeshed_cross(self: inference._Untangled, v: torch.Tensor) -> int:
+        return 99 if self.faces.shape[0] != n_faces else real(self, v)
+
+    monkeypatch.setattr(inference._Untangled, "crossings", remeshed_cross)
+    seen: list = []
+    r = refine_prediction(pred, img, steps=20, resolution=64, time_budget_s=None,
+                          progress=lambda s, n, loss: seen.append((s, n)))
+    assert r.remesh_rejected and not r.remeshed and not r.cancelled and r.steps >= 40
+    assert torch.equal(r.mesh.faces, pred.faces) and torch.equal(r.mesh.face_uvs, pred.face_uvs)
+    assert r.iou >= r.prediction_iou
+    steps = [s for s, _ in seen]
+    assert steps == sorted(steps) and steps[-1] == r.steps and steps[:20] == list(range(1, 21))
 
 
 def test_choose_refined_returns_the_best_crossing_free_candidate() -> None:
@@ -309,23 +369,28 @@ def test_the_second_pass_is_skipped_when_the_budget_is_spent(monkeypatch: pytest
     calls = _first_pass_crosses(monkeypatch)
     img, pred = _thin_cross_picture(64), _sphere_prediction()
     steps = 20
-    r = refine_prediction(pred, img, steps=steps, resolution=64, time_budget_s=None)
+    fixed = refine_options(steps, remesh=False)
+    r = refine_prediction(pred, img, resolution=64, time_budget_s=None, options=fixed)
     assert r.retried and not r.retry_skipped and not r.timed_out and r.steps > steps
     calls["n"] = 0
     # the clock jumps past the budget once the first pass has run all its steps
-    r = refine_prediction(pred, img, steps=steps, resolution=64, time_budget_s=5.0,
+    r = refine_prediction(pred, img, resolution=64, time_budget_s=5.0, options=fixed,
                           progress=_clock_jump(monkeypatch, steps))
     assert not r.retried and r.retry_skipped and r.timed_out and r.steps == steps
     assert r.iou >= r.prediction_iou and not r.cancelled
 
 
-def test_the_budget_stops_the_fit_and_returns_its_best_state(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("remesh", [True, False])
+def test_the_budget_stops_the_fit_and_returns_its_best_state(monkeypatch: pytest.MonkeyPatch, remesh: bool) -> None:
     """A fit stopped by the time budget is not a cancel: the best crossing-free candidate it has
-    (here an earlier state or the stopped result) is returned, with ``timed_out``."""
+    (here an earlier state or the stopped result) is returned, with ``timed_out`` (remeshed or
+    on the prediction's topology)."""
     img, pred = _thin_cross_picture(64), _sphere_prediction()
-    r = refine_prediction(pred, img, steps=40, resolution=64, time_budget_s=5.0, progress=_clock_jump(monkeypatch, 12))
+    opts = refine_options(40, remesh=remesh)
+    r = refine_prediction(pred, img, resolution=64, time_budget_s=5.0, options=opts,
+                          progress=_clock_jump(monkeypatch, 12))
     assert r.timed_out and not r.cancelled and 12 <= r.steps < 40
-    assert not r.kept_prediction and r.iou > r.prediction_iou
+    assert not r.kept_prediction and r.iou > r.prediction_iou and r.remeshed == remesh
     # a cancel by the caller still keeps the prediction
-    r = refine_prediction(pred, img, steps=40, resolution=64, should_stop=lambda: True)
-    assert r.cancelled and r.kept_prediction and not r.timed_out
+    r = refine_prediction(pred, img, resolution=64, options=opts, should_stop=lambda: True)
+    assert r.cancelled and r.kept_prediction and not r.timed_out and r.mesh is pred

@@ -353,6 +353,8 @@ def summary(report: Dict[str, Any]) -> str:
             line += f" ({100 * r['refine_fraction']:.0f}% of the refine; the whole {why} at {r['refined_silhouette_iou']:.3f})"
         if r.get("kept_prediction"):
             line += " (kept the prediction: " + (r.get("kept_reason") or "the refine did not improve it") + ")"
+        if r.get("remeshed"):
+            line += "; the refine remeshed the surface"
         if r.get("timed_out"):
             line += "; the refine stopped at its time budget and returned its best state by then"
     elif iv.get("prediction") is not None:

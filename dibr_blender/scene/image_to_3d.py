@@ -242,6 +242,7 @@ class RefineJob:
     temps: List[str]
     t0: float
     core: Optional[CoreRefine] = None
+    created: Optional[Created] = None
 
     @property
     def steps(self) -> int:
@@ -287,10 +288,25 @@ class RefineJob:
     def _apply_core(self, r: Any) -> Dict[str, Any]:
         ob, img, mesh = self.ob, self.img, self.blender_mesh
         assert self.core is not None
+        remeshed = bool(r.remeshed) and not r.kept_prediction
         if not r.kept_prediction:
             local = image_to_3d.to_blender(r.mesh.vertices, mesh, self.core.view.turn)
             M = np.array(ob.matrix_world, dtype=np.float64)
-            io.write_shape_key(ob, local @ M[:3, :3].T + M[:3, 3], apply=True)
+            world = local @ M[:3, :3].T + M[:3, 3]
+            if remeshed:
+                # New topology: the object gets new mesh data (the predicted one, added by this
+                # run, goes) with the refine's UVs; the texture keeps the image's size.
+                faces = r.mesh.faces.detach().cpu().numpy().astype(np.int64)
+                old = io.replace_mesh_data(ob, world, faces)
+                if self.created is not None:
+                    self.created.add(bpy.data.meshes, ob.data)
+                name = old.name
+                if old.users == 0:
+                    bpy.data.meshes.remove(old)
+                    ob.data.name = name
+                io.write_uv_map(ob, r.mesh.face_uvs.detach().cpu().numpy().reshape(-1, 2))
+            else:
+                io.write_shape_key(ob, world, apply=True)
             if r.mesh.texture is not None and img is not None:
                 tex = r.mesh.texture.detach().cpu().numpy()      # display (sRGB-encoded) values
                 io.set_texture_pixels(img, meshes.texture_pixels(tex, int(img.size[0])))
@@ -308,6 +324,9 @@ class RefineJob:
                 "retried": bool(r.retried), "retry_skipped": bool(r.retry_skipped),
                 "timed_out": bool(r.timed_out),
                 "self_intersections": {"prediction": r.self_intersections[0], "refined": r.self_intersections[1]},
+                "remeshed": remeshed, "remesh_rejected": bool(r.remesh_rejected),
+                "vertices": len(ob.data.vertices), "faces": len(ob.data.polygons),
+                "texture_size": int(img.size[0]) if img is not None else None,
                 "color_l1": r.color_l1, "refine_seconds": round(r.seconds, 3),
                 "seconds": round(time.perf_counter() - self.t0, 3), **self.extra}
 
@@ -402,7 +421,7 @@ def _refine_job(req: Request, plan: _Plan, scene: Any, ob: Any, img: Any, locati
     if plan.reason:
         extra["camera_choice"] = plan.reason
     return RefineJob(settings, fit_mesh, views, ob, img, mesh, cam_name, plan.mode == "NEW",
-                     req.refine_resolution, extra, temps, t0, core)
+                     req.refine_resolution, extra, temps, t0, core, created)
 
 
 def _add_camera(view: image_to_3d.ProtocolView, scale: float, location: np.ndarray, resolution: int,
@@ -451,6 +470,8 @@ class Started:
                                   "camera": refine["camera"]}
         report = image_to_3d.make_report(object_name=self.ob.name, seconds=time.perf_counter() - self.t0,
                                          refine=refine, **args)
+        if refine is not None and refine.get("remeshed"):   # the object's data as the refine left it
+            report.update(vertices=refine["vertices"], faces=refine["faces"], texture_size=refine["texture_size"])
         return self.ob, report
 
     def abort(self) -> None:
