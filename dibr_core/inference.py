@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["PREDICTOR_WEIGHTS", "GENERATOR_WEIGHTS", "FRAME_EXTENT", "FRAME_OFFSET", "PredictedMesh", "load_shipped_predictor",
            "load_shipped_generator", "prepare_image", "predict_mesh", "InputView", "match_input_view",
            "input_view_iou", "RefinedPrediction", "refine_options", "refine_prediction", "REFINE_STEPS",
-           "REFINE_RESOLUTION"]
+           "REFINE_RESOLUTION", "REFINE_REMESH", "REFINE_TEXTURE_SIZE"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 PREDICTOR_WEIGHTS = WEIGHTS_DIR / "predictor.pt"
