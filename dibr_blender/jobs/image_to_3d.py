@@ -354,7 +354,9 @@ def summary(report: Dict[str, Any]) -> str:
         if r.get("kept_prediction"):
             line += " (kept the prediction: " + (r.get("kept_reason") or "the refine did not improve it") + ")"
         if r.get("remeshed"):
-            line += "; the refine remeshed the surface"
+            holes = int(r.get("holes") or 0)
+            line += "; the refine remeshed the surface" + (
+                f" and cut {holes} hole{'s' if holes != 1 else ''} of the picture through it" if holes else "")
         if r.get("timed_out"):
             line += "; the refine stopped at its time budget and returned its best state by then"
     elif iv.get("prediction") is not None:

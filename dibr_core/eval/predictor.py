@@ -288,7 +288,7 @@ def evaluate(data: Union[str, Path], split: str = "test", weights: Optional[Unio
 
 
 FIDELITY_KEYS = ["prediction_iou", "refined_iou", "result_iou", "kept", "refine_fraction", "retried",
-                 "retry_skipped", "timed_out", "remeshed", "remesh_rejected", "iou_3d_prediction", "iou_3d_refined", "iou_3d_result", "predict_seconds",
+                 "retry_skipped", "timed_out", "remeshed", "remesh_rejected", "holes", "iou_3d_prediction", "iou_3d_refined", "iou_3d_result", "predict_seconds",
                  "refine_seconds"]
 
 
@@ -310,11 +310,11 @@ def input_view_fidelity(pred: PredictedMesh, image: np.ndarray, item: Dict[str, 
         row.update(refined_iou=r.refined_iou, result_iou=r.iou, kept=float(r.kept_prediction),
                    refine_fraction=r.refine_fraction, retried=float(r.retried),
                    retry_skipped=float(r.retry_skipped), timed_out=float(r.timed_out), remeshed=float(r.remeshed),
-                   remesh_rejected=float(r.remesh_rejected), iou_3d_refined=iou_refined,
+                   remesh_rejected=float(r.remesh_rejected), holes=float(r.holes), iou_3d_refined=iou_refined,
                    iou_3d_result=iou_result, refine_seconds=r.seconds)
     else:
         row.update(refined_iou=nan, result_iou=r.prediction_iou, kept=nan, refine_fraction=nan, retried=nan,
-                   retry_skipped=nan, timed_out=nan, remeshed=nan, remesh_rejected=nan, iou_3d_refined=nan, iou_3d_result=iou_3d_prediction, refine_seconds=nan)
+                   retry_skipped=nan, timed_out=nan, remeshed=nan, remesh_rejected=nan, holes=nan, iou_3d_refined=nan, iou_3d_result=iou_3d_prediction, refine_seconds=nan)
     return row
 
 
