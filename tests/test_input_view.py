@@ -427,3 +427,28 @@ def test_the_budget_stops_the_fit_and_returns_its_best_state(monkeypatch: pytest
     # a cancel by the caller still keeps the prediction
     r = refine_prediction(pred, img, resolution=64, options=opts, should_stop=lambda: True)
     assert r.cancelled and r.kept_prediction and not r.timed_out and r.mesh is pred
+
+
+def test_the_first_optimiser_s_import_comes_before_the_refine_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first torch optimiser a process makes imports torch's compiler stack (seconds): the
+    refine does that before its budget's clock starts, so a session's first refine gets its
+    whole budget."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\n"
+            "from dibr_core import inference\n"
+            "before = 'torch._dynamo' in sys.modules\n"
+            "inference._warm_optimizers()\n"
+            "print(before, 'torch._dynamo' in sys.modules, inference._OPTIMIZERS_WARM)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    if out[0] == "True":
+        pytest.skip("this torch imports its compiler stack with torch itself")
+    assert out[1:] == ["True", "True"], out
+    # refine_prediction warms up before it reads the clock
+    calls: list = []
+    monkeypatch.setattr(inference, "_warm_optimizers", lambda: calls.append("warm"))
+    real_prepare = inference.prepare_image
+    monkeypatch.setattr(inference, "prepare_image", lambda *a, **k: calls.append("clock started") or real_prepare(*a, **k))
+    refine_prediction(_sphere_prediction(), _thin_cross_picture(64), steps=0, resolution=32)
+    assert calls[:2] == ["warm", "clock started"]
