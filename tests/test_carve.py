@@ -34,6 +34,7 @@ def test_enclosed_holes_labels_only_the_background_the_silhouette_encloses() -> 
     assert int(enclosed_holes(torch.ones(5, 5)).max()) == 0
 
 
+@pytest.mark.float_sensitive   # the patches and the zip follow projected positions a SIMD path may nudge
 def test_a_membrane_over_a_hole_becomes_a_tunnel() -> None:
     """A thin disk whose silhouette has a square hole: the two sheets over the hole are cut out
     and joined by a tube, so the mesh is one closed surface of genus 1 that no longer covers the
