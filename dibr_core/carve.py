@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from dibr_core.camera import Camera, clip_to_ndc
 from dibr_core.checks import check_index_range, check_tensor
+from dibr_core.mesh import edge_face_adjacency, mesh_edges
 from dibr_core.mesh_queries import self_intersecting_faces
 from dibr_core.remesh import _components, check_closed_manifold
 
@@ -134,8 +135,7 @@ def _boundary_loop(faces: np.ndarray) -> Optional[List[int]]:
 
 def _is_disk(faces: np.ndarray) -> bool:
     """Whether faces form a topological disk (Euler characteristic 1; the loop is checked apart)."""
-    e = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
-    n_e = len(np.unique(e, axis=0))
+    n_e = len(mesh_edges(torch.from_numpy(faces)))
     return len(np.unique(faces)) - n_e + len(faces) == 1
 
 
@@ -207,8 +207,8 @@ def _grown(part: np.ndarray, neighbours: Tuple[np.ndarray, np.ndarray], facing: 
 def _try_tube(f: np.ndarray, parts: List[np.ndarray], removed: np.ndarray, touched: np.ndarray,
               tubes: List[np.ndarray], px: np.ndarray, vertices: torch.Tensor,
               crossings: int) -> Tuple[Optional[np.ndarray], str]:
-    """The tube replacing two patches, or None and why (``retry:`` when growing may help)."""
-    Fn = f.shape[0]
+    """The tube replacing two patches, or None and why (``retry:`` when growing may help);
+    ``vertices`` (V, 3) float64 on the CPU."""
     if not all(_is_disk(f[idx]) for idx in parts):
         return None, "a patch is not a disk"
     la, lb = (_boundary_loop(f[idx]) for idx in parts)
@@ -221,11 +221,13 @@ def _try_tube(f: np.ndarray, parts: List[np.ndarray], removed: np.ndarray, touch
     if touched[f[both]].any() or removed[both].any():
         return None, "it meets a hole cut before"
     tube = _zip(la, lb_rev, px)
-    trial = np.concatenate([f[~removed & ~np.isin(np.arange(Fn), both)]] + tubes + [tube])
+    keep = ~removed
+    keep[both] = False
+    trial = np.concatenate([f[keep]] + tubes + [tube])
     problems = _problems(trial)
     if problems:
         return None, f"retry:the tube would leave {problems[0]}"
-    n_x = self_intersecting_faces(vertices.detach().cpu().double(), torch.from_numpy(trial))
+    n_x = self_intersecting_faces(vertices, torch.from_numpy(trial))
     if n_x > crossings:
         return None, f"retry:the tube would cross the surface ({n_x} self-intersecting faces, {crossings} before)"
     return tube, ""
@@ -277,13 +279,8 @@ def carve_view_holes(vertices: torch.Tensor, faces: torch.Tensor, camera: Camera
     normal = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
     facing = np.einsum("ij,ij->i", normal, p.mean(axis=1) - centre) < 0
     # connected patches of hole faces (sharing an edge, within one hole)
-    e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
-    owner = np.tile(np.arange(Fn), 3)
-    key = np.sort(e, axis=1)
-    order = np.lexsort((key[:, 1], key[:, 0]))
-    key, owner_s = key[order], owner[order]
-    same = np.all(key[1:] == key[:-1], axis=1)
-    fa, fb = owner_s[:-1][same], owner_s[1:][same]
+    pairs = edge_face_adjacency(torch.from_numpy(f))[1].numpy()
+    fa, fb = pairs[:, 0], pairs[:, 1]
     neighbours = (np.concatenate([fa, fb]), np.concatenate([fb, fa]))
     link = (face_hole[fa] > 0) & (face_hole[fa] == face_hole[fb])
     patch = _components(Fn, fa[link], fb[link])
@@ -292,7 +289,8 @@ def carve_view_holes(vertices: torch.Tensor, faces: torch.Tensor, camera: Camera
     touched = np.zeros(V, dtype=bool)     # vertices of the patches cut so far
     tubes: List[np.ndarray] = []
     cut = 0
-    crossings = self_intersecting_faces(vertices.detach().cpu().double(), torch.from_numpy(f))
+    v64 = torch.from_numpy(v)
+    crossings = self_intersecting_faces(v64, torch.from_numpy(f))
     for h in range(1, n_holes + 1):
         members = np.nonzero(face_hole == h)[0]
         ids = np.unique(patch[members])
@@ -317,7 +315,7 @@ def carve_view_holes(vertices: torch.Tensor, faces: torch.Tensor, camera: Camera
         for grow in range(GROW_ROUNDS + 1):
             if grow:
                 parts = [_grown(p_, neighbours, facing, front_side) for p_, front_side in zip(parts, (True, False))]
-            tube, why = _try_tube(f, parts, removed, touched, tubes, px, vertices, crossings)
+            tube, why = _try_tube(f, parts, removed, touched, tubes, px, v64, crossings)
             if tube is not None or not why.startswith("retry:"):
                 break
         if tube is None:

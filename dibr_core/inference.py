@@ -993,40 +993,38 @@ def refine_prediction(prediction: PredictedMesh, image: ImageLike, mask: Optiona
             out.chosen, out.fraction, out.iou = chosen2, fraction2, iou2
         return out
 
+    def result(p: _Pass, steps_run: int, chosen: Optional[PredictedMesh] = None, fraction: float = 0.0,
+               iou: float = before, **flags: Any) -> RefinedPrediction:
+        """The refine's result from a pass; ``chosen`` None: the prediction is kept."""
+        has_result = p.refined is not None
+        return RefinedPrediction(chosen if chosen is not None else prediction, p.refined or prediction, view,
+                                 resolution, before, p.after if has_result else before,
+                                 iou if chosen is not None else before, chosen is None,
+                                 fraction if chosen is not None else 0.0,
+                                 (crossings_before, p.crossings if has_result else crossings_before), steps_run,
+                                 time.perf_counter() - t0, p.cancelled, p.color_l1, ref, p.retried,
+                                 p.retry_skipped, p.timed_out, **flags)
+
     offset, remesh_rejected = 0, False
     if opts.remesh and opts.optimize_vertices:
         # The remeshing refine; when none of its candidates qualifies, the refine runs again on
         # the prediction's topology.
         first = run(v0, opts, prediction.colors.float(), None, None, 0)
         if first.cancelled:
-            return RefinedPrediction(prediction, prediction, view, resolution, before, before, before, True, 0.0,
-                                     (crossings_before, crossings_before), first.steps, time.perf_counter() - t0,
-                                     True, float("nan"), ref)
+            return result(first, first.steps)
         if first.fraction > 0.0:
-            assert first.chosen is not None and first.refined is not None
+            assert first.chosen is not None
             chosen, iou, holes = first.chosen, first.iou, 0
             if first.remeshed and REFINE_CARVE and (deadline is None or time.perf_counter() + REFINE_CARVE_S < deadline):
                 chosen, iou, holes = _carved(chosen, iou, view, target)
-            return RefinedPrediction(chosen, first.refined, view, resolution, before, first.after, iou,
-                                     False, first.fraction, (crossings_before, first.crossings), first.steps,
-                                     time.perf_counter() - t0, False, first.color_l1, ref, first.retried,
-                                     first.retry_skipped, first.timed_out, remeshed=first.remeshed, holes=holes)
+            return result(first, first.steps, chosen, first.fraction, iou, remeshed=first.remeshed, holes=holes)
         offset, remesh_rejected = first.steps, True
         if fit_deadline is not None and time.perf_counter() >= fit_deadline:   # no time left for another
-            return RefinedPrediction(prediction, first.refined or prediction, view, resolution, before, first.after,
-                                     before, True, 0.0, (crossings_before, first.crossings), offset,
-                                     time.perf_counter() - t0, False, first.color_l1, ref, first.retried,
-                                     first.retry_skipped, True, remesh_rejected=True)
+            first.timed_out = True
+            return result(first, offset, remesh_rejected=True)
         opts = replace(opts, remesh=False)
     out = run(v0, opts, prediction.colors.float() if not has_tex else None,
               prediction.face_uvs.float() if has_tex else None,
               prediction.texture.float() if prediction.texture is not None else None, offset)
-    if out.cancelled or out.chosen is None or out.refined is None:
-        return RefinedPrediction(prediction, out.refined or prediction, view, resolution, before, out.after, before,
-                                 True, 0.0, (crossings_before, out.crossings), offset + out.steps,
-                                 time.perf_counter() - t0, out.cancelled, out.color_l1, ref, out.retried,
-                                 out.retry_skipped, out.timed_out, remesh_rejected=remesh_rejected)
-    return RefinedPrediction(out.chosen, out.refined, view, resolution, before, out.after, out.iou,
-                             out.fraction == 0.0, out.fraction, (crossings_before, out.crossings), offset + out.steps,
-                             time.perf_counter() - t0, False, out.color_l1, ref, out.retried, out.retry_skipped,
-                             out.timed_out, remesh_rejected=remesh_rejected)
+    return result(out, offset + out.steps, out.chosen if not out.cancelled and out.fraction > 0.0 else None,
+                  out.fraction, out.iou, remesh_rejected=remesh_rejected)

@@ -104,11 +104,13 @@ def _overlaps(t: np.ndarray, tol: float) -> np.ndarray:
     # for each i, the candidates are i + 1 .. j_end[i] - 1 (their u ranges start before i's ends)
     j_end = np.maximum(np.searchsorted(lo_s[:, 0], hi_s[:, 0] - tol, side="left"), np.arange(n) + 1)
     count = j_end - np.arange(n) - 1
+    total = np.cumsum(count)
     pairs: List[np.ndarray] = []
     start = 0
     while start < n:
         # a run of rows whose candidates fit in one batch (at least one row)
-        stop = start + max(1, int(np.searchsorted(np.cumsum(count[start:]), _PAIR_BATCH, side="right")))
+        done = int(total[start - 1]) if start else 0
+        stop = max(start + 1, int(np.searchsorted(total, done + _PAIR_BATCH, side="right")))
         c = count[start:stop]
         if c.sum():
             i = np.repeat(np.arange(start, stop), c)

@@ -288,7 +288,7 @@ class RefineJob:
     def _apply_core(self, r: Any) -> Dict[str, Any]:
         ob, img, mesh = self.ob, self.img, self.blender_mesh
         assert self.core is not None
-        remeshed = bool(r.remeshed) and not r.kept_prediction
+        remeshed = bool(r.remeshed)   # (never with a kept prediction)
         if not r.kept_prediction:
             local = image_to_3d.to_blender(r.mesh.vertices, mesh, self.core.view.turn)
             M = np.array(ob.matrix_world, dtype=np.float64)
@@ -325,7 +325,7 @@ class RefineJob:
                 "timed_out": bool(r.timed_out),
                 "self_intersections": {"prediction": r.self_intersections[0], "refined": r.self_intersections[1]},
                 "remeshed": remeshed, "remesh_rejected": bool(r.remesh_rejected),
-                "holes": int(r.holes) if not r.kept_prediction else 0,
+                "holes": int(r.holes),
                 "vertices": len(ob.data.vertices), "faces": len(ob.data.polygons),
                 "texture_size": int(img.size[0]) if img is not None else None,
                 "color_l1": r.color_l1, "refine_seconds": round(r.seconds, 3),

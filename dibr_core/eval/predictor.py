@@ -288,8 +288,8 @@ def evaluate(data: Union[str, Path], split: str = "test", weights: Optional[Unio
 
 
 FIDELITY_KEYS = ["prediction_iou", "refined_iou", "result_iou", "kept", "refine_fraction", "retried",
-                 "retry_skipped", "timed_out", "remeshed", "remesh_rejected", "holes", "iou_3d_prediction", "iou_3d_refined", "iou_3d_result", "predict_seconds",
-                 "refine_seconds"]
+                 "retry_skipped", "timed_out", "remeshed", "remesh_rejected", "holes", "iou_3d_prediction",
+                 "iou_3d_refined", "iou_3d_result", "predict_seconds", "refine_seconds"]
 
 
 def input_view_fidelity(pred: PredictedMesh, image: np.ndarray, item: Dict[str, np.ndarray], steps: int,
@@ -313,8 +313,8 @@ def input_view_fidelity(pred: PredictedMesh, image: np.ndarray, item: Dict[str, 
                    remesh_rejected=float(r.remesh_rejected), holes=float(r.holes), iou_3d_refined=iou_refined,
                    iou_3d_result=iou_result, refine_seconds=r.seconds)
     else:
-        row.update(refined_iou=nan, result_iou=r.prediction_iou, kept=nan, refine_fraction=nan, retried=nan,
-                   retry_skipped=nan, timed_out=nan, remeshed=nan, remesh_rejected=nan, holes=nan, iou_3d_refined=nan, iou_3d_result=iou_3d_prediction, refine_seconds=nan)
+        row.update({k: nan for k in FIDELITY_KEYS if k not in row})
+        row.update(result_iou=r.prediction_iou, iou_3d_result=iou_3d_prediction)
     return row
 
 
