@@ -195,37 +195,25 @@ def _smooth_normals(face_n: torch.Tensor, faces: torch.Tensor, V: int) -> torch.
     return acc.view(B, V, 3)
 
 
-def render(
-    meshes: Meshes,
-    camera: Camera,
-    *,
-    colors: Optional[torch.Tensor] = None,
-    face_uvs: Optional[torch.Tensor] = None,
-    texture: Optional[torch.Tensor] = None,
-    lighting: Lighting = None,
-    settings: RenderSettings = RenderSettings(),
-) -> RenderOutput:
-    """Render a batch of meshes with DIB-R.
+@dataclass(frozen=True)
+class _Rasterized:
+    """What :func:`render` and :func:`rasterize_meshes` share: the checked inputs (camera
+    expanded to the batch), the projection and the rasterization."""
 
-    The albedo is the texture sampled at the interpolated UVs when ``texture`` is given, else
-    the interpolated vertex colours, else white. ``lighting=None`` is the vertex-colour (unlit)
-    model. Faces with a corner closer than ``camera.near`` or behind the camera, and faces
-    entirely beyond ``camera.far``, are culled (never clipped); culled faces take no part in the
-    soft mask either.
+    verts: torch.Tensor         # (B, V, 3)
+    faces: torch.Tensor         # (F, 3) or (B, F, 3) int64
+    dims: Dict[str, int]        # B, V, F
+    camera: Camera              # batch B
+    p_cam: torch.Tensor         # (B, V, 3) camera-space positions
+    clip: torch.Tensor          # (B, V, 4)
+    fvi: torch.Tensor           # (B, F, 3, 2) NDC corners (culled faces moved to -10)
+    visible: torch.Tensor       # (B, F) bool, not culled
+    fw: torch.Tensor            # (B, F, 3) clip w of the corners
+    frags: Fragments
 
-    Args:
-        meshes: B meshes (:class:`Meshes`).
-        camera: B cameras, or one camera (batch 1) shared by all meshes.
-        colors: (B, V, 3) per-vertex RGB in [0, 1], optional.
-        face_uvs: (B, F, 3, 2) or (F, 3, 2) per-corner UVs (OpenGL: v = 0 at the bottom).
-        texture: (B, 3, Ht, Wt) or (1, 3, Ht, Wt) RGB texture; needs ``face_uvs``.
-        lighting: None, :class:`DirectionalLights`, :class:`PhongLight` or :class:`SHLighting`.
-        settings: :class:`RenderSettings`.
 
-    Returns:
-        :class:`RenderOutput`.
-    """
-    fn = "render"
+def _rasterized(fn: str, meshes: Meshes, camera: Camera, settings: RenderSettings) -> _Rasterized:
+    """Check ``meshes`` and ``camera`` (errors name ``fn``), project and rasterize."""
     dims: Dict[str, int] = {}
     verts = check_tensor(fn, "meshes.vertices", meshes.vertices, ("B", "V", 3), dims, "float", finite=True)
     dev, dt = verts.device, verts.dtype
@@ -278,6 +266,63 @@ def render(
     check_scaled_range(fn, "meshes.vertices projected to NDC", fvi, settings.multiplier)
     frags: Fragments = rasterize(fvi, key.detach(), H, W, drawable, multiplier=settings.multiplier,
                                  eps=settings.eps, backend=settings.backend)
+    return _Rasterized(verts, faces, dims, camera, p_cam, clip, fvi, visible, fw, frags)
+
+
+def rasterize_meshes(meshes: Meshes, camera: Camera, settings: RenderSettings = RenderSettings()) -> Fragments:
+    """The rasterization pass of :func:`render` alone: the nearest drawn face and barycentric
+    weights at every pixel (same projection, culling and rules as :func:`render`), without the
+    soft silhouette, attributes or shading. ``face_idx >= 0`` (``Fragments.mask``) is the hard
+    coverage: much cheaper than a full render when only the silhouette is needed.
+
+    Args:
+        meshes: B meshes; camera: B cameras or one; settings: only ``height``, ``width``,
+            ``backface_culling``, ``perspective_correct``, ``multiplier``, ``eps`` and
+            ``backend`` are used.
+
+    Returns:
+        :class:`dibr_core.ops.Fragments`: ``face_idx`` (B, H, W), ``bary`` (B, H, W, 3).
+    """
+    return _rasterized("rasterize_meshes", meshes, camera, settings).frags
+
+
+def render(
+    meshes: Meshes,
+    camera: Camera,
+    *,
+    colors: Optional[torch.Tensor] = None,
+    face_uvs: Optional[torch.Tensor] = None,
+    texture: Optional[torch.Tensor] = None,
+    lighting: Lighting = None,
+    settings: RenderSettings = RenderSettings(),
+) -> RenderOutput:
+    """Render a batch of meshes with DIB-R.
+
+    The albedo is the texture sampled at the interpolated UVs when ``texture`` is given, else
+    the interpolated vertex colours, else white. ``lighting=None`` is the vertex-colour (unlit)
+    model. Faces with a corner closer than ``camera.near`` or behind the camera, and faces
+    entirely beyond ``camera.far``, are culled (never clipped); culled faces take no part in the
+    soft mask either.
+
+    Args:
+        meshes: B meshes (:class:`Meshes`).
+        camera: B cameras, or one camera (batch 1) shared by all meshes.
+        colors: (B, V, 3) per-vertex RGB in [0, 1], optional.
+        face_uvs: (B, F, 3, 2) or (F, 3, 2) per-corner UVs (OpenGL: v = 0 at the bottom).
+        texture: (B, 3, Ht, Wt) or (1, 3, Ht, Wt) RGB texture; needs ``face_uvs``.
+        lighting: None, :class:`DirectionalLights`, :class:`PhongLight` or :class:`SHLighting`.
+        settings: :class:`RenderSettings`.
+
+    Returns:
+        :class:`RenderOutput`.
+    """
+    fn = "render"
+    r = _rasterized(fn, meshes, camera, settings)
+    verts, faces, dims, camera, frags = r.verts, r.faces, r.dims, r.camera, r.frags
+    p_cam, clip, fvi, visible, fw = r.p_cam, r.clip, r.fvi, r.visible, r.fw
+    dt, dev = verts.dtype, verts.device
+    B, V, F = dims["B"], dims["V"], dims["F"]
+    H, W = settings.height, settings.width
     alpha = soft_mask(fvi, frags.face_idx, sigmainv=settings.sigmainv, boxlen=settings.boxlen, knum=settings.knum,
                       multiplier=settings.multiplier, valid_faces=visible, backend=settings.backend)
     pc_w = torch.where(visible[..., None], fw, torch.ones_like(fw)) if settings.perspective_correct else None

@@ -23,6 +23,7 @@ from dibr_core.render import (
     RenderOutput,
     RenderSettings,
     SHLighting,
+    rasterize_meshes,
     render,
 )
 from helpers import (
@@ -245,6 +246,25 @@ def test_batch_equals_individual_renders(backend: str) -> None:
                               msg=f"batch element {b}")
     # The two elements really differ.
     assert not torch.equal(both.face_idx[0], both.face_idx[1])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_rasterize_meshes_is_the_rasterization_of_render(backend: str) -> None:
+    """rasterize_meshes gives render's face indices and weights (same projection, culling and
+    back-face rule), and checks its inputs under its own name."""
+    _need(backend)
+    verts, f, cols = _batch_scene()
+    views = look_at(torch.tensor([[0.5, 0.8, 3.0], [-2.5, 0.3, 1.8]]))
+    cam = Camera.perspective(views, math.radians(40.0))
+    for culling in (False, True):
+        s = RenderSettings(height=32, width=32, backend=backend, backface_culling=culling)
+        full = render(Meshes(verts, f), cam, colors=cols, settings=s)
+        frags = rasterize_meshes(Meshes(verts, f), cam, s)
+        assert torch.equal(frags.face_idx, full.face_idx)
+        assert torch.equal(frags.mask.to(full.mask.dtype), full.mask) and int(frags.mask.sum()) > 100
+        assert frags.bary.shape == (2, 32, 32, 3) and bool((frags.bary[frags.mask].sum(-1) - 1).abs().max() < 1e-5)
+    with pytest.raises(ValueError, match=r"rasterize_meshes\(\): meshes.vertices"):
+        rasterize_meshes(Meshes(verts[..., :2], f), cam, RenderSettings(height=8, width=8, backend=backend))
 
 
 @pytest.mark.float_sensitive
