@@ -4,11 +4,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dibr_core.carve import carve_view_holes, enclosed_holes
+from dibr_core.carve import carve_view_holes
 from dibr_core.inference import InputView, _hard_masks, input_view_iou
 from dibr_core.mesh import icosphere
 from dibr_core.mesh_queries import self_intersecting_faces
 from dibr_core.remesh import check_closed_manifold
+from dibr_core.silhouettes import enclosed_holes
 
 
 def _disk() -> tuple:
