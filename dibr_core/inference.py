@@ -7,18 +7,21 @@ The weights in ``dibr_core/weights/predictor.pt`` were trained by
 (``python -m dibr_core.eval predictor``, which measures :func:`predict_mesh` itself) and the
 Blender extension: a data-set render passes unchanged, any other picture is zoomed and shifted
 just enough for its object to lie within the sizes and positions of the training renders
-(:data:`FRAME_EXTENT`, :data:`FRAME_OFFSET`); RGB is zero outside the (hard) mask.
+(:data:`FRAME_EXTENT`, :data:`FRAME_OFFSET`); RGB is zero outside the (hard) mask. The network's
+mesh is then conformed to the picture's outline in its input view
+(:func:`dibr_core.conform.conform_silhouette`; ``conform=False`` returns the network's mesh).
 
 Example::
 
     from dibr_core.inference import predict_mesh
     mesh = predict_mesh(rgba)            # (H, W, 4) float in [0, 1], or (H, W, 3) with mask=
     mesh.vertices, mesh.faces, mesh.colors, mesh.face_uvs, mesh.texture
+    mesh.input_view.iou, mesh.network_iou   # its silhouette IoU in its input view, conformed / not
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -27,10 +30,11 @@ import torch
 import torch.nn.functional as F
 
 from dibr_core.models.checkpoints import file_sha256
-from dibr_core.models.predictor import Predictor, load_predictor, repair_output
+from dibr_core.models.predictor import Predictor, coarse_template_faces, load_predictor, repair_output
 
 if TYPE_CHECKING:
     from dibr_core.camera import Camera
+    from dibr_core.ops import Fragments
     from dibr_core.fit import FitOptions, FitResult, FitView
     from dibr_core.models.generator import Generator
 
@@ -71,6 +75,11 @@ class PredictedMesh:
         texture: (T, T, 3) float32 in [0, 1], rows top to bottom (row 0 is v = 1), or None for a
             model without a texture head.
         input_image: (4, S, S) float32, the framed RGBA the network saw.
+        input_view: the view the mesh was conformed in (:func:`predict_mesh` with ``conform``:
+            the plain protocol camera at the azimuth :func:`match_input_view` found, its ``iou``
+            the conformed mesh's silhouette IoU with the framed input), else None.
+        network_iou: the network's mesh's silhouette IoU in ``input_view`` before it was
+            conformed (NaN without ``conform``).
     """
 
     vertices: torch.Tensor
@@ -79,6 +88,8 @@ class PredictedMesh:
     face_uvs: torch.Tensor
     texture: Optional[torch.Tensor]
     input_image: torch.Tensor
+    input_view: Optional["InputView"] = None
+    network_iou: float = float("nan")
 
 
 _CACHE: Dict[Tuple[str, str, float], Any] = {}
@@ -270,7 +281,7 @@ def load_shipped_generator(path: Optional[Union[str, Path]] = None) -> "Generato
 
 def predict_mesh(image: ImageLike, mask: Optional[ImageLike] = None, model: Optional[Predictor] = None,
                  category: Optional[str] = None, generator: Optional["Generator"] = None,
-                 repair: bool = True) -> PredictedMesh:
+                 repair: bool = True, conform: bool = True) -> PredictedMesh:
     """Predict a textured mesh from one image; see :func:`prepare_image` for the inputs.
 
     ``model`` defaults to :func:`load_shipped_predictor`. ``category`` (one of the 13 names) is
@@ -280,7 +291,12 @@ def predict_mesh(image: ImageLike, mask: Optional[ImageLike] = None, model: Opti
     clamped to 2.5 standard deviations (:meth:`Generator.project`), so an ambiguous image
     decodes to a plausible member of that category while an in-distribution one is unchanged.
     With ``repair`` (the default) the mesh's inside-out pockets (a thin part folded through
-    itself) are removed by :func:`dibr_core.mesh_repair.untangle`.
+    itself) are removed by :func:`dibr_core.mesh_repair.untangle`. With ``conform`` (the
+    default) the mesh is then warped parallel to the image plane of its input view (the plain
+    protocol camera at the azimuth :func:`match_input_view` finds) until its silhouette matches
+    the framed input's (:func:`dibr_core.conform.conform_silhouette`, a few milliseconds; kept
+    only when it raises the silhouette IoU and adds no self-intersecting faces): the network's
+    mesh has the right kind of shape, the warp gives it the picture's outline.
 
     Raises:
         ValueError: for an unknown category, or a generator fitted on another predictor.
@@ -308,12 +324,34 @@ def predict_mesh(image: ImageLike, mask: Optional[ImageLike] = None, model: Opti
         if repair:
             out = repair_output(out, net.faces)
     tex = out.texture[0].permute(1, 2, 0).float().contiguous() if out.texture is not None else None
-    return PredictedMesh(vertices=out.vertices[0].float().contiguous(), faces=net.faces.long().clone(),
-                         colors=out.colors[0].float().contiguous(), face_uvs=net.face_uvs.float().clone(),
-                         texture=tex, input_image=x)
+    verts = out.vertices[0].float().contiguous()
+    colors = out.colors[0].float().contiguous()
+    view: Optional[InputView] = None
+    network_iou = float("nan")
+    if conform:
+        from dibr_core.conform import conform_silhouette
+
+        S = int(x.shape[-1])
+        # The view is searched with the mesh at a quarter of its faces (the same choices, a third of the time) ...
+        coarse = coarse_template_faces()
+        k = int(coarse.max()) + 1
+        # ... and at CONFORM_MATCH_SIZE pixels (the same choices on the real-model set, in half the time).
+        small = F.interpolate(x[None], size=(CONFORM_MATCH_SIZE, CONFORM_MATCH_SIZE), mode="bilinear",
+                              align_corners=False, antialias=CONFORM_MATCH_SIZE < S)[0]
+        matched = match_input_view(verts[:k], coarse, (small[3] > 0.5).float(), colors=colors[:k], rgb=small[:3])
+        plain = InputView(matched.azimuth_deg, matched.elevation_deg)
+        c = conform_silhouette(verts, net.faces, plain.camera(), x[3])
+        verts, network_iou = c.vertices.float().contiguous(), c.iou_before
+        view = replace(plain, iou=c.iou, resolution=S)
+    return PredictedMesh(vertices=verts, faces=net.faces.long().clone(), colors=colors,
+                         face_uvs=net.face_uvs.float().clone(), texture=tex, input_image=x, input_view=view,
+                         network_iou=network_iou)
 
 
 # --------------------------------------------------------------------------- the input view
+
+# predict_mesh searches the view it conforms the mesh in at this image size.
+CONFORM_MATCH_SIZE = 48
 
 # The training renders' camera protocol (dibr_core.data.dataset): elevation, distance and vertical
 # field of view; the predictor's meshes are bounding-box centred at the origin with diagonal 1.
@@ -360,7 +398,7 @@ def _protocol_cameras(azimuths: Any, elevation_deg: Any, distance: float, fov_y_
                       zoom: torch.Tensor, shift: torch.Tensor) -> "Camera":
     """(B,) azimuths (degrees), elevations (degrees, one or (B,)), (B,) zooms and (B, 2) NDC
     shifts -> a float64 Camera of batch B."""
-    from dibr_core.camera import Camera, look_at, perspective_projection
+    from dibr_core.camera import Camera, look_at
 
     az_deg = np.asarray(azimuths, dtype=np.float64)
     a = torch.as_tensor(np.radians(az_deg))
@@ -368,10 +406,18 @@ def _protocol_cameras(azimuths: Any, elevation_deg: Any, distance: float, fov_y_
     eye = torch.stack([distance * torch.cos(e) * torch.sin(a), distance * torch.sin(e),
                        distance * torch.cos(e) * torch.cos(a)], dim=1)
     view = look_at(eye, dtype=torch.float64)
-    P = perspective_projection(math.radians(fov_y_deg), 1.0, _NEAR, _FAR, torch.float64).expand(len(a), 4, 4).clone()
+    return Camera(view, _framed_projection(fov_y_deg, zoom, shift), _NEAR, _FAR)
+
+
+def _framed_projection(fov_y_deg: float, zoom: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """(B, 4, 4) float64 protocol projections with the lens ``fov_y_deg`` whose images are zoomed
+    by (B,) ``zoom`` and shifted by (B, 2) NDC ``shift``: ``ndc' = zoom * ndc + shift``."""
+    from dibr_core.camera import perspective_projection
+
+    P = perspective_projection(math.radians(fov_y_deg), 1.0, _NEAR, _FAR, torch.float64).expand(len(zoom), 4, 4).clone()
     # ndc' = zoom * ndc + shift, i.e. clip_xy' = zoom * clip_xy + shift * clip_w.
     P[:, :2] = zoom.view(-1, 1, 1) * P[:, :2] + shift.view(-1, 2, 1) * P[:, 3:4]
-    return Camera(view, P, _NEAR, _FAR)
+    return P
 
 
 def _mask_box_ndc(mask: torch.Tensor) -> torch.Tensor:
@@ -384,19 +430,44 @@ def _mask_box_ndc(mask: torch.Tensor) -> torch.Tensor:
                          1.0 - 2.0 * float(rows[-1] + 1) / S, 1.0 - 2.0 * float(rows[0]) / S], dtype=torch.float64)
 
 
-def _renders(vertices: torch.Tensor, faces: torch.Tensor, camera: "Camera", size: int,
-             colors: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """One mesh ((V, 3), (F, 3), optional (V, 3) colours) in each of B cameras: (B, S, S) bool
-    coverage and (B, S, S, 3) unlit colours (zero without ``colors``)."""
-    from dibr_core.render import Meshes, RenderSettings, render
+def _fragments(vertices: torch.Tensor, faces: torch.Tensor, camera: "Camera", size: int) -> "Fragments":
+    """The rasterization of one mesh ((V, 3), (F, 3)) in each of B cameras at S x S, as
+    :func:`dibr_core.render.render` does it (float32, no gradient)."""
+    from dibr_core.render import Meshes, RenderSettings, rasterize_meshes
 
     B = camera.batch_size
     v = vertices.detach().float()[None].expand(B, -1, -1).contiguous()
-    c = colors.detach().float()[None].expand(B, -1, -1).contiguous() if colors is not None else None
     with torch.no_grad():
-        out = render(Meshes(v, faces.long()), camera.to(dtype=torch.float32), colors=c, lighting=None,
-                     settings=RenderSettings(size, size))
-    return out.mask > 0.5, (out.rgb if c is not None else torch.zeros(B, size, size, 3))
+        return rasterize_meshes(Meshes(v, faces.long()), camera.to(dtype=torch.float32), RenderSettings(size, size))
+
+
+def _unlit(frags: "Fragments", vertices: torch.Tensor, faces: torch.Tensor, camera: "Camera",
+           colors: torch.Tensor) -> torch.Tensor:
+    """(B, S, S, 3) unlit colours of one mesh's (V, 3) ``colors`` on its B-camera ``frags``
+    (0 on background), as :func:`dibr_core.render.render` shades them with ``lighting=None``."""
+    from dibr_core.ops import interpolate
+    from dibr_core.render import RenderSettings
+
+    B = camera.batch_size
+    f = faces.long()
+    c = colors.detach().float()[None].expand(B, -1, -1).contiguous()
+    w = None
+    if RenderSettings.perspective_correct:
+        cam = camera.to(dtype=torch.float32)
+        w = cam.to_clip(cam.to_camera(vertices.detach().float()[None].expand(B, -1, -1)))[..., 3][:, f]  # (B, F, 3)
+    with torch.no_grad():
+        return interpolate(c, frags, f, face_vertices_w=w).clamp(0.0, 1.0) * frags.mask[..., None]
+
+
+def _renders(vertices: torch.Tensor, faces: torch.Tensor, camera: "Camera", size: int,
+             colors: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One mesh ((V, 3), (F, 3), optional (V, 3) colours) in each of B cameras: (B, S, S) bool
+    coverage and (B, S, S, 3) unlit colours (zero without ``colors``), as
+    :func:`dibr_core.render.render` would give them, from its rasterization pass alone."""
+    frags = _fragments(vertices, faces, camera, size)
+    if colors is None:
+        return frags.mask, torch.zeros(camera.batch_size, size, size, 3)
+    return frags.mask, _unlit(frags, vertices, faces, camera, colors)
 
 
 def _hard_masks(vertices: torch.Tensor, faces: torch.Tensor, camera: "Camera", size: int) -> torch.Tensor:
@@ -427,13 +498,13 @@ MATCH_ELEVATIONS: Tuple[float, ...] = (PROTOCOL_ELEVATION_DEG,)
 def match_input_view(vertices: torch.Tensor, faces: torch.Tensor, mask: torch.Tensor,
                      azimuths: Optional[Sequence[float]] = None, colors: Optional[torch.Tensor] = None,
                      rgb: Optional[torch.Tensor] = None,
-                     elevations: Optional[Sequence[float]] = None) -> InputView:
+                     elevations: Optional[Sequence[float]] = None, plain: bool = True) -> InputView:
     """The protocol view whose render of the mesh best matches ``mask`` (silhouette IoU).
 
     For every candidate azimuth (default: the 24 protocol azimuths, 15 degrees apart) two
-    cameras are tried: the protocol camera itself, and the same zoomed and shifted so that the
-    mesh's projected bounding box gets the longer side and the centre of the mask's box; the
-    candidate with the highest IoU wins.
+    cameras are tried: the protocol camera itself (unless ``plain`` is False), and the same
+    zoomed and shifted so that the mesh's projected bounding box gets the longer side and the
+    centre of the mask's box; the candidate with the highest IoU wins.
     With ``colors`` and ``rgb``, the candidates within :data:`MATCH_IOU_TIE` of the best IoU
     (a symmetric silhouette seen from the front and from the back) are told apart by the mean
     colour difference where render and mask overlap: the predicted colours show the input's
@@ -450,6 +521,9 @@ def match_input_view(vertices: torch.Tensor, faces: torch.Tensor, mask: torch.Te
     Raises:
         ValueError: an empty mask, or bad shapes.
     """
+    from dibr_core.camera import Camera
+    from dibr_core.ops import Fragments
+
     fn = "match_input_view"
     if mask.dim() != 2 or mask.shape[0] != mask.shape[1] or mask.shape[0] < 2:
         raise ValueError(f"{fn}(): mask must have shape (S, S), got {tuple(mask.shape)}")
@@ -481,19 +555,26 @@ def match_input_view(vertices: torch.Tensor, faces: torch.Tensor, mask: torch.Te
     shift = centre_t[None] - zoom[:, None] * 0.5 * (lo + hi)
     # Every azimuth twice: the plain protocol camera (a picture framed like the training renders
     # shows the prediction so) and the one whose box lands on the mask's box.
-    az, el = az + az, el + el
-    zoom = torch.cat([torch.ones(B, dtype=torch.float64), zoom])
-    shift = torch.cat([torch.zeros(B, 2, dtype=torch.float64), shift])
-    cams = _protocol_cameras(az, el, PROTOCOL_DISTANCE, PROTOCOL_FOV_Y_DEG, zoom, shift)
+    if plain:
+        az, el = az + az, el + el
+        zoom = torch.cat([torch.ones(B, dtype=torch.float64), zoom])
+        shift = torch.cat([torch.zeros(B, 2, dtype=torch.float64), shift])
+    cams = Camera(base.view.repeat(len(az) // B, 1, 1), _framed_projection(PROTOCOL_FOV_Y_DEG, zoom, shift),
+                  base.near, base.far)
     target = (mask > 0.5)[None]
-    cover, shade = _renders(vertices, faces, cams, S, colors if rgb is not None else None)
+    frags = _fragments(vertices, faces, cams, S)
+    cover = frags.mask
     ious = _iou(cover, target)
     best = int(torch.argmax(ious))
-    if colors is not None and rgb is not None:
-        both = (cover & target).float()
+    close = torch.nonzero(ious >= ious[best] - MATCH_IOU_TIE).flatten()
+    if colors is not None and rgb is not None and len(close) > 1:
+        # Only the near-ties are shaded.
+        sub = Fragments(frags.face_idx[close], frags.bary[close], frags.num_faces)
+        shade = _unlit(sub, vertices, faces, Camera(cams.view[close], cams.projection[close], cams.near, cams.far),
+                       colors)
+        both = (cover[close] & target).float()
         err = ((shade - rgb.permute(1, 2, 0)[None].float()).abs().mean(-1) * both).sum((1, 2)) / both.sum((1, 2)).clamp_min(1.0)
-        close = ious >= ious[best] - MATCH_IOU_TIE
-        best = int(torch.argmin(torch.where(close, err.double(), torch.full_like(ious, float("inf")))))
+        best = int(close[int(torch.argmin(err))])
     return InputView(az[best], el[best], zoom=float(zoom[best]), shift=(float(shift[best, 0]), float(shift[best, 1])),
                      iou=float(ious[best]), resolution=S)
 

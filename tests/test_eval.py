@@ -146,8 +146,13 @@ def test_with_fresh_checkpoint(tiny: Path, tmp_path: Path, capsys: pytest.Captur
     _check_block(res["predictor"])
     _check_block(res)
     assert set(res["predictor"]) >= set(res["baselines"]["sphere"]) - {"description"}
-    # An untrained predictor outputs (almost) the template sphere.
-    assert res["predictor"]["mean_iou"] == pytest.approx(res["baselines"]["sphere"]["mean_iou"], abs=0.05)
+    assert res["conform"] is True and res["repair"] is True
+    # An untrained predictor outputs (almost) the template sphere: so does its network, before the
+    # conform to the input's silhouette warps it.
+    raw = _run(capsys, "--data", str(tiny), "--weights", str(run), "--limit", "2", "--view", "1", "--no-conform")
+    assert raw["conform"] is False
+    assert raw["predictor"]["mean_iou"] == pytest.approx(raw["baselines"]["sphere"]["mean_iou"], abs=0.05)
+    assert res["predictor"]["mean_iou"] != raw["predictor"]["mean_iou"]
 
 
 def test_reports_record_portable_paths(tmp_path, monkeypatch) -> None:

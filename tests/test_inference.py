@@ -1,14 +1,15 @@
 """Image -> mesh inference with the shipped predictor (dibr_core.inference)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from dibr_core.inference import (FRAME_EXTENT, FRAME_OFFSET, PREDICTOR_WEIGHTS, load_shipped_predictor, predict_mesh,
-                                 prepare_image)
+from dibr_core.inference import (FRAME_EXTENT, FRAME_OFFSET, PREDICTOR_WEIGHTS, PROTOCOL_AZIMUTHS, input_view_iou,
+                                 load_shipped_predictor, predict_mesh, prepare_image)
 from dibr_core.models import Predictor
 from dibr_core.models.generator import Generator
 
@@ -196,6 +197,39 @@ def test_predict_mesh_with_a_given_model_and_category_hint() -> None:
     assert not torch.equal(hinted.vertices, out.vertices)            # pulled towards "car"
     with pytest.raises(ValueError, match="unknown category"):
         predict_mesh(_blob(), model=m, category="teapot", generator=gen)
+
+
+def test_predict_mesh_conforms_its_mesh_to_the_input_silhouette() -> None:
+    """An untrained model predicts (almost) its template sphere; predict_mesh warps it onto the
+    picture's outline in the input view it found (the plain protocol camera), and says so;
+    conform=False returns the network's mesh."""
+    torch.manual_seed(0)
+    m = Predictor(texture_size=8, normalize_bbox=True).eval()
+    raw = predict_mesh(_blob(), model=m, conform=False)
+    assert raw.input_view is None and math.isnan(raw.network_iou)
+    out = predict_mesh(_blob(), model=m)
+    view = out.input_view
+    assert view is not None and view.zoom == 1.0 and view.shift == (0.0, 0.0) and view.resolution == 64
+    assert view.azimuth_deg in PROTOCOL_AZIMUTHS
+    assert out.network_iou == pytest.approx(input_view_iou(raw.vertices, raw.faces, view, out.input_image[3]))
+    assert view.iou == pytest.approx(input_view_iou(out.vertices, out.faces, view, out.input_image[3]))
+    # measured: 0.41 -> 0.995 (a sphere onto a 3:2 rectangle)
+    assert out.network_iou < 0.6 and view.iou > 0.95, (out.network_iou, view.iou)
+    assert torch.equal(out.colors, raw.colors) and torch.equal(out.faces, raw.faces)
+    assert out.vertices.dtype == torch.float32 and not torch.equal(out.vertices, raw.vertices)
+
+
+def test_the_coarse_template_is_the_sphere_one_level_down() -> None:
+    """predict_mesh searches the input view with coarse_template_faces over the template's first
+    vertices: those are the level-2 icosphere's vertices, and the faces close that sphere."""
+    from dibr_core.mesh import icosphere
+    from dibr_core.models.predictor import TEMPLATE_LEVEL, coarse_template_faces
+
+    fine = icosphere(TEMPLATE_LEVEL)[0]
+    coarse_v, coarse_f, _ = icosphere(TEMPLATE_LEVEL - 1)
+    f = coarse_template_faces()
+    assert torch.equal(f, coarse_f) and f.shape == (320, 3) and int(f.max()) == 161
+    assert torch.equal(fine[:162], coarse_v)
 
 
 @pytest.mark.skipif(not SHIPPED, reason="no shipped predictor weights")

@@ -436,3 +436,18 @@ def test_build_writes_items_the_eval_reads_and_licences(tmp_path: Path) -> None:
     assert rep["input_view"]["category_mean_loo"]["per_category"]["car"] > 0.5
     names = [r["model"] for r in rep["baselines"]["category_mean_loo"]["per_model"]]
     assert names == ["box0", "box1", "box2"]
+    # with the shipped predictor: predict_mesh's result and its network's mesh, each in the item's
+    # camera and in the view predict_mesh conformed in (where the conform never lowers the IoU)
+    from dibr_core.inference import PREDICTOR_WEIGHTS
+
+    if PREDICTOR_WEIGHTS.is_file():
+        rep = evaluate_real(tmp_path / "data", PREDICTOR_WEIGHTS, n_points=200, progress=False, mean_split="realmodels")
+        assert set(rep["input_view"]) == {"predictor", "predictor_own_view", "network", "network_own_view",
+                                          "category_mean_loo"}
+        rows = rep["per_model"]
+        assert [r["model"] for r in rows] == ["box0", "box1", "box2", "tall"]
+        for r in rows:
+            assert set(r) >= {"iou", "input_view_iou", "network_iou", "network_input_view_iou", "own_view_iou",
+                              "network_own_view_iou", "own_view_azimuth_deg"}
+            assert r["own_view_iou"] >= r["network_own_view_iou"] and 0.0 < r["own_view_iou"] <= 1.0
+        assert rep["per_category"]["car"]["iou"] == pytest.approx(np.mean([r["iou"] for r in rows[:3]]), abs=1e-9)

@@ -307,8 +307,10 @@ def make_report(*, object_name: str, mesh: BlenderMesh, category: Optional[str],
                 silhouette_source: str = "alpha") -> Dict[str, Any]:
     """The JSON report of one Image to 3D run (the batch command writes it; the operator prints
     its summary). ``image``: the input's file name (no folder) or ``image 'NAME'``.
-    ``input_view``: the input-view silhouette IoU ``{"prediction", "refined", "result", "camera"}``
-    (``refined`` None without a refine); ``silhouette_source``: where the silhouette came from."""
+    ``input_view``: the input-view silhouette IoU ``{"prediction", "refined", "result", "camera",
+    "network"}`` (``refined`` None without a refine; ``network``: the network's mesh before
+    ``predict_mesh`` conformed it to the input's silhouette, at the input's 64 px, None when it
+    was not conformed); ``silhouette_source``: where the silhouette came from."""
     w = weights or {}
     return {
         "command": "image-to-3d",
@@ -360,7 +362,10 @@ def summary(report: Dict[str, Any]) -> str:
         if r.get("timed_out"):
             line += "; the refine stopped at its time budget and returned its best state by then"
     elif iv.get("prediction") is not None:
-        line += f"; input-view silhouette IoU {iv['prediction']:.3f} (no refine)"
+        line += f"; input-view silhouette IoU {iv['prediction']:.3f} (no refine"
+        if iv.get("network") is not None:
+            line += f"; the network's mesh {iv['network']:.3f} before it was conformed to the picture's outline"
+        line += ")"
     return line
 
 

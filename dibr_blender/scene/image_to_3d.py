@@ -552,8 +552,14 @@ def begin(scene: Any, collection: Any, location: Sequence[float], req: Request,
                    "silhouette_source": inputs.source,
                    "input_view": {"prediction": round(matched.view.iou, 4), "refined": None,
                                   "result": round(matched.view.iou, 4), "resolution": req.refine_resolution,
-                                  "azimuth_deg": matched.view.azimuth_deg}}
+                                  "azimuth_deg": matched.view.azimuth_deg,
+                                  "network": _rounded(pred.network_iou)}}
     return Started(ob, job, created, report_args, t0)
+
+
+def _rounded(x: Optional[float]) -> Optional[float]:
+    """``x`` rounded to 4 places for the report, None for None or NaN."""
+    return None if x is None or x != x else round(float(x), 4)
 
 
 def run(scene: Any, collection: Any, location: Sequence[float], req: Request,

@@ -3,7 +3,7 @@
 Usage::
 
     python -m dibr_core.eval predictor --split test --json [--data DIR] [--weights RUN_DIR_or_checkpoint]
-        [--limit N] [--view 0] [--points 2500] [--seed 0] [--no-repair]
+        [--limit N] [--view 0] [--points 2500] [--seed 0] [--no-repair] [--no-conform]
         [--input-view-iou [--refine] [--input-view-limit N] [--refine-steps N]]
 
 Prints ONE JSON object on stdout (progress goes to stderr). For every method (the predictor when
@@ -30,8 +30,10 @@ conventions of :mod:`dibr_core.eval.metrics3d`):
   view (the stored uint8 RGBA image), so the eval measures what users get, framing included
   (:func:`dibr_core.inference.prepare_image`, which passes a data-set render through unchanged
   unless its object lies outside the training renders' size and position ranges): the decoder's
-  output with its inside-out pockets removed (:func:`dibr_core.mesh_repair.untangle`);
-  ``--no-repair`` measures the raw decoder output.
+  output with its inside-out pockets removed (:func:`dibr_core.mesh_repair.untangle`) and
+  conformed to the input's silhouette in its input view
+  (:func:`dibr_core.conform.conform_silhouette`); ``--no-conform`` measures the mesh before the
+  conform (the network's), ``--no-repair`` also before the repair (the raw decoder output).
 * ``silhouette_iou_2d``: the predicted mesh rendered (hard coverage mask, the dataset's
   cameras) into every view of the item except the input view, IoU against the GT alpha
   (> 0.5), averaged over those views.
@@ -178,9 +180,11 @@ Method = Callable[[str, Dict[str, np.ndarray]], Mesh]
 def evaluate(data: Union[str, Path], split: str = "test", weights: Optional[Union[str, Path]] = None,
              limit: Optional[int] = None, view: int = 0, n_points: int = 2500, seed: int = 0,
              medoid_pool: int = 200, progress: bool = True, train_split: str = "train",
-             gt_points: str = "stored", repair: bool = True, input_view: bool = False, refine: bool = False,
+             gt_points: str = "stored", repair: bool = True, conform: bool = True, input_view: bool = False,
+             refine: bool = False,
              input_view_limit: Optional[int] = 5, refine_steps: int = REFINE_STEPS) -> Dict[str, Any]:
-    """Evaluate the predictor (if ``weights``; its meshes repaired unless ``repair`` is False) and
+    """Evaluate the predictor (if ``weights``; its meshes repaired unless ``repair`` is False and
+    conformed unless ``conform`` is False, as :func:`predict_mesh` does) and
     the baselines; returns the JSON-ready dict. ``input_view`` / ``refine``: also the input-view
     fidelity on the first ``input_view_limit`` items per category (None: all; see the module
     docstring)."""
@@ -228,7 +232,8 @@ def evaluate(data: Union[str, Path], split: str = "test", weights: Optional[Unio
 
         def _predict(cat: str, it: Dict[str, np.ndarray]) -> Mesh:
             t = time.perf_counter()
-            pred = predict_mesh(np.asarray(it["images"])[view], model=pred_model, repair=repair)
+            pred = predict_mesh(np.asarray(it["images"])[view], model=pred_model, repair=repair,
+                                conform=conform and repair)
             last["pred"], last["seconds"] = pred, time.perf_counter() - t
             return pred.vertices, pred.faces
 
@@ -255,7 +260,8 @@ def evaluate(data: Union[str, Path], split: str = "test", weights: Optional[Unio
 
     result: Dict[str, Any] = {"split": split, "data": portable_path(data), "view": view, "points": n_points,
                               "thresholds": list(THRESHOLDS), "gt_points": gt_points,
-                              "weights": portable_path(weights) if weights else None, "repair": repair}
+                              "weights": portable_path(weights) if weights else None, "repair": repair,
+                              "conform": conform and repair}
     if model is not None:
         result["predictor"] = _aggregate(per_item["predictor"])
         result.update({k: v for k, v in result["predictor"].items()})
@@ -287,7 +293,7 @@ def evaluate(data: Union[str, Path], split: str = "test", weights: Optional[Unio
     return result
 
 
-FIDELITY_KEYS = ["prediction_iou", "refined_iou", "result_iou", "kept", "refine_fraction", "retried",
+FIDELITY_KEYS = ["network_iou", "prediction_iou", "refined_iou", "result_iou", "kept", "refine_fraction", "retried",
                  "retry_skipped", "timed_out", "remeshed", "remesh_rejected", "holes", "iou_3d_prediction",
                  "iou_3d_refined", "iou_3d_result", "predict_seconds", "refine_seconds"]
 
@@ -298,7 +304,7 @@ def input_view_fidelity(pred: PredictedMesh, image: np.ndarray, item: Dict[str, 
     :func:`refine_prediction` with the default options and ``steps``), with 3D IoUs and times.
     Values a run without a refine cannot have are NaN."""
     r = refine_prediction(pred, image, steps=steps, resolution=REFINE_RESOLUTION)
-    row = {"prediction_iou": r.prediction_iou, "predict_seconds": predict_seconds,
+    row = {"network_iou": pred.network_iou, "prediction_iou": r.prediction_iou, "predict_seconds": predict_seconds,
            "iou_3d_prediction": iou_3d_prediction}
     nan = float("nan")
     if steps > 0:
@@ -347,6 +353,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--medoid-pool", type=int, default=200, help="train items per category for the medoid")
     p.add_argument("--no-repair", action="store_true",
                    help="measure the raw decoder output (default: repaired, as predict_mesh returns it)")
+    p.add_argument("--no-conform", action="store_true",
+                   help="measure the mesh before the conform to the input's silhouette (the network's, repaired)")
     p.add_argument("--input-view-iou", action="store_true",
                    help="also the prediction's input-view silhouette IoU (on --input-view-limit items per category)")
     p.add_argument("--refine", action="store_true",
@@ -367,5 +375,6 @@ def run(a: argparse.Namespace) -> Dict[str, Any]:
     if a.input_view_limit < 0:
         raise ValueError(f"--input-view-limit must be 0 (all) or more, got {a.input_view_limit}")
     return evaluate(a.data, a.split, a.weights, a.limit, a.view, a.points, a.seed, a.medoid_pool, a.progress,
-                    gt_points=a.gt_points, repair=not a.no_repair, input_view=a.input_view_iou or a.refine,
+                    gt_points=a.gt_points, repair=not a.no_repair, conform=not a.no_conform,
+                    input_view=a.input_view_iou or a.refine,
                     refine=a.refine, input_view_limit=a.input_view_limit or None, refine_steps=a.refine_steps)

@@ -16,12 +16,18 @@ alone) (3D IoU, F-scores and held-out-view silhouette IoU of what
   like the procedural ``category_mean`` (3D IoU on the grid, points and silhouettes on its
   exposed-voxel mesh). It uses the category label and the other real shapes;
 * ``input_view``: per method, per category, the IoU of the prediction's hard silhouette in the
-  INPUT view against the input's alpha (:func:`input_view_iou`): how well the result matches
-  the picture it came from;
+  INPUT view (the item's camera) against the input's alpha (:func:`input_view_iou`): how well
+  the result matches the picture it came from. ``predictor`` is what
+  :func:`~dibr_core.inference.predict_mesh` returns (conformed to the input's silhouette in its
+  own input view), ``network`` the same without the conform; ``predictor_own_view`` /
+  ``network_own_view`` measure them in the view ``predict_mesh`` found and conformed in (the
+  protocol camera at the azimuth that matches the picture best: the view Blender shows the
+  result from, whereas the item's camera also counts the predicted pose's error in azimuth);
 * ``above_loo``: the predictor's mean-of-categories 3D IoU minus the LOO baseline's, and per
   category;
 * ``per_model`` (and ``baselines.category_mean_loo.per_model``): each model's 3D IoU and
-  input-view IoU, named as in the set's manifest.
+  input-view IoU (and, for the predictor, the same of the network's mesh before the conform,
+  the IoUs in its own view and that view's azimuth), named as in the set's manifest.
 
 The procedural ``category_mean`` / ``category_medoid`` baselines (the mean / medoid procedural
 shape of the category scored on the real models) come from the procedural split ``--mean-split``
@@ -133,18 +139,34 @@ def evaluate_real(data: Union[str, Path], weights: Optional[Union[str, Path]] = 
     inview: Dict[str, Dict[str, Any]] = {}
     if weights is not None:
         model = load_predictor(weights)
-        rows: Dict[str, List[float]] = {}
+        rows: Dict[str, Dict[str, List[float]]] = {k: {} for k in ("predictor", "predictor_own_view", "network",
+                                                                    "network_own_view")}
         per_model: List[Dict[str, Any]] = []
         for cat, paths in list_items(data, split).items():
-            rows[cat] = []
+            for r in rows.values():
+                r[cat] = []
             for p in paths:
                 it = load_item(p)
-                pred = predict_mesh(np.asarray(it["images"])[view], model=model)
-                rows[cat].append(input_view_iou(pred.vertices, pred.faces, it, view))
-                occ = voxelize_mesh(pred.vertices, pred.faces, int(it["occupancy"].shape[0]))
-                per_model.append({"model": str(it.get("model_name", p.stem)), "category": cat,
-                                  "iou": iou_3d(occ, it["occupancy"]), "input_view_iou": rows[cat][-1]})
-        inview["predictor"] = _mean(rows)
+                image = np.asarray(it["images"])[view]
+                res = int(it["occupancy"].shape[0])
+                row: Dict[str, Any] = {"model": str(it.get("model_name", p.stem)), "category": cat}
+                for name, conform in (("", True), ("network_", False)):
+                    pred = predict_mesh(image, model=model, conform=conform)
+                    occ = voxelize_mesh(pred.vertices, pred.faces, res)
+                    row[name + "iou"] = iou_3d(occ, it["occupancy"])
+                    row[name + "input_view_iou"] = input_view_iou(pred.vertices, pred.faces, it, view)
+                    if conform:
+                        assert pred.input_view is not None
+                        row["own_view_iou"] = pred.input_view.iou
+                        row["network_own_view_iou"] = pred.network_iou
+                        row["own_view_azimuth_deg"] = pred.input_view.azimuth_deg
+                rows["predictor"][cat].append(row["input_view_iou"])
+                rows["predictor_own_view"][cat].append(row["own_view_iou"])
+                rows["network"][cat].append(row["network_input_view_iou"])
+                rows["network_own_view"][cat].append(row["network_own_view_iou"])
+                per_model.append(row)
+        for k, r in rows.items():
+            inview[k] = _mean(r)
         report["per_model"] = per_model
     if loo is not None:
         inview["category_mean_loo"] = loo["input_view_iou"]

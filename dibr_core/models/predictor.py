@@ -26,9 +26,18 @@ from dibr_core.mesh_repair import untangle
 from dibr_core.models.checkpoints import CHECKPOINT, run_file
 from dibr_core.texture import sample_texture
 
-__all__ = ["Predictor", "PredictorOutput", "TEMPLATE_LEVEL", "repair_output", "load_predictor"]
+__all__ = ["Predictor", "PredictorOutput", "TEMPLATE_LEVEL", "coarse_template_faces", "repair_output",
+           "load_predictor"]
 
 TEMPLATE_LEVEL = 3  # 642 vertices, 1280 faces (the DIB-R template)
+
+
+def coarse_template_faces() -> torch.Tensor:
+    """(320, 3) int64: the faces of the icosphere one level below the template, over the
+    template's first 162 vertices (subdividing an icosphere keeps its vertices first, so they
+    are the coarser sphere's): a predicted mesh at a quarter of its faces, for silhouette
+    searches where the full mesh's detail does not matter."""
+    return icosphere(TEMPLATE_LEVEL - 1)[1]
 
 
 @dataclass(frozen=True)
