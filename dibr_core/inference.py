@@ -80,6 +80,8 @@ class PredictedMesh:
             the conformed mesh's silhouette IoU with the framed input), else None.
         network_iou: the network's mesh's silhouette IoU in ``input_view`` before it was
             conformed (NaN without ``conform``).
+        network_vertices: (V, 3) the network's mesh before it was conformed (None without
+            ``conform``); :func:`refine_prediction` starts its fit there.
     """
 
     vertices: torch.Tensor
@@ -90,6 +92,7 @@ class PredictedMesh:
     input_image: torch.Tensor
     input_view: Optional["InputView"] = None
     network_iou: float = float("nan")
+    network_vertices: Optional[torch.Tensor] = None
 
 
 _CACHE: Dict[Tuple[str, str, float], Any] = {}
@@ -328,6 +331,7 @@ def predict_mesh(image: ImageLike, mask: Optional[ImageLike] = None, model: Opti
     colors = out.colors[0].float().contiguous()
     view: Optional[InputView] = None
     network_iou = float("nan")
+    network_verts: Optional[torch.Tensor] = None
     if conform:
         from dibr_core.conform import conform_silhouette
 
@@ -341,11 +345,12 @@ def predict_mesh(image: ImageLike, mask: Optional[ImageLike] = None, model: Opti
         matched = match_input_view(verts[:k], coarse, (small[3] > 0.5).float(), colors=colors[:k], rgb=small[:3])
         plain = InputView(matched.azimuth_deg, matched.elevation_deg)
         c = conform_silhouette(verts, net.faces, plain.camera(), x[3])
+        network_verts = verts
         verts, network_iou = c.vertices.float().contiguous(), c.iou_before
         view = replace(plain, iou=c.iou, resolution=S)
     return PredictedMesh(vertices=verts, faces=net.faces.long().clone(), colors=colors,
                          face_uvs=net.face_uvs.float().clone(), texture=tex, input_image=x, input_view=view,
-                         network_iou=network_iou)
+                         network_iou=network_iou, network_vertices=network_verts)
 
 
 # --------------------------------------------------------------------------- the input view
@@ -620,6 +625,15 @@ REFINE_CARVE = True
 REFINE_CARVE_S = 0.3
 
 
+# After the refine's choice (and the hole cut), its result is conformed to the picture's outline
+# with fine bandwidths only (:func:`dibr_core.conform.conform_silhouette`; the holes are not filled,
+# so the edges of cut holes stay where they are); kept when it raises the input-view IoU and adds no
+# self-intersecting faces (``conformed``). None: no conform.
+REFINE_CONFORM: Optional[Tuple[Tuple[float, ...], ...]] = ((0.05, 0.03, 0.02), (0.03, 0.02))
+# The conform is skipped when less than this is left of the refine's time budget (it takes 0.01-0.05 s).
+REFINE_CONFORM_S = 0.2
+
+
 def refine_options(steps: int = REFINE_STEPS, remesh: bool = True, **overrides: Any) -> "FitOptions":
     """The :class:`dibr_core.fit.FitOptions` of :func:`refine_prediction`: vertices by large
     steps, unlit colours (display values, as the input), bilinear texture lookups as in training;
@@ -679,6 +693,7 @@ class RefinedPrediction:
             faces or lowered the IoU, so the refine ran again on the prediction's topology.
         holes: holes of the picture's silhouette cut through ``mesh`` (its genus; see
             :data:`REFINE_CARVE`).
+        conformed: ``mesh`` was then conformed to the picture's outline (:data:`REFINE_CONFORM`).
     """
 
     mesh: PredictedMesh
@@ -702,6 +717,7 @@ class RefinedPrediction:
     remeshed: bool = False
     remesh_rejected: bool = False
     holes: int = 0
+    conformed: bool = False
 
 
 class _Untangled:
@@ -877,6 +893,25 @@ def _carved(mesh: PredictedMesh, iou: float, view: InputView, target: torch.Tens
     return carved, after, c.holes
 
 
+def _conformed(mesh: PredictedMesh, iou: float, view: InputView, target: torch.Tensor) -> Tuple[PredictedMesh, float, bool]:
+    """``mesh`` conformed to ``target``'s outline in ``view`` (:data:`REFINE_CONFORM`) when that
+    raises its input-view IoU (the conform adds no self-intersecting faces), with its IoU and
+    whether it was."""
+    from dibr_core.conform import conform_silhouette
+
+    if REFINE_CONFORM is None:
+        return mesh, iou, False
+    c = conform_silhouette(mesh.vertices, mesh.faces.long(), view.camera(), target, schedule=REFINE_CONFORM,
+                           fill=False)
+    if not c.kept:
+        return mesh, iou, False
+    v = c.vertices.float().contiguous()
+    after = input_view_iou(v, mesh.faces, view, target)
+    if after <= iou:
+        return mesh, iou, False
+    return replace(mesh, vertices=v), after, True
+
+
 _OPTIMIZERS_WARM = False
 
 
@@ -938,7 +973,10 @@ def refine_prediction(prediction: PredictedMesh, image: ImageLike, mask: Optiona
     ``holes``). When no remeshed candidate qualifies, the refine runs
     again on the prediction's topology (``remesh_rejected``; skipped when the budget is spent);
     when no candidate keeps the input-view silhouette IoU and the crossings as they were, the
-    prediction is kept (``kept_prediction``).
+    prediction is kept (``kept_prediction``). What is returned is finally conformed to the
+    picture's outline where that raises its IoU (:data:`REFINE_CONFORM`, ``conformed``). The
+    fit starts from the network's mesh (``prediction.network_vertices``) when
+    :func:`predict_mesh` conformed it, and its candidates must beat the prediction as returned.
 
     Args:
         prediction: the :func:`predict_mesh` result for ``image`` (canonical frame).
@@ -1086,11 +1124,16 @@ def refine_prediction(prediction: PredictedMesh, image: ImageLike, mask: Optiona
                                  time.perf_counter() - t0, p.cancelled, p.color_l1, ref, p.retried,
                                  p.retry_skipped, p.timed_out, **flags)
 
+    # The fit starts from the network's mesh where predict_mesh conformed it (measured on the
+    # real-model set: input-view IoU 0.934 as returned, against 0.925 from the conformed mesh,
+    # whose fine-scale warp the remeshing fit does not improve on as often); the candidates must
+    # still beat the prediction as returned.
+    start = prediction.network_vertices.detach().float() if prediction.network_vertices is not None else v0
     offset, remesh_rejected = 0, False
     if opts.remesh and opts.optimize_vertices:
         # The remeshing refine; when none of its candidates qualifies, the refine runs again on
         # the prediction's topology.
-        first = run(v0, opts, prediction.colors.float(), None, None, 0)
+        first = run(start, opts, prediction.colors.float(), None, None, 0)
         if first.cancelled:
             return result(first, first.steps)
         if first.fraction > 0.0:
@@ -1098,14 +1141,22 @@ def refine_prediction(prediction: PredictedMesh, image: ImageLike, mask: Optiona
             chosen, iou, holes = first.chosen, first.iou, 0
             if first.remeshed and REFINE_CARVE and (deadline is None or time.perf_counter() + REFINE_CARVE_S < deadline):
                 chosen, iou, holes = _carved(chosen, iou, view, target)
-            return result(first, first.steps, chosen, first.fraction, iou, remeshed=first.remeshed, holes=holes)
+            conformed = False
+            if deadline is None or time.perf_counter() + REFINE_CONFORM_S < deadline:
+                chosen, iou, conformed = _conformed(chosen, iou, view, target)
+            return result(first, first.steps, chosen, first.fraction, iou, remeshed=first.remeshed, holes=holes,
+                          conformed=conformed)
         offset, remesh_rejected = first.steps, True
         if fit_deadline is not None and time.perf_counter() >= fit_deadline:   # no time left for another
             first.timed_out = True
             return result(first, offset, remesh_rejected=True)
         opts = replace(opts, remesh=False)
-    out = run(v0, opts, prediction.colors.float() if not has_tex else None,
+    out = run(start, opts, prediction.colors.float() if not has_tex else None,
               prediction.face_uvs.float() if has_tex else None,
               prediction.texture.float() if prediction.texture is not None else None, offset)
-    return result(out, offset + out.steps, out.chosen if not out.cancelled and out.fraction > 0.0 else None,
-                  out.fraction, out.iou, remesh_rejected=remesh_rejected)
+    chosen = out.chosen if not out.cancelled and out.fraction > 0.0 else None
+    iou, conformed = out.iou, False
+    if chosen is not None and (deadline is None or time.perf_counter() + REFINE_CONFORM_S < deadline):
+        chosen, iou, conformed = _conformed(chosen, iou, view, target)
+    return result(out, offset + out.steps, chosen, out.fraction, iou, remesh_rejected=remesh_rejected,
+                  conformed=conformed)

@@ -111,13 +111,15 @@ def test_refine_options_defaults() -> None:
 @pytest.mark.skipif(not SHIPPED, reason="no shipped weights")
 def test_refine_raises_the_input_view_iou_on_test_renders() -> None:
     """On test renders of the procedural data set (a table and an airplane, whose predictions
-    leave room), the default refine raises the input-view silhouette IoU by a clear margin, and
-    what it returns never overlaps less than the prediction nor crosses itself more."""
+    leave room even after predict_mesh conformed them to the outline), the default refine raises
+    the input-view silhouette IoU by a clear margin, and what it returns never overlaps less
+    than the prediction nor crosses itself more."""
     from dibr_core.data.dataset import make_item
     from dibr_core.mesh_queries import self_intersecting_faces
 
     torch.manual_seed(0)
-    for category, view, margin in (("table", 0, 0.05), ("airplane", 0, 0.05)):
+    # measured: table 0.887 -> 0.926, airplane 0.922 -> 0.986
+    for category, view, margin in (("table", 0, 0.025), ("airplane", 0, 0.04)):
         img = make_item(category, "test", 0, n_views=1, size=64, textured=True)["images"][view]
         pred = predict_mesh(img)
         r = refine_prediction(pred, img, time_budget_s=None)      # quality, not time: no deadline
@@ -125,14 +127,18 @@ def test_refine_raises_the_input_view_iou_on_test_renders() -> None:
         # self-intersecting faces, and a second, stiffer pass when that one's whole result does)
         assert (r.steps == inference.REFINE_STEPS or (r.retried or r.remesh_rejected)
                 and r.steps > inference.REFINE_STEPS) and not r.cancelled
-        assert r.refined_iou > r.prediction_iou + margin, (category, r.prediction_iou, r.refined_iou)
+        assert r.iou > r.prediction_iou + margin, (category, r.prediction_iou, r.iou)
+        assert pred.network_vertices is not None and r.refined_iou > input_view_iou(
+            pred.network_vertices, pred.faces, r.view, r.reference[3])     # the fit starts from the network's mesh
         # what it returns overlaps at least as much and crosses itself no more than the prediction
         assert r.iou >= r.prediction_iou and 0.0 <= r.refine_fraction <= 1.0
         assert torch.isfinite(r.mesh.vertices).all()
         assert r.remeshed or r.mesh.vertices.shape == pred.vertices.shape
         assert self_intersecting_faces(r.mesh.vertices, r.mesh.faces) <= r.self_intersections[0]
         assert input_view_iou(r.mesh.vertices, r.mesh.faces, r.view, r.reference[3]) == pytest.approx(r.iou)
-        if r.refine_fraction == 1.0:
+        if r.conformed:      # the final conform to the outline moved the vertices, nothing else
+            assert r.iou > r.refined_iou or r.refine_fraction < 1.0
+        elif r.refine_fraction == 1.0:
             assert r.mesh is r.refined and r.iou == r.refined_iou
         if not r.kept_prediction:
             size = (inference.REFINE_TEXTURE_SIZE,) * 2 + (3,) if r.remeshed else pred.texture.shape  # type: ignore[union-attr]
@@ -237,9 +243,11 @@ def test_refine_grows_thin_parts_that_the_earlier_default_missed(monkeypatch: py
     r = refine_prediction(pred, img, options=refine_options(remesh=False))
     with monkeypatch.context() as m:
         m.setattr(inference, "REFINE_RETRY", None)
+        m.setattr(inference, "REFINE_CONFORM", None)
         old = refine_prediction(pred, img, view=r.view,
                                 options=refine_options(80, remesh=False, large_steps_lambda=10.0, w_laplacian=5.0))
-    # measured: 0.91 (on the prediction's topology) and 0.72 (the earlier one), from 0.32 for the sphere
+    # measured: 0.93 (on the prediction's topology, conformed at the end) and 0.72 (the earlier one,
+    # without the final conform), from 0.32 for the sphere
     assert r.iou >= 0.88 and old.iou <= 0.78, (r.iou, old.iou)
     assert not r.remeshed and not r.remesh_rejected
     assert self_intersecting_faces(r.mesh.vertices, r.mesh.faces) <= r.self_intersections[0]
