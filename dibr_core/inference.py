@@ -1154,9 +1154,9 @@ def refine_prediction(prediction: PredictedMesh, image: ImageLike, mask: Optiona
     out = run(start, opts, prediction.colors.float() if not has_tex else None,
               prediction.face_uvs.float() if has_tex else None,
               prediction.texture.float() if prediction.texture is not None else None, offset)
-    chosen = out.chosen if not out.cancelled and out.fraction > 0.0 else None
+    final = out.chosen if not out.cancelled and out.fraction > 0.0 else None
     iou, conformed = out.iou, False
-    if chosen is not None and (deadline is None or time.perf_counter() + REFINE_CONFORM_S < deadline):
-        chosen, iou, conformed = _conformed(chosen, iou, view, target)
-    return result(out, offset + out.steps, chosen, out.fraction, iou, remesh_rejected=remesh_rejected,
+    if final is not None and (deadline is None or time.perf_counter() + REFINE_CONFORM_S < deadline):
+        final, iou, conformed = _conformed(final, iou, view, target)
+    return result(out, offset + out.steps, final, out.fraction, iou, remesh_rejected=remesh_rejected,
                   conformed=conformed)
