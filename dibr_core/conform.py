@@ -40,8 +40,7 @@ __all__ = ["CONFORM_SCHEDULE", "CONFORM_MAX_STRETCH", "CONFORM_PULL_BACK", "Conf
 # The kernel bandwidths of each round (NDC units; a pixel of a 64 px image is 0.031), coarse to
 # fine: the first round moves, scales and stretches the outline, the next ones (from an outline
 # already in place) only need the fine bandwidths.
-CONFORM_SCHEDULE: Tuple[Tuple[float, ...], ...] = ((0.3, 0.2, 0.15, 0.1, 0.07, 0.05, 0.04, 0.03),
-                                                   (0.1, 0.07, 0.05, 0.03), (0.05, 0.03))
+CONFORM_SCHEDULE: Tuple[Tuple[float, ...], ...] = ((0.3, 0.18, 0.11, 0.07, 0.045, 0.03), (0.05, 0.03), (0.03,))
 # The largest Jacobian norm a step of the field may have at the silhouette's boundary and the
 # vertices (each step is scaled down to it): below 1, a step is one-to-one there.
 CONFORM_MAX_STRETCH = 0.7
@@ -71,11 +70,12 @@ class ConformResult:
 
 
 def _coverage(vertices: torch.Tensor, faces: torch.Tensor, camera: Camera, H: int, W: int) -> torch.Tensor:
-    """(H, W) bool hard silhouette of one mesh in a batch-1 camera."""
+    """(H, W) bool hard silhouette of one mesh in a batch-1 camera (rasterized in float32)."""
     from dibr_core.render import Meshes, RenderSettings, rasterize_meshes
 
     with torch.no_grad():
-        frags = rasterize_meshes(Meshes(vertices[None].contiguous(), faces), camera, RenderSettings(H, W))
+        frags = rasterize_meshes(Meshes(vertices.float()[None].contiguous(), faces), camera.to(dtype=torch.float32),
+                                 RenderSettings(H, W))
     return frags.mask[0]
 
 
@@ -185,15 +185,18 @@ def conform_silhouette(vertices: torch.Tensor, faces: torch.Tensor, camera: Came
         ious.append(_iou(cover, target))
     # The best round that adds no self-intersecting faces; one that does (the field folded
     # between the vertices) is pulled back towards the round before it until it adds none.
-    crossing: Optional[int] = None
+    crossing: Optional[int] = None                   # the input's, counted when first needed
     for k in sorted(range(1, len(states)), key=lambda i: -ious[i]):
         if ious[k] <= iou_before:
             break
-        if crossing is None:
-            crossing = self_intersecting_faces(v0, faces_l)
         for t in CONFORM_PULL_BACK:
             trial = states[k] if t == 1.0 else states[k - 1] + t * (states[k] - states[k - 1])
             iou = ious[k] if t == 1.0 else _iou(_coverage(trial, faces_l, cam, H, W), target)
-            if iou > iou_before and self_intersecting_faces(trial, faces_l) <= crossing:
+            if iou <= iou_before:
+                continue
+            n = self_intersecting_faces(trial, faces_l)
+            if n > 0 and crossing is None:
+                crossing = self_intersecting_faces(v0, faces_l)
+            if n == 0 or n <= (crossing or 0):
                 return ConformResult(trial.to(vertices.device, vertices.dtype), iou_before, iou, True, k)
     return ConformResult(vertices.detach().clone(), iou_before, iou_before, False, 0)
