@@ -25,8 +25,9 @@ V, F = 642, 1280
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Test renders of the procedural data set as PNG files: RGBA, RGB + grey mask, an empty
-    silhouette and a file that is no image, and a table whose short refine remeshes (its
-    prediction, conformed to the outline, still covers the gap under the top: 0.80 -> 0.84)."""
+    silhouette and a file that is no image, and three renders whose short refine remeshed when
+    measured (a lamp, a table and a chair: "remesh0".."remesh2"; whether a short refine's
+    remeshed candidate beats the conformed prediction is a close call on any one input)."""
     from PIL import Image
 
     from dibr_core.data.dataset import make_item
@@ -34,8 +35,9 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     folder = tmp_path_factory.mktemp("i3d_inputs")
     rgba = make_item("chair", "test", 0, n_views=4, size=64)["images"][1]
     paths = {k: str(folder / f"{k}.png") for k in ("rgba", "rgb", "mask", "empty", "broken", "photo", "tiny",
-                                                   "remesh")}
-    Image.fromarray(make_item("table", "test", 0, n_views=4, size=64)["images"][2]).save(paths["remesh"])
+                                                   "remesh0", "remesh1", "remesh2")}
+    for k, (category, view) in enumerate((("lamp", 3), ("table", 2), ("chair", 0))):
+        Image.fromarray(make_item(category, "test", 0, n_views=4, size=64)["images"][view]).save(paths[f"remesh{k}"])
     Image.fromarray(rgba).save(paths["rgba"])
     Image.fromarray(rgba[..., :3]).save(paths["rgb"])
     Image.fromarray(rgba[..., 3]).save(paths["mask"])
@@ -257,12 +259,17 @@ def test_a_remeshed_refine_is_ordinary_blender_data(addon, empty_scene, inputs) 
 
     scene = empty_scene
     before = _counts()
-    started = _begin_with_refine(scene, inputs["remesh"], 64, 30, 64)
-    job = started.refine
-    assert job is not None
-    name, material = started.ob.data.name, started.ob.active_material
-    out = job.run()
+    for k in range(3):                     # the first of the inputs whose refine remeshes
+        started = _begin_with_refine(scene, inputs[f"remesh{k}"], 64, 60, 64)
+        job = started.refine
+        assert job is not None
+        out = job.run()
+        if out.remeshed:
+            break
+        started.abort()
+        assert _counts() == before
     assert out.remeshed and not out.kept_prediction
+    name, material = started.ob.data.name, started.ob.active_material
     ob, report = started.finish(job.apply(out))
     me = ob.data
     Vn, Fn = len(me.vertices), len(me.polygons)
