@@ -503,13 +503,13 @@ MATCH_ELEVATIONS: Tuple[float, ...] = (PROTOCOL_ELEVATION_DEG,)
 def match_input_view(vertices: torch.Tensor, faces: torch.Tensor, mask: torch.Tensor,
                      azimuths: Optional[Sequence[float]] = None, colors: Optional[torch.Tensor] = None,
                      rgb: Optional[torch.Tensor] = None,
-                     elevations: Optional[Sequence[float]] = None, plain: bool = True) -> InputView:
+                     elevations: Optional[Sequence[float]] = None) -> InputView:
     """The protocol view whose render of the mesh best matches ``mask`` (silhouette IoU).
 
     For every candidate azimuth (default: the 24 protocol azimuths, 15 degrees apart) two
-    cameras are tried: the protocol camera itself (unless ``plain`` is False), and the same
-    zoomed and shifted so that the mesh's projected bounding box gets the longer side and the
-    centre of the mask's box; the candidate with the highest IoU wins.
+    cameras are tried: the protocol camera itself, and the same zoomed and shifted so that the
+    mesh's projected bounding box gets the longer side and the centre of the mask's box; the
+    candidate with the highest IoU wins.
     With ``colors`` and ``rgb``, the candidates within :data:`MATCH_IOU_TIE` of the best IoU
     (a symmetric silhouette seen from the front and from the back) are told apart by the mean
     colour difference where render and mask overlap: the predicted colours show the input's
@@ -560,11 +560,10 @@ def match_input_view(vertices: torch.Tensor, faces: torch.Tensor, mask: torch.Te
     shift = centre_t[None] - zoom[:, None] * 0.5 * (lo + hi)
     # Every azimuth twice: the plain protocol camera (a picture framed like the training renders
     # shows the prediction so) and the one whose box lands on the mask's box.
-    if plain:
-        az, el = az + az, el + el
-        zoom = torch.cat([torch.ones(B, dtype=torch.float64), zoom])
-        shift = torch.cat([torch.zeros(B, 2, dtype=torch.float64), shift])
-    cams = Camera(base.view.repeat(len(az) // B, 1, 1), _framed_projection(PROTOCOL_FOV_Y_DEG, zoom, shift),
+    az, el = az + az, el + el
+    zoom = torch.cat([torch.ones(B, dtype=torch.float64), zoom])
+    shift = torch.cat([torch.zeros(B, 2, dtype=torch.float64), shift])
+    cams = Camera(base.view.repeat(2, 1, 1), _framed_projection(PROTOCOL_FOV_Y_DEG, zoom, shift),
                   base.near, base.far)
     target = (mask > 0.5)[None]
     frags = _fragments(vertices, faces, cams, S)
