@@ -251,6 +251,11 @@ def test_report_and_weights_info() -> None:
     rep = i3.make_report(object_name="o", mesh=m, category=None, category_passed=False, size=1.0, seconds=0.5,
                          predict_seconds=0.1, image="x.png", input_view={"prediction": 0.83, "refined": None})
     assert "input-view silhouette IoU 0.830 (no refine)" in i3.summary(rep)
+    rep = i3.make_report(object_name="o", mesh=m, category=None, category_passed=False, size=1.0, seconds=0.5,
+                         predict_seconds=0.1, image="x.png",
+                         input_view={"prediction": 0.83, "refined": None, "network": 0.71})
+    assert ("input-view silhouette IoU 0.830 (no refine; the network's mesh 0.710 before it was conformed to the "
+            "picture's outline)") in i3.summary(rep)
     assert i3._scrub({"a": "/abs/path", "b": {"c": 1, "d": "/x"}, "e": "rel"}) == {"b": {"c": 1}, "e": "rel"}
 
 

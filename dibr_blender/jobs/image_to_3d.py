@@ -247,6 +247,19 @@ def match_view(prediction: Any, rgba: np.ndarray, mask: Optional[np.ndarray], re
                                       rgb=ref[:3])
 
 
+def network_view_iou(prediction: Any, rgba: np.ndarray, mask: Optional[np.ndarray], view: Any,
+                     resolution: int) -> Optional[float]:
+    """The silhouette IoU in ``view`` (at ``resolution``, as ``match_view`` measures the
+    prediction) of the network's mesh before ``predict_mesh`` conformed it; None when it was not
+    conformed."""
+    from dibr_core import inference
+
+    if getattr(prediction, "network_vertices", None) is None:
+        return None
+    ref = inference.prepare_image(rgba, mask, size=resolution)
+    return inference.input_view_iou(prediction.network_vertices, prediction.faces, view, ref[3])
+
+
 def refine(prediction: Any, rgba: np.ndarray, mask: Optional[np.ndarray], steps: int, resolution: int,
            view: Any = None, backend: str = "auto", progress: Optional[Any] = None,
            should_stop: Optional[Any] = None) -> Any:
@@ -309,8 +322,9 @@ def make_report(*, object_name: str, mesh: BlenderMesh, category: Optional[str],
     its summary). ``image``: the input's file name (no folder) or ``image 'NAME'``.
     ``input_view``: the input-view silhouette IoU ``{"prediction", "refined", "result", "camera",
     "network"}`` (``refined`` None without a refine; ``network``: the network's mesh before
-    ``predict_mesh`` conformed it to the input's silhouette, at the input's 64 px, None when it
-    was not conformed); ``silhouette_source``: where the silhouette came from."""
+    ``predict_mesh`` conformed it to the input's silhouette, in the same view and resolution as
+    ``prediction`` (:func:`network_view_iou`), None when it was not conformed);
+    ``silhouette_source``: where the silhouette came from."""
     w = weights or {}
     return {
         "command": "image-to-3d",
@@ -370,5 +384,5 @@ def summary(report: Dict[str, Any]) -> str:
 
 
 __all__ = ["CATEGORIES", "CATEGORY_ITEMS", "REFINE_RESOLUTION", "REFINE_STEPS", "ProtocolView", "auto_background_key",
-           "camera_params", "camera_world", "make_report", "match_view", "predict", "protocol_view", "refine",
-           "to_blender", "weights_info", "weights_meta"]
+           "camera_params", "camera_world", "make_report", "match_view", "network_view_iou", "predict", "protocol_view",
+           "refine", "to_blender", "weights_info", "weights_meta"]

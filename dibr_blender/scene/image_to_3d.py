@@ -506,6 +506,8 @@ def begin(scene: Any, collection: Any, location: Sequence[float], req: Request,
         weights = image_to_3d.weights_info()
         # The input view: the protocol camera that sees the prediction as the image shows it.
         matched = _InputView(image_to_3d.match_view(pred, inputs.rgba, inputs.mask, req.refine_resolution))
+        network_iou = image_to_3d.network_view_iou(pred, inputs.rgba, inputs.mask, matched.view,
+                                                   req.refine_resolution)
     except ImportError as exc:
         raise SceneError(f"torch/dibr_core cannot be imported ({exc}); see the add-on preferences") from None
     except (ValueError, FileNotFoundError) as exc:
@@ -553,7 +555,7 @@ def begin(scene: Any, collection: Any, location: Sequence[float], req: Request,
                    "input_view": {"prediction": round(matched.view.iou, 4), "refined": None,
                                   "result": round(matched.view.iou, 4), "resolution": req.refine_resolution,
                                   "azimuth_deg": matched.view.azimuth_deg,
-                                  "network": _rounded(pred.network_iou)}}
+                                  "network": _rounded(network_iou)}}
     return Started(ob, job, created, report_args, t0)
 
 

@@ -22,6 +22,18 @@ ROOT = Path(__file__).resolve().parents[2]
 V, F = 642, 1280
 
 
+@pytest.fixture
+def no_refine_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The refine without its 5 s budget, so that what a test checks of the refine's outcome does
+    not depend on how busy the machine is (the budget is tested in tests/test_input_view.py)."""
+    import functools
+
+    from dibr_core import inference
+
+    monkeypatch.setattr(inference, "refine_prediction",
+                        functools.partial(inference.refine_prediction, time_budget_s=None))
+
+
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Test renders of the procedural data set as PNG files: RGBA, RGB + grey mask, an empty
@@ -178,6 +190,8 @@ def test_opaque_picture_on_a_plain_background_is_keyed(addon, empty_scene, input
     ob, report = image_to_3d_scene.run(empty_scene, empty_scene.collection, (0.0, 0.0, 0.0), req)
     assert report["silhouette"].startswith("keyed on #000000") and "no alpha channel" in report["silhouette"]
     assert report["input_view_iou"]["prediction"] > 0.7 and report["input_view_iou"]["refined"] is None
+    # the network's mesh before predict_mesh conformed it, measured in the same view
+    assert 0.0 < report["input_view_iou"]["network"] <= 1.0
     assert report["refine"] is None and len(ob.data.vertices) == V
 
 
@@ -249,7 +263,7 @@ def test_refine_job_finishes_like_the_batch_run(addon, empty_scene, inputs) -> N
 
 
 @pytest.mark.blender
-def test_a_remeshed_refine_is_ordinary_blender_data(addon, empty_scene, inputs) -> None:
+def test_a_remeshed_refine_is_ordinary_blender_data(addon, empty_scene, inputs, no_refine_deadline) -> None:
     """The remeshing refine's result replaces the object's mesh: one closed, outward-wound surface
     with the refine's UVs on every loop, its colours, the object's material and texture, under
     the predicted mesh's name (which is not left behind); abort() removes it like the rest."""
@@ -560,10 +574,12 @@ def _object_crossings(ob) -> int:
 
 @pytest.mark.blender
 @pytest.mark.slow
-def test_refine_raises_the_input_view_overlap_and_keeps_a_clean_surface(addon, empty_scene, tmp_path) -> None:
-    """The default refine (in the input view, a new camera) on test renders: where it is kept it
-    overlaps the input view more than the prediction and adds no self-intersecting faces; what
-    the object gets never overlaps less than the prediction did."""
+def test_refine_raises_the_input_view_overlap_and_keeps_a_clean_surface(addon, empty_scene, tmp_path,
+                                                                         no_refine_deadline) -> None:
+    """The default refine (in the input view, a new camera; without its time budget, so the
+    outcome does not depend on the machine's load) on test renders: where it is kept it overlaps
+    the input view more than the prediction and adds no self-intersecting faces; what the object
+    gets never overlaps less than the prediction did."""
     from PIL import Image
 
     from dibr_core.data.dataset import make_item
@@ -587,14 +603,11 @@ def test_refine_raises_the_input_view_overlap_and_keeps_a_clean_surface(addon, e
             assert r["silhouette_iou"] > r["prediction_silhouette_iou"], r
         if r["refine_fraction"] == 1.0:   # else an earlier state or a back-off overlapped more
             assert r["self_intersections"]["refined"] <= r["self_intersections"]["prediction"], r
-        # a second, stiffer pass runs only when the first one's whole result crossed itself (the
-        # 5 s budget may cut a pass short on a slow machine: timed_out says so)
-        assert isinstance(r["retried"], bool) and isinstance(r["timed_out"], bool), r
-        if not r["timed_out"]:
-            assert r["steps"] >= req.refine_steps + int(r["retried"]), r
-        if r["kept_prediction"]:   # only when the remeshed candidates crossed and the budget was spent
-            assert r["remesh_rejected"] and r["timed_out"], r
-    # measured (remeshing refine, one thread beside other work): table 0.791 kept (every remeshed
-    # candidate crossed itself, and the 5 s were spent), car 0.921 -> 0.989 (0.80 of the refine),
-    # chair 0.829 -> 0.979; no crossing faces
+        # a second, stiffer pass runs only when the first one's whole result crossed itself
+        assert isinstance(r["retried"], bool) and r["timed_out"] is False, r
+        assert r["steps"] >= req.refine_steps + int(r["retried"]), r
+        if r["kept_prediction"]:   # only when no remeshed candidate beat the (conformed) prediction
+            assert r["remesh_rejected"], r
+    # measured: table 0.865 -> 0.880 (half of the refine), car 0.958 -> 0.992, chair 0.907 -> 0.992;
+    # no crossing faces
     assert sum(kept.values()) <= 1, "the refine should improve these test renders"
