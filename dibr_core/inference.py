@@ -1150,6 +1150,9 @@ def refine_prediction(prediction: PredictedMesh, image: ImageLike, mask: Optiona
             first.timed_out = True
             return result(first, offset, remesh_rejected=True)
         opts = replace(opts, remesh=False)
+        # What is left of the budget is short now: the fallback starts from the prediction as
+        # returned (conformed), which a short fit improves more often than the network's mesh.
+        start = v0
     out = run(start, opts, prediction.colors.float() if not has_tex else None,
               prediction.face_uvs.float() if has_tex else None,
               prediction.texture.float() if prediction.texture is not None else None, offset)
