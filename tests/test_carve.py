@@ -84,3 +84,30 @@ def test_carve_view_holes_rejects_bad_arguments() -> None:
         two = InputView(0.0).camera()
         two = type(two)(two.view.repeat(2, 1, 1), two.projection.repeat(2, 1, 1), two.near, two.far)
         carve_view_holes(v, f, two, torch.ones(8, 8))
+
+
+def test_the_refine_cuts_holes_through_its_start_before_the_fit() -> None:
+    """inference._early_carved: the prediction, remeshed like the fit's first remesh, gets the
+    picture's hole cut through it (one handle, colours carried to the kept vertices); a picture
+    without holes, or a cut that barely raises the IoU, leaves the start alone."""
+    from dibr_core import inference
+
+    view = _disk()[3]
+    v2, f2, _ = icosphere(2, 0.4)
+    v2 = v2 * torch.tensor([1.0, 1.0, 0.1])
+    colors = torch.rand(v2.shape[0], 3, generator=torch.Generator().manual_seed(0))
+    cam = view.camera()
+    target = _hard_masks(v2, f2, cam, 64)[0].float()
+    opts = inference.refine_options()
+    assert inference._early_carved(v2, f2, colors, view, target, opts) is None        # no hole
+    target[24:40, 24:40] = 0.0
+    out = inference._early_carved(v2, f2, colors, view, target, opts)
+    assert out is not None
+    vc, fc, cc, holes = out
+    assert holes == 1 and cc.shape == (vc.shape[0], 3) and float(cc.min()) >= 0.0 and float(cc.max()) <= 1.0
+    rep = check_closed_manifold(fc, vc.shape[0])
+    assert rep.ok and rep.genus == 1, rep.problems()
+    assert input_view_iou(vc, fc, view, target) > input_view_iou(v2, f2, view, target) + inference.REFINE_EARLY_CARVE_GAIN
+    tiny = _hard_masks(v2, f2, cam, 64)[0].float()
+    tiny[31:33, 31:33] = 0.0                      # a 4-pixel hole: the cut would gain too little
+    assert inference._early_carved(v2, f2, colors, view, tiny, opts) is None
