@@ -631,6 +631,18 @@ REFINE_CARVE_S = 0.3
 REFINE_CONFORM: Optional[Tuple[Tuple[float, ...], ...]] = ((0.05, 0.03, 0.02), (0.03, 0.02))
 # The conform is skipped when less than this is left of the refine's time budget (it takes 0.01-0.05 s).
 REFINE_CONFORM_S = 0.2
+# Last, what the refine returns is cut by the picture's background through its volume
+# (:func:`dibr_core.volume_carve.carve_view_volume` on a grid of this many voxels per side, outside
+# and holes alike): a see-through pixel says nothing lies on its ray, and the membrane cut and the
+# conform leave some of those rays covered (a chair back's slats, a chandelier's arms). The new
+# surface takes the nearest old vertex's colour and a baked texture on automatic UVs; it is kept
+# when it raises the input-view IoU by REFINE_VOLUME_CARVE_GAIN (``volume_carved``); parts of
+# fewer than REFINE_VOLUME_CARVE_MIN_FACES faces (crumbs of the cut) are dropped. 0: no cut.
+REFINE_VOLUME_CARVE_RES = 64
+REFINE_VOLUME_CARVE_GAIN = 0.004
+REFINE_VOLUME_CARVE_MIN_FACES = 64
+# Seconds the volume cut may need (it is skipped when fewer are left of the budget).
+REFINE_VOLUME_CARVE_S = 0.8
 
 
 def refine_options(steps: int = REFINE_STEPS, remesh: bool = True, **overrides: Any) -> "FitOptions":
@@ -693,6 +705,9 @@ class RefinedPrediction:
         holes: holes of the picture's silhouette cut through ``mesh`` (its genus; see
             :data:`REFINE_CARVE`).
         conformed: ``mesh`` was then conformed to the picture's outline (:data:`REFINE_CONFORM`).
+        volume_carved: ``mesh`` was last cut by the picture's background through its volume
+            (:data:`REFINE_VOLUME_CARVE_RES`): a new voxel-resolution surface with a colour per
+            vertex and a texture baked on new UVs (``holes`` counts the membrane cuts only).
     """
 
     mesh: PredictedMesh
@@ -717,6 +732,7 @@ class RefinedPrediction:
     remesh_rejected: bool = False
     holes: int = 0
     conformed: bool = False
+    volume_carved: bool = False
 
 
 class _Untangled:
@@ -911,6 +927,53 @@ def _conformed(mesh: PredictedMesh, iou: float, view: InputView, target: torch.T
     return replace(mesh, vertices=v), after, True
 
 
+def _volume_carved(mesh: PredictedMesh, iou: float, view: InputView,
+                   target: torch.Tensor) -> Tuple[PredictedMesh, float, bool]:
+    """``mesh`` cut by ``target``'s background through its volume (:data:`REFINE_VOLUME_CARVE_RES`)
+    when that raises its input-view IoU by :data:`REFINE_VOLUME_CARVE_GAIN`, with its IoU and
+    whether it was."""
+    from dibr_core.remesh import _components
+    from dibr_core.texture_bake import bake_vertex_colors
+    from dibr_core.uv import auto_uvs
+    from dibr_core.volume_carve import carve_view_volume
+
+    if not REFINE_VOLUME_CARVE_RES:
+        return mesh, iou, False
+    c = carve_view_volume(mesh.vertices, mesh.faces.long(), view.camera(torch.float32), target,
+                          res=REFINE_VOLUME_CARVE_RES, holes_only=False)
+    if c.removed_voxels == 0 or c.faces.shape[0] == 0:
+        return mesh, iou, False
+    f = c.faces.numpy()
+    part = _components(int(c.vertices.shape[0]), f[:, [0, 1, 2]].reshape(-1), f[:, [1, 2, 0]].reshape(-1))[f[:, 0]]
+    sizes = np.bincount(part)
+    keep = sizes[part] >= REFINE_VOLUME_CARVE_MIN_FACES
+    if not keep.any():
+        return mesh, iou, False
+    used = np.unique(f[keep])
+    remap = np.full(int(c.vertices.shape[0]), -1, dtype=np.int64)
+    remap[used] = np.arange(used.shape[0])
+    verts = c.vertices[torch.from_numpy(used)].contiguous()
+    faces = torch.from_numpy(remap[f[keep]])
+    after = input_view_iou(verts, faces, view, target)
+    if after < iou + REFINE_VOLUME_CARVE_GAIN:
+        return mesh, iou, False
+    colors = mesh.colors.float()[_nearest(verts, mesh.vertices.float())].contiguous()
+    face_uvs = auto_uvs(verts, faces).float().contiguous()
+    texture = None
+    if mesh.texture is not None:
+        T = int(mesh.texture.shape[0])
+        texture = bake_vertex_colors(faces, colors, face_uvs, T)[0].permute(1, 2, 0).float().contiguous()
+    return PredictedMesh(vertices=verts, faces=faces, colors=colors, face_uvs=face_uvs, texture=texture,
+                         input_image=mesh.input_image), after, True
+
+
+def _nearest(points: torch.Tensor, reference: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """(N,) int64 index of the nearest of ``reference`` (M, 3) to each of ``points`` (N, 3)."""
+    out = [torch.cdist(points[i:i + chunk].float(), reference.float(), compute_mode="donot_use_mm_for_euclid_dist").argmin(dim=1)
+           for i in range(0, int(points.shape[0]), chunk)]
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.int64)
+
+
 # Before the remeshing fit, the prediction as returned (conformed to the outline) is remeshed to
 # the fit's edge length and the picture's holes are cut through it (:func:`dibr_core.carve.carve_view_holes`);
 # when that raises its input-view IoU by at least REFINE_EARLY_CARVE_GAIN (a cut of a few stray
@@ -1010,7 +1073,9 @@ def refine_prediction(prediction: PredictedMesh, image: ImageLike, mask: Optiona
     again on the prediction's topology (``remesh_rejected``; skipped when the budget is spent);
     when no candidate keeps the input-view silhouette IoU and the crossings as they were, the
     prediction is kept (``kept_prediction``). What is returned is finally conformed to the
-    picture's outline where that raises its IoU (:data:`REFINE_CONFORM`, ``conformed``). The
+    picture's outline where that raises its IoU (:data:`REFINE_CONFORM`, ``conformed``), and cut by
+    the picture's background through its volume where that raises it further
+    (:data:`REFINE_VOLUME_CARVE_RES`, ``volume_carved``). The
     fit starts from the network's mesh (``prediction.network_vertices``) when
     :func:`predict_mesh` conformed it, and its candidates must beat the prediction as returned.
 
@@ -1190,11 +1255,14 @@ def refine_prediction(prediction: PredictedMesh, image: ImageLike, mask: Optiona
             chosen, iou, holes = first.chosen, first.iou, 0
             if first.remeshed and REFINE_CARVE and (deadline is None or time.perf_counter() + REFINE_CARVE_S < deadline):
                 chosen, iou, holes = _carved(chosen, iou, view, target)
-            conformed = False
+            conformed, vcarved = False, False
             if deadline is None or time.perf_counter() + REFINE_CONFORM_S < deadline:
                 chosen, iou, conformed = _conformed(chosen, iou, view, target)
+            if deadline is None or time.perf_counter() + REFINE_VOLUME_CARVE_S < deadline:
+                chosen, iou, vcarved = _volume_carved(chosen, iou, view, target)
             return result(first, first.steps, chosen, first.fraction, iou, remeshed=first.remeshed,
-                          holes=holes + (early[3] if early is not None else 0), conformed=conformed)
+                          holes=holes + (early[3] if early is not None else 0), conformed=conformed,
+                          volume_carved=vcarved)
         offset, remesh_rejected = first.steps, True
         if fit_deadline is not None and time.perf_counter() >= fit_deadline:   # no time left for another
             first.timed_out = True
@@ -1207,8 +1275,10 @@ def refine_prediction(prediction: PredictedMesh, image: ImageLike, mask: Optiona
               prediction.face_uvs.float() if has_tex else None,
               prediction.texture.float() if prediction.texture is not None else None, offset)
     final = out.chosen if not out.cancelled and out.fraction > 0.0 else None
-    iou, conformed = out.iou, False
+    iou, conformed, vcarved = out.iou, False, False
     if final is not None and (deadline is None or time.perf_counter() + REFINE_CONFORM_S < deadline):
         final, iou, conformed = _conformed(final, iou, view, target)
+    if final is not None and (deadline is None or time.perf_counter() + REFINE_VOLUME_CARVE_S < deadline):
+        final, iou, vcarved = _volume_carved(final, iou, view, target)
     return result(out, offset + out.steps, final, out.fraction, iou, remesh_rejected=remesh_rejected,
-                  conformed=conformed)
+                  conformed=conformed, volume_carved=vcarved)

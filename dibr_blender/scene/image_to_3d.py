@@ -326,6 +326,7 @@ class RefineJob:
                 "self_intersections": {"prediction": r.self_intersections[0], "refined": r.self_intersections[1]},
                 "remeshed": remeshed, "remesh_rejected": bool(r.remesh_rejected),
                 "holes": int(r.holes), "conformed": bool(r.conformed),
+                "volume_carved": bool(r.volume_carved),
                 "vertices": len(ob.data.vertices), "faces": len(ob.data.polygons),
                 "texture_size": int(img.size[0]) if img is not None else None,
                 "color_l1": r.color_l1, "refine_seconds": round(r.seconds, 3),

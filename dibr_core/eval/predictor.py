@@ -294,7 +294,7 @@ def evaluate(data: Union[str, Path], split: str = "test", weights: Optional[Unio
 
 
 FIDELITY_KEYS = ["network_iou", "prediction_iou", "refined_iou", "result_iou", "kept", "refine_fraction", "retried",
-                 "retry_skipped", "timed_out", "remeshed", "remesh_rejected", "holes", "conformed",
+                 "retry_skipped", "timed_out", "remeshed", "remesh_rejected", "holes", "conformed", "volume_carved",
                  "iou_3d_prediction", "iou_3d_refined", "iou_3d_result", "predict_seconds", "refine_seconds"]
 
 
@@ -317,6 +317,7 @@ def input_view_fidelity(pred: PredictedMesh, image: np.ndarray, item: Dict[str, 
                    refine_fraction=r.refine_fraction, retried=float(r.retried),
                    retry_skipped=float(r.retry_skipped), timed_out=float(r.timed_out), remeshed=float(r.remeshed),
                    remesh_rejected=float(r.remesh_rejected), holes=float(r.holes), conformed=float(r.conformed),
+                   volume_carved=float(r.volume_carved),
                    iou_3d_refined=iou_refined, iou_3d_result=iou_result, refine_seconds=r.seconds)
     else:
         row.update({k: nan for k in FIDELITY_KEYS if k not in row})
