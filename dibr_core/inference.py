@@ -641,6 +641,11 @@ REFINE_CONFORM_S = 0.2
 REFINE_VOLUME_CARVE_RES = 64
 REFINE_VOLUME_CARVE_GAIN = 0.004
 REFINE_VOLUME_CARVE_MIN_FACES = 64
+# Background pixels within this many pixels of the silhouette that the cut spares (a guard against a
+# slightly-off view cutting thin parts away). Measured on both refine records: a margin of 1 keeps the
+# real models at 0.945 (the cut then gains 0.004 on 2 % of them instead of 16 %: the gaps it fills are
+# one or two pixels wide at 128 px) for 3D IoU 0.485 instead of 0.484 (procedural 0.657 instead of 0.652).
+REFINE_VOLUME_CARVE_MARGIN = 0
 # Seconds the volume cut may need (it is skipped when fewer are left of the budget).
 REFINE_VOLUME_CARVE_S = 0.8
 
@@ -940,7 +945,7 @@ def _volume_carved(mesh: PredictedMesh, iou: float, view: InputView,
     if not REFINE_VOLUME_CARVE_RES:
         return mesh, iou, False
     c = carve_view_volume(mesh.vertices, mesh.faces.long(), view.camera(torch.float32), target,
-                          res=REFINE_VOLUME_CARVE_RES, holes_only=False)
+                          res=REFINE_VOLUME_CARVE_RES, holes_only=False, margin=REFINE_VOLUME_CARVE_MARGIN)
     if c.removed_voxels == 0 or c.faces.shape[0] == 0:
         return mesh, iou, False
     f = c.faces.numpy()

@@ -150,7 +150,7 @@ def _blur3(x: np.ndarray, w: float) -> np.ndarray:
 
 def carve_view_volume(vertices: torch.Tensor, faces: torch.Tensor, camera: Camera, mask: torch.Tensor,
                       res: int = 96, holes_only: bool = True, min_pixels: int = 4,
-                      smooth: float = 0.15) -> VolumeCarve:
+                      smooth: float = 0.15, margin: int = 0) -> VolumeCarve:
     """Empty the voxels of a closed mesh that project onto background in one view and return the
     surface of what is left.
 
@@ -164,6 +164,8 @@ def carve_view_volume(vertices: torch.Tensor, faces: torch.Tensor, camera: Camer
             border, at least ``min_pixels`` pixels), not its outside.
         smooth: weight of each neighbour in the [w, 1 - 2w, w] smoothing of the occupancy along
             each axis before the level set is taken at 0.5 (0: a voxel staircase).
+        margin: background pixels within this many pixels (8-neighbourhood steps) of the
+            foreground are not carved (a view a little off does not cut thin parts away).
     """
     fn = "carve_view_volume"
     check_tensor(fn, "vertices", vertices, ("V", 3), None, None)
@@ -180,6 +182,9 @@ def carve_view_volume(vertices: torch.Tensor, faces: torch.Tensor, camera: Camer
     m = mask.detach().cpu()
     fg = m if m.dtype == torch.bool else m > 0.5
     bad = enclosed_holes(fg, min_pixels) > 0 if holes_only else ~fg
+    if margin > 0:
+        near = torch.nn.functional.max_pool2d(fg.float()[None, None], 2 * margin + 1, 1, margin)[0, 0] > 0.5
+        bad = bad & ~near
     H, W = fg.shape
     idx = np.argwhere(occ)                                                   # (N, 3)
     centres = (idx + 0.5) / res - 0.5

@@ -88,6 +88,10 @@ def test_a_hole_of_the_view_is_cut_through_the_volume() -> None:
     assert kept.removed_voxels == 0 and bool(_hard_masks(kept.vertices, kept.faces, cam, 64)[0][:, 44:].any())
     cut = carve_view_volume(v, f, cam, half, res=48, holes_only=False)
     assert cut.removed_voxels > 0 and not bool(_hard_masks(cut.vertices, cut.faces, cam, 64)[0][:, 42:].any())
+    # a margin spares the background next to the silhouette: fewer voxels go, columns 40-42 stay
+    spared = carve_view_volume(v, f, cam, half, res=48, holes_only=False, margin=3)
+    assert 0 < spared.removed_voxels < cut.removed_voxels
+    assert bool(_hard_masks(spared.vertices, spared.faces, cam, 64)[0][:, 41].any())
 
 
 def test_carve_view_volume_rejects_bad_arguments() -> None:
