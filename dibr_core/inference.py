@@ -632,13 +632,14 @@ REFINE_CONFORM: Optional[Tuple[Tuple[float, ...], ...]] = ((0.05, 0.03, 0.02), (
 # The conform is skipped when less than this is left of the refine's time budget (it takes 0.01-0.05 s).
 REFINE_CONFORM_S = 0.2
 # Last, what the refine returns is cut by the picture's background through its volume
-# (:func:`dibr_core.volume_carve.carve_view_volume` on a grid of this many voxels per side, outside
-# and holes alike): a see-through pixel says nothing lies on its ray, and the membrane cut and the
+# (:func:`dibr_core.volume_carve.carve_view_volume`, outside and holes alike, on a grid of
+# REFINE_VOLUME_CARVE_SCALE voxels per side per pixel of the refine's image side, at least 16:
+# 64 at the default 128 px): a see-through pixel says nothing lies on its ray, and the membrane cut and the
 # conform leave some of those rays covered (a chair back's slats, a chandelier's arms). The new
 # surface takes the nearest old vertex's colour and a baked texture on automatic UVs; it is kept
 # when it raises the input-view IoU by REFINE_VOLUME_CARVE_GAIN (``volume_carved``); parts of
 # fewer than REFINE_VOLUME_CARVE_MIN_FACES faces (crumbs of the cut) are dropped. 0: no cut.
-REFINE_VOLUME_CARVE_RES = 64
+REFINE_VOLUME_CARVE_SCALE = 0.5
 REFINE_VOLUME_CARVE_GAIN = 0.004
 REFINE_VOLUME_CARVE_MIN_FACES = 64
 # Background pixels within this many pixels of the silhouette that the cut spares (a guard against a
@@ -711,8 +712,10 @@ class RefinedPrediction:
             :data:`REFINE_CARVE`).
         conformed: ``mesh`` was then conformed to the picture's outline (:data:`REFINE_CONFORM`).
         volume_carved: ``mesh`` was last cut by the picture's background through its volume
-            (:data:`REFINE_VOLUME_CARVE_RES`): a new voxel-resolution surface with a colour per
-            vertex and a texture baked on new UVs (``holes`` counts the membrane cuts only).
+            (:data:`REFINE_VOLUME_CARVE_SCALE`): a new voxel-resolution surface (new topology, also
+            after ``remesh_rejected``) with a colour per vertex and a texture baked on new UVs
+            (``holes`` counts the membrane cuts only). Only a remeshing refine (the default
+            options) makes it; one that keeps the prediction's topology never does.
     """
 
     mesh: PredictedMesh
@@ -934,7 +937,7 @@ def _conformed(mesh: PredictedMesh, iou: float, view: InputView, target: torch.T
 
 def _volume_carved(mesh: PredictedMesh, iou: float, view: InputView,
                    target: torch.Tensor) -> Tuple[PredictedMesh, float, bool]:
-    """``mesh`` cut by ``target``'s background through its volume (:data:`REFINE_VOLUME_CARVE_RES`)
+    """``mesh`` cut by ``target``'s background through its volume (:data:`REFINE_VOLUME_CARVE_SCALE`)
     when that raises its input-view IoU by :data:`REFINE_VOLUME_CARVE_GAIN`, with its IoU and
     whether it was."""
     from dibr_core.remesh import _components
@@ -942,10 +945,11 @@ def _volume_carved(mesh: PredictedMesh, iou: float, view: InputView,
     from dibr_core.uv import auto_uvs
     from dibr_core.volume_carve import carve_view_volume
 
-    if not REFINE_VOLUME_CARVE_RES:
+    if REFINE_VOLUME_CARVE_SCALE <= 0:
         return mesh, iou, False
+    res = max(16, int(round(REFINE_VOLUME_CARVE_SCALE * int(target.shape[-1]))))
     c = carve_view_volume(mesh.vertices, mesh.faces.long(), view.camera(torch.float32), target,
-                          res=REFINE_VOLUME_CARVE_RES, holes_only=False, margin=REFINE_VOLUME_CARVE_MARGIN)
+                          res=res, holes_only=False, margin=REFINE_VOLUME_CARVE_MARGIN)
     if c.removed_voxels == 0 or c.faces.shape[0] == 0:
         return mesh, iou, False
     f = c.faces.numpy()
@@ -1080,7 +1084,7 @@ def refine_prediction(prediction: PredictedMesh, image: ImageLike, mask: Optiona
     prediction is kept (``kept_prediction``). What is returned is finally conformed to the
     picture's outline where that raises its IoU (:data:`REFINE_CONFORM`, ``conformed``), and cut by
     the picture's background through its volume where that raises it further
-    (:data:`REFINE_VOLUME_CARVE_RES`, ``volume_carved``). The
+    (:data:`REFINE_VOLUME_CARVE_SCALE`, ``volume_carved``). The
     fit starts from the network's mesh (``prediction.network_vertices``) when
     :func:`predict_mesh` conformed it, and its candidates must beat the prediction as returned.
 
@@ -1238,6 +1242,7 @@ def refine_prediction(prediction: PredictedMesh, image: ImageLike, mask: Optiona
     # still beat the prediction as returned.
     start = prediction.network_vertices.detach().float() if prediction.network_vertices is not None else v0
     offset, remesh_rejected = 0, False
+    new_topology = opts.remesh and opts.optimize_vertices   # may the result have its own faces (the volume cut)
     if opts.remesh and opts.optimize_vertices:
         # The remeshing refine; when none of its candidates qualifies, the refine runs again on
         # the prediction's topology.
@@ -1283,7 +1288,8 @@ def refine_prediction(prediction: PredictedMesh, image: ImageLike, mask: Optiona
     iou, conformed, vcarved = out.iou, False, False
     if final is not None and (deadline is None or time.perf_counter() + REFINE_CONFORM_S < deadline):
         final, iou, conformed = _conformed(final, iou, view, target)
-    if final is not None and (deadline is None or time.perf_counter() + REFINE_VOLUME_CARVE_S < deadline):
+    if final is not None and new_topology and (
+            deadline is None or time.perf_counter() + REFINE_VOLUME_CARVE_S < deadline):
         final, iou, vcarved = _volume_carved(final, iou, view, target)
     return result(out, offset + out.steps, final, out.fraction, iou, remesh_rejected=remesh_rejected,
                   conformed=conformed, volume_carved=vcarved)

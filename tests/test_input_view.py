@@ -3,7 +3,7 @@ input_view_iou, refine_prediction), and the bad pictures predict_mesh refuses.""
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 import pytest
@@ -318,12 +318,14 @@ def test_the_refine_cuts_the_picture_s_holes_through_the_remeshed_surface() -> N
     assert m.colors.shape == m.vertices.shape and m.face_uvs.shape == (m.faces.shape[0], 3, 2)
     with pytest.MonkeyPatch.context() as mp:      # only the cut after the fit: 0.895 -> 0.987 measured
         mp.setattr(inference, "REFINE_EARLY_CARVE", False)
+        mp.setattr(inference, "REFINE_VOLUME_CARVE_SCALE", 0.0)
         r1 = refine_prediction(_sphere_prediction(), _frame_picture(), time_budget_s=None, view=r.view)
     assert r1.holes == 1 and check_closed_manifold(r1.mesh.faces, r1.mesh.vertices.shape[0]).genus == 1
     assert r1.iou > r1.refined_iou + 0.05 and r1.iou > 0.95, (r1.refined_iou, r1.iou)
-    with pytest.MonkeyPatch.context() as mp:      # without either cut: the membrane stays
+    with pytest.MonkeyPatch.context() as mp:      # without any cut: the membrane stays
         mp.setattr(inference, "REFINE_EARLY_CARVE", False)
         mp.setattr(inference, "REFINE_CARVE", False)
+        mp.setattr(inference, "REFINE_VOLUME_CARVE_SCALE", 0.0)
         r0 = refine_prediction(_sphere_prediction(), _frame_picture(), time_budget_s=None, view=r.view)
     assert r0.holes == 0 and check_closed_manifold(r0.mesh.faces, r0.mesh.vertices.shape[0]).genus == 0
     assert r0.iou < r.iou - 0.05, (r0.iou, r.iou)
@@ -345,6 +347,12 @@ def test_a_rejected_remesh_falls_back_to_the_prediction_topology(monkeypatch: py
     r = refine_prediction(pred, img, steps=20, resolution=64, time_budget_s=None,
                           progress=lambda s, n, loss: seen.append((s, n)))
     assert r.remesh_rejected and not r.remeshed and not r.cancelled and r.steps >= 40
+    if r.volume_carved:     # the volume cut may still give the fallback's result new faces
+        assert r.mesh.faces.shape[0] != pred.faces.shape[0]
+        r0 = r
+        monkeypatch.setattr(inference, "REFINE_VOLUME_CARVE_SCALE", 0.0)
+        r = refine_prediction(pred, img, steps=20, resolution=64, time_budget_s=None)
+        assert r.remesh_rejected and not r.volume_carved and r0.iou >= r.iou + inference.REFINE_VOLUME_CARVE_GAIN
     assert torch.equal(r.mesh.faces, pred.faces) and torch.equal(r.mesh.face_uvs, pred.face_uvs)
     assert r.iou >= r.prediction_iou
     steps = [s for s, _ in seen]
@@ -470,3 +478,22 @@ def test_the_first_optimiser_s_import_comes_before_the_refine_budget(monkeypatch
     monkeypatch.setattr(inference, "prepare_image", lambda *a, **k: calls.append("clock started") or real_prepare(*a, **k))
     refine_prediction(_sphere_prediction(), _thin_cross_picture(64), steps=0, resolution=32)
     assert calls[:2] == ["warm", "clock started"]
+
+
+def test_the_volume_cut_runs_only_where_the_refine_may_remesh(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The final volume cut gives the result new faces, so a refine told to keep the prediction's
+    topology (``remesh=False``) never runs it; the default (remeshing) refine does."""
+    calls: List[float] = []
+    cut = inference._volume_carved
+
+    def spy(mesh: inference.PredictedMesh, iou: float, view: inference.InputView,
+            target: torch.Tensor) -> Tuple[inference.PredictedMesh, float, bool]:
+        calls.append(iou)
+        return cut(mesh, iou, view, target)
+
+    monkeypatch.setattr(inference, "_volume_carved", spy)
+    img, pred = _thin_cross_picture(), _sphere_prediction()
+    kept = refine_prediction(pred, img, options=refine_options(20, remesh=False), time_budget_s=None)
+    assert not calls and not kept.volume_carved and torch.equal(kept.mesh.faces, pred.faces)
+    refine_prediction(pred, img, options=refine_options(20), time_budget_s=None)
+    assert len(calls) == 1

@@ -373,6 +373,8 @@ def summary(report: Dict[str, Any]) -> str:
             holes = int(r.get("holes") or 0)
             line += "; the refine remeshed the surface" + (
                 f" and cut {holes} hole{'s' if holes != 1 else ''} of the picture through it" if holes else "")
+        if r.get("volume_carved"):
+            line += "; the result was cut by the picture's background through its volume"
         if r.get("timed_out"):
             line += "; the refine stopped at its time budget and returned its best state by then"
     elif iv.get("prediction") is not None:

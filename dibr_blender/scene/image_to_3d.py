@@ -288,12 +288,13 @@ class RefineJob:
     def _apply_core(self, r: Any) -> Dict[str, Any]:
         ob, img, mesh = self.ob, self.img, self.blender_mesh
         assert self.core is not None
-        remeshed = bool(r.remeshed)   # (never with a kept prediction)
+        # New faces when the surface was remeshed or cut through its volume (never with a kept prediction).
+        new_faces = bool(r.remeshed) or bool(r.volume_carved)
         if not r.kept_prediction:
             local = image_to_3d.to_blender(r.mesh.vertices, mesh, self.core.view.turn)
             M = np.array(ob.matrix_world, dtype=np.float64)
             world = local @ M[:3, :3].T + M[:3, 3]
-            if remeshed:
+            if new_faces:
                 # New topology: the object gets new mesh data (the predicted one, added by this
                 # run, goes) with the refine's UVs; the texture keeps the image's size.
                 faces = r.mesh.faces.detach().cpu().numpy().astype(np.int64)
@@ -324,7 +325,7 @@ class RefineJob:
                 "retried": bool(r.retried), "retry_skipped": bool(r.retry_skipped),
                 "timed_out": bool(r.timed_out),
                 "self_intersections": {"prediction": r.self_intersections[0], "refined": r.self_intersections[1]},
-                "remeshed": remeshed, "remesh_rejected": bool(r.remesh_rejected),
+                "remeshed": bool(r.remeshed), "remesh_rejected": bool(r.remesh_rejected),
                 "holes": int(r.holes), "conformed": bool(r.conformed),
                 "volume_carved": bool(r.volume_carved),
                 "vertices": len(ob.data.vertices), "faces": len(ob.data.polygons),
@@ -472,7 +473,7 @@ class Started:
                                   "camera": refine["camera"]}
         report = image_to_3d.make_report(object_name=self.ob.name, seconds=time.perf_counter() - self.t0,
                                          refine=refine, **args)
-        if refine is not None and refine.get("remeshed"):   # the object's data as the refine left it
+        if refine is not None and (refine.get("remeshed") or refine.get("volume_carved")):   # the refine's mesh data
             report.update(vertices=refine["vertices"], faces=refine["faces"], texture_size=refine["texture_size"])
         return self.ob, report
 

@@ -255,8 +255,10 @@ def test_refine_job_finishes_like_the_batch_run(addon, empty_scene, inputs) -> N
     iv = report["input_view_iou"]
     assert iv["prediction"] == report["refine"]["prediction_silhouette_iou"] and iv["refined"] is not None
     assert bpy.context.view_layer.objects.active == ob and ob.name == report["object"]
-    # the report counts the object's mesh (a new one when the refine remeshed)
-    assert r["remeshed"] == (report["faces"] != F) == ("remeshed the surface" in i3_jobs.summary(report))
+    # the report counts the object's mesh (a new one when the refine remeshed or cut it through its volume)
+    assert (r["remeshed"] or r["volume_carved"]) == (report["faces"] != F)
+    assert r["remeshed"] == ("remeshed the surface" in i3_jobs.summary(report))
+    assert r["volume_carved"] == ("through its volume" in i3_jobs.summary(report))
     assert (len(ob.data.vertices), len(ob.data.polygons)) == (report["vertices"], report["faces"])
     assert tuple(_base_color_image(ob).size) == (32, 32) == (report["texture_size"],) * 2  # the size asked for
     assert not job.temps                                          # finish() removed the temporary files
@@ -403,7 +405,7 @@ def test_batch_writes_blend_glb_and_report(inputs, tmp_path) -> None:
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "dibr image-to-3d: refine: step 2/2" in r.stdout and f"dibr image-to-3d: wrote {out}" in r.stdout
     report = json.loads(rep.read_text())
-    assert report["command"] == "image-to-3d" and report["refine"]["remeshed"] == (report["faces"] != F)
+    assert report["command"] == "image-to-3d" and (report["refine"]["remeshed"] or report["refine"]["volume_carved"]) == (report["faces"] != F)
     assert report["category"] == "chair" and report["texture_size"] == 64 and report["seconds"] > 0
     assert report["weights"] == "predictor.pt" and report["output"] == str(out) and report["export"] == str(glb)
     assert report["refine"]["steps"] == (4 if report["refine"]["remesh_rejected"] else 2)
