@@ -62,6 +62,7 @@ def _slab() -> tuple:
     return v * torch.tensor([1.0, 1.0, 0.33]), f, InputView(0.0, 0.0)
 
 
+@pytest.mark.float_sensitive   # which voxel centres fall on which pixel follows projected positions
 def test_a_hole_of_the_view_is_cut_through_the_volume() -> None:
     """A square hole in the disk's silhouette: the carved surface is one closed genus-1 surface
     that leaves the hole's pixels uncovered and keeps the rest of the silhouette; the outside of
@@ -108,6 +109,7 @@ def test_carve_view_volume_rejects_bad_arguments() -> None:
         carve_view_volume(v, f, cam, torch.ones(8, 8), res=2)
 
 
+@pytest.mark.float_sensitive
 def test_the_refine_cuts_its_result_by_the_pictures_background() -> None:
     """inference._volume_carved: a result that covers a hole and overhangs the picture's outline
     comes back cut by both, closed, with a colour per vertex (from the nearest old vertex) and a
