@@ -18,6 +18,7 @@ ambiguous cases, and the level set of a field whose samples avoid the level is a
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import List, Tuple
 
@@ -155,11 +156,12 @@ def carve_view_volume(vertices: torch.Tensor, faces: torch.Tensor, camera: Camer
     surface of what is left.
 
     Args:
-        vertices: (V, 3) float, inside [-0.5, 0.5]^3 (a unit-diagonal object; the voxel grid).
+        vertices: (V, 3) float. The grid spans [-0.5, 0.5]^3 (a unit-diagonal object's frame) when
+            the mesh lies inside it, else a cube about the mesh with voxels of the same size.
         faces: (F, 3) int, closed and counter-clockwise seen from outside.
         camera: one camera (batch 1) of the view.
         mask: (H, W) silhouette in that view (float, foreground > 0.5, or bool), rows top to bottom.
-        res: voxels per side of the grid.
+        res: voxels per unit length (per side of the [-0.5, 0.5]^3 grid).
         holes_only: carve only the mask's enclosed holes (background not connected to the
             border, at least ``min_pixels`` pixels), not its outside.
         smooth: weight of each neighbour in the [w, 1 - 2w, w] smoothing of the occupancy along
@@ -178,7 +180,15 @@ def carve_view_volume(vertices: torch.Tensor, faces: torch.Tensor, camera: Camer
     if not 0.0 <= smooth < 1.0 / 3.0:
         raise ValueError(f"{fn}(): smooth must be in [0, 1/3), got {smooth!r}")
     v = vertices.detach().cpu().double().numpy()
-    occ = voxelize_mesh(v, faces.detach().cpu().long().numpy(), res)
+    # The grid: [-0.5, 0.5]^3 at res voxels per side when the mesh lies in it; else a cube about the
+    # mesh's bounding box with voxels of the same size (nothing of the mesh is clipped).
+    centre, side, n = np.zeros(3), 1.0, res
+    if v.size and np.abs(v).max() > 0.5:
+        lo, hi = v.min(axis=0), v.max(axis=0)
+        centre = (lo + hi) / 2.0
+        side = float((hi - lo).max()) * (1.0 + 2.0 / res)
+        n = max(4, int(math.ceil(res * side)))
+    occ = voxelize_mesh((v - centre) / side, faces.detach().cpu().long().numpy(), n)
     m = mask.detach().cpu()
     fg = m if m.dtype == torch.bool else m > 0.5
     bad = enclosed_holes(fg, min_pixels) > 0 if holes_only else ~fg
@@ -187,7 +197,7 @@ def carve_view_volume(vertices: torch.Tensor, faces: torch.Tensor, camera: Camer
         bad = bad & ~near
     H, W = fg.shape
     idx = np.argwhere(occ)                                                   # (N, 3)
-    centres = (idx + 0.5) / res - 0.5
+    centres = ((idx + 0.5) / n - 0.5) * side + centre
     pts = torch.from_numpy(centres)[None].to(camera.view.dtype)
     ndc = clip_to_ndc(camera.to_clip(camera.to_camera(pts)))[0].double().numpy()
     col = np.clip(np.floor((ndc[:, 0] + 1.0) * 0.5 * W), 0, W - 1).astype(np.int64)
@@ -198,6 +208,6 @@ def carve_view_volume(vertices: torch.Tensor, faces: torch.Tensor, camera: Camer
     field = _blur3(np.pad(carved.astype(np.float64), 2), smooth) if smooth > 0 else np.pad(carved, 2).astype(float)
     verts, tris = marching_tetrahedra(field, 0.5)
     # Grid units (padded by 2, sample (i) at voxel centre i - 2) to the object frame.
-    out = (verts - 2.0 + 0.5) / res - 0.5
+    out = ((verts - 2.0 + 0.5) / n - 0.5) * side + centre
     return VolumeCarve(torch.from_numpy(out.astype(np.float32)), torch.from_numpy(tris),
                        int(cut.sum()), int(occ.sum()))

@@ -95,6 +95,25 @@ def test_a_hole_of_the_view_is_cut_through_the_volume() -> None:
     assert bool(_hard_masks(spared.vertices, spared.faces, cam, 64)[0][:, 41].any())
 
 
+def test_a_mesh_beyond_the_unit_cube_is_carved_whole() -> None:
+    """A disk moved half its size sideways (past x = 0.5) and scaled up: the grid follows it, so
+    the carved surface keeps its whole extent, and the hole is cut."""
+    v, f, view = _slab()
+    v = v * 1.5 + torch.tensor([0.35, 0.0, 0.0])
+    cam = InputView(0.0, 0.0, distance=4.0).camera()
+    target = _hard_masks(v, f, cam, 64)[0].float()
+    rows, cols = torch.nonzero(target > 0.5, as_tuple=True)
+    r0, c0 = int(rows.float().mean()), int(cols.float().mean())
+    target[r0 - 5:r0 + 5, c0 - 5:c0 + 5] = 0.0
+    c = carve_view_volume(v, f, cam, target, res=48)
+    rep = check_closed_manifold(c.faces, c.vertices.shape[0])
+    assert rep.ok and rep.parts == 1 and rep.genus == 1, rep.problems()
+    lo, hi = v.min(dim=0).values, v.max(dim=0).values
+    assert torch.allclose(c.vertices.min(dim=0).values, lo, atol=0.05)
+    assert torch.allclose(c.vertices.max(dim=0).values, hi, atol=0.05), (c.vertices.max(dim=0).values, hi)
+    assert float(hi[0]) > 0.8
+
+
 def test_carve_view_volume_rejects_bad_arguments() -> None:
     v, f, view = _slab()
     cam = view.camera()
