@@ -31,9 +31,8 @@ from typing import Optional, Sequence, Tuple
 import torch
 
 from dibr_core.camera import Camera
-from dibr_core.checks import check_tensor
 from dibr_core.mesh_queries import check_mesh, self_intersecting_faces
-from dibr_core.silhouettes import fill_holes, silhouette_boundary
+from dibr_core.silhouettes import _foreground, fill_holes, silhouette_boundary
 
 __all__ = ["CONFORM_SCHEDULE", "CONFORM_MAX_STRETCH", "CONFORM_PULL_BACK", "ConformResult", "conform_silhouette"]
 
@@ -136,14 +135,12 @@ def conform_silhouette(vertices: torch.Tensor, faces: torch.Tensor, camera: Came
     """
     fn = "conform_silhouette"
     v0, faces_l = check_mesh(fn, vertices, faces)
-    check_tensor(fn, "mask", mask, ("H", "W"), None, None)
+    target = _foreground(fn, mask)
     if camera.batch_size != 1:
         raise ValueError(f"{fn}(): camera must have batch 1, got {camera.batch_size}")
     bands = [[float(s) for s in r] for r in schedule]
     if not all(s > 0.0 for r in bands for s in r):
         raise ValueError(f"{fn}(): the schedule's bandwidths must all be > 0, got {bands}")
-    target = mask if mask.dtype == torch.bool else mask.detach() > 0.5
-    target = target.cpu()
     if not bool(target.any()):
         raise ValueError(f"{fn}(): the mask ({target.shape[0]}x{target.shape[1]}) is empty")
     cam = camera.to(device=torch.device("cpu"), dtype=torch.float64)

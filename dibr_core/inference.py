@@ -940,7 +940,7 @@ def _volume_carved(mesh: PredictedMesh, iou: float, view: InputView,
     """``mesh`` cut by ``target``'s background through its volume (:data:`REFINE_VOLUME_CARVE_SCALE`)
     when that raises its input-view IoU by :data:`REFINE_VOLUME_CARVE_GAIN`, with its IoU and
     whether it was."""
-    from dibr_core.remesh import _components
+    from dibr_core.surface_metrics import nearest_points
     from dibr_core.texture_bake import bake_vertex_colors
     from dibr_core.uv import auto_uvs
     from dibr_core.volume_carve import carve_view_volume
@@ -948,25 +948,16 @@ def _volume_carved(mesh: PredictedMesh, iou: float, view: InputView,
     if REFINE_VOLUME_CARVE_SCALE <= 0:
         return mesh, iou, False
     res = max(16, int(round(REFINE_VOLUME_CARVE_SCALE * int(target.shape[-1]))))
-    c = carve_view_volume(mesh.vertices, mesh.faces.long(), view.camera(torch.float32), target,
-                          res=res, holes_only=False, margin=REFINE_VOLUME_CARVE_MARGIN)
+    c = carve_view_volume(mesh.vertices, mesh.faces.long(), view.camera(torch.float32), target, res=res,
+                          holes_only=False, margin=REFINE_VOLUME_CARVE_MARGIN,
+                          min_part_faces=REFINE_VOLUME_CARVE_MIN_FACES)
     if c.removed_voxels == 0 or c.faces.shape[0] == 0:
         return mesh, iou, False
-    f = c.faces.numpy()
-    part = _components(int(c.vertices.shape[0]), f[:, [0, 1, 2]].reshape(-1), f[:, [1, 2, 0]].reshape(-1))[f[:, 0]]
-    sizes = np.bincount(part)
-    keep = sizes[part] >= REFINE_VOLUME_CARVE_MIN_FACES
-    if not keep.any():
-        return mesh, iou, False
-    used = np.unique(f[keep])
-    remap = np.full(int(c.vertices.shape[0]), -1, dtype=np.int64)
-    remap[used] = np.arange(used.shape[0])
-    verts = c.vertices[torch.from_numpy(used)].contiguous()
-    faces = torch.from_numpy(remap[f[keep]])
+    verts, faces = c.vertices, c.faces
     after = input_view_iou(verts, faces, view, target)
     if after < iou + REFINE_VOLUME_CARVE_GAIN:
         return mesh, iou, False
-    colors = mesh.colors.float()[_nearest(verts, mesh.vertices.float())].contiguous()
+    colors = mesh.colors.float()[nearest_points(verts, mesh.vertices.float())[1]].contiguous()
     face_uvs = auto_uvs(verts, faces).float().contiguous()
     texture = None
     if mesh.texture is not None:
@@ -974,13 +965,6 @@ def _volume_carved(mesh: PredictedMesh, iou: float, view: InputView,
         texture = bake_vertex_colors(faces, colors, face_uvs, T)[0].permute(1, 2, 0).float().contiguous()
     return PredictedMesh(vertices=verts, faces=faces, colors=colors, face_uvs=face_uvs, texture=texture,
                          input_image=mesh.input_image), after, True
-
-
-def _nearest(points: torch.Tensor, reference: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-    """(N,) int64 index of the nearest of ``reference`` (M, 3) to each of ``points`` (N, 3)."""
-    out = [torch.cdist(points[i:i + chunk].float(), reference.float(), compute_mode="donot_use_mm_for_euclid_dist").argmin(dim=1)
-           for i in range(0, int(points.shape[0]), chunk)]
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.int64)
 
 
 # Before the remeshing fit, the prediction as returned (conformed to the outline) is remeshed to
@@ -1243,7 +1227,18 @@ def refine_prediction(prediction: PredictedMesh, image: ImageLike, mask: Optiona
     start = prediction.network_vertices.detach().float() if prediction.network_vertices is not None else v0
     offset, remesh_rejected = 0, False
     new_topology = opts.remesh and opts.optimize_vertices   # may the result have its own faces (the volume cut)
-    if opts.remesh and opts.optimize_vertices:
+
+    def finish(mesh: PredictedMesh, iou: float) -> Tuple[PredictedMesh, float, Dict[str, bool]]:
+        """The chosen ``mesh`` conformed to the outline and then cut through its volume (where
+        the budget leaves time and each raises the IoU), its IoU and those two flags."""
+        conformed = vcarved = False
+        if deadline is None or time.perf_counter() + REFINE_CONFORM_S < deadline:
+            mesh, iou, conformed = _conformed(mesh, iou, view, target)
+        if new_topology and (deadline is None or time.perf_counter() + REFINE_VOLUME_CARVE_S < deadline):
+            mesh, iou, vcarved = _volume_carved(mesh, iou, view, target)
+        return mesh, iou, {"conformed": conformed, "volume_carved": vcarved}
+
+    if new_topology:
         # The remeshing refine; when none of its candidates qualifies, the refine runs again on
         # the prediction's topology.
         early = _early_carved(v0, faces, prediction.colors.float(), view, target, opts) if REFINE_EARLY_CARVE else None
@@ -1265,14 +1260,9 @@ def refine_prediction(prediction: PredictedMesh, image: ImageLike, mask: Optiona
             chosen, iou, holes = first.chosen, first.iou, 0
             if first.remeshed and REFINE_CARVE and (deadline is None or time.perf_counter() + REFINE_CARVE_S < deadline):
                 chosen, iou, holes = _carved(chosen, iou, view, target)
-            conformed, vcarved = False, False
-            if deadline is None or time.perf_counter() + REFINE_CONFORM_S < deadline:
-                chosen, iou, conformed = _conformed(chosen, iou, view, target)
-            if deadline is None or time.perf_counter() + REFINE_VOLUME_CARVE_S < deadline:
-                chosen, iou, vcarved = _volume_carved(chosen, iou, view, target)
+            chosen, iou, flags = finish(chosen, iou)
             return result(first, first.steps, chosen, first.fraction, iou, remeshed=first.remeshed,
-                          holes=holes + (early[3] if early is not None else 0), conformed=conformed,
-                          volume_carved=vcarved)
+                          holes=holes + (early[3] if early is not None else 0), **flags)
         offset, remesh_rejected = first.steps, True
         if fit_deadline is not None and time.perf_counter() >= fit_deadline:   # no time left for another
             first.timed_out = True
@@ -1284,12 +1274,8 @@ def refine_prediction(prediction: PredictedMesh, image: ImageLike, mask: Optiona
     out = run(start, opts, prediction.colors.float() if not has_tex else None,
               prediction.face_uvs.float() if has_tex else None,
               prediction.texture.float() if prediction.texture is not None else None, offset)
-    final = out.chosen if not out.cancelled and out.fraction > 0.0 else None
-    iou, conformed, vcarved = out.iou, False, False
-    if final is not None and (deadline is None or time.perf_counter() + REFINE_CONFORM_S < deadline):
-        final, iou, conformed = _conformed(final, iou, view, target)
-    if final is not None and new_topology and (
-            deadline is None or time.perf_counter() + REFINE_VOLUME_CARVE_S < deadline):
-        final, iou, vcarved = _volume_carved(final, iou, view, target)
-    return result(out, offset + out.steps, final, out.fraction, iou, remesh_rejected=remesh_rejected,
-                  conformed=conformed, volume_carved=vcarved)
+    if out.cancelled or out.fraction <= 0.0:
+        return result(out, offset + out.steps, None, out.fraction, out.iou, remesh_rejected=remesh_rejected)
+    assert out.chosen is not None
+    final, iou, flags = finish(out.chosen, out.iou)
+    return result(out, offset + out.steps, final, out.fraction, iou, remesh_rejected=remesh_rejected, **flags)

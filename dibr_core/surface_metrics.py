@@ -5,13 +5,13 @@ the mean dihedral angle (the roughness measure). Used by the reconstruction benc
 main job's held-out judgement."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 
 from dibr_core.mesh import edge_face_adjacency, face_normals
 
-__all__ = ["sample_surface", "nearest_distances", "chamfer_percent", "mean_dihedral_angle"]
+__all__ = ["sample_surface", "nearest_points", "nearest_distances", "chamfer_percent", "mean_dihedral_angle"]
 
 
 def sample_surface(vertices: torch.Tensor, faces: torch.Tensor, n: int,
@@ -34,13 +34,20 @@ def sample_surface(vertices: torch.Tensor, faces: torch.Tensor, n: int,
     return (1 - s1) * a[fi] + s1 * (1 - r2) * b[fi] + s1 * r2 * c[fi]
 
 
+def nearest_points(src: torch.Tensor, dst: torch.Tensor, chunk: int = 4096) -> Tuple[torch.Tensor, torch.Tensor]:
+    """((N,) Euclidean distance, (N,) int64 index) of the nearest point of dst (M, 3) to each of
+    src (N, 3) (the first one on ties), ``chunk`` rows of src at a time."""
+    dist, index = [], []
+    for s in range(0, src.shape[0], chunk):
+        m = torch.cdist(src[s:s + chunk][None], dst[None], compute_mode="donot_use_mm_for_euclid_dist")[0].min(dim=1)
+        dist.append(m.values)
+        index.append(m.indices)
+    return torch.cat(dist), torch.cat(index)
+
+
 def nearest_distances(src: torch.Tensor, dst: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
     """(N,) Euclidean distance from each of src (N, 3) to its nearest point of dst (M, 3)."""
-    out = []
-    for s in range(0, src.shape[0], chunk):
-        out.append(torch.cdist(src[s:s + chunk][None], dst[None], compute_mode="donot_use_mm_for_euclid_dist")[0]
-                   .min(dim=1).values)
-    return torch.cat(out)
+    return nearest_points(src, dst, chunk)[0]
 
 
 def mean_dihedral_angle(vertices: torch.Tensor, faces: torch.Tensor) -> float:

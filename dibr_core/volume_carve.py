@@ -25,9 +25,11 @@ from typing import List, Tuple
 import numpy as np
 import torch
 
-from dibr_core.camera import Camera, clip_to_ndc
+from dibr_core.camera import Camera
+from dibr_core.carve import _project
 from dibr_core.checks import check_tensor
-from dibr_core.silhouettes import enclosed_holes
+from dibr_core.remesh import _components
+from dibr_core.silhouettes import _foreground, enclosed_holes
 from dibr_core.voxels import voxelize_mesh
 
 __all__ = ["VolumeCarve", "carve_view_volume", "marching_tetrahedra"]
@@ -151,7 +153,7 @@ def _blur3(x: np.ndarray, w: float) -> np.ndarray:
 
 def carve_view_volume(vertices: torch.Tensor, faces: torch.Tensor, camera: Camera, mask: torch.Tensor,
                       res: int = 96, holes_only: bool = True, min_pixels: int = 4,
-                      smooth: float = 0.15, margin: int = 0) -> VolumeCarve:
+                      smooth: float = 0.15, margin: int = 0, min_part_faces: int = 0) -> VolumeCarve:
     """Empty the voxels of a closed mesh that project onto background in one view and return the
     surface of what is left.
 
@@ -168,11 +170,13 @@ def carve_view_volume(vertices: torch.Tensor, faces: torch.Tensor, camera: Camer
             each axis before the level set is taken at 0.5 (0: a voxel staircase).
         margin: background pixels within this many pixels (8-neighbourhood steps) of the
             foreground are not carved (a view a little off does not cut thin parts away).
+        min_part_faces: connected parts of the new surface with fewer faces are dropped (crumbs
+            of the cut); its vertices are then those the kept faces use.
     """
     fn = "carve_view_volume"
     check_tensor(fn, "vertices", vertices, ("V", 3), None, None)
     check_tensor(fn, "faces", faces, ("F", 3), None, None)
-    check_tensor(fn, "mask", mask, ("H", "W"), None, None)
+    fg = _foreground(fn, mask)
     if camera.batch_size != 1:
         raise ValueError(f"{fn}(): camera must hold one view, got a batch of {camera.batch_size}")
     if not isinstance(res, int) or isinstance(res, bool) or res < 4:
@@ -189,8 +193,6 @@ def carve_view_volume(vertices: torch.Tensor, faces: torch.Tensor, camera: Camer
         side = float((hi - lo).max()) * (1.0 + 2.0 / res)
         n = max(4, int(math.ceil(res * side)))
     occ = voxelize_mesh((v - centre) / side, faces.detach().cpu().long().numpy(), n)
-    m = mask.detach().cpu()
-    fg = m if m.dtype == torch.bool else m > 0.5
     bad = enclosed_holes(fg, min_pixels) > 0 if holes_only else ~fg
     if margin > 0:
         near = torch.nn.functional.max_pool2d(fg.float()[None, None], 2 * margin + 1, 1, margin)[0, 0] > 0.5
@@ -198,15 +200,21 @@ def carve_view_volume(vertices: torch.Tensor, faces: torch.Tensor, camera: Camer
     H, W = fg.shape
     idx = np.argwhere(occ)                                                   # (N, 3)
     centres = ((idx + 0.5) / n - 0.5) * side + centre
-    pts = torch.from_numpy(centres)[None].to(camera.view.dtype)
-    ndc = clip_to_ndc(camera.to_clip(camera.to_camera(pts)))[0].double().numpy()
-    col = np.clip(np.floor((ndc[:, 0] + 1.0) * 0.5 * W), 0, W - 1).astype(np.int64)
-    row = np.clip(np.floor((1.0 - ndc[:, 1]) * 0.5 * H), 0, H - 1).astype(np.int64)
+    px = _project(centres, camera, H, W)[0]
+    col = np.clip(np.floor(px[:, 0]), 0, W - 1).astype(np.int64)
+    row = np.clip(np.floor(px[:, 1]), 0, H - 1).astype(np.int64)
     cut = bad.numpy()[row, col]
     carved = occ.copy()
     carved[tuple(idx[cut].T)] = False
     field = _blur3(np.pad(carved.astype(np.float64), 2), smooth) if smooth > 0 else np.pad(carved, 2).astype(float)
     verts, tris = marching_tetrahedra(field, 0.5)
+    if min_part_faces > 0 and tris.shape[0]:
+        part = _components(verts.shape[0], tris.reshape(-1), tris[:, [1, 2, 0]].reshape(-1))[tris[:, 0]]
+        tris = tris[np.bincount(part)[part] >= min_part_faces]
+        used = np.unique(tris)
+        remap = np.full(verts.shape[0], -1, dtype=np.int64)
+        remap[used] = np.arange(used.shape[0])
+        verts, tris = verts[used], remap[tris]
     # Grid units (padded by 2, sample (i) at voxel centre i - 2) to the object frame.
     out = ((verts - 2.0 + 0.5) / n - 0.5) * side + centre
     return VolumeCarve(torch.from_numpy(out.astype(np.float32)), torch.from_numpy(tris),

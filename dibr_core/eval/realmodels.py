@@ -150,16 +150,16 @@ def evaluate_real(data: Union[str, Path], weights: Optional[Union[str, Path]] = 
                 image = np.asarray(it["images"])[view]
                 res = int(it["occupancy"].shape[0])
                 row: Dict[str, Any] = {"model": str(it.get("model_name", p.stem)), "category": cat}
-                for name, conform in (("", True), ("network_", False)):
-                    pred = predict_mesh(image, model=model, conform=conform)
-                    occ = voxelize_mesh(pred.vertices, pred.faces, res)
+                pred = predict_mesh(image, model=model)
+                assert pred.input_view is not None and pred.network_vertices is not None
+                # what predict_mesh returns, and the network's mesh it conformed
+                for name, verts in (("", pred.vertices), ("network_", pred.network_vertices)):
+                    occ = voxelize_mesh(verts, pred.faces, res)
                     row[name + "iou"] = iou_3d(occ, it["occupancy"])
-                    row[name + "input_view_iou"] = input_view_iou(pred.vertices, pred.faces, it, view)
-                    if conform:
-                        assert pred.input_view is not None
-                        row["own_view_iou"] = pred.input_view.iou
-                        row["network_own_view_iou"] = pred.network_iou
-                        row["own_view_azimuth_deg"] = pred.input_view.azimuth_deg
+                    row[name + "input_view_iou"] = input_view_iou(verts, pred.faces, it, view)
+                row["own_view_iou"] = pred.input_view.iou
+                row["network_own_view_iou"] = pred.network_iou
+                row["own_view_azimuth_deg"] = pred.input_view.azimuth_deg
                 rows["predictor"][cat].append(row["input_view_iou"])
                 rows["predictor_own_view"][cat].append(row["own_view_iou"])
                 rows["network"][cat].append(row["network_input_view_iou"])
