@@ -37,11 +37,13 @@ CPU_SOURCES = [
     "rasterize_cpu.cpp", "soft_mask_cpu.cpp", "interpolate_cpu.cpp", "mesh_cpu.cpp",
 ]
 CUDA_SOURCES: List[str] = ["rasterize_cuda.cu", "soft_mask_cuda.cu", "interpolate_cuda.cu"]
-CFLAGS = ["-O3", "-std=c++17", "-ffp-contract=off", "-fopenmp"]
+# No -std flag: torch's cpp_extension passes the C++ standard its headers need (C++20 since
+# torch 2.10; torch 2.14's headers refuse anything older).
+CFLAGS = ["-O3", "-ffp-contract=off", "-fopenmp"]
 LDFLAGS = ["-fopenmp"]
 # --fmad=false: no FMA contraction, so that the CUDA kernels round as the CPU ones
 # (-ffp-contract=off) and select the same faces.
-CUDA_CFLAGS = ["-O3", "-std=c++17", "--fmad=false"]
+CUDA_CFLAGS = ["-O3", "--fmad=false"]
 
 _state: dict = {"tried": False, "module": None, "reason": "not loaded yet", "how": None}
 
@@ -73,18 +75,34 @@ def sanitizing() -> bool:
     return os.environ.get("DIBR_SANITIZE", "") == "1"
 
 
-def find_nvcc() -> Optional[str]:
-    """The nvcc that torch's cpp_extension would use, or None."""
+def find_cuda_home() -> Optional[Path]:
+    """The CUDA toolkit the build uses, or None.
+
+    ``$CUDA_HOME`` (or ``$CUDA_PATH``) when set, else the toolkit of the ``nvcc`` on PATH (a
+    symbolic link is followed), else ``/usr/local/cuda``; of the last two, the first that holds
+    ``bin/nvcc`` and ``include/cuda_runtime.h`` is taken (an ``nvcc`` that is a wrapper script
+    elsewhere does not mislead the build into looking for the headers next to it), else the first
+    that holds ``bin/nvcc``.
+    """
     for var in ("CUDA_HOME", "CUDA_PATH"):
-        home = os.environ.get(var)
-        if home:
-            nvcc = Path(home) / "bin" / "nvcc"
-            return str(nvcc) if nvcc.exists() else None
+        env_home = os.environ.get(var)
+        if env_home:
+            return Path(env_home) if (Path(env_home) / "bin" / "nvcc").exists() else None
+    candidates: List[Path] = []
     which = shutil.which("nvcc")
     if which:
-        return which
-    default = Path("/usr/local/cuda/bin/nvcc")
-    return str(default) if default.exists() else None
+        candidates.append(Path(which).resolve().parent.parent)
+    candidates.append(Path("/usr/local/cuda"))
+    for home in candidates:
+        if (home / "bin" / "nvcc").exists() and (home / "include" / "cuda_runtime.h").exists():
+            return home
+    return next((home for home in candidates if (home / "bin" / "nvcc").exists()), None)
+
+
+def find_nvcc() -> Optional[str]:
+    """The nvcc of :func:`find_cuda_home`'s toolkit, or None."""
+    home = find_cuda_home()
+    return None if home is None else str(home / "bin" / "nvcc")
 
 
 def cuda_build_enabled(sanitize: bool = False) -> bool:
@@ -183,6 +201,10 @@ def build(build_dir: Optional[Path] = None, verbose: bool = False, sanitize: Opt
         )
 
     cuda = cuda_build_enabled(sanitize)
+    if cuda:
+        # cpp_extension finds its toolkit once, at import, from PATH's nvcc without following
+        # wrapper scripts; hand it the one find_cuda_home() chose.
+        cpp_extension.CUDA_HOME = str(find_cuda_home())
     cuda_error: Optional[str] = None
     try:
         mod = compile_ext(cuda)

@@ -26,9 +26,8 @@ LOCAL_INCLUDE = re.compile(r'^\s*#\s*include\s*"([^"]+)"', re.MULTILINE)
 
 
 def nvcc_flags() -> List[str]:
-    flags = list(_ext.CUDA_CFLAGS) + ["-DWITH_CUDA"] + ARCH_FLAGS
-    if "-std=c++17" not in flags:
-        flags.append("-std=c++17")
+    # The standard torch's cpp_extension compiles them with (CUDA_CFLAGS leave it to torch).
+    flags = list(_ext.CUDA_CFLAGS) + ["-DWITH_CUDA", "-std=c++20"] + ARCH_FLAGS
     for d in INCLUDE_DIRS:
         flags += ["-I", str(d)]
     return flags
@@ -96,7 +95,8 @@ def test_cuda_source_compiles(cu: Path, tmp_path: Path, request: pytest.FixtureR
     h.update(version.encode())
     key = f"dibr_core/nvcc_ok/{cu.name}"
     digest = h.hexdigest()
-    if request.config.cache.get(key, None) == digest:
+    cache = getattr(request.config, "cache", None)      # absent under -p no:cacheprovider
+    if cache is not None and cache.get(key, None) == digest:
         return  # this exact source and toolchain compiled before
     obj = tmp_path / f"{cu.stem}.o"
     cmd = [nvcc, *flags, "-c", str(cu), "-o", str(obj)]
@@ -106,4 +106,34 @@ def test_cuda_source_compiles(cu: Path, tmp_path: Path, request: pytest.FixtureR
     assert obj.exists() and obj.stat().st_size > 0
     if output:
         print(f"nvcc output for {cu.name}:\n{output}")
-    request.config.cache.set(key, digest)
+    if cache is not None:
+        cache.set(key, digest)
+
+
+def _toolkit(root: Path, headers: bool) -> Path:
+    (root / "bin").mkdir(parents=True)
+    nvcc = root / "bin" / "nvcc"
+    nvcc.write_text("#!/bin/sh\nexit 0\n")
+    nvcc.chmod(0o755)
+    if headers:
+        (root / "include").mkdir()
+        (root / "include" / "cuda_runtime.h").write_text("")
+    return root
+
+
+def test_cuda_home_follows_nvcc_to_its_headers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The toolkit handed to torch's cpp_extension is the one whose include/ holds the CUDA
+    runtime headers: a linked nvcc is followed; $CUDA_HOME wins when it holds an nvcc."""
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    real = _toolkit(tmp_path / "cuda-13.0", headers=True)
+    (tmp_path / "links").mkdir()
+    (tmp_path / "links" / "nvcc").symlink_to(real / "bin" / "nvcc")
+    monkeypatch.setenv("PATH", str(tmp_path / "links"))
+    assert _ext.find_cuda_home() == real.resolve()
+    assert _ext.find_nvcc() == str(real.resolve() / "bin" / "nvcc")
+    other = _toolkit(tmp_path / "other", headers=False)
+    monkeypatch.setenv("CUDA_HOME", str(other))
+    assert _ext.find_cuda_home() == other
+    monkeypatch.setenv("CUDA_HOME", str(tmp_path / "missing"))
+    assert _ext.find_cuda_home() is None and _ext.find_nvcc() is None
