@@ -271,6 +271,42 @@ def test_torchrun_ddp_two_cpu_processes(tiny_data: Path, tmp_path: Path) -> None
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+def test_training_device_is_checked() -> None:
+    from dibr_core.train.predictor import training_device
+    assert training_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match=r"train\(\): device must be 'cpu' or 'cuda', got 'meta'"):
+        training_device("meta")
+    with pytest.raises(ValueError, match=r"train\(\): device must be 'cpu' or 'cuda', got 'gpu0'"):
+        training_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"train\(\): device 'cuda' was asked for, but torch .* sees no CUDA GPU"):
+            training_device("cuda")
+    else:
+        with pytest.raises(ValueError, match=r"sees \d+ CUDA GPU"):
+            training_device(f"cuda:{torch.cuda.device_count()}")
+
+
+def test_cuda_training_matches_cpu_training(tiny_data: Path, tmp_path: Path) -> None:
+    """Three steps on the GPU from the same seed follow the CPU run's losses (float32 kernels and
+    cuDNN round differently, so only closely), and their checkpoint resumes on the CPU."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    common = dict(steps=3, batch=2, views=2, lr=1e-3, threads=1, seed=0, log_every=1, ckpt_every=1000,
+                  progress=False)
+    train(tiny_data, tmp_path / "cpu", device="cpu", **common)
+    train(tiny_data, tmp_path / "gpu", device="cuda", **common)
+    cpu = [float(r["loss"]) for r in _rows(tmp_path / "cpu" / "metrics.csv")]
+    gpu = [float(r["loss"]) for r in _rows(tmp_path / "gpu" / "metrics.csv")]
+    assert len(gpu) == 3
+    assert gpu[0] == pytest.approx(cpu[0], rel=1e-4)          # same weights, same batch
+    assert gpu == pytest.approx(cpu, rel=2e-2)
+    state = torch.load(tmp_path / "gpu" / "checkpoint.pt", weights_only=False)
+    assert state["args"]["device"] == "cuda"
+    assert all(t.device.type == "cpu" for t in state["model"].values())
+    res = train(tiny_data, tmp_path / "gpu", resume=True, device="cpu", **{**common, "steps": 4})
+    assert res.step == 4 and torch.isfinite(torch.tensor(res.last_loss))
+
+
 def test_normalize_bbox_output() -> None:
     torch.manual_seed(0)
     m = Predictor(normalize_bbox=True)

@@ -32,13 +32,17 @@ Usage::
 
     python -m dibr_core.train predictor --data DIR --out RUN_DIR [--split train --steps N --batch B
         --views 2 --lr 1e-4 --resume --threads T --seed S --log-every K --ckpt-every K
-        --texture-size T --stream --schedule cosine --warmup 200 --clip 1.0 --init WEIGHTS]
+        --texture-size T --stream --schedule cosine --warmup 200 --clip 1.0 --init WEIGHTS
+        --device cuda]
 
 ``--init WEIGHTS`` fine-tunes: a fresh run starts from those model weights (fresh optimizer).
 Randomised data (``generate --randomize``) carries per-view fields of view; the renders of the
 loss use each view's own.
 
     torchrun --nproc_per_node 2 -m dibr_core.train predictor ...   # DDP: gloo on CPU, nccl on GPU
+
+``--device cuda`` trains on the GPU (the renders then run in the CUDA kernels); under torchrun
+each rank takes the GPU of its ``LOCAL_RANK``. Data are sampled on the CPU and moved per step.
 
 
 On a shared 2-core machine use ``--threads 1``: with 2 threads and another busy process, a step
@@ -67,7 +71,7 @@ from dibr_core.models.predictor import Predictor
 from dibr_core.render import Meshes, RenderSettings, render
 
 __all__ = ["W_IOU", "W_COL", "W_LAP", "W_FLAT", "multiview_step_losses", "train", "main", "export_weights", "lr_at",
-           "METRIC_FIELDS"]
+           "METRIC_FIELDS", "training_device"]
 
 W_IOU = 1.0
 W_COL = 3.0
@@ -127,7 +131,7 @@ def multiview_step_losses(model: Predictor, images: torch.Tensor, views: torch.T
     l_lap = laplacian_loss(out.offsets, model.faces)
     l_flat = flatten_loss(out.vertices, model.faces)
     # Render n = (b * V + i) * V + j shows the mesh of input view i in camera j: i == j is its input view.
-    own = torch.eye(V, dtype=torch.bool).expand(B, V, V).reshape(B * V * V)
+    own = torch.eye(V, dtype=torch.bool, device=images.device).expand(B, V, V).reshape(B * V * V)
     l_input = iou_loss(r.alpha[own], gt_a[own])
     total = W_IOU * l_iou + W_COL * l_col + W_LAP * l_lap + W_FLAT * l_flat
     if input_view_weight > 0:
@@ -145,12 +149,23 @@ class TrainResult:
     seconds_per_step: float
 
 
+def _on_cpu(obj: object) -> object:
+    """``obj`` (a state dict: nested dicts, lists and tensors) with every tensor moved to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _on_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_on_cpu(v) for v in obj)
+    return obj
+
+
 def _save_checkpoint(path: Path, model: Predictor, opt: torch.optim.Optimizer, step: int,
                      rng_states: List[object], args: Dict[str, object]) -> None:
     config = {"image_size": model.image_size, "texture_size": model.texture_size,
               "normalize_bbox": model.normalize_bbox}
-    state = {"model": model.state_dict(), "model_config": config, "optimizer": opt.state_dict(), "step": step,
-             "torch_rng": torch.get_rng_state(), "numpy_rngs": rng_states, "args": args}
+    state = {"model": _on_cpu(model.state_dict()), "model_config": config, "optimizer": _on_cpu(opt.state_dict()),
+             "step": step, "torch_rng": torch.get_rng_state(), "numpy_rngs": rng_states, "args": args}
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     tmp.replace(path)
@@ -221,9 +236,9 @@ class _Dist:
         return self.rank == 0
 
 
-def _init_distributed() -> _Dist:
-    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1): gloo on the CPU,
-    nccl when CUDA is available."""
+def _init_distributed(device: torch.device) -> _Dist:
+    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1): gloo when the
+    model lives on the CPU, nccl when it lives on a GPU."""
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -231,8 +246,31 @@ def _init_distributed() -> _Dist:
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return _Dist(dist.get_rank(), dist.get_world_size())
+
+
+def training_device(device: Union[str, torch.device]) -> torch.device:
+    """The device a run trains on: ``"cpu"``, or ``"cuda"`` (under torchrun the GPU of
+    ``LOCAL_RANK``; an explicit index is kept). Raises ValueError for any other device, or for
+    a GPU that torch cannot see."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"train(): device must be 'cpu' or 'cuda', got {device!r}") from exc
+    if dev.type == "cpu":
+        return torch.device("cpu")
+    if dev.type != "cuda":
+        raise ValueError(f"train(): device must be 'cpu' or 'cuda', got {device!r}")
+    if not torch.cuda.is_available():
+        raise ValueError(f"train(): device {device!r} was asked for, but torch {torch.__version__} sees no CUDA GPU "
+                         f"(torch.version.cuda = {torch.version.cuda})")
+    if dev.index is None:
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if dev.index >= torch.cuda.device_count():
+        raise ValueError(f"train(): device {str(dev)!r} was asked for, but torch sees "
+                         f"{torch.cuda.device_count()} CUDA GPU(s)")
+    return dev
 
 
 def train(data: Union[str, Path], out: Union[str, Path], steps: int = 1000, batch: int = 8, views: int = 2,
@@ -241,7 +279,7 @@ def train(data: Union[str, Path], out: Union[str, Path], steps: int = 1000, batc
           dataset: Optional[ViewDataset] = None, texture_size: int = 0, in_memory: bool = True,
           schedule: str = "constant", warmup: int = 200, clip: float = 0.0,
           normalize_bbox: bool = False, init: Optional[Union[str, Path]] = None,
-          input_view_weight: float = 0.0) -> TrainResult:
+          input_view_weight: float = 0.0, device: Union[str, torch.device] = "cpu") -> TrainResult:
     """Train (or resume training) up to ``steps`` total steps; see the module docstring.
 
     ``threads > 0`` sets torch's intra-op thread count for the run (restored on return).
@@ -251,18 +289,22 @@ def train(data: Union[str, Path], out: Union[str, Path], steps: int = 1000, batc
     must match) instead of random ones; the optimizer starts fresh (fine-tuning). A resumed run
     ignores it.
     ``input_view_weight``: see :func:`multiview_step_losses`.
+    ``device``: ``"cpu"`` or ``"cuda"`` (see :func:`training_device`); the model, the optimizer
+    and each step's batch live there, and checkpoints are written with CPU tensors, so a run
+    can resume on either device.
     Under torchrun (``WORLD_SIZE > 1``) the model is wrapped in DistributedDataParallel, every
     rank samples its own ``batch`` objects (a global batch of ``batch * world``) from its own RNG
     stream, and rank 0 alone logs, shows progress and writes checkpoints (which hold every
     rank's RNG state, so a resumed job with the same world size continues exactly).
     """
+    dev = training_device(device)
     old_threads = torch.get_num_threads()
     if threads > 0:
         torch.set_num_threads(threads)
     try:
         return _train(data, out, steps, batch, views, lr, resume, seed, split, log_every, ckpt_every, progress,
                       dataset, texture_size, in_memory, schedule, warmup, clip, normalize_bbox, init,
-                      input_view_weight)
+                      input_view_weight, dev)
     finally:
         torch.set_num_threads(old_threads)
 
@@ -271,9 +313,11 @@ def _train(data: Union[str, Path], out: Union[str, Path], steps: int, batch: int
            resume: bool, seed: int, split: str, log_every: int, ckpt_every: int, progress: bool,
            dataset: Optional[ViewDataset], texture_size: int, in_memory: bool, schedule: str, warmup: int,
            clip: float, normalize_bbox: bool, init: Optional[Union[str, Path]] = None,
-           input_view_weight: float = 0.0) -> TrainResult:
+           input_view_weight: float = 0.0, device: torch.device = torch.device("cpu")) -> TrainResult:
     lr_at(0, steps, lr, schedule, warmup)               # validates the schedule name
-    dist_info = _init_distributed()
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist_info = _init_distributed(device)
     run = Path(out)
     ckpt_path = run / CHECKPOINT
     metrics_path = run / "metrics.csv"
@@ -281,12 +325,13 @@ def _train(data: Union[str, Path], out: Union[str, Path], steps: int, batch: int
                                "data": str(data), "schedule": schedule, "warmup": warmup, "clip": clip,
                                "steps": steps, "texture_size": texture_size, "normalize_bbox": normalize_bbox,
                                "world_size": dist_info.world, "init": None if init is None else str(init),
-                               "input_view_weight": input_view_weight}
+                               "input_view_weight": input_view_weight, "device": device.type}
     ds = dataset if dataset is not None else ViewDataset(data, split, in_memory)
     torch.manual_seed(seed)                             # identical initial weights on every rank
     model = Predictor(image_size=ds.image_size, texture_size=texture_size, normalize_bbox=normalize_bbox)
     if init is not None:
         _load_init(model, init)
+    model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999))
     rng = np.random.default_rng([seed, dist_info.rank])
     step = 0
@@ -320,7 +365,7 @@ def _train(data: Union[str, Path], out: Union[str, Path], steps: int, batch: int
     if dist_info.world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        forward = DistributedDataParallel(model)
+        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     from tqdm import tqdm
 
     model.train()
@@ -334,6 +379,7 @@ def _train(data: Union[str, Path], out: Union[str, Path], steps: int, batch: int
             group["lr"] = lr_at(step, steps, lr, schedule, warmup)
         ims, vm, fov = ds.sample_cameras(rng, batch, views)
         protocol = bool((fov - FOV_Y_DEG).abs().max() < 1e-4)
+        ims, vm, fov = ims.to(device, non_blocking=True), vm.to(device, non_blocking=True), fov.to(device)
         losses = multiview_step_losses(model, ims, vm, forward=forward, fov_y_deg=None if protocol else fov,
                                        input_view_weight=input_view_weight)
         opt.zero_grad(set_to_none=True)
@@ -431,6 +477,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    "fresh optimizer; ignored by --resume of an existing run")
     p.add_argument("--input-view-weight", type=float, default=0.0,
                    help="extra weight of the silhouette IoU loss in each mesh's own input camera (0: DIB-R's loss)")
+    p.add_argument("--device", default="cpu",
+                   help="'cpu' or 'cuda' (under torchrun each rank takes the GPU of its LOCAL_RANK)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     if a.export is not None:
@@ -442,7 +490,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     res = train(a.data, a.out, a.steps, a.batch, a.views, a.lr, a.resume, a.threads, a.seed, a.split,
                 a.log_every, a.ckpt_every, not a.no_progress,
                 texture_size=a.texture_size, in_memory=not a.stream, schedule=a.schedule, warmup=a.warmup,
-                clip=a.clip, normalize_bbox=a.normalize_bbox, init=a.init, input_view_weight=a.input_view_weight)
+                clip=a.clip, normalize_bbox=a.normalize_bbox, init=a.init, input_view_weight=a.input_view_weight,
+                device=a.device)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     print(f"step {res.step} loss {res.last_loss:.5f} ({res.seconds_per_step * 1000:.1f} ms/step)")
