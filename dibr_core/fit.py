@@ -205,7 +205,9 @@ class FitOptions:
         check_positive(fn, "fill_min_pixels", self.fill_min_pixels, allow_zero=True)
         check_positive(fn, "color_facing_power", self.color_facing_power, allow_zero=True)
         flag = self.fill_unseen_colors
-        if not (isinstance(flag, bool) or type(flag).__name__ == "bool_" or (isinstance(flag, int) and flag in (0, 1))):
+        # numpy's bool is named bool_ before numpy 2 and bool since.
+        numpy_bool = type(flag).__module__ == "numpy" and type(flag).__name__ in ("bool_", "bool")
+        if not (isinstance(flag, bool) or numpy_bool or (isinstance(flag, int) and flag in (0, 1))):
             raise ValueError(f"{fn}(): fill_unseen_colors must be a bool, got {describe(self.fill_unseen_colors)}")
         object.__setattr__(self, "fill_unseen_colors", bool(self.fill_unseen_colors))
         if not (0.0 <= self.remesh_until <= 1.0):
