@@ -49,11 +49,14 @@ _state: dict = {"tried": False, "module": None, "reason": "not loaded yet", "how
 
 
 def default_build_dir() -> Path:
-    """``$DIBR_BUILD_DIR`` if set, else ``dibr_core/_build`` when writable, else a per-user cache."""
+    """``$DIBR_BUILD_DIR`` if set, else ``dibr_core/_build`` when writable, else a per-user cache.
+    A sanitizer build (``DIBR_SANITIZE=1``) goes to ``_build_sanitize`` inside ``$DIBR_BUILD_DIR``
+    (so that it never replaces the plain module there), else ``dibr_core/_build_sanitize``."""
     override = os.environ.get("DIBR_BUILD_DIR")
     if override:
-        Path(override).mkdir(parents=True, exist_ok=True)
-        return Path(override)
+        d = Path(override) / "_build_sanitize" if sanitizing() else Path(override)
+        d.mkdir(parents=True, exist_ok=True)
+        return d
     d = PACKAGE_DIR / ("_build_sanitize" if sanitizing() else "_build")
     try:
         d.mkdir(exist_ok=True)
@@ -103,6 +106,21 @@ def find_nvcc() -> Optional[str]:
     """The nvcc of :func:`find_cuda_home`'s toolkit, or None."""
     home = find_cuda_home()
     return None if home is None else str(home / "bin" / "nvcc")
+
+
+def default_cuda_arch_list(torch_arches: List[str]) -> str:
+    """``TORCH_CUDA_ARCH_LIST`` for a build on a machine without a GPU: the real architectures
+    of ``torch_arches`` (``torch.cuda.get_arch_list()``, such as ``["sm_80", "sm_90"]``), the
+    newest also as PTX so that later GPUs can compile it; ``"8.0;9.0+PTX"`` when there are none.
+
+    >>> default_cuda_arch_list(["sm_75", "sm_90", "sm_100", "compute_90"])
+    '7.5;9.0;10.0+PTX'
+    """
+    arches = sorted({int(a[3:]) for a in torch_arches if a.startswith("sm_") and a[3:].isdigit()})
+    if not arches:
+        return "8.0;9.0+PTX"
+    names = [f"{a // 10}.{a % 10}" for a in arches]
+    return ";".join(names) + "+PTX"
 
 
 def cuda_build_enabled(sanitize: bool = False) -> bool:
@@ -201,10 +219,16 @@ def build(build_dir: Optional[Path] = None, verbose: bool = False, sanitize: Opt
         )
 
     cuda = cuda_build_enabled(sanitize)
+    arch_list = os.environ.get("TORCH_CUDA_ARCH_LIST", "").strip()
     if cuda:
         # cpp_extension finds its toolkit once, at import, from PATH's nvcc without following
         # wrapper scripts; hand it the one find_cuda_home() chose.
         cpp_extension.CUDA_HOME = str(find_cuda_home())
+        if not arch_list and torch.cuda.device_count() == 0:
+            # cpp_extension takes the visible GPUs' architectures and fails when there are none:
+            # build for every architecture this torch was built for instead.
+            arch_list = default_cuda_arch_list(torch.cuda.get_arch_list())
+            os.environ["TORCH_CUDA_ARCH_LIST"] = arch_list
     cuda_error: Optional[str] = None
     try:
         mod = compile_ext(cuda)
@@ -222,6 +246,8 @@ def build(build_dir: Optional[Path] = None, verbose: bool = False, sanitize: Opt
         cuda = False
         mod = compile_ext(False)
     info = {"hash": source_hash(extra, cuda=cuda), "torch": torch.__version__, "cuda": cuda, "sanitize": sanitize}
+    if cuda:
+        info["cuda_arch_list"] = arch_list or "the visible GPUs'"
     if cuda_error is not None:
         info["cuda_failed_for"] = source_hash(extra, cuda=True)
         info["cuda_error"] = cuda_error

@@ -137,3 +137,12 @@ def test_cuda_home_follows_nvcc_to_its_headers(tmp_path: Path, monkeypatch: pyte
     assert _ext.find_cuda_home() == other
     monkeypatch.setenv("CUDA_HOME", str(tmp_path / "missing"))
     assert _ext.find_cuda_home() is None and _ext.find_nvcc() is None
+
+
+def test_default_arch_list_covers_torchs_architectures() -> None:
+    """Without a GPU (and without TORCH_CUDA_ARCH_LIST) the build targets every architecture
+    torch itself was built for, the newest also as PTX."""
+    assert _ext.default_cuda_arch_list(["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]) == \
+        "7.5;8.0;8.6;9.0;10.0;12.0+PTX"
+    assert _ext.default_cuda_arch_list(["sm_90", "compute_90", "sm_80"]) == "8.0;9.0+PTX"
+    assert _ext.default_cuda_arch_list([]) == "8.0;9.0+PTX"

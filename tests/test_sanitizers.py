@@ -46,3 +46,16 @@ def test_kernels_under_asan_and_ubsan() -> None:
     probe = subprocess.run([sys.executable, "-c", "import dibr_core; print(dibr_core.backend_info().reason)"],
                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert "_build_sanitize" in probe.stdout, probe.stdout + probe.stderr
+
+
+def test_a_sanitizer_build_keeps_out_of_the_plain_build_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With DIBR_BUILD_DIR set, the sanitizer build goes to a folder of its own inside it, so a
+    sanitizer run never replaces the plain module that other processes load from there."""
+    from dibr_core import _ext
+
+    monkeypatch.setenv("DIBR_BUILD_DIR", str(tmp_path / "b"))
+    monkeypatch.delenv("DIBR_SANITIZE", raising=False)
+    assert _ext.default_build_dir() == tmp_path / "b"
+    monkeypatch.setenv("DIBR_SANITIZE", "1")
+    assert _ext.default_build_dir() == tmp_path / "b" / "_build_sanitize"
+    assert (tmp_path / "b" / "_build_sanitize").is_dir()
