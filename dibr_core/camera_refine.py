@@ -115,6 +115,10 @@ class CameraParams:
 
     def correction(self, name: str) -> CameraCorrection:
         """How far the camera has moved from where it started."""
+        with torch.no_grad():
+            return self._correction(name)
+
+    def _correction(self, name: str) -> CameraCorrection:
         cam = self.final()
         R0, R1 = self.camera.view[0, :3, :3].double(), cam.view[0, :3, :3].double()
         cos = float(((torch.trace(R1 @ R0.T) - 1.0) / 2.0).clamp(-1.0, 1.0))

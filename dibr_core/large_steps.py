@@ -38,6 +38,7 @@ other.
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any, Dict, Iterable, Optional, Tuple
 
 import torch
@@ -85,7 +86,9 @@ def combinatorial_laplacian(faces: torch.Tensor, num_vertices: int, dtype: torch
     rows = torch.cat([a, b, diag])
     cols = torch.cat([b, a, diag])
     vals = torch.cat([-ones, -ones, degree])
-    return torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (num_vertices, num_vertices)).coalesce()
+    # The indices are in range by construction: no invariant check needed.
+    return torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (num_vertices, num_vertices),
+                                   check_invariants=False).coalesce()
 
 
 class LaplacianSystem:
@@ -119,9 +122,11 @@ class LaplacianSystem:
         L = combinatorial_laplacian(faces, num_vertices, torch.float64, dev)
         eye = torch.sparse_coo_tensor(torch.arange(num_vertices, device=dev).expand(2, -1),
                                       torch.ones(num_vertices, dtype=torch.float64, device=dev),
-                                      (num_vertices, num_vertices))
+                                      (num_vertices, num_vertices), check_invariants=False)
         m64 = (eye + self.lam * L).coalesce()
-        self.matrix = m64.to(dtype).to_sparse_csr()          # (V, V) for products
+        with warnings.catch_warnings():   # torch's note that its CSR tensors are in beta
+            warnings.simplefilter("ignore", UserWarning)
+            self.matrix = m64.to(dtype).to_sparse_csr()      # (V, V) for products
         self._diag = (1.0 + self.lam * _sparse_diagonal(L)).to(dtype)   # (V,) Jacobi preconditioner
         if method == "sparse" and (dev.type != "cpu" or _cholespy() is None):
             raise ValueError(f"{fn}(): method 'sparse' needs the cholespy package and a CPU device "
