@@ -32,7 +32,7 @@ def test_summary_puts_cuda_beside_cpu_and_the_targets(tmp_path: Path) -> None:
     rows = [_row("predictor", "cpu", "forward+backward", 9.0), _row("predictor", "cuda", "forward+backward", 0.45),
             _row("fit", "cpu", "forward+backward", 11.0), _row("fit", "cuda", "forward+backward", 0.9),
             _row("huge", "cuda", "forward", 3.0), {"workload": "large", "backend": "cuda", "skipped": "x"}]
-    (tmp_path / "bench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "bench.log").write_text("".join(json.dumps(r) + "\n" for r in rows))
     check = gc.Check(tmp_path, quick=True, arch=None)
     assert gc.step_summary(check) == {"rc": 0}
     table = (tmp_path / "summary.md").read_text()

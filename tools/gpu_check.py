@@ -14,7 +14,7 @@ step is recorded and the next runs:
     tests     tests/test_cuda.py and the GPU training test (pytest)        -> tests.log
     sanitize  compute-sanitizer memcheck and racecheck over one small case  -> sanitize.log
     bench     python -m dibr_core.bench, kernel workloads, cpu and cuda,
-              plus the reference path on the predictor workload             -> bench.jsonl
+              plus the reference path on the predictor workload             -> bench.log
     train     a short predictor training run on the CPU and on the GPU     -> train.json
     summary   the figures beside the GPU issue's targets                    -> summary.md
 
@@ -190,31 +190,25 @@ def step_sanitize(c: Check) -> dict:
 
 
 def step_bench(c: Check) -> dict:
-    log = c.out / "bench.jsonl"
     workloads = ["predictor", "fit"] if c.quick else ["predictor", "fit", "large", "huge"]
     runs = [["--workload", *workloads, "--backend", "cpu", "cuda"],
             ["--workload", "predictor", "--backend", "reference", "--repeats", "2"]]
     if c.quick:
         runs[0] += ["--repeats", "5"]
     rec: dict = {"rc": 0}
-    with open(log, "w") as fh:
-        for args in runs:
-            try:
-                r = subprocess.run([sys.executable, "-m", "dibr_core.bench", *args], cwd=ROOT, env=c.env,
-                                   capture_output=True, text=True, timeout=c.limit(240))
-            except subprocess.TimeoutExpired as exc:
-                out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-                fh.write(out + json.dumps({"error": f"bench {' '.join(args)}: stopped at its time limit"}) + "\n")
-                rec["rc"] = 124
-                continue
-            fh.write(r.stdout)
-            if r.returncode != 0:
-                fh.write(json.dumps({"error": r.stderr.strip().splitlines()[-3:]}) + "\n")
-                rec["rc"] = r.returncode
-    rows = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
-    rec["rows"] = len([r for r in rows if "median_ms" in r])
+    for i, args in enumerate(runs):
+        r = c.run(f"bench {args[-1]}", [sys.executable, "-m", "dibr_core.bench", *args], "bench.log", timeout=240,
+                  append=i > 0)
+        rec["rc"] = rec["rc"] or r["rc"]
+    rec["rows"] = len([r for r in _bench_rows(c.out) if "median_ms" in r])
     print(f"[gpu_check] bench: {rec['rows']} rows", flush=True)
     return rec
+
+
+def _bench_rows(out: Path) -> List[dict]:
+    """The JSON rows of ``out/bench.log`` (its other lines are the commands and their messages)."""
+    log = out / "bench.log"
+    return [json.loads(ln) for ln in log.read_text().splitlines() if ln.startswith("{")] if log.exists() else []
 
 
 def step_train(c: Check) -> dict:
@@ -263,10 +257,7 @@ def _ms(row: Optional[dict], key: str) -> str:
 
 def step_summary(c: Check) -> dict:
     lines = ["# GPU check", "", "```", json.dumps({k: v for k, v in c.records.items()}, indent=1), "```", ""]
-    bench = c.out / "bench.jsonl"
-    rows = ([json.loads(ln) for ln in bench.read_text().splitlines() if ln.startswith("{")]
-            if bench.exists() else [])
-    timed = {(r["workload"], r["backend"], r["pass"]): r for r in rows if "median_ms" in r}
+    timed = {(r["workload"], r["backend"], r["pass"]): r for r in _bench_rows(c.out) if "median_ms" in r}
     if timed:
         lines += ["| workload | pass | cpu median (ms) | cuda median (ms) | cuda p90 (ms) | cpu / cuda | target | met |",
                   "|---|---|---|---|---|---|---|---|"]
